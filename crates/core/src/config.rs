@@ -1,0 +1,158 @@
+//! Device configuration: every interval, bound and server list the core uses, each with a
+//! documented default. Shells build a [`Config`] from their own settings (the firmware from flash,
+//! the simulator from a scenario) and hand it to the [`Controller`](crate::Controller).
+
+use core::time::Duration;
+
+use crate::time::UnixTime;
+
+/// How many NTP servers a device can be configured with.
+pub const MAX_NTP_SERVERS: usize = 4;
+
+/// Longest NTP server host name kept in the configuration.
+pub const MAX_HOST_LEN: usize = 63;
+
+/// An NTP server host name (or address literal), resolved by the shell.
+pub type HostName = heapless::String<MAX_HOST_LEN>;
+
+/// The controller's configuration. `Config::default()` gives the documented defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// NTP servers, queried together in each round; the core names them by index. Default:
+    /// `pool.ntp.org` and `time.cloudflare.com` (ADR-011). Air-gapped sites name their own.
+    pub ntp_servers: heapless::Vec<HostName, MAX_NTP_SERVERS>,
+    /// Time between NTP rounds once the clock has been synchronised. Default 1 h.
+    pub ntp_poll_interval: Duration,
+    /// How long a round waits for its answers. Default 2 s.
+    pub ntp_response_timeout: Duration,
+    /// First retry delay after a round without a usable answer; it doubles up to
+    /// `ntp_retry_max`. Default 1 s.
+    pub ntp_retry_initial: Duration,
+    /// Longest retry delay. Default 64 s.
+    pub ntp_retry_max: Duration,
+    /// Round-trip delays above this are implausible and rejected. Default 1 s.
+    pub ntp_max_delay: Duration,
+    /// Answers whose root distance (root delay / 2 + root dispersion) exceeds this are rejected.
+    /// Default 1.5 s.
+    pub ntp_max_root_distance: Duration,
+    /// Time between syncs with the backend while the network is up. Default 5 min (ADR-011).
+    pub backend_sync_interval: Duration,
+    /// How long a backend sync may take before it counts as failed. Default 10 s.
+    pub backend_response_timeout: Duration,
+    /// First retry delay after a failed backend sync; it doubles up to
+    /// `backend_sync_interval`. Default 5 s.
+    pub backend_retry_initial: Duration,
+    /// While the backend's authenticated time is at most this old, NTP answers only check the
+    /// clock and do not replace the backend as its source. Default 15 min.
+    pub backend_fresh_for: Duration,
+    /// While no network source keeps the clock synchronised, re-read the RTC this often.
+    /// Default 1 h.
+    pub rtc_resync_interval: Duration,
+    /// After a network sync, write the time back to the RTC at least this often (it is also
+    /// written after the first network sync of each boot, and whenever its flag says invalid).
+    /// Default 24 h.
+    pub rtc_writeback_interval: Duration,
+    /// Bound on the device oscillator's frequency error, in ppm. Default 10 (ESP32-C3 crystal).
+    pub drift_ppm_max: u32,
+    /// Bound on the RTC's frequency error, in ppm. Default 2 (DS3231, 0–40 °C).
+    pub rtc_drift_ppm_max: u32,
+    /// Error assumed for an RTC this device never wrote itself (set at the factory or by another
+    /// device). Default 2 s.
+    pub rtc_unknown_error: Duration,
+    /// Error assumed for a phone's time at setup (browser clock plus the page's latency).
+    /// Default 2 s.
+    pub phone_error: Duration,
+    /// Corrections at least this large count as steps and are reported; smaller ones are applied
+    /// silently. Default 128 ms, NTP's step threshold (RFC 5905 §11.3).
+    pub step_threshold: Duration,
+    /// No time before this can be true: NTP answers below it are rejected, and it anchors the
+    /// NTP era (RFC 5905 §6). The firmware sets its build time. Default 2020-01-01T00:00:00Z.
+    pub time_floor: UnixTime,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut ntp_servers = heapless::Vec::new();
+        for host in ["pool.ntp.org", "time.cloudflare.com"] {
+            // Both fit: MAX_NTP_SERVERS >= 2 and the names are shorter than MAX_HOST_LEN.
+            let _ = ntp_servers.push(HostName::try_from(host).unwrap_or_default());
+        }
+        Config {
+            ntp_servers,
+            ntp_poll_interval: Duration::from_secs(3600),
+            ntp_response_timeout: Duration::from_secs(2),
+            ntp_retry_initial: Duration::from_secs(1),
+            ntp_retry_max: Duration::from_secs(64),
+            ntp_max_delay: Duration::from_secs(1),
+            ntp_max_root_distance: Duration::from_millis(1500),
+            backend_sync_interval: Duration::from_secs(300),
+            backend_response_timeout: Duration::from_secs(10),
+            backend_retry_initial: Duration::from_secs(5),
+            backend_fresh_for: Duration::from_secs(900),
+            rtc_resync_interval: Duration::from_secs(3600),
+            rtc_writeback_interval: Duration::from_secs(86_400),
+            drift_ppm_max: 10,
+            rtc_drift_ppm_max: 2,
+            rtc_unknown_error: Duration::from_secs(2),
+            phone_error: Duration::from_secs(2),
+            step_threshold: Duration::from_millis(128),
+            time_floor: UnixTime::VALIDITY_THRESHOLD,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration with the given NTP servers and every other field at its default.
+    /// Names longer than [`MAX_HOST_LEN`] or beyond [`MAX_NTP_SERVERS`] are an error.
+    pub fn with_ntp_servers<'a>(
+        servers: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = Config::default();
+        cfg.ntp_servers.clear();
+        for host in servers {
+            let name = HostName::try_from(host).map_err(|_| ConfigError::HostNameTooLong)?;
+            cfg.ntp_servers
+                .push(name)
+                .map_err(|_| ConfigError::TooManyNtpServers)?;
+        }
+        Ok(cfg)
+    }
+}
+
+/// Why a configuration cannot be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// More than [`MAX_NTP_SERVERS`] NTP servers.
+    TooManyNtpServers,
+    /// A host name longer than [`MAX_HOST_LEN`].
+    HostNameTooLong,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_name_the_adr_servers() {
+        let cfg = Config::default();
+        assert_eq!(cfg.ntp_servers.len(), 2);
+        assert_eq!(cfg.ntp_servers[0].as_str(), "pool.ntp.org");
+        assert_eq!(cfg.backend_sync_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn air_gapped_sites_name_their_own_server() {
+        let cfg = Config::with_ntp_servers(["ntp.internal"]).unwrap();
+        assert_eq!(cfg.ntp_servers.len(), 1);
+        assert_eq!(
+            Config::with_ntp_servers(["a", "b", "c", "d", "e"]),
+            Err(ConfigError::TooManyNtpServers)
+        );
+        let long = "x".repeat(64);
+        assert_eq!(
+            Config::with_ntp_servers([long.as_str()]),
+            Err(ConfigError::HostNameTooLong)
+        );
+    }
+}

@@ -1,0 +1,670 @@
+//! The door controller's state machine, sans IO.
+//!
+//! The shell creates one [`Controller`] per boot, feeds it what happened (`handle_*`, always with
+//! the monotonic `now`), carries out what it asks for ([`poll_action`](Controller::poll_action))
+//! and calls [`handle_timeout`](Controller::handle_timeout) when
+//! [`poll_timeout`](Controller::poll_timeout) comes due. It owns the time-sync flows of both seeds:
+//!
+//! - seed 000, boot: read the RTC; a valid reading makes the clock valid at once;
+//! - seed 000, online: NTP rounds at every network-up and then periodically, each good network
+//!   sync written back to the RTC (which clears its oscillator-stop flag); the backend's
+//!   authenticated time at every sync;
+//! - seed 000, offline: re-read the RTC periodically while no network source keeps the clock;
+//! - seed 000, initial setup offline: the phone sets the clock, the clock sets the RTC;
+//! - ADR-011: without an RTC the clock is invalid until the first network answer; NTP is asked
+//!   the moment the network is up and retried with a bounded backoff until it answers.
+
+use core::time::Duration;
+
+use heapless::Deque;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::clock::{Clock, ClockPolicy, Outcome, Refusal, Sample, Source};
+use crate::config::{Config, MAX_NTP_SERVERS};
+use crate::ntp::{self, NtpLimits, NtpReject, NtpRequest, NtpSample, PACKET_LEN};
+use crate::persist::Persisted;
+use crate::rtc::{self, RtcReading};
+use crate::time::{duration_micros, Instant, UnixTime, WallTime};
+
+/// How many actions can wait for the shell. One input produces at most a handful; the shell
+/// drains the queue after every call.
+pub const ACTION_QUEUE_LEN: usize = 32;
+
+/// Length of the nonce that binds a backend sync's timestamps to its request.
+pub const NONCE_LEN: usize = 16;
+
+/// What the controller asks the shell to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Read the RTC and call [`Controller::handle_rtc_read`].
+    ReadRtc,
+    /// Write this time to the RTC and clear its oscillator-stop flag. `utc` is the time at the
+    /// moment the action is taken (the shell aligns the write to the second boundary).
+    WriteRtc {
+        /// The time to write.
+        utc: UnixTime,
+    },
+    /// Send this packet by UDP to NTP server `server` (an index into `Config::ntp_servers`)
+    /// and hand any answer to [`Controller::handle_ntp_response`].
+    SendNtp {
+        /// Index of the server.
+        server: u8,
+        /// The request bytes.
+        packet: [u8; PACKET_LEN],
+    },
+    /// Run a sync exchange with the backend carrying this nonce; hand its authenticated
+    /// timestamps to [`Controller::handle_backend_time`], or report
+    /// [`Controller::handle_backend_failed`].
+    SyncBackend {
+        /// Fresh random nonce for this exchange.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Store this record; hand it back at the next boot.
+    Persist(Persisted),
+    /// Something to log or report.
+    Event(Event),
+}
+
+/// Things worth telling the outside world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The clock's validity or source changed, or it was stepped.
+    Clock {
+        /// Whether the clock is valid now.
+        valid: bool,
+        /// Its source, when valid.
+        source: Option<Source>,
+        /// UTC now, when valid.
+        utc: Option<UnixTime>,
+        /// Error bound now in microseconds (0 when invalid).
+        error_us: u64,
+    },
+    /// A time from a source was not used.
+    TimeRejected {
+        /// The source.
+        source: Source,
+        /// Which server of that kind.
+        server: u8,
+        /// Why.
+        reason: TimeRejection,
+    },
+}
+
+/// Why a time was not used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeRejection {
+    /// The NTP answer failed validation.
+    Ntp(NtpReject),
+    /// The clock's trust rules refused it.
+    Clock(Refusal),
+    /// It disagrees with a network-set clock and waits for a second, independent source.
+    AwaitingSecondSource,
+    /// A phone may set the time only in setup mode.
+    NotInSetupMode,
+    /// A backend answer whose nonce is not the one we sent, or that took implausibly long.
+    BackendMismatch,
+}
+
+impl TimeRejection {
+    /// A short, stable name for logs and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeRejection::Ntp(r) => r.as_str(),
+            TimeRejection::Clock(r) => r.as_str(),
+            TimeRejection::AwaitingSecondSource => "awaiting_second_source",
+            TimeRejection::NotInSetupMode => "not_in_setup_mode",
+            TimeRejection::BackendMismatch => "backend_mismatch",
+        }
+    }
+}
+
+/// The backend's timestamps from one sync exchange, after the shell's protocol layer has checked
+/// the server's signature over them and the nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendTime {
+    /// The nonce the device sent (and the server signed).
+    pub nonce: [u8; NONCE_LEN],
+    /// Server UTC when the request arrived.
+    pub receive: UnixTime,
+    /// Server UTC when the answer left.
+    pub transmit: UnixTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RtcState {
+    /// Boot: not read yet.
+    Unknown,
+    /// Nothing on the bus.
+    Absent,
+    /// Fitted; `trusted` is false while its oscillator-stop flag is set or its registers are bad.
+    Present { trusted: bool },
+}
+
+#[derive(Clone, Debug, Default)]
+struct NtpState {
+    requests: [Option<NtpRequest>; MAX_NTP_SERVERS],
+    /// Servers that sent a DENY or RSTR kiss: never asked again this boot (RFC 4330 §8).
+    denied: [bool; MAX_NTP_SERVERS],
+    /// Good answers of the running round, best first once the round ends.
+    samples: heapless::Vec<(u8, NtpSample, bool), MAX_NTP_SERVERS>,
+    round_deadline: Option<Instant>,
+    next_round: Option<Instant>,
+    backoff: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+struct BackendState {
+    pending: Option<([u8; NONCE_LEN], Instant)>,
+    next_sync: Option<Instant>,
+    backoff: Duration,
+}
+
+/// One door controller, from boot to power-off.
+pub struct Controller {
+    cfg: Config,
+    clock: Clock,
+    rng: ChaCha8Rng,
+    actions: Deque<Action, ACTION_QUEUE_LEN>,
+    persisted: Persisted,
+    setup_mode: bool,
+    network_up: bool,
+    rtc: RtcState,
+    next_rtc_read: Option<Instant>,
+    rtc_written_this_boot: Option<Instant>,
+    last_network_sync: Option<Instant>,
+    ntp: NtpState,
+    backend: BackendState,
+    dropped_actions: u32,
+}
+
+impl Controller {
+    /// Boots a controller at `now` (normally zero) with the state persisted by the previous boot
+    /// and 32 bytes from the shell's hardware RNG. The first action asks for the RTC.
+    pub fn new(cfg: Config, persisted: Persisted, rng_seed: [u8; 32], now: Instant) -> Self {
+        let clock = Clock::new(ClockPolicy {
+            drift_ppm_max: cfg.drift_ppm_max,
+            backend_fresh_for: cfg.backend_fresh_for,
+        });
+        let mut c = Controller {
+            ntp: NtpState {
+                backoff: cfg.ntp_retry_initial,
+                ..NtpState::default()
+            },
+            backend: BackendState {
+                backoff: cfg.backend_retry_initial,
+                ..BackendState::default()
+            },
+            cfg,
+            clock,
+            rng: ChaCha8Rng::from_seed(rng_seed),
+            actions: Deque::new(),
+            setup_mode: !persisted.provisioned,
+            persisted,
+            network_up: false,
+            rtc: RtcState::Unknown,
+            next_rtc_read: None,
+            rtc_written_this_boot: None,
+            last_network_sync: None,
+            dropped_actions: 0,
+        };
+        let _ = now;
+        c.push(Action::ReadRtc);
+        c
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// The RTC's answer to [`Action::ReadRtc`].
+    pub fn handle_rtc_read(&mut self, reading: RtcReading, now: Instant) {
+        let first = self.rtc == RtcState::Unknown;
+        match reading {
+            RtcReading::Absent => {
+                self.rtc = RtcState::Absent;
+                self.next_rtc_read = None;
+            }
+            RtcReading::Invalid => self.rtc = RtcState::Present { trusted: false },
+            RtcReading::Valid { unix_secs } => {
+                self.rtc = RtcState::Present { trusted: true };
+                // Registers hold whole seconds: the true time is somewhere in the second.
+                let utc = UnixTime::from_secs(unix_secs).offset_micros(500_000);
+                let sample = Sample {
+                    source: Source::Rtc,
+                    server: 0,
+                    at: now,
+                    utc,
+                    error_us: 500_000 + self.rtc_accumulated_error_us(unix_secs),
+                };
+                self.offer(sample, now);
+            }
+        }
+        if matches!(self.rtc, RtcState::Present { .. }) {
+            self.next_rtc_read = Some(now + self.cfg.rtc_resync_interval);
+        }
+        if first && self.clock.utc(now).is_none() {
+            self.emit_clock(now);
+        }
+    }
+
+    /// The network came up or went down.
+    pub fn handle_network(&mut self, up: bool, now: Instant) {
+        if up == self.network_up {
+            return;
+        }
+        self.network_up = up;
+        if up {
+            // ADR-011 waits for nothing: ask at once.
+            self.ntp.backoff = self.cfg.ntp_retry_initial;
+            self.ntp.next_round = Some(now);
+            self.backend.backoff = self.cfg.backend_retry_initial;
+            self.backend.next_sync = Some(now);
+            self.handle_timeout(now);
+        } else {
+            self.ntp.requests = [None; MAX_NTP_SERVERS];
+            self.ntp.samples.clear();
+            self.ntp.round_deadline = None;
+            self.ntp.next_round = None;
+            self.backend = BackendState {
+                backoff: self.cfg.backend_retry_initial,
+                ..BackendState::default()
+            };
+        }
+    }
+
+    /// An answer from NTP server `server` arrived at `now`.
+    pub fn handle_ntp_response(&mut self, server: u8, packet: &[u8], now: Instant) {
+        let idx = usize::from(server);
+        let Some(request) = self.ntp.requests.get(idx).copied().flatten() else {
+            return; // Nothing asked, or already answered: not worth an event.
+        };
+        let limits = NtpLimits {
+            max_delay: self.cfg.ntp_max_delay,
+            max_root_distance: self.cfg.ntp_max_root_distance,
+            floor: self.cfg.time_floor,
+            era_anchor: self.era_anchor(now),
+        };
+        match ntp::parse_response(packet, &request, now, &limits) {
+            Ok(sample) => {
+                self.ntp.requests[idx] = None;
+                let offered = self.clock.utc(now).is_none();
+                if offered {
+                    // The first answer makes an unset clock valid at once; the round's best
+                    // sample refines it when the round ends.
+                    self.offer(ntp_clock_sample(server, &sample), now);
+                }
+                let _ = self.ntp.samples.push((server, sample, offered));
+            }
+            Err(reason) => {
+                // A packet that does not echo our cookie proves nothing about the server: keep
+                // waiting for the real answer.
+                if !matches!(
+                    reason,
+                    NtpReject::ZeroOrigin
+                        | NtpReject::OriginMismatch
+                        | NtpReject::TooShort
+                        | NtpReject::NotAServerReply
+                ) {
+                    self.ntp.requests[idx] = None;
+                }
+                if reason.stop_querying() {
+                    self.ntp.denied[idx] = true;
+                }
+                self.reject(Source::Ntp, server, TimeRejection::Ntp(reason));
+            }
+        }
+        if self.ntp.round_deadline.is_some() && self.ntp.requests.iter().all(Option::is_none) {
+            self.finish_ntp_round(now);
+        }
+    }
+
+    /// The backend's authenticated timestamps for the sync carrying `time.nonce`.
+    pub fn handle_backend_time(&mut self, time: &BackendTime, now: Instant) {
+        let Some((nonce, sent_at)) = self.backend.pending else {
+            return;
+        };
+        if nonce != time.nonce {
+            self.reject(Source::Backend, 0, TimeRejection::BackendMismatch);
+            return;
+        }
+        self.backend.pending = None;
+        // NTP's on-wire arithmetic (RFC 5905 §8) against the monotonic clock.
+        let held_us = time.transmit.micros_since(time.receive);
+        let delay_us = now.micros_since(sent_at) - held_us;
+        if held_us < 0
+            || delay_us < 0
+            || delay_us as u64 > duration_micros(self.cfg.backend_response_timeout)
+        {
+            self.reject(Source::Backend, 0, TimeRejection::BackendMismatch);
+            self.schedule_backend_retry(now);
+            return;
+        }
+        let sample = Sample {
+            source: Source::Backend,
+            server: 0,
+            at: now,
+            utc: time.transmit.offset_micros(delay_us / 2),
+            // Half the round trip, plus a millisecond for the server's own clock reading.
+            error_us: delay_us as u64 / 2 + 1_000,
+        };
+        self.offer(sample, now);
+        self.backend.backoff = self.cfg.backend_retry_initial;
+        self.backend.next_sync = Some(now + self.cfg.backend_sync_interval);
+        if !self.persisted.provisioned {
+            self.persisted.provisioned = true;
+            self.setup_mode = false;
+            self.push(Action::Persist(self.persisted));
+        }
+    }
+
+    /// The backend sync could not be completed (unreachable, refused, bad signature).
+    pub fn handle_backend_failed(&mut self, now: Instant) {
+        if self.backend.pending.take().is_some() {
+            self.schedule_backend_retry(now);
+        }
+    }
+
+    /// A phone at setup sent its time.
+    pub fn handle_phone_time(&mut self, utc: UnixTime, now: Instant) {
+        if !self.setup_mode {
+            self.reject(Source::Phone, 0, TimeRejection::NotInSetupMode);
+            return;
+        }
+        let sample = Sample {
+            source: Source::Phone,
+            server: 0,
+            at: now,
+            utc,
+            error_us: duration_micros(self.cfg.phone_error),
+        };
+        self.offer(sample, now);
+    }
+
+    /// Enters or leaves setup mode (the setup button held at boot). An unprovisioned device is
+    /// in setup mode from boot.
+    pub fn set_setup_mode(&mut self, on: bool) {
+        self.setup_mode = on;
+    }
+
+    /// Whether a phone may set the time now.
+    pub fn setup_mode(&self) -> bool {
+        self.setup_mode
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ntp.round_deadline.is_some_and(|d| d <= now) {
+            self.finish_ntp_round(now);
+        }
+        if self.network_up
+            && self.ntp.round_deadline.is_none()
+            && self.ntp.next_round.is_some_and(|t| t <= now)
+        {
+            self.start_ntp_round(now);
+        }
+        if self.backend.pending.is_some_and(|(_, sent)| {
+            now.saturating_since(sent) >= self.cfg.backend_response_timeout
+        }) {
+            self.backend.pending = None;
+            self.schedule_backend_retry(now);
+        }
+        if self.network_up
+            && self.backend.pending.is_none()
+            && self.backend.next_sync.is_some_and(|t| t <= now)
+        {
+            let mut nonce = [0u8; NONCE_LEN];
+            self.rng.fill_bytes(&mut nonce);
+            self.backend.pending = Some((nonce, now));
+            self.backend.next_sync = None;
+            self.push(Action::SyncBackend { nonce });
+        }
+        if self.next_rtc_read.is_some_and(|t| t <= now) {
+            self.next_rtc_read = Some(now + self.cfg.rtc_resync_interval);
+            // Offline (no network sync within the interval), the RTC drifts less than we do.
+            let network_keeps_time = self
+                .last_network_sync
+                .is_some_and(|t| now.saturating_since(t) < self.cfg.rtc_resync_interval);
+            if !network_keeps_time {
+                self.push(Action::ReadRtc);
+            }
+        }
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    /// The next thing the shell should do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let backend_deadline = self
+            .backend
+            .pending
+            .map(|(_, sent)| sent + self.cfg.backend_response_timeout);
+        let when_online = |t: Option<Instant>| if self.network_up { t } else { None };
+        [
+            self.ntp.round_deadline,
+            when_online(self.ntp.next_round),
+            backend_deadline,
+            when_online(self.backend.next_sync),
+            self.next_rtc_read,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// ADR-011's `get_wall_time()`: `None` until the clock is valid.
+    pub fn wall_time(&self, now: Instant) -> Option<WallTime> {
+        self.clock.wall_time(now)
+    }
+
+    /// The clock's current source, if valid.
+    pub fn clock_source(&self) -> Option<Source> {
+        self.clock.source()
+    }
+
+    /// The state to persist, as last emitted.
+    pub fn persisted(&self) -> &Persisted {
+        &self.persisted
+    }
+
+    /// Actions dropped because the shell did not drain the queue (should stay zero).
+    pub fn dropped_actions(&self) -> u32 {
+        self.dropped_actions
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+
+    fn push(&mut self, action: Action) {
+        if self.actions.push_back(action).is_err() {
+            self.dropped_actions = self.dropped_actions.saturating_add(1);
+        }
+    }
+
+    fn reject(&mut self, source: Source, server: u8, reason: TimeRejection) {
+        self.push(Action::Event(Event::TimeRejected {
+            source,
+            server,
+            reason,
+        }));
+    }
+
+    fn emit_clock(&mut self, now: Instant) {
+        let utc = self.clock.utc(now);
+        self.push(Action::Event(Event::Clock {
+            valid: utc.is_some(),
+            source: self.clock.source(),
+            utc,
+            error_us: self.clock.error_us(now).unwrap_or(0),
+        }));
+    }
+
+    /// The latest time known to have passed: the NTP era is chosen around it.
+    fn era_anchor(&self, now: Instant) -> UnixTime {
+        let known = self
+            .clock
+            .utc(now)
+            .filter(|_| self.clock.network_set())
+            .or(self.persisted.latest_known);
+        known.map_or(self.cfg.time_floor, |k| k.max(self.cfg.time_floor))
+    }
+
+    /// The RTC's error since this device last wrote it, or the configured guess if it never did.
+    fn rtc_accumulated_error_us(&self, rtc_secs: i64) -> u64 {
+        match self.persisted.rtc_written_at {
+            Some(written) if rtc_secs >= written.secs() => {
+                let age_us = (rtc_secs - written.secs()) as u64 * 1_000_000;
+                self.persisted.rtc_written_error_us
+                    + (age_us * u64::from(self.cfg.rtc_drift_ppm_max)).div_ceil(1_000_000)
+            }
+            _ => duration_micros(self.cfg.rtc_unknown_error),
+        }
+    }
+
+    fn offer(&mut self, sample: Sample, now: Instant) {
+        let outcome = self.clock.offer(sample, now);
+        let network = sample.source.is_network();
+        match outcome {
+            Outcome::Set {
+                became_valid,
+                source_changed,
+                step_us,
+            } => {
+                let stepped = step_us.unsigned_abs() >= duration_micros(self.cfg.step_threshold);
+                if became_valid || source_changed || stepped {
+                    self.emit_clock(now);
+                }
+                if network {
+                    self.network_synced(now, stepped);
+                } else if sample.source == Source::Phone {
+                    // Seed 000, initial setup offline: phone → ESP → RTC.
+                    self.write_rtc(now);
+                }
+            }
+            Outcome::Consistent if network => self.network_synced(now, false),
+            Outcome::Consistent => {}
+            Outcome::Held => self.reject(
+                sample.source,
+                sample.server,
+                TimeRejection::AwaitingSecondSource,
+            ),
+            Outcome::Rejected(r) => {
+                self.reject(sample.source, sample.server, TimeRejection::Clock(r))
+            }
+        }
+    }
+
+    /// A network source agrees with the clock now: remember it, and pass the time on to the RTC
+    /// when it needs it (seed 000: NTP → ESP → ext. RTC).
+    fn network_synced(&mut self, now: Instant, stepped: bool) {
+        self.last_network_sync = Some(now);
+        if let Some(utc) = self.clock.utc(now) {
+            let day_us = 86_400_000_000;
+            if self
+                .persisted
+                .latest_known
+                .is_none_or(|k| utc.micros_since(k) >= day_us)
+            {
+                self.persisted.latest_known = Some(utc);
+                self.push(Action::Persist(self.persisted));
+            }
+        }
+        let due = match self.rtc {
+            RtcState::Present { trusted: false } => true,
+            RtcState::Present { trusted: true } => {
+                stepped
+                    || self
+                        .rtc_written_this_boot
+                        .is_none_or(|t| now.saturating_since(t) >= self.cfg.rtc_writeback_interval)
+            }
+            RtcState::Absent | RtcState::Unknown => false,
+        };
+        if due {
+            self.write_rtc(now);
+        }
+    }
+
+    fn write_rtc(&mut self, now: Instant) {
+        if matches!(self.rtc, RtcState::Absent | RtcState::Unknown) {
+            return;
+        }
+        let (Some(utc), Some(err)) = (self.clock.utc(now), self.clock.error_us(now)) else {
+            return;
+        };
+        if rtc::registers_for(utc).is_err() {
+            return;
+        }
+        self.rtc = RtcState::Present { trusted: true };
+        self.rtc_written_this_boot = Some(now);
+        self.persisted.rtc_written_at = Some(utc);
+        self.persisted.rtc_written_error_us = err;
+        self.push(Action::WriteRtc { utc });
+        self.push(Action::Persist(self.persisted));
+    }
+
+    fn start_ntp_round(&mut self, now: Instant) {
+        self.ntp.next_round = None;
+        self.ntp.samples.clear();
+        let servers = self.cfg.ntp_servers.len().min(MAX_NTP_SERVERS);
+        let mut sent = false;
+        for idx in 0..servers {
+            if self.ntp.denied[idx] {
+                continue;
+            }
+            // Never zero: a zero origin in the answer means "not an answer to us".
+            let cookie = self.rng.next_u64() | 1;
+            let request = NtpRequest {
+                cookie,
+                sent_at: now,
+            };
+            self.ntp.requests[idx] = Some(request);
+            self.push(Action::SendNtp {
+                server: idx as u8,
+                packet: request.packet(),
+            });
+            sent = true;
+        }
+        if sent {
+            self.ntp.round_deadline = Some(now + self.cfg.ntp_response_timeout);
+        }
+    }
+
+    /// Offers the round's answers best first (lowest delay), then schedules the next round: the
+    /// poll interval after a usable answer, a doubling backoff otherwise.
+    fn finish_ntp_round(&mut self, now: Instant) {
+        self.ntp.round_deadline = None;
+        self.ntp.requests = [None; MAX_NTP_SERVERS];
+        let mut samples = core::mem::take(&mut self.ntp.samples);
+        samples.sort_unstable_by_key(|(server, s, _)| (s.delay_us, *server));
+        for (server, sample, offered) in &samples {
+            if !offered {
+                self.offer(ntp_clock_sample(*server, sample), now);
+            }
+        }
+        if samples.is_empty() {
+            self.ntp.next_round = Some(now + self.ntp.backoff);
+            self.ntp.backoff = (self.ntp.backoff * 2).min(self.cfg.ntp_retry_max);
+        } else {
+            self.ntp.backoff = self.cfg.ntp_retry_initial;
+            self.ntp.next_round = Some(now + self.cfg.ntp_poll_interval);
+        }
+    }
+
+    fn schedule_backend_retry(&mut self, now: Instant) {
+        self.backend.next_sync = Some(now + self.backend.backoff);
+        self.backend.backoff = (self.backend.backoff * 2).min(self.cfg.backend_sync_interval);
+    }
+}
+
+fn ntp_clock_sample(server: u8, s: &NtpSample) -> Sample {
+    Sample {
+        source: Source::Ntp,
+        server,
+        at: s.at,
+        utc: s.utc,
+        error_us: s.error_us,
+    }
+}

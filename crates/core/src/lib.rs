@@ -1,0 +1,31 @@
+//! chronolock-core: the door controller's decisions, sans IO.
+//!
+//! Everything here is pure: the shell (firmware, simulator) passes the monotonic time and what
+//! happened in through `handle_*` calls, and takes actions out with `poll_action()` and
+//! `poll_timeout()`. Nothing in this crate reads a clock, a socket, flash or an RNG, and nothing
+//! on the clock or decision paths allocates.
+//!
+//! - [`time`]: monotonic [`Instant`] and wall [`UnixTime`], the UTC calendar.
+//! - [`ntp`]: SNTP request and answer validation (RFC 4330, RFC 5905).
+//! - [`clock`]: the wall clock, its error bound, and the trust rules between sources.
+//! - [`rtc`]: DS3231 semantics (oscillator-stop flag, 2000–2099).
+//! - [`persist`]: the state kept across power cycles.
+//! - [`controller`]: the state machine that composes them.
+#![cfg_attr(not(test), no_std)]
+
+pub mod clock;
+pub mod config;
+pub mod controller;
+pub mod ntp;
+pub mod persist;
+pub mod rtc;
+#[cfg(test)]
+pub mod testing;
+pub mod time;
+
+pub use clock::{Clock, Sample, Source};
+pub use config::Config;
+pub use controller::{Action, BackendTime, Controller, Event, TimeRejection};
+pub use persist::Persisted;
+pub use rtc::RtcReading;
+pub use time::{Instant, UnixTime, WallTime, Weekday};
