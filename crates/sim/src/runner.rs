@@ -399,10 +399,7 @@ impl Sim {
 
     /// Carries out every action the controller has queued.
     fn drain(&mut self) {
-        loop {
-            let Some(action) = self.device.as_mut().and_then(|d| d.ctl.poll_action()) else {
-                break;
-            };
+        while let Some(action) = self.device.as_mut().and_then(|d| d.ctl.poll_action()) {
             let now = self.instant();
             match action {
                 Action::ReadRtc => {
