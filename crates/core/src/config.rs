@@ -48,9 +48,10 @@ pub struct Config {
     /// While no network source keeps the clock synchronised, re-read the RTC this often.
     /// Default 1 h.
     pub rtc_resync_interval: Duration,
-    /// After a network sync, write the time back to the RTC at least this often (it is also
-    /// written after the first network sync of each boot, and whenever its flag says invalid).
-    /// Default 24 h.
+    /// After a network sync, write the time back to the RTC if it was last written at least this
+    /// long ago (seed 000's online loop: NTP → ESP → RTC). It is also written after the first
+    /// network sync of each boot, after a step, and whenever its flag says invalid. Default 1 h,
+    /// the NTP poll interval: an I2C write costs nothing and wears nothing.
     pub rtc_writeback_interval: Duration,
     /// Bound on the device oscillator's frequency error, in ppm. Default 10 (ESP32-C3 crystal).
     pub drift_ppm_max: u32,
@@ -90,7 +91,7 @@ impl Default for Config {
             backend_retry_initial: Duration::from_secs(5),
             backend_fresh_for: Duration::from_secs(900),
             rtc_resync_interval: Duration::from_secs(3600),
-            rtc_writeback_interval: Duration::from_secs(86_400),
+            rtc_writeback_interval: Duration::from_secs(3600),
             drift_ppm_max: 10,
             rtc_drift_ppm_max: 2,
             rtc_unknown_error: Duration::from_secs(2),

@@ -184,7 +184,6 @@ impl Sim {
         for step in &scenario.steps {
             sim.advance_to(step.t_us)?;
             sim.apply(step, &mut notes);
-            sim.drain();
         }
         Ok((sim.out, notes))
     }
@@ -272,7 +271,8 @@ impl Sim {
         self.out.push(fields);
     }
 
-    fn apply(&mut self, step: &Step, notes: &mut Notes) {
+    /// Carries out one step at the current time (after [`advance_to`](Self::advance_to)).
+    pub fn apply(&mut self, step: &Step, notes: &mut Notes) {
         use scenario::Action as A;
         match &step.action {
             A::Boot => self.boot(),
@@ -347,6 +347,23 @@ impl Sim {
             }
             A::End => {}
         }
+        self.drain();
+    }
+
+    /// The events so far.
+    pub fn events(&self) -> &[Value] {
+        &self.out
+    }
+
+    /// True UTC now.
+    pub fn true_utc(&self) -> UnixTime {
+        self.start.offset_micros(self.now)
+    }
+
+    /// What the device's `get_wall_time()` says now, if it is on and its clock is valid.
+    pub fn device_wall_time(&self) -> Option<chronolock_core::WallTime> {
+        let now = self.instant();
+        self.device.as_ref()?.ctl.wall_time(now)
     }
 
     fn boot(&mut self) {

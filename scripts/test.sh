@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what it needs, then runs format and lint
+# checks, the no_std core build for the ESP32-C3 target, and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# --- what the tests need ----------------------------------------------------------------------
+TARGET=riscv32imc-unknown-none-elf
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+  say "installing the rustup target $TARGET"
+  rustup target add "$TARGET"
+fi
+for component in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^$component"; then
+    say "installing the rustup component $component"
+    rustup component add "$component"
+  fi
+done
+
+# Debian packages the suite needs (none yet beyond the toolchain); installed only when missing.
+APT_PACKAGES=()
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# --- checks ------------------------------------------------------------------------------------
+say "cargo fmt --check"
+cargo fmt --all --check
+
+say "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "core for $TARGET (no_std)"
+cargo build -p chronolock-core --target "$TARGET" --release --locked
+
+say "cargo test"
+cargo test --workspace --locked
