@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn chronolock(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chronolock")).args(args).output().expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_chronolock"))
+        .args(args)
+        .output()
+        .expect("runs")
 }
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
@@ -16,7 +19,11 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 }
 
 fn scenario(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scenarios")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -35,7 +42,10 @@ fn runs_a_scenario_and_is_deterministic() {
 
 #[test]
 fn malformed_scenario_exits_2_naming_the_line() {
-    let file = temp_file("bad.jsonl", "{\"world\": {}}\n{\"t\": 0, \"do\": \"boot\"}\n{\"t\": 1, \"do\": \"teleport\"}\n");
+    let file = temp_file(
+        "bad.jsonl",
+        "{\"world\": {}}\n{\"t\": 0, \"do\": \"boot\"}\n{\"t\": 1, \"do\": \"teleport\"}\n",
+    );
     let out = chronolock(&["sim", "run", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -59,7 +69,10 @@ fn steps_not_simulated_yet_are_named_on_stderr() {
     let out = chronolock(&["sim", "run", file.to_str().unwrap()]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 3") && err.contains("`card`") && err.contains("not simulated"), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("`card`") && err.contains("not simulated"),
+        "{err}"
+    );
 }
 
 /// A minimal check of the output shape without another dependency.
@@ -68,6 +81,10 @@ mod serde_json_check {
         pub has_t_and_event: bool,
     }
     pub fn parse(line: &str) -> Value {
-        Value { has_t_and_event: line.starts_with("{\"t\":") && line.contains(",\"event\":\"") && line.ends_with('}') }
+        Value {
+            has_t_and_event: line.starts_with("{\"t\":")
+                && line.contains(",\"event\":\"")
+                && line.ends_with('}'),
+        }
     }
 }

@@ -21,7 +21,10 @@ fn sim_until(text: &str, t_s: f64) -> Sim {
 
 fn main() {
     println!("figure\trtc\tvalue");
-    for (label, rtc) in [("no RTC", "null"), ("DS3231", "{\"utc\": \"2026-11-24T08:59:00Z\"}")] {
+    for (label, rtc) in [
+        ("no RTC", "null"),
+        ("DS3231", "{\"utc\": \"2026-11-24T08:59:00Z\"}"),
+    ] {
         // Network-up to valid: the device boots offline, the network comes up at t = 100 s.
         let text = format!(
             "{{\"world\": {{\"start_utc\": \"2026-11-24T08:59:00Z\", \"rtc\": {rtc}, \"network\": false, \"ntp\": {{\"delay_ms\": 20}}}}}}\n\
@@ -48,7 +51,11 @@ fn main() {
                 t += 1000;
             }
             for e in sim.events() {
-                if e["event"] == "clock" && e["source"] != "rtc" && e["valid"] == true && first_network.is_none() {
+                if e["event"] == "clock"
+                    && e["source"] != "rtc"
+                    && e["valid"] == true
+                    && first_network.is_none()
+                {
                     first_network = e["t"].as_f64();
                 }
             }
@@ -56,8 +63,14 @@ fn main() {
         };
         let _ = sim;
         let valid_after = first_valid.map(|t| t as f64 / 1e6 - 100.0);
-        println!("network-up to valid clock (s)\t{label}\t{}", fmt(valid_after.map(|v| v.max(0.0))));
-        println!("network-up to network time (s)\t{label}\t{}", fmt(first_network.map(|t| t - 100.0)));
+        println!(
+            "network-up to valid clock (s)\t{label}\t{}",
+            fmt(valid_after.map(|v| v.max(0.0)))
+        );
+        println!(
+            "network-up to network time (s)\t{label}\t{}",
+            fmt(first_network.map(|t| t - 100.0))
+        );
 
         // 24 h offline: synced by NTP (20 ms round trip) at boot, network down at t = 60 s.
         let text = format!(
@@ -67,7 +80,10 @@ fn main() {
         let sim = sim_until(&text, 60.0 + 86_400.0);
         let w = sim.device_wall_time().expect("valid");
         let off_ms = w.utc.micros_since(sim.true_utc()) as f64 / 1000.0;
-        println!("error bound after 24 h offline (ms)\t{label}\t{}", w.error_bound_ms);
+        println!(
+            "error bound after 24 h offline (ms)\t{label}\t{}",
+            w.error_bound_ms
+        );
         println!("actual error after 24 h offline (ms)\t{label}\t{off_ms:.1}");
     }
 }

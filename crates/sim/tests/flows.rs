@@ -28,7 +28,10 @@ fn no_rtc_valid_one_round_trip_after_network_up() {
     assert_eq!(clock[0]["t"], 0.0);
     assert_eq!(clock[1]["valid"], true);
     assert_eq!(clock[1]["source"], "ntp");
-    assert_eq!(clock[1]["t"], 30.02, "valid one 20 ms round trip after network-up");
+    assert_eq!(
+        clock[1]["t"], 30.02,
+        "valid one 20 ms round trip after network-up"
+    );
 }
 
 #[test]
@@ -38,7 +41,10 @@ fn valid_rtc_makes_the_clock_valid_at_boot() {
          {{\"t\": 0, \"do\": \"boot\"}}\n{{\"t\": 1, \"do\": \"end\"}}"
     ));
     let clock = clock_events(&ev);
-    assert_eq!((clock[0]["t"].as_f64(), clock[0]["source"].as_str()), (Some(0.0), Some("rtc")));
+    assert_eq!(
+        (clock[0]["t"].as_f64(), clock[0]["source"].as_str()),
+        (Some(0.0), Some("rtc"))
+    );
     assert_eq!(clock[0]["utc"], "2026-11-24T08:58:58.5Z");
 }
 
@@ -50,8 +56,19 @@ fn oscillator_stop_flag_means_no_time_until_written_back() {
          {{\"t\": 10, \"do\": \"power_off\"}}\n{{\"t\": 11, \"do\": \"network\", \"up\": false}}\n\
          {{\"t\": 20, \"do\": \"boot\"}}\n{{\"t\": 21, \"do\": \"end\"}}"
     ));
-    let kinds: Vec<(f64, &str)> = ev.iter().map(|e| (e["t"].as_f64().unwrap(), e["event"].as_str().unwrap())).collect();
-    assert_eq!(kinds, [(0.0, "clock"), (5.02, "clock"), (5.02, "rtc_write"), (20.0, "clock")]);
+    let kinds: Vec<(f64, &str)> = ev
+        .iter()
+        .map(|e| (e["t"].as_f64().unwrap(), e["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (0.0, "clock"),
+            (5.02, "clock"),
+            (5.02, "rtc_write"),
+            (20.0, "clock")
+        ]
+    );
     assert_eq!(ev[0]["valid"], false);
     assert_eq!(ev[3]["source"], "rtc", "OSF was cleared by the write-back");
 }
@@ -91,7 +108,13 @@ fn check_bound_holds(text: &str, probe_every_s: i64) -> Result<u32, TestCaseErro
         sim.advance_to(t).expect("not stuck");
         if let Some(w) = sim.device_wall_time() {
             let off_us = w.utc.micros_since(sim.true_utc()).unsigned_abs();
-            prop_assert!(off_us <= w.error_bound_ms * 1000 + 1, "t={}s: off by {} µs, bound {} ms", t / 1_000_000, off_us, w.error_bound_ms);
+            prop_assert!(
+                off_us <= w.error_bound_ms * 1000 + 1,
+                "t={}s: off by {} µs, bound {} ms",
+                t / 1_000_000,
+                off_us,
+                w.error_bound_ms
+            );
             probes += 1;
         }
         t += probe_every_s * 1_000_000;
@@ -149,5 +172,9 @@ fn spoofing_server_never_moves_a_synced_clock() {
     );
     check_bound_holds(&text, 600).unwrap();
     let ev = run(&text);
-    assert_eq!(clock_events(&ev).len(), 2, "only invalid → valid at boot: {ev:?}");
+    assert_eq!(
+        clock_events(&ev).len(),
+        2,
+        "only invalid → valid at boot: {ev:?}"
+    );
 }
