@@ -57,6 +57,9 @@ pub struct Config {
     pub drift_ppm_max: u32,
     /// Bound on the RTC's frequency error, in ppm. Default 2 (DS3231, 0–40 °C).
     pub rtc_drift_ppm_max: u32,
+    /// Error of a read taken at the tick of the RTC's seconds register (I2C latency and polling
+    /// granularity). Default 2 ms.
+    pub rtc_tick_error: Duration,
     /// Error assumed for an RTC this device never wrote itself (set at the factory or by another
     /// device). Default 2 s.
     pub rtc_unknown_error: Duration,
@@ -94,6 +97,7 @@ impl Default for Config {
             rtc_writeback_interval: Duration::from_secs(3600),
             drift_ppm_max: 10,
             rtc_drift_ppm_max: 2,
+            rtc_tick_error: Duration::from_millis(2),
             rtc_unknown_error: Duration::from_secs(2),
             phone_error: Duration::from_secs(2),
             step_threshold: Duration::from_millis(128),

@@ -37,8 +37,13 @@ pub const NONCE_LEN: usize = 16;
 /// What the controller asks the shell to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Read the RTC and call [`Controller::handle_rtc_read`].
-    ReadRtc,
+    /// Read the RTC and call [`Controller::handle_rtc_read`]. With `at_tick`, wait (at most a
+    /// second) for the seconds register to tick and read then, for millisecond precision; the
+    /// boot read does not wait, so that the time is valid at once.
+    ReadRtc {
+        /// Read at the next tick of the seconds register.
+        at_tick: bool,
+    },
     /// Write this time to the RTC and clear its oscillator-stop flag. `utc` is the time at the
     /// moment the action is taken (the shell aligns the write to the second boundary).
     WriteRtc {
@@ -210,7 +215,7 @@ impl Controller {
             dropped_actions: 0,
         };
         let _ = now;
-        c.push(Action::ReadRtc);
+        c.push(Action::ReadRtc { at_tick: false });
         c
     }
 
@@ -225,16 +230,21 @@ impl Controller {
                 self.next_rtc_read = None;
             }
             RtcReading::Invalid => self.rtc = RtcState::Present { trusted: false },
-            RtcReading::Valid { unix_secs } => {
+            RtcReading::Valid { unix_secs, at_tick } => {
                 self.rtc = RtcState::Present { trusted: true };
-                // Registers hold whole seconds: the true time is somewhere in the second.
-                let utc = UnixTime::from_secs(unix_secs).offset_micros(500_000);
+                // Registers hold whole seconds: read at the tick, the time is the second itself;
+                // read at any moment, it is somewhere within the second.
+                let (within_us, read_error_us) = if at_tick {
+                    (0, duration_micros(self.cfg.rtc_tick_error))
+                } else {
+                    (500_000, 500_000)
+                };
                 let sample = Sample {
                     source: Source::Rtc,
                     server: 0,
                     at: now,
-                    utc,
-                    error_us: 500_000 + self.rtc_accumulated_error_us(unix_secs),
+                    utc: UnixTime::from_secs(unix_secs).offset_micros(within_us),
+                    error_us: read_error_us + self.rtc_accumulated_error_us(unix_secs),
                 };
                 self.offer(sample, now);
             }
@@ -425,7 +435,7 @@ impl Controller {
                 .last_network_sync
                 .is_some_and(|t| now.saturating_since(t) < self.cfg.rtc_resync_interval);
             if !network_keeps_time {
-                self.push(Action::ReadRtc);
+                self.push(Action::ReadRtc { at_tick: true });
             }
         }
     }

@@ -21,6 +21,10 @@ pub enum RtcReading {
     Valid {
         /// Unix seconds read from the registers.
         unix_secs: i64,
+        /// The read was taken just as the seconds register ticked to `unix_secs` (the shell
+        /// polled it, or waited for the 1 Hz square-wave edge), so the time is exact to the
+        /// read's latency rather than anywhere within the second.
+        at_tick: bool,
     },
 }
 
@@ -31,8 +35,22 @@ impl RtcReading {
             return RtcReading::Invalid;
         }
         match fields.to_unix_secs() {
-            Ok(unix_secs) => RtcReading::Valid { unix_secs },
+            Ok(unix_secs) => RtcReading::Valid {
+                unix_secs,
+                at_tick: false,
+            },
             Err(_) => RtcReading::Invalid,
+        }
+    }
+
+    /// The same reading, taken at the tick of the seconds register.
+    pub fn at_tick(self) -> Self {
+        match self {
+            RtcReading::Valid { unix_secs, .. } => RtcReading::Valid {
+                unix_secs,
+                at_tick: true,
+            },
+            other => other,
         }
     }
 }
@@ -79,7 +97,8 @@ mod tests {
         assert_eq!(
             RtcReading::from_registers(fields(2026), false),
             RtcReading::Valid {
-                unix_secs: 1_795_510_738
+                unix_secs: 1_795_510_738,
+                at_tick: false
             }
         );
     }

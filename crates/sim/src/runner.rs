@@ -51,6 +51,9 @@ enum Delivery {
     BackendFailed {
         boot: u64,
     },
+    RtcTick {
+        boot: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +70,17 @@ impl SimRtc {
     fn utc_at(&self, t: i64) -> Option<i64> {
         self.base_utc
             .map(|u| u + scale(t - self.base_t, self.drift_ppm))
+    }
+
+    /// True time of the next tick of the seconds register after `t`.
+    fn next_tick(&self, t: i64) -> Option<i64> {
+        let utc = self.utc_at(t)?;
+        let target = (utc.div_euclid(1_000_000) + 1) * 1_000_000;
+        let mut at = t + ((target - utc) as f64 / (1.0 + self.drift_ppm * 1e-6)).floor() as i64;
+        while self.utc_at(at).is_some_and(|u| u < target) {
+            at += 1;
+        }
+        Some(at)
     }
 
     fn read(&self, t: i64) -> RtcReading {
@@ -410,6 +424,13 @@ impl Sim {
             Delivery::BackendFailed { boot } if boot == dev.boot => {
                 dev.ctl.handle_backend_failed(now)
             }
+            Delivery::RtcTick { boot } if boot == dev.boot => {
+                let reading = self
+                    .rtc
+                    .as_ref()
+                    .map_or(RtcReading::Absent, |r| r.read(self.now).at_tick());
+                dev.ctl.handle_rtc_read(reading, now);
+            }
             _ => {}
         }
     }
@@ -419,13 +440,23 @@ impl Sim {
         while let Some(action) = self.device.as_mut().and_then(|d| d.ctl.poll_action()) {
             let now = self.instant();
             match action {
-                Action::ReadRtc => {
-                    let reading = self
-                        .rtc
-                        .as_ref()
-                        .map_or(RtcReading::Absent, |r| r.read(self.now));
-                    if let Some(dev) = &mut self.device {
-                        dev.ctl.handle_rtc_read(reading, now);
+                Action::ReadRtc { at_tick } => {
+                    let tick = at_tick
+                        .then(|| self.rtc.as_ref().and_then(|r| r.next_tick(self.now)))
+                        .flatten();
+                    match (tick, &mut self.device) {
+                        (Some(at), Some(dev)) => {
+                            let boot = dev.boot;
+                            self.schedule(at, Delivery::RtcTick { boot });
+                        }
+                        (None, Some(dev)) => {
+                            let reading = self
+                                .rtc
+                                .as_ref()
+                                .map_or(RtcReading::Absent, |r| r.read(self.now));
+                            dev.ctl.handle_rtc_read(reading, now);
+                        }
+                        (_, None) => {}
                     }
                 }
                 Action::WriteRtc { utc } => {
