@@ -678,3 +678,188 @@ fn ntp_clock_sample(server: u8, s: &NtpSample) -> Sample {
         error_us: s.error_us,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ntp::ServerReply;
+    use crate::testing::T0;
+
+    fn boot(rtc: RtcReading) -> Controller {
+        let cfg = Config::with_ntp_servers(["a", "b"]).unwrap();
+        let mut c = Controller::new(cfg, Persisted::default(), [7; 32], Instant::ZERO);
+        assert_eq!(c.poll_action(), Some(Action::ReadRtc { at_tick: false }));
+        c.handle_rtc_read(rtc, Instant::ZERO);
+        c
+    }
+
+    fn drain(c: &mut Controller) -> Vec<Action> {
+        core::iter::from_fn(|| c.poll_action()).collect()
+    }
+
+    fn ntp_requests(actions: &[Action]) -> Vec<(u8, [u8; PACKET_LEN])> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SendNtp { server, packet } => Some((*server, *packet)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// An honest answer to `request` sent at `sent`, arriving 20 ms later.
+    fn answer(request: &[u8; PACKET_LEN], sent: Instant) -> ([u8; PACKET_LEN], Instant) {
+        let at = T0.offset_micros(sent.as_micros() as i64 + 10_000);
+        (
+            ServerReply::synced(at, at).encode(request),
+            sent + Duration::from_millis(20),
+        )
+    }
+
+    #[test]
+    fn without_rtc_ntp_is_asked_at_network_up_and_answers_make_the_clock_valid() {
+        let mut c = boot(RtcReading::Absent);
+        assert!(matches!(
+            drain(&mut c)[..],
+            [Action::Event(Event::Clock { valid: false, .. })]
+        ));
+        let up = Instant::from_secs(12);
+        c.handle_network(true, up);
+        let actions = drain(&mut c);
+        let requests = ntp_requests(&actions);
+        assert_eq!(requests.len(), 2, "every server asked at once: {actions:?}");
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::SyncBackend { .. })));
+        let (reply, at) = answer(&requests[0].1, up);
+        c.handle_ntp_response(requests[0].0, &reply, at);
+        let w = c.wall_time(at).expect("valid after the first answer");
+        assert!(
+            w.utc
+                .micros_since(T0.offset_micros(at.as_micros() as i64))
+                .abs()
+                <= 1
+        );
+        assert!(w.error_bound_ms <= 15, "{w:?}");
+        assert_eq!(c.clock_source(), Some(Source::Ntp));
+    }
+
+    #[test]
+    fn unanswered_rounds_back_off_doubling_to_the_cap() {
+        let mut c = boot(RtcReading::Absent);
+        c.handle_network(true, Instant::ZERO);
+        drain(&mut c);
+        let mut sends = Vec::new();
+        let mut now = Instant::ZERO;
+        while now < Instant::from_secs(600) {
+            let Some(next) = c.poll_timeout() else { break };
+            now = next;
+            c.handle_timeout(now);
+            if !ntp_requests(&drain(&mut c)).is_empty() {
+                sends.push(now.as_micros() / 1_000_000);
+            }
+        }
+        // Each round waits 2 s for answers, then 1, 2, 4 … 64 s, never more.
+        assert_eq!(&sends[..8], &[3, 7, 13, 23, 41, 75, 141, 207]);
+        assert!(sends.windows(2).all(|w| w[1] - w[0] <= 66), "{sends:?}");
+    }
+
+    #[test]
+    fn forged_answer_does_not_cancel_the_real_one_and_deny_stops_queries() {
+        let mut c = boot(RtcReading::Absent);
+        c.handle_network(true, Instant::ZERO);
+        let requests = ntp_requests(&drain(&mut c));
+        let (mut forged, at) = answer(&requests[0].1, Instant::ZERO);
+        forged[31] ^= 0xff; // wrong origin
+        c.handle_ntp_response(requests[0].0, &forged, at);
+        assert!(c.wall_time(at).is_none());
+        let (real, at) = answer(&requests[0].1, Instant::ZERO);
+        c.handle_ntp_response(requests[0].0, &real, at);
+        assert!(c.wall_time(at).is_some(), "the real answer still counts");
+
+        let mut kiss = ServerReply::synced(T0, T0);
+        kiss.stratum = 0;
+        kiss.reference_id = *b"DENY";
+        c.handle_ntp_response(requests[1].0, &kiss.encode(&requests[1].1), at);
+        let later = Instant::from_secs(3700);
+        c.handle_timeout(later);
+        let next = ntp_requests(&drain(&mut c));
+        assert_eq!(
+            next.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [0],
+            "server 1 said DENY"
+        );
+    }
+
+    #[test]
+    fn backend_time_needs_the_nonce_we_sent() {
+        let mut c = boot(RtcReading::Absent);
+        c.handle_network(true, Instant::ZERO);
+        let nonce = drain(&mut c)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::SyncBackend { nonce } => Some(nonce),
+                _ => None,
+            })
+            .unwrap();
+        let at = Instant::from_millis(40);
+        let t = T0.offset_micros(20_000);
+        c.handle_backend_time(
+            &BackendTime {
+                nonce: [0; NONCE_LEN],
+                receive: t,
+                transmit: t,
+            },
+            at,
+        );
+        assert!(c.wall_time(at).is_none());
+        c.handle_backend_time(
+            &BackendTime {
+                nonce,
+                receive: t,
+                transmit: t,
+            },
+            at,
+        );
+        assert_eq!(c.clock_source(), Some(Source::Backend));
+        assert!(
+            c.persisted().provisioned && !c.setup_mode(),
+            "a backend sync ends setup mode"
+        );
+    }
+
+    #[test]
+    fn network_sync_writes_the_rtc_back() {
+        let mut c = boot(RtcReading::Valid {
+            unix_secs: T0.secs() - 2,
+            at_tick: false,
+        });
+        drain(&mut c);
+        c.handle_network(true, Instant::ZERO);
+        let requests = ntp_requests(&drain(&mut c));
+        // The clock is valid (from the RTC), so the round's best answer is used once all are in.
+        let (reply, at) = answer(&requests[0].1, Instant::ZERO);
+        c.handle_ntp_response(requests[0].0, &reply, at);
+        assert!(drain(&mut c).is_empty());
+        let (reply, at) = answer(&requests[1].1, Instant::ZERO);
+        c.handle_ntp_response(requests[1].0, &reply, at);
+        let actions = drain(&mut c);
+        assert!(
+            actions.iter().any(|a| matches!(
+                a,
+                Action::Event(Event::Clock {
+                    source: Some(Source::Ntp),
+                    ..
+                })
+            )),
+            "{actions:?}"
+        );
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::WriteRtc { .. })),
+            "{actions:?}"
+        );
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Persist(p) if p.rtc_written_at.is_some())));
+    }
+}
