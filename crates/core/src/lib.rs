@@ -13,6 +13,8 @@
 //! - [`controller`]: the state machine that composes them.
 #![cfg_attr(not(test), no_std)]
 
+pub mod access;
+pub mod allowlist;
 pub mod clock;
 pub mod config;
 pub mod controller;

@@ -1,0 +1,963 @@
+//! The signed allow-list: the device's binary format, read in place.
+//!
+//! The device searches the list where it lies (memory-mapped flash on the ESP32-C3) without
+//! copying or allocating: fixed-width records sorted by key, found by binary search. Layout
+//! (little-endian), version 1:
+//!
+//! | part | size | content |
+//! |---|---|---|
+//! | header | 64 | magic `CLAL`, version, header length, generation, creation time, counts, body length, key id |
+//! | cards | 16 × n | UID (10 bytes, zero-padded), UID length, policy index (u24), flags, reserved |
+//! | keypad users | 96 × n | user code (8 ASCII digits, zero-padded), length, flags, OTP digits, secret lengths, period, policy index, HOTP base counter, TOTP and HOTP secrets (32 bytes each) |
+//! | policies | 24 × n | access type, slot count and first slot, `valid_from`, `valid_until` |
+//! | slots | 24 × n | days (bit 0 Monday … bit 6 Sunday), start and end minute of the UTC day, `from`, `until` |
+//! | signature | 64 | Ed25519 over everything before it |
+//!
+//! A card credential costs 16 bytes; policies (access type, date range, schedule) are shared
+//! between the credentials that have the same ones. A device installs a list only if its
+//! signature verifies against the site's public key and its generation is newer than the one it
+//! has, so a list that still holds a revoked card cannot be replayed.
+
+use ed25519_dalek::{Signature, VerifyingKey};
+
+/// The first four bytes of every list.
+pub const MAGIC: [u8; 4] = *b"CLAL";
+/// The layout version this code reads and writes.
+pub const VERSION: u16 = 1;
+/// Header length.
+pub const HEADER_LEN: usize = 64;
+/// Card record length.
+pub const CARD_LEN: usize = 16;
+/// Keypad record length.
+pub const KEYPAD_LEN: usize = 96;
+/// Policy record length.
+pub const POLICY_LEN: usize = 24;
+/// Slot record length.
+pub const SLOT_LEN: usize = 24;
+/// Signature length.
+pub const SIGNATURE_LEN: usize = 64;
+/// Longest card UID (ISO 14443: 4, 7 or 10 bytes).
+pub const MAX_UID_LEN: usize = 10;
+/// Longest keypad user code, in digits.
+pub const MAX_USER_CODE_LEN: usize = 8;
+/// Longest OTP secret stored in a list, in bytes.
+pub const MAX_LIST_SECRET_LEN: usize = 32;
+/// Most policies a list can index (24-bit index).
+pub const MAX_POLICIES: usize = 1 << 24;
+
+/// Why a list is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListError {
+    /// Shorter than its header and signature, or than its header says.
+    Truncated,
+    /// Not an allow-list (wrong magic).
+    NotAnAllowList,
+    /// A layout version this code does not read.
+    UnsupportedVersion(u16),
+    /// The header's counts and lengths disagree.
+    BadLayout,
+    /// Records are not strictly sorted by key (or a key repeats).
+    NotSorted,
+    /// A record refers to a policy or slot that does not exist, or holds an impossible value.
+    BadRecord,
+    /// The signature does not verify against the site's key (corrupted, or signed by another site).
+    BadSignature,
+    /// The list is not newer than the one installed (rollback refused).
+    StaleGeneration {
+        /// The installed generation.
+        installed: u64,
+        /// The offered one.
+        offered: u64,
+    },
+}
+
+impl ListError {
+    /// A short, stable name for logs and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListError::Truncated => "truncated",
+            ListError::NotAnAllowList => "not_an_allow_list",
+            ListError::UnsupportedVersion(_) => "unsupported_version",
+            ListError::BadLayout => "bad_layout",
+            ListError::NotSorted => "not_sorted",
+            ListError::BadRecord => "bad_record",
+            ListError::BadSignature => "bad_signature",
+            ListError::StaleGeneration { .. } => "stale_generation",
+        }
+    }
+}
+
+/// How a credential may be used (ADR-011's access types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum AccessType {
+    /// Always granted; no time check.
+    Unrestricted = 0,
+    /// Granted, and a notification is sent at once.
+    Emergency = 1,
+    /// The backend is asked online; unreachable means denied.
+    Conditional = 2,
+    /// A date range plus weekly UTC time slots.
+    Scheduled = 3,
+}
+
+impl AccessType {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => AccessType::Unrestricted,
+            1 => AccessType::Emergency,
+            2 => AccessType::Conditional,
+            3 => AccessType::Scheduled,
+            _ => return None,
+        })
+    }
+
+    /// Upper-case name, as in the allow-list source.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessType::Unrestricted => "UNRESTRICTED",
+            AccessType::Emergency => "EMERGENCY",
+            AccessType::Conditional => "CONDITIONAL",
+            AccessType::Scheduled => "SCHEDULED",
+        }
+    }
+}
+
+/// A weekly time slot in UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot {
+    /// Days the slot starts on: bit 0 Monday … bit 6 Sunday.
+    pub days: u8,
+    /// First minute of the UTC day, 0–1439.
+    pub start_min: u16,
+    /// Minute the slot ends (exclusive), 1–1440; below `start_min` it crosses midnight.
+    pub end_min: u16,
+    /// Unix seconds from which the slot applies; 0 for always.
+    pub from: i64,
+    /// Unix seconds until which the slot applies (exclusive); 0 for always.
+    pub until: i64,
+}
+
+/// The rules shared by credentials: access type, date range and slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// Access type.
+    pub access: AccessType,
+    /// Unix seconds before which access is not yet valid; 0 for unbounded.
+    pub valid_from: i64,
+    /// Unix seconds after which access has expired (inclusive bound); 0 for unbounded.
+    pub valid_until: i64,
+    /// Index of the first slot.
+    pub slot_start: u32,
+    /// Number of slots; 0 means no time restriction.
+    pub slot_count: u16,
+}
+
+/// A keypad user's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeypadUser<'a> {
+    /// Index of the record in the list (stable for one list).
+    pub index: u32,
+    /// The user code's digits.
+    pub code: &'a [u8],
+    /// TOTP secret, if the user has one.
+    pub totp_secret: Option<&'a [u8]>,
+    /// HOTP secret, if the user has one.
+    pub hotp_secret: Option<&'a [u8]>,
+    /// HOTP counter the backend knows to be next.
+    pub hotp_counter: u64,
+    /// Digits of both codes.
+    pub digits: u8,
+    /// TOTP period in seconds.
+    pub period_s: u16,
+    /// The user's policy.
+    pub policy: u32,
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    let mut w = [0u8; 2];
+    w.copy_from_slice(&b[at..at + 2]);
+    u16::from_le_bytes(w)
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+fn le_i64(b: &[u8], at: usize) -> i64 {
+    le_u64(b, at) as i64
+}
+
+/// A list's header fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListInfo {
+    /// Monotonic generation: a device refuses anything not newer than what it has.
+    pub generation: u64,
+    /// When the backend made the list (Unix seconds).
+    pub created_unix: i64,
+    /// Card credentials.
+    pub cards: u32,
+    /// Keypad users.
+    pub keypad_users: u32,
+    /// Distinct policies.
+    pub policies: u32,
+    /// Slots.
+    pub slots: u32,
+    /// First four bytes of the signing public key.
+    pub key_id: [u8; 4],
+}
+
+/// A structurally checked list, borrowed from where it lies.
+#[derive(Clone, Copy, Debug)]
+pub struct AllowList<'a> {
+    bytes: &'a [u8],
+    info: ListInfo,
+}
+
+impl<'a> AllowList<'a> {
+    /// Checks the header and that the sections fit (O(1)); does not check the signature or the
+    /// records. Use this to open a list that was fully checked when it was installed.
+    pub fn open(bytes: &'a [u8]) -> Result<Self, ListError> {
+        if bytes.len() < 4 {
+            return Err(ListError::Truncated);
+        }
+        if bytes[..4] != MAGIC {
+            return Err(ListError::NotAnAllowList);
+        }
+        if bytes.len() < HEADER_LEN + SIGNATURE_LEN {
+            return Err(ListError::Truncated);
+        }
+        let version = le_u16(bytes, 4);
+        if version != VERSION {
+            return Err(ListError::UnsupportedVersion(version));
+        }
+        if usize::from(le_u16(bytes, 6)) != HEADER_LEN {
+            return Err(ListError::BadLayout);
+        }
+        let mut key_id = [0u8; 4];
+        key_id.copy_from_slice(&bytes[44..48]);
+        let info = ListInfo {
+            generation: le_u64(bytes, 8),
+            created_unix: le_i64(bytes, 16),
+            cards: le_u32(bytes, 24),
+            keypad_users: le_u32(bytes, 28),
+            policies: le_u32(bytes, 32),
+            slots: le_u32(bytes, 36),
+            key_id,
+        };
+        let body_len = le_u32(bytes, 40) as u64;
+        let expected = info.cards as u64 * CARD_LEN as u64
+            + info.keypad_users as u64 * KEYPAD_LEN as u64
+            + info.policies as u64 * POLICY_LEN as u64
+            + info.slots as u64 * SLOT_LEN as u64;
+        if expected != body_len || info.policies as usize > MAX_POLICIES {
+            return Err(ListError::BadLayout);
+        }
+        let total = HEADER_LEN as u64 + body_len + SIGNATURE_LEN as u64;
+        if (bytes.len() as u64) < total {
+            return Err(ListError::Truncated);
+        }
+        if bytes.len() as u64 != total {
+            return Err(ListError::BadLayout);
+        }
+        Ok(AllowList { bytes, info })
+    }
+
+    /// Full check before installing: header, signature against the site key, and every record
+    /// (sorted, unique, references in range, values possible). O(n), done once per download.
+    pub fn verify(bytes: &'a [u8], site_key: &VerifyingKey) -> Result<Self, ListError> {
+        let list = Self::open(bytes)?;
+        let split = bytes.len() - SIGNATURE_LEN;
+        let signature =
+            Signature::from_slice(&bytes[split..]).map_err(|_| ListError::BadSignature)?;
+        site_key
+            .verify_strict(&bytes[..split], &signature)
+            .map_err(|_| ListError::BadSignature)?;
+        list.check_records()?;
+        Ok(list)
+    }
+
+    /// The header fields.
+    pub fn info(&self) -> ListInfo {
+        self.info
+    }
+
+    /// The bytes, signature included.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    fn section(&self, index: usize) -> &'a [u8] {
+        let counts = [
+            (self.info.cards as usize, CARD_LEN),
+            (self.info.keypad_users as usize, KEYPAD_LEN),
+            (self.info.policies as usize, POLICY_LEN),
+            (self.info.slots as usize, SLOT_LEN),
+        ];
+        let mut at = HEADER_LEN;
+        for (i, (n, len)) in counts.iter().enumerate() {
+            if i == index {
+                return &self.bytes[at..at + n * len];
+            }
+            at += n * len;
+        }
+        &[]
+    }
+
+    /// The policy index of a card, by UID (4, 7 or 10 bytes).
+    pub fn find_card(&self, uid: &[u8]) -> Option<u32> {
+        let key = card_key(uid)?;
+        let rec = binary_search(self.section(0), CARD_LEN, &key)?;
+        Some(u32::from(rec[11]) | u32::from(rec[12]) << 8 | u32::from(rec[13]) << 16)
+    }
+
+    /// A keypad user, by user code (ASCII digits).
+    pub fn find_keypad_user(&self, code: &[u8]) -> Option<KeypadUser<'a>> {
+        let key = keypad_key(code)?;
+        let section = self.section(1);
+        let (index, rec) = binary_search_indexed(section, KEYPAD_LEN, &key)?;
+        let code_len = usize::from(rec[8]).min(MAX_USER_CODE_LEN);
+        let flags = rec[9];
+        let totp_len = usize::from(rec[11]).min(MAX_LIST_SECRET_LEN);
+        let hotp_len = usize::from(rec[12]).min(MAX_LIST_SECRET_LEN);
+        Some(KeypadUser {
+            index: index as u32,
+            code: &rec[..code_len],
+            totp_secret: (flags & 1 != 0).then(|| &rec[32..32 + totp_len]),
+            hotp_secret: (flags & 2 != 0).then(|| &rec[64..64 + hotp_len]),
+            hotp_counter: le_u64(rec, 24),
+            digits: rec[10],
+            period_s: le_u16(rec, 14),
+            policy: u32::from(le_u16(rec, 16)) | u32::from(rec[18]) << 16,
+        })
+    }
+
+    /// A policy by index.
+    pub fn policy(&self, index: u32) -> Option<Policy> {
+        let rec = record(self.section(2), POLICY_LEN, index as usize)?;
+        Some(Policy {
+            access: AccessType::from_u8(rec[0])?,
+            slot_count: le_u16(rec, 2),
+            slot_start: le_u32(rec, 4),
+            valid_from: le_i64(rec, 8),
+            valid_until: le_i64(rec, 16),
+        })
+    }
+
+    /// A slot by index.
+    pub fn slot(&self, index: u32) -> Option<Slot> {
+        let rec = record(self.section(3), SLOT_LEN, index as usize)?;
+        Some(Slot {
+            days: rec[0],
+            start_min: le_u16(rec, 2),
+            end_min: le_u16(rec, 4),
+            from: le_i64(rec, 8),
+            until: le_i64(rec, 16),
+        })
+    }
+
+    /// The slots of a policy, skipping any that do not exist (a checked list has none such).
+    pub fn slots_of(&self, policy: &Policy) -> impl Iterator<Item = Slot> + 'a {
+        let list = *self;
+        let start = policy.slot_start;
+        (0..u32::from(policy.slot_count)).filter_map(move |i| list.slot(start.checked_add(i)?))
+    }
+
+    fn check_records(&self) -> Result<(), ListError> {
+        check_sorted(self.section(0), CARD_LEN, 11)?;
+        check_sorted(self.section(1), KEYPAD_LEN, 9)?;
+        let policies = self.info.policies;
+        for rec in self.section(0).chunks_exact(CARD_LEN) {
+            let len = usize::from(rec[10]);
+            let policy = u32::from(rec[11]) | u32::from(rec[12]) << 8 | u32::from(rec[13]) << 16;
+            if ![4, 7, 10].contains(&len)
+                || rec[len..MAX_UID_LEN].iter().any(|&b| b != 0)
+                || policy >= policies
+            {
+                return Err(ListError::BadRecord);
+            }
+        }
+        for i in 0..self.info.keypad_users as usize {
+            let rec = &self.section(1)[i * KEYPAD_LEN..(i + 1) * KEYPAD_LEN];
+            let code_len = usize::from(rec[8]);
+            let flags = rec[9];
+            let ok = (1..=MAX_USER_CODE_LEN).contains(&code_len)
+                && rec[..code_len].iter().all(u8::is_ascii_digit)
+                && rec[code_len..MAX_USER_CODE_LEN].iter().all(|&b| b == 0)
+                && flags & 3 != 0
+                && (6..=8).contains(&rec[10])
+                && usize::from(rec[11]) <= MAX_LIST_SECRET_LEN
+                && usize::from(rec[12]) <= MAX_LIST_SECRET_LEN
+                && (flags & 1 == 0 || (rec[11] > 0 && le_u16(rec, 14) > 0))
+                && (flags & 2 == 0 || rec[12] > 0)
+                && (u32::from(le_u16(rec, 16)) | u32::from(rec[18]) << 16) < policies;
+            if !ok {
+                return Err(ListError::BadRecord);
+            }
+        }
+        for i in 0..policies {
+            let p = self.policy(i).ok_or(ListError::BadRecord)?;
+            let end = u64::from(p.slot_start) + u64::from(p.slot_count);
+            if end > u64::from(self.info.slots) {
+                return Err(ListError::BadRecord);
+            }
+        }
+        for i in 0..self.info.slots {
+            let s = self.slot(i).ok_or(ListError::BadRecord)?;
+            if s.days == 0
+                || s.days & 0x80 != 0
+                || s.start_min >= 1440
+                || s.end_min == 0
+                || s.end_min > 1440
+                || s.start_min == s.end_min
+            {
+                return Err(ListError::BadRecord);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sort key of a card: UID zero-padded to 10 bytes, then its length.
+pub fn card_key(uid: &[u8]) -> Option<[u8; MAX_UID_LEN + 1]> {
+    if ![4, 7, 10].contains(&uid.len()) {
+        return None;
+    }
+    let mut key = [0u8; MAX_UID_LEN + 1];
+    key[..uid.len()].copy_from_slice(uid);
+    key[MAX_UID_LEN] = uid.len() as u8;
+    Some(key)
+}
+
+/// The sort key of a keypad user: code digits zero-padded to 8 bytes, then its length.
+pub fn keypad_key(code: &[u8]) -> Option<[u8; MAX_USER_CODE_LEN + 1]> {
+    if code.is_empty() || code.len() > MAX_USER_CODE_LEN || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut key = [0u8; MAX_USER_CODE_LEN + 1];
+    key[..code.len()].copy_from_slice(code);
+    key[MAX_USER_CODE_LEN] = code.len() as u8;
+    Some(key)
+}
+
+fn record(section: &[u8], len: usize, index: usize) -> Option<&[u8]> {
+    section.get(index.checked_mul(len)?..index.checked_mul(len)?.checked_add(len)?)
+}
+
+fn binary_search<'s>(section: &'s [u8], len: usize, key: &[u8]) -> Option<&'s [u8]> {
+    binary_search_indexed(section, len, key).map(|(_, r)| r)
+}
+
+fn binary_search_indexed<'s>(
+    section: &'s [u8],
+    len: usize,
+    key: &[u8],
+) -> Option<(usize, &'s [u8])> {
+    let (mut lo, mut hi) = (0usize, section.len() / len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let rec = &section[mid * len..(mid + 1) * len];
+        match rec[..key.len()].cmp(key) {
+            core::cmp::Ordering::Less => lo = mid + 1,
+            core::cmp::Ordering::Greater => hi = mid,
+            core::cmp::Ordering::Equal => return Some((mid, rec)),
+        }
+    }
+    None
+}
+
+fn check_sorted(section: &[u8], len: usize, key_len: usize) -> Result<(), ListError> {
+    let mut prev: Option<&[u8]> = None;
+    for rec in section.chunks_exact(len) {
+        if prev.is_some_and(|p| p >= &rec[..key_len]) {
+            return Err(ListError::NotSorted);
+        }
+        prev = Some(&rec[..key_len]);
+    }
+    Ok(())
+}
+
+#[cfg(any(feature = "alloc", test))]
+pub use builder::{BuildError, Builder, CardEntry, KeypadEntry};
+
+#[cfg(any(feature = "alloc", test))]
+mod builder {
+    //! Writing lists (host side): the compiler, simulator and server build lists with this, so
+    //! that the writer and the reader share one definition of the layout.
+    extern crate alloc;
+    use alloc::collections::BTreeMap;
+    use alloc::vec::Vec;
+
+    use ed25519_dalek::{Signer, SigningKey};
+
+    use super::*;
+
+    /// A card to put in a list.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct CardEntry {
+        /// UID bytes (4, 7 or 10).
+        pub uid: Vec<u8>,
+        /// Its policy.
+        pub policy: Policy,
+        /// Its slots (the policy's `slot_start`/`slot_count` are filled in by the builder).
+        pub slots: Vec<Slot>,
+    }
+
+    /// A keypad user to put in a list.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct KeypadEntry {
+        /// User code digits.
+        pub code: Vec<u8>,
+        /// TOTP secret.
+        pub totp_secret: Option<Vec<u8>>,
+        /// HOTP secret.
+        pub hotp_secret: Option<Vec<u8>>,
+        /// First HOTP counter.
+        pub hotp_counter: u64,
+        /// Digits (6–8).
+        pub digits: u8,
+        /// TOTP period in seconds.
+        pub period_s: u16,
+        /// Its policy.
+        pub policy: Policy,
+        /// Its slots.
+        pub slots: Vec<Slot>,
+    }
+
+    /// Why a list cannot be built.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum BuildError {
+        /// Two cards with the same UID.
+        DuplicateCard(Vec<u8>),
+        /// Two keypad users with the same code.
+        DuplicateUserCode(Vec<u8>),
+        /// A UID that is not 4, 7 or 10 bytes.
+        BadUid(Vec<u8>),
+        /// A user code that is not 1–8 digits.
+        BadUserCode(Vec<u8>),
+        /// A keypad user with neither TOTP nor HOTP, a secret over 32 bytes, digits outside 6–8
+        /// or a zero period.
+        BadKeypadEntry(Vec<u8>),
+        /// A slot with no days, minutes out of range, or start equal to end.
+        BadSlot,
+        /// More than 2^24 distinct policies or 2^32 records.
+        TooLarge,
+    }
+
+    /// Collects credentials, then writes and signs a list.
+    #[derive(Debug, Default)]
+    pub struct Builder {
+        cards: Vec<([u8; MAX_UID_LEN + 1], u32)>,
+        keypad: Vec<([u8; MAX_USER_CODE_LEN + 1], KeypadEntry, u32)>,
+        policies: Vec<Policy>,
+        policy_index: BTreeMap<(u8, i64, i64, Vec<Slot>), u32>,
+        slots: Vec<Slot>,
+    }
+
+    impl Builder {
+        /// An empty list.
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        fn intern(&mut self, policy: Policy, slots: &[Slot]) -> Result<u32, BuildError> {
+            for s in slots {
+                if s.days == 0
+                    || s.days & 0x80 != 0
+                    || s.start_min >= 1440
+                    || s.end_min == 0
+                    || s.end_min > 1440
+                    || s.start_min == s.end_min
+                {
+                    return Err(BuildError::BadSlot);
+                }
+            }
+            let key = (
+                policy.access as u8,
+                policy.valid_from,
+                policy.valid_until,
+                slots.to_vec(),
+            );
+            if let Some(&i) = self.policy_index.get(&key) {
+                return Ok(i);
+            }
+            if self.policies.len() >= MAX_POLICIES || slots.len() > usize::from(u16::MAX) {
+                return Err(BuildError::TooLarge);
+            }
+            let i = self.policies.len() as u32;
+            let slot_start = u32::try_from(self.slots.len()).map_err(|_| BuildError::TooLarge)?;
+            self.slots.extend_from_slice(slots);
+            self.policies.push(Policy {
+                slot_start,
+                slot_count: slots.len() as u16,
+                ..policy
+            });
+            self.policy_index.insert(key, i);
+            Ok(i)
+        }
+
+        /// Adds a card.
+        pub fn card(&mut self, entry: &CardEntry) -> Result<&mut Self, BuildError> {
+            let key = card_key(&entry.uid).ok_or_else(|| BuildError::BadUid(entry.uid.clone()))?;
+            let policy = self.intern(entry.policy, &entry.slots)?;
+            self.cards.push((key, policy));
+            Ok(self)
+        }
+
+        /// Adds a keypad user.
+        pub fn keypad_user(&mut self, entry: &KeypadEntry) -> Result<&mut Self, BuildError> {
+            let key = keypad_key(&entry.code)
+                .ok_or_else(|| BuildError::BadUserCode(entry.code.clone()))?;
+            let secret_ok = |s: &Option<Vec<u8>>| {
+                s.as_ref()
+                    .is_none_or(|s| !s.is_empty() && s.len() <= MAX_LIST_SECRET_LEN)
+            };
+            if (entry.totp_secret.is_none() && entry.hotp_secret.is_none())
+                || !secret_ok(&entry.totp_secret)
+                || !secret_ok(&entry.hotp_secret)
+                || !(6..=8).contains(&entry.digits)
+                || (entry.totp_secret.is_some() && entry.period_s == 0)
+            {
+                return Err(BuildError::BadKeypadEntry(entry.code.clone()));
+            }
+            let policy = self.intern(entry.policy, &entry.slots)?;
+            self.keypad.push((key, entry.clone(), policy));
+            Ok(self)
+        }
+
+        /// Sorts, lays out and signs the list.
+        pub fn build(
+            mut self,
+            generation: u64,
+            created_unix: i64,
+            key: &SigningKey,
+        ) -> Result<Vec<u8>, BuildError> {
+            self.cards.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if let Some(w) = self.cards.windows(2).find(|w| w[0].0 == w[1].0) {
+                let len = usize::from(w[0].0[MAX_UID_LEN]);
+                return Err(BuildError::DuplicateCard(w[0].0[..len].to_vec()));
+            }
+            self.keypad.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if let Some(w) = self.keypad.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(BuildError::DuplicateUserCode(w[0].1.code.clone()));
+            }
+            let count = |n: usize| u32::try_from(n).map_err(|_| BuildError::TooLarge);
+            let (cards, users, policies, slots) = (
+                count(self.cards.len())?,
+                count(self.keypad.len())?,
+                count(self.policies.len())?,
+                count(self.slots.len())?,
+            );
+            let body_len = self.cards.len() * CARD_LEN
+                + self.keypad.len() * KEYPAD_LEN
+                + self.policies.len() * POLICY_LEN
+                + self.slots.len() * SLOT_LEN;
+            let body_len_u32 = u32::try_from(body_len).map_err(|_| BuildError::TooLarge)?;
+            let mut out = Vec::with_capacity(HEADER_LEN + body_len + SIGNATURE_LEN);
+            out.extend_from_slice(&MAGIC);
+            out.extend_from_slice(&VERSION.to_le_bytes());
+            out.extend_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+            out.extend_from_slice(&generation.to_le_bytes());
+            out.extend_from_slice(&created_unix.to_le_bytes());
+            for n in [cards, users, policies, slots, body_len_u32] {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            out.extend_from_slice(&key.verifying_key().as_bytes()[..4]);
+            out.resize(HEADER_LEN, 0);
+            for (key, policy) in &self.cards {
+                out.extend_from_slice(key);
+                out.extend_from_slice(&policy.to_le_bytes()[..3]);
+                out.extend_from_slice(&[0, 0]);
+            }
+            for (key, e, policy) in &self.keypad {
+                let mut rec = [0u8; KEYPAD_LEN];
+                rec[..9].copy_from_slice(key);
+                rec[9] = u8::from(e.totp_secret.is_some()) | u8::from(e.hotp_secret.is_some()) << 1;
+                rec[10] = e.digits;
+                rec[11] = e.totp_secret.as_ref().map_or(0, |s| s.len() as u8);
+                rec[12] = e.hotp_secret.as_ref().map_or(0, |s| s.len() as u8);
+                rec[14..16].copy_from_slice(&e.period_s.to_le_bytes());
+                rec[16..19].copy_from_slice(&policy.to_le_bytes()[..3]);
+                rec[24..32].copy_from_slice(&e.hotp_counter.to_le_bytes());
+                if let Some(s) = &e.totp_secret {
+                    rec[32..32 + s.len()].copy_from_slice(s);
+                }
+                if let Some(s) = &e.hotp_secret {
+                    rec[64..64 + s.len()].copy_from_slice(s);
+                }
+                out.extend_from_slice(&rec);
+            }
+            for p in &self.policies {
+                let mut rec = [0u8; POLICY_LEN];
+                rec[0] = p.access as u8;
+                rec[2..4].copy_from_slice(&p.slot_count.to_le_bytes());
+                rec[4..8].copy_from_slice(&p.slot_start.to_le_bytes());
+                rec[8..16].copy_from_slice(&p.valid_from.to_le_bytes());
+                rec[16..24].copy_from_slice(&p.valid_until.to_le_bytes());
+                out.extend_from_slice(&rec);
+            }
+            for s in &self.slots {
+                let mut rec = [0u8; SLOT_LEN];
+                rec[0] = s.days;
+                rec[2..4].copy_from_slice(&s.start_min.to_le_bytes());
+                rec[4..6].copy_from_slice(&s.end_min.to_le_bytes());
+                rec[8..16].copy_from_slice(&s.from.to_le_bytes());
+                rec[16..24].copy_from_slice(&s.until.to_le_bytes());
+                out.extend_from_slice(&rec);
+            }
+            let signature = key.sign(&out);
+            out.extend_from_slice(&signature.to_bytes());
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use proptest::prelude::*;
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&[42; 32])
+    }
+
+    fn policy(access: AccessType) -> Policy {
+        Policy {
+            access,
+            valid_from: 0,
+            valid_until: 0,
+            slot_start: 0,
+            slot_count: 0,
+        }
+    }
+
+    fn sample_list() -> Vec<u8> {
+        let mut b = Builder::new();
+        let tue = Slot {
+            days: 0b10,
+            start_min: 9 * 60,
+            end_min: 18 * 60,
+            from: 0,
+            until: 0,
+        };
+        b.card(&CardEntry {
+            uid: vec![0x04, 0xA1, 0xB2, 0xC3],
+            policy: policy(AccessType::Unrestricted),
+            slots: vec![],
+        })
+        .unwrap();
+        b.card(&CardEntry {
+            uid: vec![0x04, 0xA1, 0xB2, 0xC3, 0xD4, 0xE5, 0xF6],
+            policy: Policy {
+                valid_from: 1_767_225_600,
+                valid_until: 1_798_761_599,
+                ..policy(AccessType::Scheduled)
+            },
+            slots: vec![tue],
+        })
+        .unwrap();
+        b.card(&CardEntry {
+            uid: vec![1; 10],
+            policy: policy(AccessType::Unrestricted),
+            slots: vec![],
+        })
+        .unwrap();
+        b.keypad_user(&KeypadEntry {
+            code: b"1234".to_vec(),
+            totp_secret: Some(b"Hello!\xde\xad\xbe\xef".to_vec()),
+            hotp_secret: Some(b"1234567890".to_vec()),
+            hotp_counter: 5,
+            digits: 6,
+            period_s: 30,
+            policy: policy(AccessType::Unrestricted),
+            slots: vec![],
+        })
+        .unwrap();
+        b.build(7, 1_795_510_740, &key()).unwrap()
+    }
+
+    #[test]
+    fn build_verify_and_find() {
+        let bytes = sample_list();
+        let list = AllowList::verify(&bytes, &key().verifying_key()).unwrap();
+        let info = list.info();
+        assert_eq!(
+            (
+                info.generation,
+                info.cards,
+                info.keypad_users,
+                info.policies,
+                info.slots
+            ),
+            (7, 3, 1, 2, 1)
+        );
+        let p = list
+            .policy(list.find_card(&[0x04, 0xA1, 0xB2, 0xC3]).unwrap())
+            .unwrap();
+        assert_eq!(p.access, AccessType::Unrestricted);
+        let p = list
+            .policy(
+                list.find_card(&[0x04, 0xA1, 0xB2, 0xC3, 0xD4, 0xE5, 0xF6])
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!((p.access, p.slot_count), (AccessType::Scheduled, 1));
+        assert_eq!(list.slots_of(&p).next().unwrap().start_min, 540);
+        assert!(list.find_card(&[0x04, 0xA1, 0xB2, 0xC4]).is_none());
+        assert!(
+            list.find_card(&[0x04, 0xA1, 0xB2]).is_none(),
+            "3-byte UIDs do not exist"
+        );
+        assert!(list.find_card(&[1; 10]).is_some());
+        let u = list.find_keypad_user(b"1234").unwrap();
+        assert_eq!(
+            (u.hotp_counter, u.digits, u.period_s, u.code),
+            (5, 6, 30, &b"1234"[..])
+        );
+        assert_eq!(u.hotp_secret, Some(&b"1234567890"[..]));
+        assert!(list.find_keypad_user(b"0123").is_none());
+        assert!(list.find_keypad_user(b"12345").is_none());
+        // 16 bytes per card record.
+        assert_eq!(CARD_LEN, 16);
+    }
+
+    #[test]
+    fn refusals() {
+        let bytes = sample_list();
+        let vk = key().verifying_key();
+        let other = SigningKey::from_bytes(&[7; 32]).verifying_key();
+        assert_eq!(
+            AllowList::verify(&bytes, &other).unwrap_err(),
+            ListError::BadSignature
+        );
+        let mut flipped = bytes.clone();
+        flipped[HEADER_LEN + 3] ^= 1;
+        assert_eq!(
+            AllowList::verify(&flipped, &vk).unwrap_err(),
+            ListError::BadSignature
+        );
+        assert_eq!(
+            AllowList::verify(&bytes[..bytes.len() - 1], &vk).unwrap_err(),
+            ListError::Truncated
+        );
+        assert_eq!(
+            AllowList::verify(&bytes[..10], &vk).unwrap_err(),
+            ListError::Truncated
+        );
+        assert_eq!(
+            AllowList::verify(b"{\"entries\": []}", &vk).unwrap_err(),
+            ListError::NotAnAllowList
+        );
+        let mut v2 = bytes.clone();
+        v2[4] = 2;
+        assert_eq!(
+            AllowList::open(&v2).unwrap_err(),
+            ListError::UnsupportedVersion(2)
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(AllowList::open(&longer).unwrap_err(), ListError::BadLayout);
+    }
+
+    #[test]
+    fn builder_refuses_duplicates_and_bad_entries() {
+        let mut b = Builder::new();
+        let e = CardEntry {
+            uid: vec![1, 2, 3, 4],
+            policy: policy(AccessType::Unrestricted),
+            slots: vec![],
+        };
+        b.card(&e).unwrap();
+        b.card(&e).unwrap();
+        assert_eq!(
+            b.build(1, 0, &key()).unwrap_err(),
+            BuildError::DuplicateCard(vec![1, 2, 3, 4])
+        );
+        let mut b = Builder::new();
+        assert_eq!(
+            b.card(&CardEntry {
+                uid: vec![1, 2, 3],
+                ..e.clone()
+            })
+            .unwrap_err(),
+            BuildError::BadUid(vec![1, 2, 3])
+        );
+        let bad_slot = Slot {
+            days: 1,
+            start_min: 60,
+            end_min: 60,
+            from: 0,
+            until: 0,
+        };
+        assert_eq!(
+            b.card(&CardEntry {
+                slots: vec![bad_slot],
+                ..e.clone()
+            })
+            .unwrap_err(),
+            BuildError::BadSlot
+        );
+    }
+
+    #[test]
+    fn policies_are_shared() {
+        let mut b = Builder::new();
+        for i in 0..1000u32 {
+            b.card(&CardEntry {
+                uid: i.to_be_bytes().to_vec(),
+                policy: policy(AccessType::Unrestricted),
+                slots: vec![],
+            })
+            .unwrap();
+        }
+        let bytes = b.build(1, 0, &key()).unwrap();
+        assert_eq!(
+            bytes.len(),
+            HEADER_LEN + 1000 * CARD_LEN + POLICY_LEN + SIGNATURE_LEN
+        );
+    }
+
+    proptest! {
+        /// Random bytes, and mutations of a good list, never panic the reader.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let vk = key().verifying_key();
+            let _ = AllowList::verify(&bytes, &vk);
+            if let Ok(list) = AllowList::open(&bytes) {
+                let _ = list.find_card(&[1, 2, 3, 4]);
+                let _ = list.find_keypad_user(b"1234");
+                for i in 0..4 { let _ = list.policy(i); let _ = list.slot(i); }
+            }
+        }
+
+        #[test]
+        fn mutated_lists_never_panic(edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8), cut in any::<prop::sample::Index>()) {
+            let mut bytes = sample_list();
+            for (at, v) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = v;
+            }
+            let cut = cut.index(bytes.len() + 1);
+            for candidate in [&bytes[..], &bytes[..cut]] {
+                let _ = AllowList::verify(candidate, &key().verifying_key());
+                if let Ok(list) = AllowList::open(candidate) {
+                    let _ = list.check_records();
+                    for uid in [&[0x04, 0xA1, 0xB2, 0xC3][..], &[1; 10][..]] {
+                        if let Some(p) = list.find_card(uid).and_then(|i| list.policy(i)) {
+                            let _ = list.slots_of(&p).count();
+                        }
+                    }
+                    let _ = list.find_keypad_user(b"1234");
+                }
+            }
+        }
+    }
+}
