@@ -19,8 +19,8 @@ for component in rustfmt clippy; do
   fi
 done
 
-# Debian packages the suite needs (none yet beyond the toolchain); installed only when missing.
-APT_PACKAGES=()
+# Debian packages the suite needs, installed only when missing: oathtool cross-checks keypad codes.
+APT_PACKAGES=(oathtool)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

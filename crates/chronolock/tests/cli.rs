@@ -61,7 +61,7 @@ fn missing_file_exits_2() {
 }
 
 #[test]
-fn steps_not_simulated_yet_are_named_on_stderr() {
+fn cards_without_an_allowlist_are_unknown_and_said_so() {
     let file = temp_file(
         "cards.jsonl",
         "{\"world\": {\"network\": false}}\n{\"t\": 0, \"do\": \"boot\"}\n{\"t\": 1, \"do\": \"card\", \"uid\": \"04A1B2C3\"}\n",
@@ -69,8 +69,22 @@ fn steps_not_simulated_yet_are_named_on_stderr() {
     let out = chronolock(&["sim", "run", file.to_str().unwrap()]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no `allowlist`"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"decision\":\"DENIED_UNKNOWN\""), "{text}");
+}
+
+#[test]
+fn bad_allowlist_in_the_world_exits_2() {
+    let file = temp_file(
+        "badlist.jsonl",
+        "{\"world\": {\"allowlist\": {\"entries\": [{\"card\": \"04A1\", \"access\": \"UNRESTRICTED\"}]}}}\n",
+    );
+    let out = chronolock(&["sim", "run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("line 3") && err.contains("`card`") && err.contains("not simulated"),
+        err.contains("line 1") && err.contains("entry 0") && err.contains("4, 7 or 10"),
         "{err}"
     );
 }

@@ -639,12 +639,12 @@ mod builder {
             created_unix: i64,
             key: &SigningKey,
         ) -> Result<Vec<u8>, BuildError> {
-            self.cards.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.cards.sort_unstable_by_key(|a| a.0);
             if let Some(w) = self.cards.windows(2).find(|w| w[0].0 == w[1].0) {
                 let len = usize::from(w[0].0[MAX_UID_LEN]);
                 return Err(BuildError::DuplicateCard(w[0].0[..len].to_vec()));
             }
-            self.keypad.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            self.keypad.sort_unstable_by_key(|a| a.0);
             if let Some(w) = self.keypad.windows(2).find(|w| w[0].0 == w[1].0) {
                 return Err(BuildError::DuplicateUserCode(w[0].1.code.clone()));
             }

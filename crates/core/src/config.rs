@@ -72,6 +72,34 @@ pub struct Config {
     /// No time before this can be true: NTP answers below it are rejected, and it anchors the
     /// NTP era (RFC 5905 §6). The firmware sets its build time. Default 2020-01-01T00:00:00Z.
     pub time_floor: UnixTime,
+    /// The site's Ed25519 public key: allow-lists must be signed by it. Default none (no list
+    /// is accepted until the device is paired).
+    pub site_key: Option<[u8; 32]>,
+    /// How long the lock stays open after a grant. Default 3 s.
+    pub unlock: Duration,
+    /// How long a CONDITIONAL check may wait for the backend before `DENIED_OFFLINE`. Default 3 s.
+    pub conditional_timeout: Duration,
+    /// A keypad entry not finished with `#` within this is discarded. Default 10 s.
+    pub keypad_entry_timeout: Duration,
+    /// Consecutive keypad failures that lock the keypad. Default 5.
+    pub lockout_after_failures: u8,
+    /// First lockout; each further lockout doubles it, up to `lockout_max`. Default 30 s.
+    pub lockout_initial: Duration,
+    /// Longest lockout. Default 15 min.
+    pub lockout_max: Duration,
+    /// TOTP steps accepted either side of the current one (RFC 6238 §5.2). Default 1.
+    pub totp_window_steps: u8,
+    /// TOTP is tried only while the clock's error bound is at most this. Default 15 s (half a
+    /// step, so ±1 step still covers the true time).
+    pub totp_max_error: Duration,
+    /// HOTP counters looked ahead of the next expected one (RFC 4226 §7.2). Default 10.
+    pub hotp_look_ahead: u32,
+    /// HOTP counters below the next expected one recognised as replays. Default 10.
+    pub hotp_replay_window: u32,
+    /// UTC hour of the daily battery report (ADR-011). Default 3.
+    pub report_hour_utc: u8,
+    /// While the clock is not valid, a report after this much uptime instead. Default 24 h.
+    pub report_uptime_period: Duration,
 }
 
 impl Default for Config {
@@ -102,6 +130,19 @@ impl Default for Config {
             phone_error: Duration::from_secs(2),
             step_threshold: Duration::from_millis(128),
             time_floor: UnixTime::VALIDITY_THRESHOLD,
+            site_key: None,
+            unlock: Duration::from_secs(3),
+            conditional_timeout: Duration::from_secs(3),
+            keypad_entry_timeout: Duration::from_secs(10),
+            lockout_after_failures: 5,
+            lockout_initial: Duration::from_secs(30),
+            lockout_max: Duration::from_secs(900),
+            totp_window_steps: 1,
+            totp_max_error: Duration::from_secs(15),
+            hotp_look_ahead: 10,
+            hotp_replay_window: 10,
+            report_hour_utc: 3,
+            report_uptime_period: Duration::from_secs(86_400),
         }
     }
 }

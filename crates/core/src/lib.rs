@@ -18,8 +18,11 @@ pub mod allowlist;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod keypad;
 pub mod ntp;
+pub mod otp;
 pub mod persist;
+pub mod report;
 pub mod rtc;
 #[cfg(test)]
 pub mod testing;

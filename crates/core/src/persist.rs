@@ -8,7 +8,7 @@
 use crate::time::UnixTime;
 
 /// Layout version written in byte 0.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// State that survives a power cycle.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,6 +22,10 @@ pub struct Persisted {
     pub rtc_written_error_us: u64,
     /// The latest network time seen (coarse: updated at most daily); anchors the NTP era.
     pub latest_known: Option<UnixTime>,
+    /// The UTC day (Unix days) of the last battery report: never two reports in one day.
+    pub last_report_day: Option<i64>,
+    /// Generation of the installed allow-list (0: none): older lists are refused.
+    pub list_generation: u64,
 }
 
 /// Why stored bytes were refused.
@@ -38,15 +42,16 @@ pub enum PersistError {
 
 impl Persisted {
     /// Length of the encoded record.
-    pub const LEN: usize = 1 + 1 + 8 + 8 + 8 + 4;
+    pub const LEN: usize = 1 + 1 + 8 + 8 + 8 + 8 + 8 + 4;
 
-    /// The record's bytes: version, flags, three little-endian i64/u64 fields, CRC-32.
+    /// The record's bytes: version, flags, five little-endian i64/u64 fields, CRC-32.
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0] = VERSION;
         b[1] = u8::from(self.provisioned)
             | u8::from(self.rtc_written_at.is_some()) << 1
-            | u8::from(self.latest_known.is_some()) << 2;
+            | u8::from(self.latest_known.is_some()) << 2
+            | u8::from(self.last_report_day.is_some()) << 3;
         b[2..10].copy_from_slice(
             &self
                 .rtc_written_at
@@ -60,8 +65,10 @@ impl Persisted {
                 .map_or(0, UnixTime::as_micros)
                 .to_le_bytes(),
         );
-        let crc = crc32(&b[..26]);
-        b[26..30].copy_from_slice(&crc.to_le_bytes());
+        b[26..34].copy_from_slice(&self.last_report_day.unwrap_or(0).to_le_bytes());
+        b[34..42].copy_from_slice(&self.list_generation.to_le_bytes());
+        let crc = crc32(&b[..42]);
+        b[42..46].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -72,8 +79,8 @@ impl Persisted {
             return Err(PersistError::UnknownVersion(b[0]));
         }
         let mut crc = [0u8; 4];
-        crc.copy_from_slice(&b[26..30]);
-        if crc32(&b[..26]) != u32::from_le_bytes(crc) {
+        crc.copy_from_slice(&b[42..46]);
+        if crc32(&b[..42]) != u32::from_le_bytes(crc) {
             return Err(PersistError::BadChecksum);
         }
         let word = |at: usize| {
@@ -89,6 +96,8 @@ impl Persisted {
             rtc_written_error_us: u64::from_le_bytes(word(10)),
             latest_known: (flags & 4 != 0)
                 .then(|| UnixTime::from_micros(i64::from_le_bytes(word(18)))),
+            last_report_day: (flags & 8 != 0).then(|| i64::from_le_bytes(word(26))),
+            list_generation: u64::from_le_bytes(word(34)),
         })
     }
 }
@@ -116,6 +125,8 @@ mod tests {
             rtc_written_at: Some(UnixTime::from_secs(1_795_510_740)),
             rtc_written_error_us: 12_345,
             latest_known: None,
+            last_report_day: Some(20_781),
+            list_generation: 9,
         };
         let bytes = p.encode();
         assert_eq!(Persisted::decode(&bytes), Ok(p));

@@ -9,6 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use chronolock_core::allowlist::AllowList;
 use chronolock_core::controller::NONCE_LEN;
 use chronolock_core::ntp::{ServerReply, PACKET_LEN};
 use chronolock_core::{
@@ -50,6 +51,11 @@ enum Delivery {
     },
     BackendFailed {
         boot: u64,
+    },
+    Conditional {
+        boot: u64,
+        request: u32,
+        granted: Option<bool>,
     },
     RtcTick {
         boot: u64,
@@ -115,6 +121,14 @@ pub struct Sim {
     device: Option<Device>,
     /// The device's flash: the persisted record's bytes.
     flash: Option<Vec<u8>>,
+    /// The device's flash: the allow-list slot.
+    list: Option<Vec<u8>>,
+    /// Whether the list in flash has been checked by a device (first boot).
+    list_checked: bool,
+    /// The device's flash: keypad users' code usage.
+    keypad_uses: std::collections::BTreeMap<Vec<u8>, chronolock_core::keypad::KeypadUse>,
+    /// The battery's voltage now.
+    battery_mv: u16,
     cfg: Config,
     setup_button: bool,
     rng: ChaCha8Rng,
@@ -143,6 +157,7 @@ impl Sim {
         if let Some(floor) = w.time_floor_utc {
             cfg.time_floor = floor.0;
         }
+        cfg.site_key = Some(scenario::test_site_key().verifying_key().to_bytes());
         let rtc = w.rtc.as_ref().map(|r| SimRtc {
             base_t: 0,
             base_utc: match r.utc {
@@ -171,6 +186,10 @@ impl Sim {
             rtc,
             device: None,
             flash,
+            list: scenario.list.clone(),
+            list_checked: false,
+            keypad_uses: std::collections::BTreeMap::new(),
+            battery_mv: w.battery_mv.min(u32::from(u16::MAX)) as u16,
             cfg,
             setup_button: w.setup_button,
             rng: ChaCha8Rng::seed_from_u64(w.seed),
@@ -186,14 +205,16 @@ impl Sim {
     pub fn run(scenario: &Scenario) -> Result<(Vec<Value>, Notes), Stuck> {
         let mut sim = Sim::new(scenario);
         let mut notes = Notes::default();
-        if scenario.allowlist.is_some() {
+        let credentials = scenario.steps.iter().any(|s| {
+            matches!(
+                s.action,
+                scenario::Action::Card(_) | scenario::Action::Keys(_)
+            )
+        });
+        if scenario.list.is_none() && credentials {
             notes.0.push(
-                "world: `allowlist` is read but access decisions are not simulated in this version"
-                    .into(),
+                "world: no `allowlist`: every card and keypad entry will be DENIED_UNKNOWN".into(),
             );
-        }
-        if !scenario.world.backend.conditional_grant.is_empty() {
-            notes.0.push("world: `backend.conditional_grant` is read but CONDITIONAL checks are not simulated in this version".into());
         }
         for step in &scenario.steps {
             sim.advance_to(step.t_us)?;
@@ -348,17 +369,33 @@ impl Sim {
                     )),
                 }
             }
-            A::Card(_) | A::Keys(_) | A::Battery(_) => {
-                let what = match step.action {
-                    A::Card(_) => "card",
-                    A::Keys(_) => "keys",
-                    _ => "battery",
-                };
-                notes.0.push(format!(
-                    "line {}: `{what}` is accepted but not simulated in this version (no access decisions or reports yet)",
-                    step.line
-                ));
+            A::Card(uid) => {
+                let now = self.instant();
+                let list = self.list.as_deref().and_then(|b| AllowList::open(b).ok());
+                match &mut self.device {
+                    Some(dev) => dev.ctl.handle_card(uid, list.as_ref(), now),
+                    None => notes.0.push(format!(
+                        "line {}: `card` while the device is off does nothing",
+                        step.line
+                    )),
+                }
             }
+            A::Keys(keys) => {
+                let now = self.instant();
+                let list = self.list.as_deref().and_then(|b| AllowList::open(b).ok());
+                match &mut self.device {
+                    Some(dev) => {
+                        for key in keys.bytes() {
+                            dev.ctl.handle_key(key, list.as_ref(), now);
+                        }
+                    }
+                    None => notes.0.push(format!(
+                        "line {}: `keys` while the device is off does nothing",
+                        step.line
+                    )),
+                }
+            }
+            A::Battery(mv) => self.battery_mv = (*mv).min(u32::from(u16::MAX)) as u16,
             A::End => {}
         }
         self.drain();
@@ -393,6 +430,29 @@ impl Sim {
         if self.setup_button {
             ctl.set_setup_mode(true);
         }
+        for used in self.keypad_uses.values() {
+            ctl.restore_keypad_use(*used);
+        }
+        // The list in flash: fully checked the first time a device sees it, opened after that.
+        let opened = self.list.as_deref().map(|bytes| {
+            let list = if self.list_checked {
+                AllowList::open(bytes)
+            } else {
+                ctl.check_allowlist(bytes)
+            };
+            list.map(|l| l.info())
+        });
+        match opened {
+            Some(Ok(info)) => {
+                ctl.allowlist_installed(info, Instant::ZERO);
+                self.list_checked = true;
+            }
+            Some(Err(e)) => {
+                self.emit(json!({"event": "list_rejected", "reason": e.as_str()}));
+                self.list = None;
+            }
+            None => {}
+        }
         self.device = Some(Device {
             ctl,
             boot_t: self.now,
@@ -424,6 +484,14 @@ impl Sim {
             Delivery::BackendFailed { boot } if boot == dev.boot => {
                 dev.ctl.handle_backend_failed(now)
             }
+            Delivery::Conditional {
+                boot,
+                request,
+                granted,
+            } if boot == dev.boot => match granted {
+                Some(granted) if online => dev.ctl.handle_conditional_answer(request, granted, now),
+                _ => dev.ctl.handle_conditional_failed(request, now),
+            },
             Delivery::RtcTick { boot } if boot == dev.boot => {
                 let reading = self
                     .rtc
@@ -469,6 +537,23 @@ impl Sim {
                 }
                 Action::SendNtp { server, packet } => self.send_ntp(server, packet),
                 Action::SyncBackend { nonce } => self.send_backend(nonce),
+                Action::PersistKeypadUse(used) => {
+                    self.keypad_uses.insert(used.user.to_vec(), used);
+                }
+                Action::Unlock { ms } => self.emit(json!({"event": "unlock", "ms": ms})),
+                Action::Feedback(pattern) => {
+                    self.emit(json!({"event": "feedback", "pattern": pattern.as_str()}))
+                }
+                Action::AskBackend {
+                    request,
+                    credential,
+                } => self.ask_backend(request, credential.to_string()),
+                Action::ReadBattery => {
+                    let mv = self.battery_mv;
+                    if let Some(dev) = &mut self.device {
+                        dev.ctl.handle_battery(mv, now);
+                    }
+                }
                 Action::Persist(p) => self.flash = Some(p.encode().to_vec()),
                 Action::Event(e) => self.emit_event(e),
             }
@@ -534,6 +619,30 @@ impl Sim {
         );
     }
 
+    /// The backend answers a CONDITIONAL check after its round trip: granted if the credential
+    /// is in `conditional_grant`; unreachable, the connection fails.
+    fn ask_backend(&mut self, request: u32, credential: String) {
+        let boot = self.device.as_ref().map_or(0, |d| d.boot);
+        if !self.network_up {
+            return;
+        }
+        let delay = (self.backend.delay_ms * 1000.0).round() as i64;
+        let granted = self.backend.reachable.then(|| {
+            self.backend
+                .conditional_grant
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(&credential))
+        });
+        self.schedule(
+            self.now + delay,
+            Delivery::Conditional {
+                boot,
+                request,
+                granted,
+            },
+        );
+    }
+
     fn emit_event(&mut self, e: Event) {
         match e {
             Event::Clock {
@@ -543,6 +652,25 @@ impl Sim {
                 "valid": valid,
                 "source": source.map(|s| s.as_str()),
                 "utc": utc.map(scenario::format_utc),
+            })),
+            Event::Decision {
+                credential,
+                decision,
+            } => self.emit(json!({
+                "event": "decision",
+                "credential": credential.to_string(),
+                "decision": decision.as_str(),
+            })),
+            Event::Notify { credential } => self.emit(json!({
+                "event": "notify",
+                "kind": "emergency",
+                "credential": credential.to_string(),
+            })),
+            Event::Report { mv, basis } => self.emit(json!({
+                "event": "report",
+                "kind": "battery",
+                "mv": mv,
+                "basis": basis.as_str(),
             })),
             Event::TimeRejected {
                 source,

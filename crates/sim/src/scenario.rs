@@ -110,9 +110,16 @@ pub struct World {
     /// The device's time floor (its build time). Default 2020-01-01T00:00:00Z.
     #[serde(default)]
     pub time_floor_utc: Option<Utc>,
+    /// The battery voltage at the start, in millivolts. Default 3700.
+    #[serde(default = "default_battery")]
+    pub battery_mv: u32,
     /// Free text, ignored.
     #[serde(default)]
     pub comment: Option<String>,
+}
+
+fn default_battery() -> u32 {
+    3700
 }
 
 fn default_start() -> Utc {
@@ -366,6 +373,9 @@ pub struct Scenario {
     pub world: World,
     /// The world's allow-list, resolved: the object itself, read from its file if given a path.
     pub allowlist: Option<Value>,
+    /// The allow-list compiled and signed with [`test_site_key`] (generation 1, created 30 days
+    /// before `start_utc`), as the device holds it in flash.
+    pub list: Option<Vec<u8>>,
     /// The steps, in order.
     pub steps: Vec<Step>,
 }
@@ -472,12 +482,28 @@ impl Scenario {
             }
             None => None,
         };
+        let created = world.start_utc.0.secs() - 30 * 86_400;
+        let list = allowlist
+            .as_ref()
+            .map(|v| {
+                let entries = chronolock_allowlist::parse_source_value(v)?;
+                chronolock_allowlist::compile(&entries, 1, created, &test_site_key())
+            })
+            .transpose()
+            .map_err(|e| ScenarioError::at(world_line, format!("world: allowlist: {e}")))?;
         Ok(Scenario {
             world,
             allowlist,
+            list,
             steps,
         })
     }
+}
+
+/// The fixed key the simulator signs scenario allow-lists with (its public half is the
+/// simulated device's site key). A test key: never use it for a real site.
+pub fn test_site_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[0x5E; 32])
 }
 
 fn from_value<T: DeserializeOwned>(v: Value) -> Result<T, serde_json::Error> {

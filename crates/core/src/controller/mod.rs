@@ -20,10 +20,17 @@ use heapless::Deque;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
+mod door;
+
+pub use door::{Credential, Feedback};
+
+use crate::access::Decision;
 use crate::clock::{Clock, ClockPolicy, Outcome, Refusal, Sample, Source};
 use crate::config::{Config, MAX_NTP_SERVERS};
+use crate::keypad::{Keypad, KeypadUse};
 use crate::ntp::{self, NtpLimits, NtpReject, NtpRequest, NtpSample, PACKET_LEN};
 use crate::persist::Persisted;
+use crate::report::{Basis, ReportScheduler};
 use crate::rtc::{self, RtcReading};
 use crate::time::{duration_micros, Instant, UnixTime, WallTime};
 
@@ -67,6 +74,26 @@ pub enum Action {
     },
     /// Store this record; hand it back at the next boot.
     Persist(Persisted),
+    /// Store this keypad user's code usage (replay protection); hand it back at the next boot
+    /// through [`Controller::restore_keypad_use`].
+    PersistKeypadUse(KeypadUse),
+    /// Open the lock for this long.
+    Unlock {
+        /// Milliseconds.
+        ms: u32,
+    },
+    /// Show this on the LEDs and buzzer.
+    Feedback(Feedback),
+    /// Ask the backend whether this CONDITIONAL credential may enter; answer with
+    /// [`Controller::handle_conditional_answer`] or [`Controller::handle_conditional_failed`].
+    AskBackend {
+        /// Request id to answer with.
+        request: u32,
+        /// The credential.
+        credential: Credential,
+    },
+    /// Measure the battery and call [`Controller::handle_battery`].
+    ReadBattery,
     /// Something to log or report.
     Event(Event),
 }
@@ -84,6 +111,25 @@ pub enum Event {
         utc: Option<UnixTime>,
         /// Error bound now in microseconds (0 when invalid).
         error_us: u64,
+    },
+    /// An access decision.
+    Decision {
+        /// Who.
+        credential: Credential,
+        /// What was decided.
+        decision: Decision,
+    },
+    /// An EMERGENCY credential was used: tell the backend at once.
+    Notify {
+        /// Who.
+        credential: Credential,
+    },
+    /// The daily battery report.
+    Report {
+        /// Battery voltage in millivolts.
+        mv: u16,
+        /// Whether it fired by the wall clock or by uptime.
+        basis: Basis,
     },
     /// A time from a source was not used.
     TimeRejected {
@@ -182,6 +228,15 @@ pub struct Controller {
     ntp: NtpState,
     backend: BackendState,
     dropped_actions: u32,
+    /// The latest `now` the shell has given: `poll_timeout` projects from it.
+    last_now: Instant,
+    keypad: Keypad,
+    report: ReportScheduler,
+    pending_report: Option<Basis>,
+    conditional: heapless::Vec<(u32, Credential, Instant), 4>,
+    next_request: u32,
+    /// Creation time of the installed allow-list: signed, so no earlier time can be true.
+    list_created: Option<UnixTime>,
 }
 
 impl Controller {
@@ -193,6 +248,7 @@ impl Controller {
             backend_fresh_for: cfg.backend_fresh_for,
         });
         let mut c = Controller {
+            persisted,
             ntp: NtpState {
                 backoff: cfg.ntp_retry_initial,
                 ..NtpState::default()
@@ -206,15 +262,20 @@ impl Controller {
             rng: ChaCha8Rng::from_seed(rng_seed),
             actions: Deque::new(),
             setup_mode: !persisted.provisioned,
-            persisted,
             network_up: false,
             rtc: RtcState::Unknown,
             next_rtc_read: None,
             rtc_written_this_boot: None,
             last_network_sync: None,
             dropped_actions: 0,
+            last_now: now,
+            keypad: Keypad::default(),
+            report: ReportScheduler::new(persisted.last_report_day),
+            pending_report: None,
+            conditional: heapless::Vec::new(),
+            next_request: 0,
+            list_created: None,
         };
-        let _ = now;
         c.push(Action::ReadRtc { at_tick: false });
         c
     }
@@ -223,6 +284,7 @@ impl Controller {
 
     /// The RTC's answer to [`Action::ReadRtc`].
     pub fn handle_rtc_read(&mut self, reading: RtcReading, now: Instant) {
+        self.tick(now);
         let first = self.rtc == RtcState::Unknown;
         match reading {
             RtcReading::Absent => {
@@ -259,6 +321,7 @@ impl Controller {
 
     /// The network came up or went down.
     pub fn handle_network(&mut self, up: bool, now: Instant) {
+        self.tick(now);
         if up == self.network_up {
             return;
         }
@@ -271,6 +334,7 @@ impl Controller {
             self.backend.next_sync = Some(now);
             self.handle_timeout(now);
         } else {
+            self.conditional_offline(now);
             self.ntp.requests = [None; MAX_NTP_SERVERS];
             self.ntp.samples.clear();
             self.ntp.round_deadline = None;
@@ -284,6 +348,7 @@ impl Controller {
 
     /// An answer from NTP server `server` arrived at `now`.
     pub fn handle_ntp_response(&mut self, server: u8, packet: &[u8], now: Instant) {
+        self.tick(now);
         let idx = usize::from(server);
         let Some(request) = self.ntp.requests.get(idx).copied().flatten() else {
             return; // Nothing asked, or already answered: not worth an event.
@@ -291,7 +356,7 @@ impl Controller {
         let limits = NtpLimits {
             max_delay: self.cfg.ntp_max_delay,
             max_root_distance: self.cfg.ntp_max_root_distance,
-            floor: self.cfg.time_floor,
+            floor: self.ntp_floor(),
             era_anchor: self.era_anchor(now),
         };
         match ntp::parse_response(packet, &request, now, &limits) {
@@ -330,6 +395,7 @@ impl Controller {
 
     /// The backend's authenticated timestamps for the sync carrying `time.nonce`.
     pub fn handle_backend_time(&mut self, time: &BackendTime, now: Instant) {
+        self.tick(now);
         let Some((nonce, sent_at)) = self.backend.pending else {
             return;
         };
@@ -369,6 +435,7 @@ impl Controller {
 
     /// The backend sync could not be completed (unreachable, refused, bad signature).
     pub fn handle_backend_failed(&mut self, now: Instant) {
+        self.tick(now);
         if self.backend.pending.take().is_some() {
             self.schedule_backend_retry(now);
         }
@@ -376,6 +443,7 @@ impl Controller {
 
     /// A phone at setup sent its time.
     pub fn handle_phone_time(&mut self, utc: UnixTime, now: Instant) {
+        self.tick(now);
         if !self.setup_mode {
             self.reject(Source::Phone, 0, TimeRejection::NotInSetupMode);
             return;
@@ -403,6 +471,8 @@ impl Controller {
 
     /// Runs every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        self.door_timeouts(now);
         if self.ntp.round_deadline.is_some_and(|d| d <= now) {
             self.finish_ntp_round(now);
         }
@@ -460,6 +530,7 @@ impl Controller {
             backend_deadline,
             when_online(self.backend.next_sync),
             self.next_rtc_read,
+            self.door_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -513,13 +584,24 @@ impl Controller {
     }
 
     /// The latest time known to have passed: the NTP era is chosen around it.
+    /// Remembers the latest time the shell has told us about.
+    fn tick(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+    }
+
+    /// No NTP answer can be true below the build time or the signed list's creation time.
+    fn ntp_floor(&self) -> UnixTime {
+        self.list_created
+            .map_or(self.cfg.time_floor, |c| c.max(self.cfg.time_floor))
+    }
+
     fn era_anchor(&self, now: Instant) -> UnixTime {
         let known = self
             .clock
             .utc(now)
             .filter(|_| self.clock.network_set())
             .or(self.persisted.latest_known);
-        known.map_or(self.cfg.time_floor, |k| k.max(self.cfg.time_floor))
+        known.map_or(self.ntp_floor(), |k| k.max(self.ntp_floor()))
     }
 
     /// The RTC's error since this device last wrote it, or the configured guess if it never did.
@@ -546,6 +628,10 @@ impl Controller {
                 let stepped = step_us.unsigned_abs() >= duration_micros(self.cfg.step_threshold);
                 if became_valid || source_changed || stepped {
                     self.emit_clock(now);
+                }
+                if became_valid && self.report.clock_became_valid(&self.clock, now) {
+                    self.persisted.last_report_day = self.report.last_day();
+                    self.push(Action::Persist(self.persisted));
                 }
                 if network {
                     self.network_synced(now, stepped);
