@@ -10,7 +10,7 @@ use chronolock_core::allowlist::{
     AccessType, AllowList, BuildError, Builder, CardEntry, KeypadEntry, Policy, Slot, CARD_LEN,
     MAX_LIST_SECRET_LEN,
 };
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -387,6 +387,13 @@ pub fn read_verifying_key(path: &Path) -> Result<VerifyingKey, CompileError> {
         path: path.display().to_string(),
         message: "is not a valid Ed25519 public key".into(),
     })
+}
+
+pub use ed25519_dalek::VerifyingKey;
+
+/// Whether a compiled list's signature and records hold against `key`.
+pub fn verify(bytes: &[u8], key: &VerifyingKey) -> bool {
+    AllowList::verify(bytes, key).is_ok()
 }
 
 /// A readable summary of a compiled list, and whether its signature holds against `key`.

@@ -1,7 +1,7 @@
 //! The `chronolock` command.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chronolock_sim::RunError;
@@ -22,6 +22,44 @@ enum Command {
         #[command(subcommand)]
         command: SimCommand,
     },
+    /// Make a site signing key: the private key to PATH (mode 600), the public key to PATH.pub.
+    Keygen {
+        /// Where to write the private key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Compile and inspect signed allow-lists.
+    Allowlist {
+        #[command(subcommand)]
+        command: AllowlistCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AllowlistCommand {
+    /// Compile a JSON allow-list source into the signed binary a door reads in place.
+    Compile {
+        /// The JSON source.
+        src: PathBuf,
+        /// The site's private key (from `chronolock keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the binary.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// Generation; doors refuse a list that is not newer than theirs. Default: the creation
+        /// time in Unix seconds, which rises with every compile.
+        #[arg(long)]
+        generation: Option<u64>,
+    },
+    /// Print a summary of a compiled list, and whether its signature holds.
+    Inspect {
+        /// The binary list.
+        file: PathBuf,
+        /// The site's public key, to check the signature.
+        #[arg(long = "pub")]
+        public: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -38,10 +76,103 @@ fn main() -> ExitCode {
         Command::Sim {
             command: SimCommand::Run { file },
         } => sim_run(&file),
+        Command::Keygen { out } => report(keygen(&out)),
+        Command::Allowlist {
+            command:
+                AllowlistCommand::Compile {
+                    src,
+                    key,
+                    out,
+                    generation,
+                },
+        } => report(compile(&src, &key, &out, generation)),
+        Command::Allowlist {
+            command: AllowlistCommand::Inspect { file, public },
+        } => match inspect(&file, public.as_deref()) {
+            // The summary is printed either way; a signature that does not hold exits 1.
+            Ok((summary, false)) => {
+                print!("{summary}");
+                ExitCode::from(1)
+            }
+            Ok((summary, true)) => report(Ok(summary)),
+            Err(e) => report(Err(e)),
+        },
     }
 }
 
-fn sim_run(file: &std::path::Path) -> ExitCode {
+/// Prints the result and exits 0, or prints the error and exits 2.
+fn report(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn keygen(out: &Path) -> Result<String, String> {
+    let public = chronolock_allowlist::write_new_keypair(out).map_err(|e| e.to_string())?;
+    let pub_path = chronolock_allowlist::public_key_path(out);
+    let hex: String = public
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!(
+        "private key: {}\npublic key:  {} ({hex})\n",
+        out.display(),
+        pub_path.display()
+    ))
+}
+
+fn compile(src: &Path, key: &Path, out: &Path, generation: Option<u64>) -> Result<String, String> {
+    let text = std::fs::read_to_string(src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let entries =
+        chronolock_allowlist::parse_source(&text).map_err(|e| format!("{}: {e}", src.display()))?;
+    let key = chronolock_allowlist::read_signing_key(key).map_err(|e| e.to_string())?;
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "the system clock is before 1970".to_string())?
+        .as_secs();
+    let bytes = chronolock_allowlist::compile(
+        &entries,
+        generation.unwrap_or(created),
+        created as i64,
+        &key,
+    )
+    .map_err(|e| format!("{}: {e}", src.display()))?;
+    // Write beside the target and rename, so a failed write never leaves half a list.
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))?;
+    chronolock_allowlist::inspect(&bytes, Some(&key.verifying_key()))
+        .map(|summary| format!("wrote {}\n{summary}", out.display()))
+        .map_err(|e| e.as_str().to_string())
+}
+
+/// The summary, and whether the signature holds (true when no key was given to check).
+fn inspect(file: &Path, public: Option<&Path>) -> Result<(String, bool), String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let key = public
+        .map(chronolock_allowlist::read_verifying_key)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let summary = chronolock_allowlist::inspect(&bytes, key.as_ref()).map_err(|e| {
+        format!(
+            "{}: not a usable allow-list ({})",
+            file.display(),
+            e.as_str()
+        )
+    })?;
+    let holds = key.is_none_or(|k| chronolock_allowlist::verify(&bytes, &k));
+    Ok((summary, holds))
+}
+
+fn sim_run(file: &Path) -> ExitCode {
     match chronolock_sim::run_file(file) {
         Ok((events, notes)) => {
             for note in notes.0 {

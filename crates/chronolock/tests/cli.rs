@@ -102,3 +102,89 @@ mod serde_json_check {
         }
     }
 }
+
+#[test]
+fn keygen_compile_inspect() {
+    let dir = std::env::temp_dir().join(format!("chronolock-cli-keys-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("site.key");
+    let src = dir.join("people.json");
+    let out = dir.join("list.bin");
+    std::fs::write(
+        &src,
+        r#"{"entries": [{"card": "04A1B2C3", "access": "UNRESTRICTED"},
+            {"keypad": "1234", "totp": "JBSWY3DPEHPK3PXP", "access": "UNRESTRICTED"}]}"#,
+    )
+    .unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    assert!(chronolock(&["keygen", "--out", &s(&key)]).status.success());
+    let again = chronolock(&["keygen", "--out", &s(&key)]);
+    assert_eq!(again.status.code(), Some(2), "never overwrites a key");
+    let c = chronolock(&[
+        "allowlist",
+        "compile",
+        &s(&src),
+        "--key",
+        &s(&key),
+        "-o",
+        &s(&out),
+        "--generation",
+        "7",
+    ]);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let i = chronolock(&[
+        "allowlist",
+        "inspect",
+        &s(&out),
+        "--pub",
+        &format!("{}.pub", s(&key)),
+    ]);
+    let text = String::from_utf8_lossy(&i.stdout);
+    assert!(
+        i.status.success() && text.contains("generation 7") && text.contains("signature: valid"),
+        "{text}"
+    );
+
+    let other = dir.join("other.key");
+    assert!(chronolock(&["keygen", "--out", &s(&other)])
+        .status
+        .success());
+    let i = chronolock(&[
+        "allowlist",
+        "inspect",
+        &s(&out),
+        "--pub",
+        &format!("{}.pub", s(&other)),
+    ]);
+    assert_eq!(i.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&i.stdout).contains("INVALID"));
+
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::write(dir.join("cut.bin"), &bytes[..bytes.len() / 2]).unwrap();
+    let i = chronolock(&["allowlist", "inspect", &s(&dir.join("cut.bin"))]);
+    assert_eq!(i.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&i.stderr).contains("truncated"));
+
+    std::fs::write(
+        &src,
+        r#"{"entries": [{"card": "04A1B2C3", "access": "SOMETIMES"}]}"#,
+    )
+    .unwrap();
+    let c = chronolock(&[
+        "allowlist",
+        "compile",
+        &s(&src),
+        "--key",
+        &s(&key),
+        "-o",
+        &s(&out),
+    ]);
+    assert_eq!(c.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&c.stderr).contains("entry 0"));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        bytes,
+        "a failed compile leaves the old list alone"
+    );
+}
