@@ -41,6 +41,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 say "core for $TARGET (no_std)"
 cargo build -p chronolock-core --target "$TARGET" --release --locked
 
+say "fuzz targets compile (run them with cargo fuzz on nightly: see fuzz/README.md)"
+cargo build --manifest-path fuzz/Cargo.toml --locked --quiet
+
 say "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
