@@ -948,4 +948,72 @@ mod tests {
             .iter()
             .any(|a| matches!(a, Action::Persist(p) if p.rtc_written_at.is_some())));
     }
+
+    #[test]
+    fn lists_must_be_signed_by_the_site_and_newer() {
+        use crate::allowlist::{AccessType, Builder, CardEntry, ListError, Policy};
+        use ed25519_dalek::SigningKey;
+        let site = SigningKey::from_bytes(&[1; 32]);
+        let list = |generation: u64, key: &SigningKey| {
+            let mut b = Builder::new();
+            let policy = Policy {
+                access: AccessType::Unrestricted,
+                valid_from: 0,
+                valid_until: 0,
+                slot_start: 0,
+                slot_count: 0,
+            };
+            b.card(&CardEntry {
+                uid: vec![1, 2, 3, 4],
+                policy,
+                slots: vec![],
+            })
+            .unwrap();
+            b.build(generation, 1_795_510_740, key).unwrap()
+        };
+        let unpaired = Controller::new(
+            Config::default(),
+            Persisted::default(),
+            [0; 32],
+            Instant::ZERO,
+        );
+        assert_eq!(
+            unpaired.check_allowlist(&list(5, &site)).unwrap_err(),
+            ListError::BadSignature,
+            "no site key yet"
+        );
+
+        let cfg = Config {
+            site_key: Some(site.verifying_key().to_bytes()),
+            ..Config::default()
+        };
+        let mut c = Controller::new(cfg, Persisted::default(), [0; 32], Instant::ZERO);
+        let five = list(5, &site);
+        let info = c.check_allowlist(&five).unwrap().info();
+        c.allowlist_installed(info, Instant::ZERO);
+        assert_eq!(c.persisted().list_generation, 5);
+        let stale = |offered| ListError::StaleGeneration {
+            installed: 5,
+            offered,
+        };
+        assert_eq!(
+            c.check_allowlist(&five).unwrap_err(),
+            stale(5),
+            "the same list again"
+        );
+        assert_eq!(
+            c.check_allowlist(&list(4, &site)).unwrap_err(),
+            stale(4),
+            "rollback"
+        );
+        let foreign = SigningKey::from_bytes(&[2; 32]);
+        assert_eq!(
+            c.check_allowlist(&list(6, &foreign)).unwrap_err(),
+            ListError::BadSignature
+        );
+        assert!(c.check_allowlist(&list(6, &site)).is_ok());
+        // The generation survives a reboot.
+        let again = Controller::new(c.cfg.clone(), *c.persisted(), [0; 32], Instant::ZERO);
+        assert_eq!(again.check_allowlist(&five).unwrap_err(), stale(5));
+    }
 }
