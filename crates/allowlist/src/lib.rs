@@ -138,13 +138,7 @@ fn parse_entry(v: Value) -> Result<Entry, String> {
         .enumerate()
         .map(|(i, s)| parse_slot(s).map_err(|m| format!("slots[{i}]: {m}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let policy = Policy {
-        access,
-        valid_from,
-        valid_until,
-        slot_start: 0,
-        slot_count: 0,
-    };
+    let policy = Policy::new(access, valid_from, valid_until);
     match (e.card, e.keypad) {
         (Some(card), None) => {
             if e.totp.is_some() || e.hotp.is_some() || e.digits.is_some() || e.period.is_some() {

@@ -134,7 +134,7 @@ proptest! {
         let mut b = Builder::new();
         for (i, (access, from, until, slots)) in entries.iter().enumerate() {
             let uid = (0x0100_0000u32 + i as u32).to_be_bytes().to_vec();
-            let policy = Policy { access: *access, valid_from: *from, valid_until: *until, slot_start: 0, slot_count: 0 };
+            let policy = Policy::new(*access, *from, *until);
             b.card(&CardEntry { uid, policy, slots: slots.clone() }).unwrap();
         }
         let bytes = b.build(1, LO, &key).unwrap();

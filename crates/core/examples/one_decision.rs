@@ -138,13 +138,7 @@ fn policy_pool(rng: &mut SplitMix64) -> Vec<(Policy, Vec<Slot>)> {
             } else {
                 Vec::new()
             };
-            let policy = Policy {
-                access,
-                valid_from,
-                valid_until,
-                slot_start: 0,
-                slot_count: 0,
-            };
+            let policy = Policy::new(access, valid_from, valid_until);
             (policy, slots)
         })
         .collect()

@@ -139,6 +139,17 @@ pub struct Slot {
     pub until: i64,
 }
 
+impl Slot {
+    /// At least one day, minutes within the day (`end` up to 1440), and not empty.
+    pub fn is_well_formed(&self) -> bool {
+        self.days != 0
+            && self.days & 0x80 == 0
+            && self.start_min < 1440
+            && (1..=1440).contains(&self.end_min)
+            && self.start_min != self.end_min
+    }
+}
+
 /// The rules shared by credentials: access type, date range and slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Policy {
@@ -152,6 +163,19 @@ pub struct Policy {
     pub slot_start: u32,
     /// Number of slots; 0 means no time restriction.
     pub slot_count: u16,
+}
+
+impl Policy {
+    /// A policy without slots (the builder fills in `slot_start` and `slot_count`).
+    pub const fn new(access: AccessType, valid_from: i64, valid_until: i64) -> Self {
+        Policy {
+            access,
+            valid_from,
+            valid_until,
+            slot_start: 0,
+            slot_count: 0,
+        }
+    }
 }
 
 /// A keypad user's record.
@@ -409,14 +433,7 @@ impl<'a> AllowList<'a> {
             }
         }
         for i in 0..self.info.slots {
-            let s = self.slot(i).ok_or(ListError::BadRecord)?;
-            if s.days == 0
-                || s.days & 0x80 != 0
-                || s.start_min >= 1440
-                || s.end_min == 0
-                || s.end_min > 1440
-                || s.start_min == s.end_min
-            {
+            if !self.slot(i).is_some_and(|s| s.is_well_formed()) {
                 return Err(ListError::BadRecord);
             }
         }
@@ -568,16 +585,8 @@ mod builder {
         }
 
         fn intern(&mut self, policy: Policy, slots: &[Slot]) -> Result<u32, BuildError> {
-            for s in slots {
-                if s.days == 0
-                    || s.days & 0x80 != 0
-                    || s.start_min >= 1440
-                    || s.end_min == 0
-                    || s.end_min > 1440
-                    || s.start_min == s.end_min
-                {
-                    return Err(BuildError::BadSlot);
-                }
+            if !slots.iter().all(Slot::is_well_formed) {
+                return Err(BuildError::BadSlot);
             }
             let key = (
                 policy.access as u8,
@@ -730,13 +739,7 @@ mod tests {
     }
 
     fn policy(access: AccessType) -> Policy {
-        Policy {
-            access,
-            valid_from: 0,
-            valid_until: 0,
-            slot_start: 0,
-            slot_count: 0,
-        }
+        Policy::new(access, 0, 0)
     }
 
     fn sample_list() -> Vec<u8> {

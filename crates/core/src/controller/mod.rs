@@ -956,13 +956,7 @@ mod tests {
         let site = SigningKey::from_bytes(&[1; 32]);
         let list = |generation: u64, key: &SigningKey| {
             let mut b = Builder::new();
-            let policy = Policy {
-                access: AccessType::Unrestricted,
-                valid_from: 0,
-                valid_until: 0,
-                slot_start: 0,
-                slot_count: 0,
-            };
+            let policy = Policy::new(AccessType::Unrestricted, 0, 0);
             b.card(&CardEntry {
                 uid: vec![1, 2, 3, 4],
                 policy,
