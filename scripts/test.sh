@@ -47,7 +47,8 @@ cargo build --manifest-path fuzz/Cargo.toml --locked --quiet
 say "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+# The server tests run on SQLite and on a real PostgreSQL, started here and stopped after.
+./scripts/with-postgres.sh cargo test --workspace --locked 2>&1 | tee "$log"
 # One closing line for the whole suite (cargo prints one per test binary, the last often a
 # doc-test run with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -17,6 +17,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the backend: device API and admin UI, SQLite in the data directory by default.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Data directory (created if missing); the SQLite database lives here.
+        #[arg(long = "data", default_value = "chronolock-data")]
+        data: PathBuf,
+        /// Database URL instead of the embedded SQLite file, e.g. postgres://user@host/db;
+        /// several servers may share one PostgreSQL database.
+        #[arg(long = "database-url", env = "CHRONOLOCK_DATABASE_URL")]
+        database_url: Option<String>,
+    },
     /// Simulate door controllers.
     Sim {
         #[command(subcommand)]
@@ -76,6 +89,11 @@ fn main() -> ExitCode {
         Command::Sim {
             command: SimCommand::Run { file },
         } => sim_run(&file),
+        Command::Serve {
+            listen,
+            data,
+            database_url,
+        } => serve(listen, data, database_url),
         Command::Keygen { out } => report(keygen(&out)),
         Command::Allowlist {
             command:
@@ -97,6 +115,42 @@ fn main() -> ExitCode {
             Ok((summary, true)) => report(Ok(summary)),
             Err(e) => report(Err(e)),
         },
+    }
+}
+
+fn serve(
+    listen: std::net::SocketAddr,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+) -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = chronolock_server::ServeConfig {
+        listen,
+        data_dir,
+        database_url,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(chronolock_server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -1,0 +1,150 @@
+//! chronolock-server: the backend.
+//!
+//! - [`db`]: SQLite by default, PostgreSQL for sites that outgrow one machine; migrations at start.
+//! - [`site`]: the site's signing key, made on first start; its private half never leaves here.
+//! - [`router`]: the HTTP routes, one group per concern, sharing one [`AppState`].
+//!
+//! The server keeps no state outside the database, so several processes can share one
+//! PostgreSQL database behind a load balancer.
+
+pub mod db;
+pub mod error;
+pub mod site;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+pub use db::{Backend, Db, DbError};
+pub use error::AppError;
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Data directory (the SQLite file lives here). Default `./chronolock-data`.
+    pub data_dir: PathBuf,
+    /// Database URL; default: SQLite inside the data directory.
+    pub database_url: Option<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("chronolock-data"),
+            database_url: None,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// The site's public key (the private key is read from the database when signing).
+    pub site_public_key: [u8; 32],
+}
+
+impl AppState {
+    /// Opens the database named by `config`, applies migrations, and makes sure the site has
+    /// its signing key.
+    pub async fn open(config: &ServeConfig) -> Result<Self, DbError> {
+        let url = match &config.database_url {
+            Some(url) => url.clone(),
+            None => db::sqlite_url_in(&config.data_dir)?,
+        };
+        let db = Db::open(&url).await?;
+        let site_public_key = site::ensure_key(&db).await?;
+        Ok(AppState {
+            db,
+            site_public_key,
+        })
+    }
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    Router::new().merge(health_routes()).with_state(state)
+}
+
+fn health_routes() -> Router<AppState> {
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// Liveness and readiness: answers without login, and checks that the database answers.
+async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    sqlx::query("SELECT 1").execute(state.db.pool()).await?;
+    Ok(Json(
+        json!({"status": "ok", "database": state.db.backend().as_str()}),
+    ))
+}
+
+/// Runs the server until Ctrl-C or SIGTERM, then drains connections and closes the database.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let state = AppState::open(&config).await?;
+    let db = state.db.clone();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(%addr, database = db.backend().as_str(), "chronolock server listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(ServeError::Io)?;
+    db.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Io(#[source] std::io::Error),
+}

@@ -1,0 +1,58 @@
+//! The server built in-process, each test with a fresh migrated database, on SQLite and on
+//! PostgreSQL.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chronolock_server::{router, AppState, ServeConfig};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+#[tokio::test]
+async fn healthz_answers_without_login() {
+    for (label, state) in common::states("health").await {
+        let response = router(state)
+            .oneshot(
+                Request::builder()
+                    .uri("/healthz")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{label}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["database"], label);
+    }
+}
+
+#[tokio::test]
+async fn the_site_key_is_made_once_and_kept() {
+    let mut configs = vec![common::sqlite_config("key")];
+    configs.extend(common::postgres_config("key").await);
+    for config in configs {
+        let first = AppState::open(&config).await.unwrap();
+        first.db.close().await;
+        let second = AppState::open(&config).await.unwrap();
+        assert_eq!(
+            first.site_public_key, second.site_public_key,
+            "a restart keeps the site key"
+        );
+        // A second process on the same database signs with the same key.
+        let third = AppState::open(&config).await.unwrap();
+        assert_eq!(third.site_public_key, second.site_public_key);
+    }
+}
+
+#[tokio::test]
+async fn unsupported_database_urls_are_refused() {
+    let config = ServeConfig {
+        database_url: Some("mysql://localhost/x".into()),
+        ..ServeConfig::default()
+    };
+    let e = AppState::open(&config).await.unwrap_err().to_string();
+    assert!(e.contains("unsupported database URL"), "{e}");
+}
