@@ -11,9 +11,12 @@ pub enum AppError {
     /// The request is wrong; the message says what, and is shown.
     #[error("{0}")]
     BadRequest(String),
-    /// Not logged in, or not allowed.
+    /// Not logged in.
     #[error("unauthorized")]
     Unauthorized,
+    /// Logged in (or not), but this request is refused; the message says why, and is shown.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such thing.
     #[error("not found")]
     NotFound,
@@ -39,6 +42,7 @@ impl IntoResponse for AppError {
         let (status, message) = match &self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             AppError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized".to_string()),
+            AppError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             AppError::NotFound => (StatusCode::NOT_FOUND, "not found".to_string()),
             AppError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

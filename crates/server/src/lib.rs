@@ -7,8 +7,10 @@
 //! The server keeps no state outside the database, so several processes can share one
 //! PostgreSQL database behind a load balancer.
 
+pub mod auth;
 pub mod db;
 pub mod error;
+pub mod pages;
 pub mod site;
 
 use std::net::SocketAddr;
@@ -71,7 +73,11 @@ impl AppState {
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
-    Router::new().merge(health_routes()).with_state(state)
+    Router::new()
+        .merge(health_routes())
+        .merge(auth::routes())
+        .merge(pages::routes())
+        .with_state(state)
 }
 
 fn health_routes() -> Router<AppState> {
@@ -89,6 +95,9 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError>
 /// Runs the server until Ctrl-C or SIGTERM, then drains connections and closes the database.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let state = AppState::open(&config).await?;
+    auth::admin_from_env(&state)
+        .await
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
     let db = state.db.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -147,4 +156,14 @@ pub enum ServeError {
     /// Serving failed.
     #[error("server error: {0}")]
     Io(#[source] std::io::Error),
+    /// The first admin from the environment could not be made.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Unix seconds now, by the server's clock.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

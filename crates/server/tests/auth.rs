@@ -1,0 +1,288 @@
+//! Admin access through the HTTP API, on SQLite and PostgreSQL: first-run setup, sessions,
+//! CSRF, cross-site refusal, login, logout.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
+use axum::Router;
+use chronolock_server::{router, AppState};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
+    app.clone().oneshot(req).await.unwrap()
+}
+
+fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder()
+        .uri(uri)
+        .header(header::HOST, "localhost");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+fn post_form(uri: &str, body: &str, cookie: Option<&str>, origin: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    if let Some(o) = origin {
+        b = b.header(header::ORIGIN, o);
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+async fn text(r: Response<Body>) -> String {
+    String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+fn location(r: &Response<Body>) -> &str {
+    r.headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn session_cookie(r: &Response<Body>) -> String {
+    let set = r
+        .headers()
+        .get(header::SET_COOKIE)
+        .expect("a session cookie")
+        .to_str()
+        .unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    set.split(';').next().unwrap().to_string()
+}
+
+async fn csrf(app: &Router, cookie: &str) -> String {
+    let r = send(app, get("/api/me", Some(cookie))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&text(r).await).unwrap();
+    v["csrf_token"].as_str().unwrap().to_string()
+}
+
+async fn admins(state: &AppState) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM admins")
+        .fetch_one(state.db.pool())
+        .await
+        .unwrap();
+    n
+}
+
+#[tokio::test]
+async fn first_run_setup_login_and_logout() {
+    for (label, state) in common::states("auth").await {
+        let app = router(state.clone());
+        // Before setup, everything leads to the setup page; APIs say 401.
+        assert_eq!(
+            location(&send(&app, get("/", None)).await),
+            "/setup",
+            "{label}"
+        );
+        assert_eq!(location(&send(&app, get("/login", None)).await), "/setup");
+        assert_eq!(
+            send(&app, get("/api/me", None)).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            send(&app, get("/healthz", None)).await.status(),
+            StatusCode::OK
+        );
+
+        // Bad input: the message stands beside the field, and nothing is saved.
+        let r = send(
+            &app,
+            post_form(
+                "/setup",
+                "username=boss&password=short&confirm=short",
+                None,
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let page = text(r).await;
+        assert!(
+            page.contains("id=\"password-error\"") && page.contains("at least 10"),
+            "{page}"
+        );
+        let r = send(
+            &app,
+            post_form(
+                "/setup",
+                "username=b%20oss&password=long+enough+1&confirm=long+enough+1",
+                None,
+                None,
+            ),
+        )
+        .await;
+        assert!(text(r).await.contains("id=\"username-error\""));
+        let r = send(
+            &app,
+            post_form(
+                "/setup",
+                "username=boss&password=long+enough+1&confirm=long+enough+2",
+                None,
+                None,
+            ),
+        )
+        .await;
+        assert!(text(r).await.contains("id=\"confirm-error\""));
+        assert_eq!(admins(&state).await, 0);
+
+        // A cross-site POST is refused even before any session exists.
+        let r = send(
+            &app,
+            post_form(
+                "/setup",
+                "username=evil&password=long+enough+1&confirm=long+enough+1",
+                None,
+                Some("http://evil.example"),
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(admins(&state).await, 0);
+
+        // Setup makes the admin and logs in.
+        let r = send(
+            &app,
+            post_form(
+                "/setup",
+                "username=boss&password=long+enough+1&confirm=long+enough+1",
+                None,
+                Some("http://localhost"),
+            ),
+        )
+        .await;
+        assert_eq!(location(&r), "/");
+        let cookie = session_cookie(&r);
+        let r = send(&app, get("/", Some(&cookie))).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(text(r).await.contains("boss"));
+
+        // Setup cannot run twice.
+        let r = send(
+            &app,
+            post_form(
+                "/setup",
+                "username=other&password=long+enough+1&confirm=long+enough+1",
+                None,
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(location(&r), "/login");
+        assert_eq!(admins(&state).await, 1);
+        assert_eq!(location(&send(&app, get("/setup", None)).await), "/login");
+
+        // Logout needs the session's CSRF token.
+        let r = send(
+            &app,
+            post_form("/logout", "csrf=guess", Some(&cookie), None),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let token = csrf(&app, &cookie).await;
+        let r = send(
+            &app,
+            post_form("/logout", &format!("csrf={token}"), Some(&cookie), None),
+        )
+        .await;
+        assert_eq!(location(&r), "/login");
+        assert!(r
+            .headers()
+            .get(header::SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
+        assert_eq!(
+            send(&app, get("/api/me", Some(&cookie))).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "the session is gone"
+        );
+        assert_eq!(
+            location(&send(&app, get("/", Some(&cookie))).await),
+            "/login"
+        );
+
+        // Login: wrong password, unknown user, then right.
+        let r = send(
+            &app,
+            post_form(
+                "/login",
+                "username=boss&password=wrong+password",
+                None,
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(text(r).await.contains("wrong username or password"));
+        let r = send(
+            &app,
+            post_form(
+                "/login",
+                "username=nobody&password=long+enough+1",
+                None,
+                None,
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let r = send(
+            &app,
+            post_form("/login", "username=boss&password=long+enough+1", None, None),
+        )
+        .await;
+        assert_eq!(location(&r), "/");
+        let again = session_cookie(&r);
+        assert_ne!(again, cookie);
+        assert_eq!(
+            send(&app, get("/api/me", Some(&again))).await.status(),
+            StatusCode::OK
+        );
+
+        // A forged cookie gets nowhere.
+        assert_eq!(
+            send(&app, get("/api/me", Some("chronolock_session=forged")))
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test]
+async fn passwords_are_stored_as_argon2_hashes() {
+    for (_, state) in common::states("hash").await {
+        let app = router(state.clone());
+        send(
+            &app,
+            post_form(
+                "/setup",
+                "username=boss&password=long+enough+1&confirm=long+enough+1",
+                None,
+                None,
+            ),
+        )
+        .await;
+        let (hash,): (String,) = sqlx::query_as("SELECT password_hash FROM admins")
+            .fetch_one(state.db.pool())
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(!hash.contains("long enough"));
+    }
+}
