@@ -1,5 +1,6 @@
 //! Admin access through the HTTP API, on SQLite and PostgreSQL: first-run setup, sessions,
 //! CSRF, cross-site refusal, login, logout.
+#![allow(clippy::unwrap_used)] // test helpers: a failed request should fail the test loudly
 
 mod common;
 
