@@ -11,6 +11,7 @@ pub mod auth;
 pub mod db;
 pub mod error;
 pub mod pages;
+pub mod schedule;
 pub mod site;
 
 use std::net::SocketAddr;
