@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod db;
 pub mod error;
+pub mod model;
 pub mod pages;
 pub mod schedule;
 pub mod site;

@@ -1,0 +1,533 @@
+//! The site model and each door's allow-list.
+//!
+//! Sites carry an IANA time zone; schedules are stored as entered, in local time. A door's list
+//! is compiled from the rules that name it (directly for a person, or through a group): every
+//! card and keypad code of those people becomes an entry, schedules become DST-bounded UTC slots
+//! ([`crate::schedule`]). Where one credential falls under several rules, a rule for the person
+//! beats a group's, then the more permissive access type wins (EMERGENCY, UNRESTRICTED,
+//! SCHEDULED, CONDITIONAL), then the older rule.
+//!
+//! The generation rises only when the compiled content changes: the content is digested without
+//! generation, creation time or signature, and the update is conditional on the generation it
+//! read, so concurrent server processes cannot hand out two different lists under one number.
+
+use chronolock_allowlist::Entry;
+use chronolock_core::allowlist::{AccessType, CardEntry, KeypadEntry, Policy};
+use sha2::{Digest, Sha256};
+
+use crate::schedule::{self, LocalSlot};
+use crate::{site, AppState};
+
+/// Why a model change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A field's value is not acceptable; the message is for the admin, beside the field.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such row.
+    #[error("not found")]
+    NotFound,
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// The database failed.
+    #[error(transparent)]
+    DbOpen(#[from] crate::DbError),
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ModelError {
+    ModelError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+fn name_field(field: &'static str, name: &str) -> Result<String, ModelError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(invalid(field, "1 to 100 characters"));
+    }
+    Ok(name.to_string())
+}
+
+/// Who a rule is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// One person.
+    Person(i64),
+    /// Every member of a group.
+    Group(i64),
+}
+
+/// Creates a site in an IANA time zone.
+pub async fn create_site(state: &AppState, name: &str, timezone: &str) -> Result<i64, ModelError> {
+    let name = name_field("name", name)?;
+    jiff::tz::TimeZone::get(timezone)
+        .map_err(|_| invalid("timezone", format!("`{timezone}` is not an IANA time zone")))?;
+    insert_id(
+        state,
+        "INSERT INTO sites (name, timezone, created_at) VALUES ($1, $2, $3) RETURNING id",
+        |q| {
+            q.bind(name)
+                .bind(timezone.to_string())
+                .bind(crate::now_unix())
+        },
+    )
+    .await
+}
+
+/// Creates a door.
+pub async fn create_door(state: &AppState, site_id: i64, name: &str) -> Result<i64, ModelError> {
+    let name = name_field("name", name)?;
+    insert_id(
+        state,
+        "INSERT INTO doors (site_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+        |q| q.bind(site_id).bind(name).bind(crate::now_unix()),
+    )
+    .await
+}
+
+/// Creates a person.
+pub async fn create_person(state: &AppState, site_id: i64, name: &str) -> Result<i64, ModelError> {
+    let name = name_field("name", name)?;
+    insert_id(
+        state,
+        "INSERT INTO people (site_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+        |q| q.bind(site_id).bind(name).bind(crate::now_unix()),
+    )
+    .await
+}
+
+/// Gives a person a card (hex UID, 4, 7 or 10 bytes; stored upper-case).
+pub async fn add_card(state: &AppState, person_id: i64, uid: &str) -> Result<i64, ModelError> {
+    let uid = uid.trim().to_uppercase();
+    let bytes = data_encoding::HEXUPPER
+        .decode(uid.as_bytes())
+        .map_err(|_| invalid("uid", "hex digits, e.g. 04A1B2C3"))?;
+    if ![4, 7, 10].contains(&bytes.len()) {
+        return Err(invalid(
+            "uid",
+            format!("{} bytes; card UIDs have 4, 7 or 10", bytes.len()),
+        ));
+    }
+    insert_id(
+        state,
+        "INSERT INTO cards (person_id, uid) VALUES ($1, $2) RETURNING id",
+        |q| q.bind(person_id).bind(uid.clone()),
+    )
+    .await
+    .map_err(|e| unique_violation(e, "uid", "this card belongs to someone already"))
+}
+
+/// A keypad user's secrets and settings.
+#[derive(Clone, Debug, Default)]
+pub struct KeypadSpec {
+    /// User code, 1–8 digits.
+    pub code: String,
+    /// TOTP secret (base32).
+    pub totp_secret: Option<String>,
+    /// HOTP secret (base32).
+    pub hotp_secret: Option<String>,
+    /// Next HOTP counter.
+    pub hotp_counter: i64,
+    /// Digits, 6–8.
+    pub digits: i32,
+    /// TOTP period in seconds.
+    pub period_s: i32,
+}
+
+/// Gives a person a keypad code.
+pub async fn add_keypad_user(
+    state: &AppState,
+    person_id: i64,
+    spec: &KeypadSpec,
+) -> Result<i64, ModelError> {
+    if spec.code.is_empty() || spec.code.len() > 8 || !spec.code.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid("code", "1 to 8 digits"));
+    }
+    if !(6..=8).contains(&spec.digits) {
+        return Err(invalid("digits", "6, 7 or 8"));
+    }
+    if !(1..=3600).contains(&spec.period_s) {
+        return Err(invalid("period_s", "1 to 3600 seconds"));
+    }
+    if spec.totp_secret.is_none() && spec.hotp_secret.is_none() {
+        return Err(invalid("totp_secret", "a TOTP or HOTP secret is needed"));
+    }
+    // Check the secrets the way the list compiler reads them.
+    let probe = serde_json::json!({"entries": [{"keypad": spec.code, "totp": spec.totp_secret, "hotp": spec.hotp_secret, "access": "UNRESTRICTED"}]});
+    chronolock_allowlist::parse_source_value(&probe)
+        .map_err(|e| invalid("totp_secret", e.to_string()))?;
+    insert_id(
+        state,
+        "INSERT INTO keypad_users (person_id, code, totp_secret, hotp_secret, hotp_counter, digits, period_s) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        |q| {
+            q.bind(person_id)
+                .bind(spec.code.clone())
+                .bind(spec.totp_secret.clone())
+                .bind(spec.hotp_secret.clone())
+                .bind(spec.hotp_counter)
+                .bind(spec.digits)
+                .bind(spec.period_s)
+        },
+    )
+    .await
+    .map_err(|e| unique_violation(e, "code", "this user code is taken"))
+}
+
+/// Creates a group.
+pub async fn create_group(state: &AppState, site_id: i64, name: &str) -> Result<i64, ModelError> {
+    let name = name_field("name", name)?;
+    insert_id(
+        state,
+        "INSERT INTO groups (site_id, name) VALUES ($1, $2) RETURNING id",
+        |q| q.bind(site_id).bind(name),
+    )
+    .await
+    .map_err(|e| unique_violation(e, "name", "a group of this name exists"))
+}
+
+/// Adds a person to a group.
+pub async fn add_member(state: &AppState, group_id: i64, person_id: i64) -> Result<(), ModelError> {
+    sqlx::query(
+        "INSERT INTO group_members (group_id, person_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(group_id)
+    .bind(person_id)
+    .execute(state.db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Creates a weekly schedule in the site's local time.
+pub async fn create_schedule(
+    state: &AppState,
+    site_id: i64,
+    name: &str,
+    slots: &[LocalSlot],
+) -> Result<i64, ModelError> {
+    let name = name_field("name", name)?;
+    if slots.is_empty() {
+        return Err(invalid("slots", "at least one slot"));
+    }
+    let zone = jiff::tz::TimeZone::UTC;
+    schedule::compile(&zone, slots, jiff::Timestamp::UNIX_EPOCH, 1)
+        .map_err(|e| invalid("slots", e.to_string()))?;
+    let mut tx = state.db.pool().begin().await?;
+    let (id,): (i64,) =
+        sqlx::query_as("INSERT INTO schedules (site_id, name) VALUES ($1, $2) RETURNING id")
+            .bind(site_id)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| unique_violation(e.into(), "name", "a schedule of this name exists"))?;
+    for s in slots {
+        sqlx::query("INSERT INTO schedule_slots (schedule_id, days, start_min, end_min) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(i32::from(s.days))
+            .bind(i32::from(s.start_min))
+            .bind(i32::from(s.end_min))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// A rule: who, which door, how.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleSpec {
+    /// The door.
+    pub door_id: i64,
+    /// Who.
+    pub subject: Subject,
+    /// Access type.
+    pub access: AccessType,
+    /// Unix seconds, 0 for unbounded.
+    pub valid_from: i64,
+    /// Unix seconds (inclusive), 0 for unbounded.
+    pub valid_until: i64,
+    /// The schedule (SCHEDULED only).
+    pub schedule_id: Option<i64>,
+}
+
+/// Adds a rule.
+pub async fn add_rule(state: &AppState, rule: &RuleSpec) -> Result<i64, ModelError> {
+    if rule.valid_from < 0
+        || rule.valid_until < 0
+        || (rule.valid_until != 0 && rule.valid_until < rule.valid_from)
+    {
+        return Err(invalid("valid_until", "must not be before valid_from"));
+    }
+    if rule.schedule_id.is_some() && rule.access != AccessType::Scheduled {
+        return Err(invalid("schedule", "only SCHEDULED rules have a schedule"));
+    }
+    let (person, group) = match rule.subject {
+        Subject::Person(p) => (Some(p), None),
+        Subject::Group(g) => (None, Some(g)),
+    };
+    insert_id(
+        state,
+        "INSERT INTO rules (door_id, person_id, group_id, access, valid_from, valid_until, schedule_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        |q| {
+            q.bind(rule.door_id)
+                .bind(person)
+                .bind(group)
+                .bind(rule.access.as_str())
+                .bind(rule.valid_from)
+                .bind(rule.valid_until)
+                .bind(rule.schedule_id)
+        },
+    )
+    .await
+}
+
+type AnyQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Any, (i64,), sqlx::any::AnyArguments<'q>>;
+
+async fn insert_id(
+    state: &AppState,
+    sql: &'static str,
+    bind: impl for<'q> FnOnce(AnyQuery<'q>) -> AnyQuery<'q>,
+) -> Result<i64, ModelError> {
+    let (id,) = bind(sqlx::query_as(sql)).fetch_one(state.db.pool()).await?;
+    Ok(id)
+}
+
+fn unique_violation(e: ModelError, field: &'static str, message: &str) -> ModelError {
+    match &e {
+        ModelError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            invalid(field, message)
+        }
+        _ => e,
+    }
+}
+
+fn access_from_str(s: &str) -> Option<AccessType> {
+    Some(match s {
+        "UNRESTRICTED" => AccessType::Unrestricted,
+        "EMERGENCY" => AccessType::Emergency,
+        "CONDITIONAL" => AccessType::Conditional,
+        "SCHEDULED" => AccessType::Scheduled,
+        _ => return None,
+    })
+}
+
+fn precedence(access: AccessType) -> u8 {
+    match access {
+        AccessType::Emergency => 4,
+        AccessType::Unrestricted => 3,
+        AccessType::Scheduled => 2,
+        AccessType::Conditional => 1,
+    }
+}
+
+/// Monday 00:00 UTC of the week of `now`: schedules compile from there, so a door's list stays
+/// the same all week unless the model changes.
+fn week_anchor(now: i64) -> jiff::Timestamp {
+    let days = now.div_euclid(86_400);
+    let monday = days - (days + 3).rem_euclid(7);
+    jiff::Timestamp::from_second(monday * 86_400).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// The entries of a door's list, as of `now`.
+pub async fn door_entries(
+    state: &AppState,
+    door_id: i64,
+    now: i64,
+) -> Result<Vec<Entry>, ModelError> {
+    let pool = state.db.pool();
+    let (tz,): (String,) = sqlx::query_as(
+        "SELECT s.timezone FROM doors d JOIN sites s ON s.id = d.site_id WHERE d.id = $1",
+    )
+    .bind(door_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(ModelError::NotFound)?;
+    let zone = jiff::tz::TimeZone::get(&tz)
+        .map_err(|_| invalid("timezone", format!("`{tz}` is not an IANA time zone")))?;
+    // (rule id, person id, via a group?, access, from, until, schedule)
+    type RuleRow = (i64, i64, i64, String, i64, i64, Option<i64>);
+    let rules: Vec<RuleRow> = sqlx::query_as(
+        "SELECT r.id, r.person_id, 0, r.access, r.valid_from, r.valid_until, r.schedule_id FROM rules r \
+         WHERE r.door_id = $1 AND r.person_id IS NOT NULL \
+         UNION ALL \
+         SELECT r.id, m.person_id, 1, r.access, r.valid_from, r.valid_until, r.schedule_id FROM rules r \
+         JOIN group_members m ON m.group_id = r.group_id WHERE r.door_id = $1 AND r.group_id IS NOT NULL",
+    )
+    .bind(door_id)
+    .fetch_all(pool)
+    .await?;
+    // The winning rule per person.
+    let mut best: std::collections::BTreeMap<i64, (u8, u8, i64, RuleRow)> =
+        std::collections::BTreeMap::new();
+    for rule in rules {
+        let Some(access) = access_from_str(&rule.3) else {
+            continue;
+        };
+        let rank = (u8::from(rule.2 == 0), precedence(access), -rule.0);
+        let replace = best
+            .get(&rule.1)
+            .is_none_or(|(a, b, c, _)| (rank.0, rank.1, rank.2) > (*a, *b, *c));
+        if replace {
+            best.insert(rule.1, (rank.0, rank.1, rank.2, rule));
+        }
+    }
+    let anchor = week_anchor(now);
+    let mut schedules: std::collections::BTreeMap<i64, Vec<chronolock_core::allowlist::Slot>> =
+        std::collections::BTreeMap::new();
+    let mut entries = Vec::new();
+    for (person, (_, _, _, rule)) in best {
+        let access = access_from_str(&rule.3).unwrap_or(AccessType::Conditional);
+        let slots = match rule.6.filter(|_| access == AccessType::Scheduled) {
+            Some(schedule_id) => {
+                if let std::collections::btree_map::Entry::Vacant(v) = schedules.entry(schedule_id)
+                {
+                    let local: Vec<(i32, i32, i32)> =
+                        sqlx::query_as("SELECT days, start_min, end_min FROM schedule_slots WHERE schedule_id = $1 ORDER BY id")
+                            .bind(schedule_id)
+                            .fetch_all(pool)
+                            .await?;
+                    let local: Vec<LocalSlot> = local
+                        .into_iter()
+                        .map(|(d, s, e)| LocalSlot {
+                            days: d as u8,
+                            start_min: s as u16,
+                            end_min: e as u16,
+                        })
+                        .collect();
+                    let utc =
+                        schedule::compile(&zone, &local, anchor, schedule::DEFAULT_HORIZON_DAYS)
+                            .map_err(|e| invalid("schedule", e.to_string()))?;
+                    v.insert(utc);
+                }
+                schedules[&schedule_id].clone()
+            }
+            None => Vec::new(),
+        };
+        let policy = Policy::new(access, rule.4, rule.5);
+        let cards: Vec<(String,)> = sqlx::query_as("SELECT uid FROM cards WHERE person_id = $1")
+            .bind(person)
+            .fetch_all(pool)
+            .await?;
+        for (uid,) in cards {
+            let uid = data_encoding::HEXUPPER
+                .decode(uid.as_bytes())
+                .map_err(|_| invalid("uid", "stored UID is not hex"))?;
+            entries.push(Entry::Card(CardEntry {
+                uid,
+                policy,
+                slots: slots.clone(),
+            }));
+        }
+        type KeypadRow = (String, Option<String>, Option<String>, i64, i32, i32);
+        let users: Vec<KeypadRow> = sqlx::query_as(
+            "SELECT code, totp_secret, hotp_secret, hotp_counter, digits, period_s FROM keypad_users WHERE person_id = $1",
+        )
+        .bind(person)
+        .fetch_all(pool)
+        .await?;
+        for (code, totp, hotp, counter, digits, period) in users {
+            let secret = |s: Option<String>| -> Result<Option<Vec<u8>>, ModelError> {
+                s.map(|s| {
+                    let mut padded = s.to_uppercase();
+                    while padded.len() % 8 != 0 {
+                        padded.push('=');
+                    }
+                    data_encoding::BASE32
+                        .decode(padded.as_bytes())
+                        .map_err(|_| invalid("totp_secret", "stored secret is not base32"))
+                })
+                .transpose()
+            };
+            entries.push(Entry::Keypad(KeypadEntry {
+                code: code.into_bytes(),
+                totp_secret: secret(totp)?,
+                hotp_secret: secret(hotp)?,
+                hotp_counter: counter.max(0) as u64,
+                digits: digits as u8,
+                period_s: period as u16,
+                policy,
+                slots: slots.clone(),
+            }));
+        }
+    }
+    Ok(entries)
+}
+
+/// Recompiles a door's list as of `now`; if its content changed, stores it under the next
+/// generation. Returns the door's generation.
+pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u64, ModelError> {
+    let key = site::signing_key(&state.db).await?;
+    for _attempt in 0..5 {
+        let (generation, digest): (i64, Option<String>) =
+            sqlx::query_as("SELECT generation, list_digest FROM doors WHERE id = $1")
+                .bind(door_id)
+                .fetch_optional(state.db.pool())
+                .await?
+                .ok_or(ModelError::NotFound)?;
+        let entries = door_entries(state, door_id, now).await?;
+        let canonical = chronolock_allowlist::compile(&entries, 0, 0, &key)
+            .map_err(|e| invalid("list", e.to_string()))?;
+        let new_digest =
+            data_encoding::HEXLOWER.encode(&Sha256::digest(&canonical[..canonical.len() - 64]));
+        if digest.as_deref() == Some(new_digest.as_str()) {
+            return Ok(generation as u64);
+        }
+        let next = generation + 1;
+        let bytes = chronolock_allowlist::compile(&entries, next as u64, now, &key)
+            .map_err(|e| invalid("list", e.to_string()))?;
+        let updated = sqlx::query(
+            "UPDATE doors SET generation = $1, list_digest = $2, list_bytes = $3 WHERE id = $4 AND generation = $5",
+        )
+        .bind(next)
+        .bind(new_digest)
+        .bind(bytes)
+        .bind(door_id)
+        .bind(generation)
+        .execute(state.db.pool())
+        .await?
+        .rows_affected();
+        if updated == 1 {
+            return Ok(next as u64);
+        }
+        // Another process refreshed it meanwhile: read again.
+    }
+    Err(invalid(
+        "list",
+        "the door's list kept changing under concurrent updates; try again",
+    ))
+}
+
+/// A door's current signed list and generation, if it has been compiled.
+pub async fn door_list(
+    state: &AppState,
+    door_id: i64,
+) -> Result<Option<(u64, Vec<u8>)>, ModelError> {
+    let row: Option<(i64, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT generation, list_bytes FROM doors WHERE id = $1")
+            .bind(door_id)
+            .fetch_optional(state.db.pool())
+            .await?;
+    let (generation, bytes) = row.ok_or(ModelError::NotFound)?;
+    Ok(bytes.map(|b| (generation as u64, b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn week_anchor_is_monday_midnight_utc() {
+        // 2026-11-26 (Thursday) 12:00 UTC → Monday 2026-11-23 00:00 UTC.
+        assert_eq!(week_anchor(1_795_694_400).as_second(), 1_795_392_000);
+        assert_eq!(week_anchor(1_795_392_000).as_second(), 1_795_392_000);
+    }
+}
