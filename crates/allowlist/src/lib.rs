@@ -110,17 +110,12 @@ pub fn parse_source_value(value: &Value) -> Result<Vec<Entry>, CompileError> {
 
 fn parse_entry(v: Value) -> Result<Entry, String> {
     let e: EntrySource = serde_json::from_value(v).map_err(|e| e.to_string())?;
-    let access = match e.access.as_str() {
-        "UNRESTRICTED" => AccessType::Unrestricted,
-        "EMERGENCY" => AccessType::Emergency,
-        "CONDITIONAL" => AccessType::Conditional,
-        "SCHEDULED" => AccessType::Scheduled,
-        other => {
-            return Err(format!(
-                "access `{other}` is not UNRESTRICTED, EMERGENCY, CONDITIONAL or SCHEDULED"
-            ))
-        }
-    };
+    let access = AccessType::from_name(&e.access).ok_or_else(|| {
+        format!(
+            "access `{}` is not UNRESTRICTED, EMERGENCY, CONDITIONAL or SCHEDULED",
+            e.access
+        )
+    })?;
     let valid_from = time_field(e.valid_from.as_ref(), "valid_from")?;
     let valid_until = time_field(e.valid_until.as_ref(), "valid_until")?;
     if valid_from != 0 && valid_until != 0 && valid_until < valid_from {
@@ -159,8 +154,16 @@ fn parse_entry(v: Value) -> Result<Entry, String> {
             if code.is_empty() || code.len() > 8 || !code.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(format!("keypad user code `{code}` is not 1 to 8 digits"));
             }
-            let totp = e.totp.as_deref().map(|s| secret(s, "totp")).transpose()?;
-            let hotp = e.hotp.as_deref().map(|s| secret(s, "hotp")).transpose()?;
+            let totp = e
+                .totp
+                .as_deref()
+                .map(|s| decode_secret(s, "totp"))
+                .transpose()?;
+            let hotp = e
+                .hotp
+                .as_deref()
+                .map(|s| decode_secret(s, "hotp"))
+                .transpose()?;
             if totp.is_none() && hotp.is_none() {
                 return Err("a keypad entry needs a totp or hotp secret".into());
             }
@@ -188,8 +191,9 @@ fn parse_entry(v: Value) -> Result<Entry, String> {
     }
 }
 
-/// A base32 secret (RFC 4648; case, spaces and padding forgiven), as authenticator apps use.
-fn secret(text: &str, field: &str) -> Result<Vec<u8>, String> {
+/// A base32 secret (RFC 4648; case, spaces and padding forgiven), as authenticator apps use;
+/// the error names `field`.
+pub fn decode_secret(text: &str, field: &str) -> Result<Vec<u8>, String> {
     let mut clean: String = text
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '=')

@@ -113,6 +113,17 @@ impl AccessType {
         })
     }
 
+    /// From its upper-case name, as in the allow-list source.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "UNRESTRICTED" => AccessType::Unrestricted,
+            "EMERGENCY" => AccessType::Emergency,
+            "CONDITIONAL" => AccessType::Conditional,
+            "SCHEDULED" => AccessType::Scheduled,
+            _ => return None,
+        })
+    }
+
     /// Upper-case name, as in the allow-list source.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -208,6 +219,10 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
     let mut w = [0u8; 4];
     w.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(w)
+}
+/// A 24-bit little-endian index (policy references in card and keypad records).
+fn le_u24(b: &[u8], at: usize) -> u32 {
+    u32::from(b[at]) | u32::from(b[at + 1]) << 8 | u32::from(b[at + 2]) << 16
 }
 fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
@@ -338,7 +353,7 @@ impl<'a> AllowList<'a> {
     pub fn find_card(&self, uid: &[u8]) -> Option<u32> {
         let key = card_key(uid)?;
         let rec = binary_search(self.section(0), CARD_LEN, &key)?;
-        Some(u32::from(rec[11]) | u32::from(rec[12]) << 8 | u32::from(rec[13]) << 16)
+        Some(le_u24(rec, 11))
     }
 
     /// A keypad user, by user code (ASCII digits).
@@ -358,7 +373,7 @@ impl<'a> AllowList<'a> {
             hotp_counter: le_u64(rec, 24),
             digits: rec[10],
             period_s: le_u16(rec, 14),
-            policy: u32::from(le_u16(rec, 16)) | u32::from(rec[18]) << 16,
+            policy: le_u24(rec, 16),
         })
     }
 
@@ -399,7 +414,7 @@ impl<'a> AllowList<'a> {
         let policies = self.info.policies;
         for rec in self.section(0).chunks_exact(CARD_LEN) {
             let len = usize::from(rec[10]);
-            let policy = u32::from(rec[11]) | u32::from(rec[12]) << 8 | u32::from(rec[13]) << 16;
+            let policy = le_u24(rec, 11);
             if ![4, 7, 10].contains(&len)
                 || rec[len..MAX_UID_LEN].iter().any(|&b| b != 0)
                 || policy >= policies
@@ -420,7 +435,7 @@ impl<'a> AllowList<'a> {
                 && usize::from(rec[12]) <= MAX_LIST_SECRET_LEN
                 && (flags & 1 == 0 || (rec[11] > 0 && le_u16(rec, 14) > 0))
                 && (flags & 2 == 0 || rec[12] > 0)
-                && (u32::from(le_u16(rec, 16)) | u32::from(rec[18]) << 16) < policies;
+                && le_u24(rec, 16) < policies;
             if !ok {
                 return Err(ListError::BadRecord);
             }

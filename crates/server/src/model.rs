@@ -310,16 +310,6 @@ fn unique_violation(e: ModelError, field: &'static str, message: &str) -> ModelE
     }
 }
 
-fn access_from_str(s: &str) -> Option<AccessType> {
-    Some(match s {
-        "UNRESTRICTED" => AccessType::Unrestricted,
-        "EMERGENCY" => AccessType::Emergency,
-        "CONDITIONAL" => AccessType::Conditional,
-        "SCHEDULED" => AccessType::Scheduled,
-        _ => return None,
-    })
-}
-
 fn precedence(access: AccessType) -> u8 {
     match access {
         AccessType::Emergency => 4,
@@ -369,7 +359,7 @@ pub async fn door_entries(
     let mut best: std::collections::BTreeMap<i64, (u8, u8, i64, RuleRow)> =
         std::collections::BTreeMap::new();
     for rule in rules {
-        let Some(access) = access_from_str(&rule.3) else {
+        let Some(access) = AccessType::from_name(&rule.3) else {
             continue;
         };
         let rank = (u8::from(rule.2 == 0), precedence(access), -rule.0);
@@ -385,7 +375,7 @@ pub async fn door_entries(
         std::collections::BTreeMap::new();
     let mut entries = Vec::new();
     for (person, (_, _, _, rule)) in best {
-        let access = access_from_str(&rule.3).unwrap_or(AccessType::Conditional);
+        let access = AccessType::from_name(&rule.3).unwrap_or(AccessType::Conditional);
         let slots = match rule.6.filter(|_| access == AccessType::Scheduled) {
             Some(schedule_id) => {
                 if let std::collections::btree_map::Entry::Vacant(v) = schedules.entry(schedule_id)
@@ -437,13 +427,8 @@ pub async fn door_entries(
         for (code, totp, hotp, counter, digits, period) in users {
             let secret = |s: Option<String>| -> Result<Option<Vec<u8>>, ModelError> {
                 s.map(|s| {
-                    let mut padded = s.to_uppercase();
-                    while padded.len() % 8 != 0 {
-                        padded.push('=');
-                    }
-                    data_encoding::BASE32
-                        .decode(padded.as_bytes())
-                        .map_err(|_| invalid("totp_secret", "stored secret is not base32"))
+                    chronolock_allowlist::decode_secret(&s, "stored secret")
+                        .map_err(|m| invalid("totp_secret", m))
                 })
                 .transpose()
             };

@@ -320,7 +320,7 @@ impl Sim {
                 }
             }
             A::Ntp(change) => {
-                let c = &change.0;
+                let c = change;
                 if let Some(s) = self.ntp.get_mut(c.server) {
                     if let Some(v) = c.reachable {
                         s.reachable = v;
@@ -348,7 +348,7 @@ impl Sim {
                 }
             }
             A::Backend(change) => {
-                let c = &change.0;
+                let c = change;
                 if let Some(v) = c.reachable {
                     self.backend.reachable = v;
                 }

@@ -252,7 +252,7 @@ impl Default for BackendSpec {
 }
 
 /// Changes to an NTP server.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NtpChange {
     /// Which server (index into the world's list). Default 0.
@@ -273,7 +273,7 @@ pub struct NtpChange {
 }
 
 /// Changes to the backend.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendChange {
     /// New reachability.
@@ -323,9 +323,9 @@ pub enum Action {
     /// The network goes up or down.
     Network(bool),
     /// An NTP server changes.
-    Ntp(NtpChangeEq),
+    Ntp(NtpChange),
     /// The backend changes.
-    Backend(BackendChangeEq),
+    Backend(BackendChange),
     /// A phone at setup sends this time.
     PhoneTime(UnixTime),
     /// A card is presented (UID bytes).
@@ -336,23 +336,6 @@ pub enum Action {
     Battery(u32),
     /// Simulate until the step's time, then stop.
     End,
-}
-
-/// [`NtpChange`] with equality for tests.
-#[derive(Clone, Debug)]
-pub struct NtpChangeEq(pub NtpChange);
-impl PartialEq for NtpChangeEq {
-    fn eq(&self, other: &Self) -> bool {
-        format!("{:?}", self.0) == format!("{:?}", other.0)
-    }
-}
-/// [`BackendChange`] with equality for tests.
-#[derive(Clone, Debug)]
-pub struct BackendChangeEq(pub BackendChange);
-impl PartialEq for BackendChangeEq {
-    fn eq(&self, other: &Self) -> bool {
-        format!("{:?}", self.0) == format!("{:?}", other.0)
-    }
 }
 
 /// One step: at `t_us` microseconds after the start, `action`.
@@ -608,13 +591,13 @@ fn parse_step(line: usize, obj: &mut Map<String, Value>) -> Result<Step, Scenari
             let c: NtpChange = from_value(rest).map_err(args)?;
             check_ntp(c.offset_s.unwrap_or(0.0), c.delay_ms.unwrap_or(0.0), c.leap.unwrap_or(0), c.kiss.as_deref())
                 .map_err(|e| err(format!("`ntp`: {e}")))?;
-            Action::Ntp(NtpChangeEq(c))
+            Action::Ntp(c)
         }
         "backend" => {
             let c: BackendChange = from_value(rest).map_err(args)?;
             check_offset(c.offset_s.unwrap_or(0.0)).map_err(|e| err(format!("`backend`: {e}")))?;
             check_delay(c.delay_ms.unwrap_or(0.0)).map_err(|e| err(format!("`backend`: {e}")))?;
-            Action::Backend(BackendChangeEq(c))
+            Action::Backend(c)
         }
         "phone_time" => Action::PhoneTime(from_value::<PhoneArgs>(rest).map_err(args)?.utc.0),
         "card" => {

@@ -277,8 +277,7 @@ impl Controller {
     }
 
     /// The network went down: CONDITIONAL checks in flight cannot be answered.
-    pub(super) fn conditional_offline(&mut self, now: Instant) {
-        let _ = now;
+    pub(super) fn conditional_offline(&mut self) {
         while let Some((_, credential, _)) = self.conditional.pop() {
             self.finish(credential, Decision::DeniedOffline);
         }

@@ -334,7 +334,7 @@ impl Controller {
             self.backend.next_sync = Some(now);
             self.handle_timeout(now);
         } else {
-            self.conditional_offline(now);
+            self.conditional_offline();
             self.ntp.requests = [None; MAX_NTP_SERVERS];
             self.ntp.samples.clear();
             self.ntp.round_deadline = None;
