@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod db;
+pub mod device;
 pub mod error;
 pub mod model;
 pub mod pages;

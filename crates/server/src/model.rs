@@ -451,6 +451,13 @@ pub async fn door_entries(
 /// generation. Returns the door's generation.
 pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u64, ModelError> {
     let key = site::signing_key(&state.db).await?;
+    let anchor = week_anchor(now).as_second();
+    // Cleared before reading the model, so a change made while this compiles marks it again.
+    sqlx::query("UPDATE doors SET list_dirty = 0, list_anchor = $1 WHERE id = $2")
+        .bind(anchor)
+        .bind(door_id)
+        .execute(state.db.pool())
+        .await?;
     for _attempt in 0..5 {
         let (generation, digest): (i64, Option<String>) =
             sqlx::query_as("SELECT generation, list_digest FROM doors WHERE id = $1")
@@ -489,6 +496,33 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         "list",
         "the door's list kept changing under concurrent updates; try again",
     ))
+}
+
+/// Marks every door of a site for recompilation (after a change to people, groups, credentials,
+/// schedules or rules) and recompiles them now. Returns how many doors were recompiled.
+pub async fn site_changed(state: &AppState, site_id: i64) -> Result<usize, ModelError> {
+    sqlx::query("UPDATE doors SET list_dirty = 1 WHERE site_id = $1")
+        .bind(site_id)
+        .execute(state.db.pool())
+        .await?;
+    refresh_due(state, crate::now_unix()).await
+}
+
+/// Recompiles the doors that are marked dirty or whose list was compiled for an earlier week
+/// (schedules are compiled from the week's Monday). The server runs this periodically; it is safe
+/// to run from several processes at once. Returns how many doors were recompiled.
+pub async fn refresh_due(state: &AppState, now: i64) -> Result<usize, ModelError> {
+    let anchor = week_anchor(now).as_second();
+    let due: Vec<(i64,)> = sqlx::query_as(
+        "SELECT id FROM doors WHERE list_dirty <> 0 OR list_anchor IS NULL OR list_anchor < $1 ORDER BY id",
+    )
+    .bind(anchor)
+    .fetch_all(state.db.pool())
+    .await?;
+    for (door_id,) in &due {
+        refresh_door(state, *door_id, now).await?;
+    }
+    Ok(due.len())
 }
 
 /// A door's current signed list and generation, if it has been compiled.
