@@ -12,6 +12,7 @@ pub mod db;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod monitor;
 pub mod pages;
 pub mod schedule;
 pub mod site;
@@ -79,7 +80,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health_routes())
         .merge(auth::routes())
-        .merge(pages::routes())
+        .merge(monitor::routes())
         .with_state(state)
 }
 

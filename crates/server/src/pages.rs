@@ -1,18 +1,18 @@
 //! The admin UI's pages: server-rendered HTML (maud escapes every value), one layout.
 
-use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 
 use crate::auth::Admin;
-use crate::error::AppError;
-use crate::AppState;
 
 const STYLE: &str = "
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 0 auto; padding: 1rem; color: #1d1d1f; }
 header { display: flex; gap: 1rem; align-items: center; border-bottom: 1px solid #ddd; margin-bottom: 1rem; }
-header h1 { font-size: 1.2rem; margin-right: auto; }
+header h1 { font-size: 1.2rem; }
+header nav { display: flex; gap: .8rem; margin-right: auto; flex-wrap: wrap; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #eee; }
+.muted { color: #666; }
+@media print { header, form, .noprint { display: none; } }
 form { display: grid; gap: .4rem; max-width: 26rem; }
 header form { display: inline; }
 label { font-weight: 600; margin-top: .4rem; }
@@ -21,6 +21,18 @@ button { cursor: pointer; }
 .error { color: #b00020; font-size: .9rem; }
 code { background: #f3f3f3; padding: 0 .25rem; }
 ";
+
+/// The admin's menu: every top-level page.
+pub const NAV: &[(&str, &str)] = &[
+    ("/", "Dashboard"),
+    ("/log", "Access log"),
+    ("/doors", "Doors"),
+    ("/people", "People"),
+    ("/groups", "Groups"),
+    ("/schedules", "Schedules"),
+    ("/webhooks", "Webhooks"),
+    ("/site", "Site"),
+];
 
 /// The page layout: title, a header with the admin's name and a logout button, the body.
 pub fn page(title: &str, admin: Option<&Admin>, body: Markup) -> Markup {
@@ -37,6 +49,11 @@ pub fn page(title: &str, admin: Option<&Admin>, body: Markup) -> Markup {
                 header {
                     h1 { "chronolock" }
                     @if let Some(admin) = admin {
+                        nav {
+                            @for (href, label) in NAV {
+                                a href=(href) { (label) }
+                            }
+                        }
                         span { (admin.username) }
                         form method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(admin.csrf);
@@ -60,21 +77,4 @@ pub fn field_error(error: Option<(&str, &str)>, field: &str) -> Markup {
             @if f == field { p class="error" id={ (field) "-error" } { (message) } }
         }
     }
-}
-
-/// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/", get(dashboard))
-}
-
-async fn dashboard(State(state): State<AppState>, admin: Admin) -> Result<Markup, AppError> {
-    let key = data_encoding::HEXLOWER.encode(&state.site_public_key);
-    Ok(page(
-        "Site",
-        Some(&admin),
-        html! {
-            p { "Database: " (state.db.backend().as_str()) }
-            p { "Site public key (doors verify allow-lists with it): " code { (key) } }
-        },
-    ))
 }
