@@ -289,7 +289,22 @@ pub fn compile(
     created_unix: i64,
     key: &SigningKey,
 ) -> Result<Vec<u8>, CompileError> {
+    compile_sealed(entries, generation, created_unix, key, None)
+}
+
+/// Like [`compile`], with the keypad secrets sealed to one device when `list_key` is given
+/// (`chronolock_core::protocol::list_key` of its device key).
+pub fn compile_sealed(
+    entries: &[Entry],
+    generation: u64,
+    created_unix: i64,
+    key: &SigningKey,
+    list_key: Option<[u8; 32]>,
+) -> Result<Vec<u8>, CompileError> {
     let mut b = Builder::new();
+    if let Some(list_key) = list_key {
+        b.seal_secrets(list_key);
+    }
     for (index, e) in entries.iter().enumerate() {
         let r = match e {
             Entry::Card(c) => b.card(c).map(|_| ()),

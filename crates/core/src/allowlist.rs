@@ -6,7 +6,7 @@
 //!
 //! | part | size | content |
 //! |---|---|---|
-//! | header | 64 | magic `CLAL`, version, header length, generation, creation time, counts, body length, key id |
+//! | header | 64 | magic `CLAL`, version, header length, generation, creation time, counts, body length, key id, flags (bit 0: keypad secrets sealed) |
 //! | cards | 16 × n | UID (10 bytes, zero-padded), UID length, policy index (u24), flags, reserved |
 //! | keypad users | 96 × n | user code (8 ASCII digits, zero-padded), length, flags, OTP digits, secret lengths, period, policy index, HOTP base counter, TOTP and HOTP secrets (32 bytes each) |
 //! | policies | 24 × n | access type, slot count and first slot, `valid_from`, `valid_until` |
@@ -17,6 +17,11 @@
 //! between the credentials that have the same ones. A device installs a list only if its
 //! signature verifies against the site's public key and its generation is newer than the one it
 //! has, so a list that still holds a revoked card cannot be replayed.
+//!
+//! A list made for one device has its keypad secrets sealed ([`FLAG_SEALED`]): the 64 secret
+//! bytes of each keypad record are XORed with a ChaCha20 keystream under the device's list key
+//! (from [`crate::protocol::list_key`]), nonce = the record's 8 code bytes and the generation's
+//! low 32 bits. The signature covers the sealed bytes; [`unseal_secrets`] opens them for a check.
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -36,6 +41,8 @@ pub const POLICY_LEN: usize = 24;
 pub const SLOT_LEN: usize = 24;
 /// Signature length.
 pub const SIGNATURE_LEN: usize = 64;
+/// Header flag: keypad secrets are sealed to one device.
+pub const FLAG_SEALED: u8 = 1;
 /// Longest card UID (ISO 14443: 4, 7 or 10 bytes).
 pub const MAX_UID_LEN: usize = 10;
 /// Longest keypad user code, in digits.
@@ -250,6 +257,58 @@ pub struct ListInfo {
     pub slots: u32,
     /// First four bytes of the signing public key.
     pub key_id: [u8; 4],
+    /// Keypad secrets are sealed to the device ([`unseal_secrets`]).
+    pub sealed: bool,
+}
+
+/// XORs the 64 secret bytes of a keypad record with its keystream (sealing and unsealing are
+/// the same operation).
+fn apply_seal(
+    list_key: &[u8; 32],
+    code: &[u8; MAX_USER_CODE_LEN],
+    generation: u64,
+    area: &mut [u8],
+) {
+    use chacha20::cipher::{KeyIvInit, StreamCipher};
+    let mut nonce = [0u8; 12];
+    nonce[..8].copy_from_slice(code);
+    nonce[8..].copy_from_slice(&(generation as u32).to_le_bytes());
+    let mut cipher = chacha20::ChaCha20::new(list_key.into(), &nonce.into());
+    cipher.apply_keystream(area);
+}
+
+/// Opens a keypad user's sealed secrets into `buf` (TOTP in the first half, HOTP in the second)
+/// and returns the user with its secrets pointing there. `generation` is the list's.
+pub fn unseal_secrets<'a: 'b, 'b>(
+    user: &KeypadUser<'a>,
+    list_key: &[u8; 32],
+    generation: u64,
+    buf: &'b mut [u8; 64],
+) -> KeypadUser<'b> {
+    buf.fill(0);
+    let totp_len = user.totp_secret.map_or(0, <[u8]>::len);
+    let hotp_len = user.hotp_secret.map_or(0, <[u8]>::len);
+    if let Some(s) = user.totp_secret {
+        buf[..totp_len].copy_from_slice(s);
+    }
+    if let Some(s) = user.hotp_secret {
+        buf[32..32 + hotp_len].copy_from_slice(s);
+    }
+    let mut code = [0u8; MAX_USER_CODE_LEN];
+    let n = user.code.len().min(MAX_USER_CODE_LEN);
+    code[..n].copy_from_slice(&user.code[..n]);
+    apply_seal(list_key, &code, generation, &mut buf[..]);
+    let (totp, hotp) = buf.split_at(32);
+    KeypadUser {
+        index: user.index,
+        code: user.code,
+        totp_secret: user.totp_secret.map(|_| &totp[..totp_len]),
+        hotp_secret: user.hotp_secret.map(|_| &hotp[..hotp_len]),
+        hotp_counter: user.hotp_counter,
+        digits: user.digits,
+        period_s: user.period_s,
+        policy: user.policy,
+    }
 }
 
 /// A structurally checked list, borrowed from where it lies.
@@ -289,7 +348,11 @@ impl<'a> AllowList<'a> {
             policies: le_u32(bytes, 32),
             slots: le_u32(bytes, 36),
             key_id,
+            sealed: bytes[48] & FLAG_SEALED != 0,
         };
+        if bytes[48] & !FLAG_SEALED != 0 {
+            return Err(ListError::BadLayout);
+        }
         let body_len = le_u32(bytes, 40) as u64;
         let expected = info.cards as u64 * CARD_LEN as u64
             + info.keypad_users as u64 * KEYPAD_LEN as u64
@@ -591,6 +654,7 @@ mod builder {
         policies: Vec<Policy>,
         policy_index: BTreeMap<(u8, i64, i64, Vec<Slot>), u32>,
         slots: Vec<Slot>,
+        seal: Option<[u8; 32]>,
     }
 
     impl Builder {
@@ -625,6 +689,12 @@ mod builder {
             });
             self.policy_index.insert(key, i);
             Ok(i)
+        }
+
+        /// Seals the keypad secrets with a device's list key.
+        pub fn seal_secrets(&mut self, list_key: [u8; 32]) -> &mut Self {
+            self.seal = Some(list_key);
+            self
         }
 
         /// Adds a card.
@@ -694,6 +764,7 @@ mod builder {
                 out.extend_from_slice(&n.to_le_bytes());
             }
             out.extend_from_slice(&key.verifying_key().as_bytes()[..4]);
+            out.push(if self.seal.is_some() { FLAG_SEALED } else { 0 });
             out.resize(HEADER_LEN, 0);
             for (key, policy) in &self.cards {
                 out.extend_from_slice(key);
@@ -715,6 +786,11 @@ mod builder {
                 }
                 if let Some(s) = &e.hotp_secret {
                     rec[64..64 + s.len()].copy_from_slice(s);
+                }
+                if let Some(list_key) = &self.seal {
+                    let mut code = [0u8; MAX_USER_CODE_LEN];
+                    code.copy_from_slice(&rec[..MAX_USER_CODE_LEN]);
+                    apply_seal(list_key, &code, generation, &mut rec[32..96]);
                 }
                 out.extend_from_slice(&rec);
             }

@@ -11,6 +11,7 @@
 //! - [`rtc`]: DS3231 semantics (oscillator-stop flag, 2000–2099).
 //! - [`persist`]: the state kept across power cycles.
 //! - [`controller`]: the state machine that composes them.
+//! - [`protocol`]: the device protocol's messages (pairing, sync, CONDITIONAL checks).
 #![cfg_attr(not(test), no_std)]
 
 pub mod access;
@@ -22,6 +23,7 @@ pub mod keypad;
 pub mod ntp;
 pub mod otp;
 pub mod persist;
+pub mod protocol;
 pub mod report;
 pub mod rtc;
 #[cfg(test)]

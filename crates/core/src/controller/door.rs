@@ -12,7 +12,9 @@ use ed25519_dalek::VerifyingKey;
 
 use super::{Action, Controller, Event};
 use crate::access::{self, Decision, Verdict};
-use crate::allowlist::{AllowList, ListError, ListInfo, MAX_UID_LEN, MAX_USER_CODE_LEN};
+use crate::allowlist::{
+    unseal_secrets, AllowList, ListError, ListInfo, MAX_UID_LEN, MAX_USER_CODE_LEN,
+};
 use crate::keypad::{CodeCheck, KeypadUse};
 use crate::time::{duration_micros, Instant, UnixTime};
 
@@ -138,9 +140,21 @@ impl Controller {
         if self.keypad.locked(now) {
             return self.finish(credential, Decision::DeniedLockedOut);
         }
-        let Some(user) = list.and_then(|l| l.find_keypad_user(entry.user_code())) else {
+        let Some((list, user)) =
+            list.and_then(|l| l.find_keypad_user(entry.user_code()).map(|u| (l, u)))
+        else {
             self.keypad.fail(now, &self.cfg, Decision::DeniedUnknown);
             return self.finish(credential, Decision::DeniedUnknown);
+        };
+        let mut secrets = [0u8; 64];
+        let user = match (list.info().sealed, &self.list_key) {
+            (false, _) => user,
+            (true, Some(key)) => unseal_secrets(&user, key, list.info().generation, &mut secrets),
+            // Sealed to a device key this controller was not given: no secret can be checked.
+            (true, None) => {
+                self.keypad.fail(now, &self.cfg, Decision::DeniedUnknown);
+                return self.finish(credential, Decision::DeniedUnknown);
+            }
         };
         let wall = self.clock.wall_time(now);
         let (check, used) = self
@@ -150,9 +164,15 @@ impl Controller {
             self.push(Action::PersistKeypadUse(used));
         }
         match check {
-            CodeCheck::Accepted => self.decide(credential, Some(user.policy), list, now),
+            CodeCheck::Accepted => self.decide(credential, Some(user.policy), Some(list), now),
             CodeCheck::Denied(decision) => self.finish(credential, decision),
         }
+    }
+
+    /// Gives the controller the key that opens keypad secrets sealed to this device
+    /// ([`crate::protocol::list_key`] of its device key), after boot or enrolment.
+    pub fn set_list_key(&mut self, key: Option<[u8; 32]>) {
+        self.list_key = key;
     }
 
     /// Restores a keypad user's code usage persisted by an earlier boot.

@@ -237,6 +237,8 @@ pub struct Controller {
     next_request: u32,
     /// Creation time of the installed allow-list: signed, so no earlier time can be true.
     list_created: Option<UnixTime>,
+    /// Opens keypad secrets sealed to this device (from its device key).
+    list_key: Option<[u8; 32]>,
 }
 
 impl Controller {
@@ -273,6 +275,7 @@ impl Controller {
             report: ReportScheduler::new(persisted.last_report_day),
             pending_report: None,
             conditional: heapless::Vec::new(),
+            list_key: None,
             next_request: 0,
             list_created: None,
         };

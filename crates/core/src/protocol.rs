@@ -1,0 +1,1356 @@
+//! The device protocol, version 1: how a door pairs with the backend, syncs, and asks about a
+//! CONDITIONAL credential. Both ends use this module (the firmware and the virtual doors to
+//! write requests and check answers, the server to read requests and write answers), so the
+//! wire format has one definition. `docs/protocol.md` describes it for other implementations.
+//!
+//! Messages are binary, little-endian, carried in HTTP POST bodies. Each starts with a 32-byte
+//! header: magic `CLDP`, version, kind, two reserved bytes, the door id, and a 16-byte nonce
+//! chosen by the device for this exchange (the answer echoes it).
+//!
+//! - **Enrolment**: the device sends an X25519 public key and a proof that it knows the one-time
+//!   pairing code (HMAC keyed by the code's SHA-256); the server answers with its own X25519
+//!   public key, the door id and the site's Ed25519 public key. Both derive the device key with
+//!   HKDF-SHA256 from the Diffie-Hellman secret, salted with the code's hash; the answer carries
+//!   an HMAC under that key, so a forged answer fails and an eavesdropper learns no key.
+//! - **Sync** (every 5 minutes by default): the device sends its status and queued events, each
+//!   with an id so a resent event is stored once; the server answers with its receive and
+//!   transmit times signed by the site key together with the door id and nonce (the device's
+//!   authenticated time source), how many events it stored, the current list generation and,
+//!   only when the device's generation is older, the new list after the fixed part.
+//! - **Check**: a CONDITIONAL credential, answered granted or not.
+//!
+//! Every request and answer after enrolment ends with HMAC-SHA256 under the device key over the
+//! bytes before it. Keypad secrets inside a door's list are sealed with a key derived from the
+//! device key ([`list_key`], [`crate::allowlist::unseal_secrets`]): they never travel in clear.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::access::Decision;
+use crate::allowlist::{MAX_UID_LEN, MAX_USER_CODE_LEN};
+use crate::clock::Source;
+use crate::controller::{BackendTime, Credential, Event, NONCE_LEN};
+use crate::report::Basis;
+use crate::time::UnixTime;
+
+/// The first four bytes of every message.
+pub const MAGIC: [u8; 4] = *b"CLDP";
+/// The protocol version this code speaks.
+pub const VERSION: u8 = 1;
+/// Header length.
+pub const HEADER_LEN: usize = 32;
+/// HMAC-SHA256 tag length.
+pub const MAC_LEN: usize = 32;
+/// Enrolment request length.
+pub const ENROL_REQUEST_LEN: usize = HEADER_LEN + 32 + MAC_LEN;
+/// Enrolment answer length.
+pub const ENROL_RESPONSE_LEN: usize = HEADER_LEN + 32 + 32 + 8 + MAC_LEN;
+/// Fixed part of a sync request, before the events.
+pub const SYNC_REQUEST_FIXED: usize = HEADER_LEN + 36;
+/// Fixed part of an event, before its payload.
+pub const EVENT_HEAD_LEN: usize = 20;
+/// Longest event payload.
+pub const MAX_EVENT_PAYLOAD: usize = 48;
+/// Fixed part of a sync answer; a new list follows it.
+pub const SYNC_RESPONSE_LEN: usize = HEADER_LEN + 16 + 64 + 16 + 4 + 32 + MAC_LEN;
+/// Check request length.
+pub const CHECK_REQUEST_LEN: usize = HEADER_LEN + 8 + 2 + MAX_UID_LEN + MAC_LEN;
+/// Check answer length.
+pub const CHECK_RESPONSE_LEN: usize = HEADER_LEN + 4 + MAC_LEN;
+
+const TIME_CONTEXT: &[u8] = b"chronolock/time/v1";
+const DEVICE_KEY_INFO: &[u8] = b"chronolock/device-key/v1";
+const LIST_KEY_INFO: &[u8] = b"chronolock/list-key/v1";
+
+/// What kind of message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Device → server: pair with a one-time code.
+    EnrolRequest = 1,
+    /// Device → server: status and events.
+    SyncRequest = 2,
+    /// Device → server: may this CONDITIONAL credential enter?
+    CheckRequest = 3,
+    /// Server → device.
+    EnrolResponse = 0x81,
+    /// Server → device.
+    SyncResponse = 0x82,
+    /// Server → device.
+    CheckResponse = 0x83,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::EnrolRequest,
+            2 => Kind::SyncRequest,
+            3 => Kind::CheckRequest,
+            0x81 => Kind::EnrolResponse,
+            0x82 => Kind::SyncResponse,
+            0x83 => Kind::CheckResponse,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a message was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// Shorter than its layout.
+    Truncated,
+    /// Not a chronolock device protocol message.
+    NotProtocol,
+    /// A version this code does not speak.
+    UnsupportedVersion(u8),
+    /// Not the kind of message expected here.
+    UnexpectedKind(u8),
+    /// The HMAC does not verify: wrong key, or tampered with.
+    BadMac,
+    /// The server's time signature does not verify against the site key.
+    BadSignature,
+    /// The answer is for another exchange (nonce or door differs).
+    Mismatch,
+    /// A field holds an impossible value; names the field.
+    Malformed(&'static str),
+    /// The output buffer is too small.
+    BufferTooSmall,
+}
+
+impl core::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ProtocolError::Truncated => f.write_str("message is truncated"),
+            ProtocolError::NotProtocol => f.write_str("not a chronolock device message"),
+            ProtocolError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
+            ProtocolError::UnexpectedKind(k) => write!(f, "unexpected message kind {k:#04x}"),
+            ProtocolError::BadMac => f.write_str("authentication failed"),
+            ProtocolError::BadSignature => f.write_str("time signature does not verify"),
+            ProtocolError::Mismatch => f.write_str("answer does not belong to this request"),
+            ProtocolError::Malformed(field) => write!(f, "malformed field `{field}`"),
+            ProtocolError::BufferTooSmall => f.write_str("buffer too small"),
+        }
+    }
+}
+
+/// The common header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The message kind.
+    pub kind: Kind,
+    /// The door (0 in an enrolment request).
+    pub door_id: u64,
+    /// The device's nonce for this exchange.
+    pub nonce: [u8; NONCE_LEN],
+}
+
+impl Header {
+    /// Reads and checks the header of `bytes`.
+    pub fn read(bytes: &[u8]) -> Result<Header, ProtocolError> {
+        if bytes.len() < 4 {
+            return Err(ProtocolError::Truncated);
+        }
+        if bytes[..4] != MAGIC {
+            return Err(ProtocolError::NotProtocol);
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(ProtocolError::Truncated);
+        }
+        if bytes[4] != VERSION {
+            return Err(ProtocolError::UnsupportedVersion(bytes[4]));
+        }
+        let kind = Kind::from_u8(bytes[5]).ok_or(ProtocolError::UnexpectedKind(bytes[5]))?;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&bytes[16..32]);
+        Ok(Header {
+            kind,
+            door_id: u64_at(bytes, 8),
+            nonce,
+        })
+    }
+
+    fn expect(bytes: &[u8], kind: Kind, len: usize) -> Result<Header, ProtocolError> {
+        let header = Header::read(bytes)?;
+        if header.kind != kind {
+            return Err(ProtocolError::UnexpectedKind(header.kind as u8));
+        }
+        if bytes.len() < len {
+            return Err(ProtocolError::Truncated);
+        }
+        Ok(header)
+    }
+
+    fn write(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&MAGIC);
+        out[4] = VERSION;
+        out[5] = self.kind as u8;
+        out[6..8].fill(0);
+        out[8..16].copy_from_slice(&self.door_id.to_le_bytes());
+        out[16..32].copy_from_slice(&self.nonce);
+    }
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    u64_at(b, at) as i64
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
+    // HMAC accepts keys of any length.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return [0; MAC_LEN],
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Checks the trailing HMAC of `message` (constant time).
+pub fn verify_mac(message: &[u8], key: &[u8; 32]) -> Result<(), ProtocolError> {
+    if message.len() < HEADER_LEN + MAC_LEN {
+        return Err(ProtocolError::Truncated);
+    }
+    let (body, tag) = message.split_at(message.len() - MAC_LEN);
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| ProtocolError::BadMac)?;
+    mac.update(body);
+    mac.verify_slice(tag).map_err(|_| ProtocolError::BadMac)
+}
+
+fn seal_mac(message: &mut [u8], key: &[u8]) {
+    let at = message.len() - MAC_LEN;
+    let tag = hmac(key, &[&message[..at]]);
+    message[at..].copy_from_slice(&tag);
+}
+
+/// SHA-256 of a pairing code as typed: letters and digits only, upper case (so `abcd-efgh` and
+/// `ABCDEFGH` are the same code).
+pub fn pairing_code_hash(code: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for c in code.chars().filter(char::is_ascii_alphanumeric) {
+        h.update([c.to_ascii_uppercase() as u8]);
+    }
+    h.finalize().into()
+}
+
+/// The device key both ends derive at enrolment.
+pub fn device_key(shared_secret: &[u8; 32], code_hash: &[u8; 32], door_id: u64) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::new(Some(code_hash), shared_secret);
+    let mut key = [0u8; 32];
+    // 32 bytes is always a valid HKDF-SHA256 output length.
+    let _ = hk.expand_multi_info(&[DEVICE_KEY_INFO, &door_id.to_le_bytes()], &mut key);
+    key
+}
+
+/// The key that seals keypad secrets in this device's lists.
+pub fn list_key(device_key: &[u8; 32]) -> [u8; 32] {
+    let hk = Hkdf::<Sha256>::new(None, device_key);
+    let mut key = [0u8; 32];
+    let _ = hk.expand(LIST_KEY_INFO, &mut key);
+    key
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enrolment
+
+/// The device's side of enrolment.
+pub struct Enrolment {
+    secret: x25519_dalek::StaticSecret,
+    code_hash: [u8; 32],
+    nonce: [u8; NONCE_LEN],
+}
+
+/// What a device gets from enrolment; it keeps all of it in flash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enrolled {
+    /// Its door id.
+    pub door_id: u64,
+    /// Its own key, shared with the server only.
+    pub device_key: [u8; 32],
+    /// The site's public key: allow-lists and time answers are signed with it.
+    pub site_key: [u8; 32],
+    /// How often to sync, in seconds.
+    pub sync_interval_s: u32,
+}
+
+impl Enrolment {
+    /// Starts enrolment with 32 random bytes and a nonce from the shell's RNG, and the pairing
+    /// code the admin gave.
+    pub fn new(random: [u8; 32], nonce: [u8; NONCE_LEN], pairing_code: &str) -> Self {
+        Enrolment {
+            secret: x25519_dalek::StaticSecret::from(random),
+            code_hash: pairing_code_hash(pairing_code),
+            nonce,
+        }
+    }
+
+    /// The request to POST.
+    pub fn request(&self) -> [u8; ENROL_REQUEST_LEN] {
+        let mut out = [0u8; ENROL_REQUEST_LEN];
+        Header {
+            kind: Kind::EnrolRequest,
+            door_id: 0,
+            nonce: self.nonce,
+        }
+        .write(&mut out);
+        let public = x25519_dalek::PublicKey::from(&self.secret);
+        out[32..64].copy_from_slice(public.as_bytes());
+        seal_mac(&mut out, &self.code_hash);
+        out
+    }
+
+    /// Checks the server's answer and derives the device key.
+    pub fn finish(&self, answer: &[u8]) -> Result<Enrolled, ProtocolError> {
+        let header = Header::expect(answer, Kind::EnrolResponse, ENROL_RESPONSE_LEN)?;
+        if header.nonce != self.nonce {
+            return Err(ProtocolError::Mismatch);
+        }
+        let answer = &answer[..ENROL_RESPONSE_LEN];
+        let mut server_public = [0u8; 32];
+        server_public.copy_from_slice(&answer[32..64]);
+        let shared = self
+            .secret
+            .diffie_hellman(&x25519_dalek::PublicKey::from(server_public));
+        if !shared.was_contributory() {
+            return Err(ProtocolError::Malformed("server_public_key"));
+        }
+        let key = device_key(shared.as_bytes(), &self.code_hash, header.door_id);
+        verify_mac(answer, &key)?;
+        let mut site_key = [0u8; 32];
+        site_key.copy_from_slice(&answer[64..96]);
+        VerifyingKey::from_bytes(&site_key).map_err(|_| ProtocolError::Malformed("site_key"))?;
+        Ok(Enrolled {
+            door_id: header.door_id,
+            device_key: key,
+            site_key,
+            sync_interval_s: u32_at(answer, 96),
+        })
+    }
+}
+
+/// An enrolment request as the server reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct EnrolRequest<'a> {
+    /// The header.
+    pub header: Header,
+    /// The device's X25519 public key.
+    pub device_public: [u8; 32],
+    bytes: &'a [u8],
+}
+
+impl<'a> EnrolRequest<'a> {
+    /// Reads an enrolment request (the proof is checked with [`EnrolRequest::proves`]).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ProtocolError> {
+        let header = Header::expect(bytes, Kind::EnrolRequest, ENROL_REQUEST_LEN)?;
+        if bytes.len() != ENROL_REQUEST_LEN {
+            return Err(ProtocolError::Malformed("length"));
+        }
+        let mut device_public = [0u8; 32];
+        device_public.copy_from_slice(&bytes[32..64]);
+        Ok(EnrolRequest {
+            header,
+            device_public,
+            bytes,
+        })
+    }
+
+    /// Whether the device knows the pairing code with this hash.
+    pub fn proves(&self, code_hash: &[u8; 32]) -> bool {
+        verify_mac(self.bytes, code_hash).is_ok()
+    }
+
+    /// The server's answer, made with 32 random bytes from the server's RNG; returns it with the
+    /// device key to store for the door.
+    pub fn answer(
+        &self,
+        random: [u8; 32],
+        code_hash: &[u8; 32],
+        door_id: u64,
+        site_key: &[u8; 32],
+        sync_interval_s: u32,
+    ) -> Result<([u8; ENROL_RESPONSE_LEN], [u8; 32]), ProtocolError> {
+        let secret = x25519_dalek::StaticSecret::from(random);
+        let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(self.device_public));
+        if !shared.was_contributory() {
+            return Err(ProtocolError::Malformed("device_public_key"));
+        }
+        let key = device_key(shared.as_bytes(), code_hash, door_id);
+        let mut out = [0u8; ENROL_RESPONSE_LEN];
+        Header {
+            kind: Kind::EnrolResponse,
+            door_id,
+            nonce: self.header.nonce,
+        }
+        .write(&mut out);
+        out[32..64].copy_from_slice(x25519_dalek::PublicKey::from(&secret).as_bytes());
+        out[64..96].copy_from_slice(site_key);
+        out[96..100].copy_from_slice(&sync_interval_s.to_le_bytes());
+        seal_mac(&mut out, &key);
+        Ok((out, key))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+/// An event as it travels: the device's id for it, the device's UTC when it happened (none while
+/// the clock was invalid), and what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireEvent {
+    /// Unique per device: a resend carries the same id and is stored once.
+    pub id: u64,
+    /// Device UTC in microseconds, if its clock was valid.
+    pub device_us: Option<i64>,
+    /// What happened.
+    pub body: EventBody,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventBody {
+    /// An access decision.
+    Decision {
+        /// Who.
+        credential: Credential,
+        /// What was decided.
+        decision: Decision,
+    },
+    /// An EMERGENCY credential was used.
+    Notify {
+        /// Who.
+        credential: Credential,
+    },
+    /// The daily battery report.
+    Report {
+        /// Millivolts.
+        mv: u16,
+        /// By the wall clock or by uptime.
+        basis: Basis,
+    },
+    /// The clock's validity or source changed, or it was stepped.
+    Clock {
+        /// Valid now?
+        valid: bool,
+        /// Its source.
+        source: Option<Source>,
+        /// UTC in microseconds, when valid.
+        utc_us: Option<i64>,
+        /// Error bound in microseconds.
+        error_us: u64,
+    },
+    /// The device wrote its RTC.
+    RtcWrite {
+        /// The UTC written, in microseconds.
+        utc_us: i64,
+    },
+    /// A time was not used.
+    TimeRejected {
+        /// Its source.
+        source: Source,
+        /// Which server of that kind.
+        server: u8,
+        /// Why, as a short name.
+        reason: heapless::String<32>,
+    },
+}
+
+impl EventBody {
+    /// The wire form of a controller event.
+    pub fn from_event(event: &Event) -> EventBody {
+        match *event {
+            Event::Clock {
+                valid,
+                source,
+                utc,
+                error_us,
+            } => EventBody::Clock {
+                valid,
+                source,
+                utc_us: utc.map(UnixTime::as_micros),
+                error_us,
+            },
+            Event::Decision {
+                credential,
+                decision,
+            } => EventBody::Decision {
+                credential,
+                decision,
+            },
+            Event::Notify { credential } => EventBody::Notify { credential },
+            Event::Report { mv, basis } => EventBody::Report { mv, basis },
+            Event::TimeRejected {
+                source,
+                server,
+                reason,
+            } => {
+                let mut name = heapless::String::new();
+                for c in reason.as_str().chars() {
+                    if name.push(c).is_err() {
+                        break;
+                    }
+                }
+                EventBody::TimeRejected {
+                    source,
+                    server,
+                    reason: name,
+                }
+            }
+        }
+    }
+
+    /// The short kind name the server stores: `decision`, `notify`, `report`, `clock`,
+    /// `rtc_write`, `time_rejected`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            EventBody::Decision { .. } => "decision",
+            EventBody::Notify { .. } => "notify",
+            EventBody::Report { .. } => "report",
+            EventBody::Clock { .. } => "clock",
+            EventBody::RtcWrite { .. } => "rtc_write",
+            EventBody::TimeRejected { .. } => "time_rejected",
+        }
+    }
+
+    fn code(&self) -> u8 {
+        match self {
+            EventBody::Decision { .. } => 1,
+            EventBody::Notify { .. } => 2,
+            EventBody::Report { .. } => 3,
+            EventBody::Clock { .. } => 4,
+            EventBody::RtcWrite { .. } => 5,
+            EventBody::TimeRejected { .. } => 6,
+        }
+    }
+}
+
+/// Decision codes on the wire (their position here).
+const DECISIONS: [Decision; 11] = [
+    Decision::Granted,
+    Decision::GrantedEmergency,
+    Decision::DeniedUnknown,
+    Decision::DeniedNotYetValid,
+    Decision::DeniedExpired,
+    Decision::DeniedTimeRestriction,
+    Decision::DeniedOffline,
+    Decision::DeniedBadCode,
+    Decision::DeniedClockUnsynced,
+    Decision::DeniedLockedOut,
+    Decision::DeniedReplay,
+];
+
+fn decision_code(d: Decision) -> u8 {
+    DECISIONS.iter().position(|x| *x == d).unwrap_or(0) as u8
+}
+
+fn source_code(s: Option<Source>) -> u8 {
+    match s {
+        None => 0,
+        Some(Source::Rtc) => 1,
+        Some(Source::Phone) => 2,
+        Some(Source::Ntp) => 3,
+        Some(Source::Backend) => 4,
+    }
+}
+
+fn source_from(b: u8) -> Result<Option<Source>, ProtocolError> {
+    Ok(match b {
+        0 => None,
+        1 => Some(Source::Rtc),
+        2 => Some(Source::Phone),
+        3 => Some(Source::Ntp),
+        4 => Some(Source::Backend),
+        _ => return Err(ProtocolError::Malformed("source")),
+    })
+}
+
+/// Credential: kind (1 card, 2 keypad), length, bytes.
+fn put_credential(c: &Credential, out: &mut [u8]) -> usize {
+    let (kind, bytes): (u8, &[u8]) = match c {
+        Credential::Card { uid, len } => (1, &uid[..usize::from(*len)]),
+        Credential::Keypad { code, len } => (2, &code[..usize::from(*len)]),
+    };
+    out[0] = kind;
+    out[1] = bytes.len() as u8;
+    out[2..2 + bytes.len()].copy_from_slice(bytes);
+    2 + bytes.len()
+}
+
+fn get_credential(b: &[u8]) -> Result<(Credential, usize), ProtocolError> {
+    if b.len() < 2 {
+        return Err(ProtocolError::Truncated);
+    }
+    let len = usize::from(b[1]);
+    if b.len() < 2 + len {
+        return Err(ProtocolError::Truncated);
+    }
+    let bytes = &b[2..2 + len];
+    let credential = match b[0] {
+        1 if matches!(len, 4 | 7 | 10) => Credential::card(bytes),
+        2 if (1..=MAX_USER_CODE_LEN).contains(&len) && bytes.iter().all(u8::is_ascii_digit) => {
+            Credential::keypad(bytes)
+        }
+        _ => return Err(ProtocolError::Malformed("credential")),
+    };
+    Ok((credential, 2 + len))
+}
+
+impl WireEvent {
+    /// Writes the event into `out`; returns its length.
+    pub fn write(&self, out: &mut [u8]) -> Result<usize, ProtocolError> {
+        let mut payload = [0u8; MAX_EVENT_PAYLOAD];
+        let len = match &self.body {
+            EventBody::Decision {
+                credential,
+                decision,
+            } => {
+                let n = put_credential(credential, &mut payload);
+                payload[n] = decision_code(*decision);
+                n + 1
+            }
+            EventBody::Notify { credential } => put_credential(credential, &mut payload),
+            EventBody::Report { mv, basis } => {
+                payload[..2].copy_from_slice(&mv.to_le_bytes());
+                payload[2] = u8::from(*basis == Basis::Uptime);
+                3
+            }
+            EventBody::Clock {
+                valid,
+                source,
+                utc_us,
+                error_us,
+            } => {
+                payload[0] = u8::from(*valid) | u8::from(utc_us.is_some()) << 1;
+                payload[1] = source_code(*source);
+                payload[2..10].copy_from_slice(&utc_us.unwrap_or(0).to_le_bytes());
+                payload[10..18].copy_from_slice(&error_us.to_le_bytes());
+                18
+            }
+            EventBody::RtcWrite { utc_us } => {
+                payload[..8].copy_from_slice(&utc_us.to_le_bytes());
+                8
+            }
+            EventBody::TimeRejected {
+                source,
+                server,
+                reason,
+            } => {
+                payload[0] = source_code(Some(*source));
+                payload[1] = *server;
+                payload[2] = reason.len() as u8;
+                payload[3..3 + reason.len()].copy_from_slice(reason.as_bytes());
+                3 + reason.len()
+            }
+        };
+        let total = EVENT_HEAD_LEN + len;
+        if out.len() < total {
+            return Err(ProtocolError::BufferTooSmall);
+        }
+        out[..8].copy_from_slice(&self.id.to_le_bytes());
+        out[8] = self.body.code();
+        out[9] = u8::from(self.device_us.is_some());
+        out[10..12].copy_from_slice(&(len as u16).to_le_bytes());
+        out[12..20].copy_from_slice(&self.device_us.unwrap_or(0).to_le_bytes());
+        out[20..total].copy_from_slice(&payload[..len]);
+        Ok(total)
+    }
+
+    /// Reads one event from the front of `b`; returns it and its length.
+    pub fn read(b: &[u8]) -> Result<(WireEvent, usize), ProtocolError> {
+        if b.len() < EVENT_HEAD_LEN {
+            return Err(ProtocolError::Truncated);
+        }
+        let len = usize::from(u16_at(b, 10));
+        if len > MAX_EVENT_PAYLOAD {
+            return Err(ProtocolError::Malformed("event_length"));
+        }
+        if b.len() < EVENT_HEAD_LEN + len {
+            return Err(ProtocolError::Truncated);
+        }
+        let p = &b[EVENT_HEAD_LEN..EVENT_HEAD_LEN + len];
+        let need = |n: usize| {
+            if p.len() == n {
+                Ok(())
+            } else {
+                Err(ProtocolError::Malformed("event_length"))
+            }
+        };
+        let body = match b[8] {
+            1 => {
+                let (credential, n) = get_credential(p)?;
+                need(n + 1)?;
+                let decision = *DECISIONS
+                    .get(usize::from(p[n]))
+                    .ok_or(ProtocolError::Malformed("decision"))?;
+                EventBody::Decision {
+                    credential,
+                    decision,
+                }
+            }
+            2 => {
+                let (credential, n) = get_credential(p)?;
+                need(n)?;
+                EventBody::Notify { credential }
+            }
+            3 => {
+                need(3)?;
+                let basis = match p[2] {
+                    0 => Basis::Wall,
+                    1 => Basis::Uptime,
+                    _ => return Err(ProtocolError::Malformed("basis")),
+                };
+                EventBody::Report {
+                    mv: u16_at(p, 0),
+                    basis,
+                }
+            }
+            4 => {
+                need(18)?;
+                EventBody::Clock {
+                    valid: p[0] & 1 != 0,
+                    source: source_from(p[1])?,
+                    utc_us: (p[0] & 2 != 0).then(|| i64_at(p, 2)),
+                    error_us: u64_at(p, 10),
+                }
+            }
+            5 => {
+                need(8)?;
+                EventBody::RtcWrite {
+                    utc_us: i64_at(p, 0),
+                }
+            }
+            6 => {
+                if p.len() < 3 {
+                    return Err(ProtocolError::Truncated);
+                }
+                let n = usize::from(p[2]);
+                need(3 + n)?;
+                let text = core::str::from_utf8(&p[3..3 + n])
+                    .map_err(|_| ProtocolError::Malformed("reason"))?;
+                let mut reason = heapless::String::new();
+                reason
+                    .push_str(text)
+                    .map_err(|_| ProtocolError::Malformed("reason"))?;
+                EventBody::TimeRejected {
+                    source: source_from(p[0])?.ok_or(ProtocolError::Malformed("source"))?,
+                    server: p[1],
+                    reason,
+                }
+            }
+            _ => return Err(ProtocolError::Malformed("event_kind")),
+        };
+        let device_us = (b[9] & 1 != 0).then(|| i64_at(b, 12));
+        Ok((
+            WireEvent {
+                id: u64_at(b, 0),
+                device_us,
+                body,
+            },
+            EVENT_HEAD_LEN + len,
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync
+
+/// What a device reports about itself in every sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// Its UTC when it sent the request, in microseconds, if its clock is valid.
+    pub wall_us: Option<i64>,
+    /// Microseconds since boot.
+    pub uptime_us: u64,
+    /// Generation of its installed allow-list (0: none).
+    pub generation: u64,
+    /// Its clock's source, if valid.
+    pub source: Option<Source>,
+    /// Its clock's error bound in microseconds.
+    pub error_us: u64,
+    /// Last battery reading in millivolts (0: unknown).
+    pub battery_mv: u16,
+}
+
+/// Writes a sync request into a buffer: the status, then as many events as fit.
+pub struct SyncRequestWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    count: u16,
+}
+
+impl<'a> SyncRequestWriter<'a> {
+    /// Starts a request.
+    pub fn new(
+        buf: &'a mut [u8],
+        door_id: u64,
+        nonce: [u8; NONCE_LEN],
+        status: &DeviceStatus,
+    ) -> Result<Self, ProtocolError> {
+        if buf.len() < SYNC_REQUEST_FIXED + MAC_LEN {
+            return Err(ProtocolError::BufferTooSmall);
+        }
+        Header {
+            kind: Kind::SyncRequest,
+            door_id,
+            nonce,
+        }
+        .write(buf);
+        buf[32..40].copy_from_slice(&status.wall_us.unwrap_or(0).to_le_bytes());
+        buf[40..48].copy_from_slice(&status.uptime_us.to_le_bytes());
+        buf[48..56].copy_from_slice(&status.generation.to_le_bytes());
+        buf[56] = u8::from(status.wall_us.is_some());
+        buf[57] = source_code(status.source);
+        buf[58..60].copy_from_slice(&status.battery_mv.to_le_bytes());
+        let error = u32::try_from(status.error_us).unwrap_or(u32::MAX);
+        buf[60..64].copy_from_slice(&error.to_le_bytes());
+        buf[64..68].fill(0);
+        Ok(SyncRequestWriter {
+            buf,
+            len: SYNC_REQUEST_FIXED,
+            count: 0,
+        })
+    }
+
+    /// Adds an event; `Err(BufferTooSmall)` when it does not fit (send the rest next time).
+    pub fn push(&mut self, event: &WireEvent) -> Result<(), ProtocolError> {
+        if self.count == u16::MAX {
+            return Err(ProtocolError::BufferTooSmall);
+        }
+        let room = self.buf.len() - MAC_LEN;
+        let n = event.write(&mut self.buf[self.len..room])?;
+        self.len += n;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// How many events are in.
+    pub fn events(&self) -> u16 {
+        self.count
+    }
+
+    /// Seals the request with the device key; returns its length.
+    pub fn finish(self, device_key: &[u8; 32]) -> usize {
+        self.buf[64..66].copy_from_slice(&self.count.to_le_bytes());
+        let total = self.len + MAC_LEN;
+        seal_mac(&mut self.buf[..total], device_key);
+        total
+    }
+}
+
+/// A sync request as the server reads it, after [`verify_mac`] with the door's key.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncRequest<'a> {
+    /// The header.
+    pub header: Header,
+    /// The device's status.
+    pub status: DeviceStatus,
+    /// Number of events.
+    pub event_count: u16,
+    events: &'a [u8],
+}
+
+impl<'a> SyncRequest<'a> {
+    /// Reads a sync request (whose MAC the caller has checked).
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ProtocolError> {
+        let header = Header::expect(bytes, Kind::SyncRequest, SYNC_REQUEST_FIXED + MAC_LEN)?;
+        let valid = match bytes[56] {
+            0 => false,
+            1 => true,
+            _ => return Err(ProtocolError::Malformed("clock_valid")),
+        };
+        let status = DeviceStatus {
+            wall_us: valid.then(|| i64_at(bytes, 32)),
+            uptime_us: u64_at(bytes, 40),
+            generation: u64_at(bytes, 48),
+            source: source_from(bytes[57])?,
+            battery_mv: u16_at(bytes, 58),
+            error_us: u64::from(u32_at(bytes, 60)),
+        };
+        let request = SyncRequest {
+            header,
+            status,
+            event_count: u16_at(bytes, 64),
+            events: &bytes[SYNC_REQUEST_FIXED..bytes.len() - MAC_LEN],
+        };
+        // Every event must read, and nothing may trail them.
+        let mut seen = 0u16;
+        let mut rest = request.events;
+        while !rest.is_empty() {
+            let (_, n) = WireEvent::read(rest)?;
+            rest = &rest[n..];
+            seen += 1;
+        }
+        if seen != request.event_count {
+            return Err(ProtocolError::Malformed("event_count"));
+        }
+        Ok(request)
+    }
+
+    /// The events, in the order sent.
+    pub fn events(&self) -> impl Iterator<Item = WireEvent> + 'a {
+        let mut rest = self.events;
+        core::iter::from_fn(move || {
+            let (event, n) = WireEvent::read(rest).ok()?;
+            rest = &rest[n..];
+            Some(event)
+        })
+    }
+}
+
+/// What the server answers to a sync.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncAnswer<'a> {
+    /// The door.
+    pub door_id: u64,
+    /// The request's nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// Server UTC (µs) when the request arrived.
+    pub receive_us: i64,
+    /// Server UTC (µs) when the answer leaves.
+    pub transmit_us: i64,
+    /// How many of the request's events are stored (all of them, or none).
+    pub acked: u16,
+    /// Seconds until the next sync.
+    pub sync_interval_s: u32,
+    /// The door's current list generation.
+    pub generation: u64,
+    /// The list, when the device's generation is older; it follows the fixed part.
+    pub list: Option<&'a [u8]>,
+}
+
+/// What the site key signs in a sync answer: context, door, nonce, receive and transmit time.
+fn time_signed(door_id: u64, nonce: &[u8; NONCE_LEN], t2: i64, t3: i64) -> [u8; 58] {
+    let mut m = [0u8; 58];
+    m[..18].copy_from_slice(TIME_CONTEXT);
+    m[18..26].copy_from_slice(&door_id.to_le_bytes());
+    m[26..42].copy_from_slice(nonce);
+    m[42..50].copy_from_slice(&t2.to_le_bytes());
+    m[50..58].copy_from_slice(&t3.to_le_bytes());
+    m
+}
+
+impl SyncAnswer<'_> {
+    /// The fixed part of the answer, signed with the site key and sealed with the device key.
+    /// Send it followed by the list, if any.
+    pub fn write(&self, site: &SigningKey, device_key: &[u8; 32]) -> [u8; SYNC_RESPONSE_LEN] {
+        let mut out = [0u8; SYNC_RESPONSE_LEN];
+        Header {
+            kind: Kind::SyncResponse,
+            door_id: self.door_id,
+            nonce: self.nonce,
+        }
+        .write(&mut out);
+        out[32..40].copy_from_slice(&self.receive_us.to_le_bytes());
+        out[40..48].copy_from_slice(&self.transmit_us.to_le_bytes());
+        let signature = site.sign(&time_signed(
+            self.door_id,
+            &self.nonce,
+            self.receive_us,
+            self.transmit_us,
+        ));
+        out[48..112].copy_from_slice(&signature.to_bytes());
+        out[112..114].copy_from_slice(&self.acked.to_le_bytes());
+        out[116..120].copy_from_slice(&self.sync_interval_s.to_le_bytes());
+        out[120..128].copy_from_slice(&self.generation.to_le_bytes());
+        if let Some(list) = self.list {
+            out[128..132].copy_from_slice(&(list.len() as u32).to_le_bytes());
+            out[132..164].copy_from_slice(&Sha256::digest(list));
+        }
+        seal_mac(&mut out, device_key);
+        out
+    }
+}
+
+/// A sync answer as the device reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncResponse {
+    /// The server's signed times, bound to the nonce: give them to
+    /// [`crate::Controller::handle_backend_time`].
+    pub time: BackendTime,
+    /// How many events the server stored (drop that many from the front of the queue).
+    pub acked: u16,
+    /// Seconds until the next sync.
+    pub sync_interval_s: u32,
+    /// The door's current list generation.
+    pub generation: u64,
+    /// Length of the list that follows (0: none).
+    pub list_len: u32,
+    /// Its SHA-256.
+    pub list_digest: [u8; 32],
+}
+
+impl SyncResponse {
+    /// Checks the fixed part of an answer (the first [`SYNC_RESPONSE_LEN`] bytes): the device
+    /// key's HMAC, the site's signature over the times, door and nonce.
+    pub fn parse(
+        bytes: &[u8],
+        device_key: &[u8; 32],
+        site_key: &VerifyingKey,
+        door_id: u64,
+        nonce: &[u8; NONCE_LEN],
+    ) -> Result<SyncResponse, ProtocolError> {
+        let header = Header::expect(bytes, Kind::SyncResponse, SYNC_RESPONSE_LEN)?;
+        let fixed = &bytes[..SYNC_RESPONSE_LEN];
+        verify_mac(fixed, device_key)?;
+        if header.door_id != door_id || header.nonce != *nonce {
+            return Err(ProtocolError::Mismatch);
+        }
+        let t2 = i64_at(fixed, 32);
+        let t3 = i64_at(fixed, 40);
+        let mut sig = [0u8; 64];
+        sig.copy_from_slice(&fixed[48..112]);
+        site_key
+            .verify(
+                &time_signed(door_id, nonce, t2, t3),
+                &Signature::from_bytes(&sig),
+            )
+            .map_err(|_| ProtocolError::BadSignature)?;
+        if t3 < t2 {
+            return Err(ProtocolError::Malformed("transmit_time"));
+        }
+        let mut list_digest = [0u8; 32];
+        list_digest.copy_from_slice(&fixed[132..164]);
+        Ok(SyncResponse {
+            time: BackendTime {
+                nonce: *nonce,
+                receive: UnixTime::from_micros(t2),
+                transmit: UnixTime::from_micros(t3),
+            },
+            acked: u16_at(fixed, 112),
+            sync_interval_s: u32_at(fixed, 116),
+            generation: u64_at(fixed, 120),
+            list_len: u32_at(fixed, 128),
+            list_digest,
+        })
+    }
+
+    /// Whether `list` is the one this answer announced.
+    pub fn list_matches(&self, list: &[u8]) -> bool {
+        self.list_len as usize == list.len() && Sha256::digest(list)[..] == self.list_digest
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CONDITIONAL check
+
+/// Writes a check request for a CONDITIONAL credential.
+pub fn check_request(
+    door_id: u64,
+    nonce: [u8; NONCE_LEN],
+    wall_us: Option<i64>,
+    credential: &Credential,
+    device_key: &[u8; 32],
+) -> [u8; CHECK_REQUEST_LEN] {
+    let mut out = [0u8; CHECK_REQUEST_LEN];
+    Header {
+        kind: Kind::CheckRequest,
+        door_id,
+        nonce,
+    }
+    .write(&mut out);
+    out[32..40].copy_from_slice(&wall_us.unwrap_or(0).to_le_bytes());
+    put_credential(credential, &mut out[40..]);
+    seal_mac(&mut out, device_key);
+    out
+}
+
+/// A check request as the server reads it, after [`verify_mac`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckRequest {
+    /// The header.
+    pub header: Header,
+    /// Who is at the door.
+    pub credential: Credential,
+}
+
+impl CheckRequest {
+    /// Reads a check request.
+    pub fn parse(bytes: &[u8]) -> Result<CheckRequest, ProtocolError> {
+        let header = Header::expect(bytes, Kind::CheckRequest, CHECK_REQUEST_LEN)?;
+        if bytes.len() != CHECK_REQUEST_LEN {
+            return Err(ProtocolError::Malformed("length"));
+        }
+        let (credential, _) = get_credential(&bytes[40..40 + 2 + MAX_UID_LEN])?;
+        Ok(CheckRequest { header, credential })
+    }
+
+    /// The server's answer.
+    pub fn answer(&self, granted: bool, device_key: &[u8; 32]) -> [u8; CHECK_RESPONSE_LEN] {
+        let mut out = [0u8; CHECK_RESPONSE_LEN];
+        Header {
+            kind: Kind::CheckResponse,
+            door_id: self.header.door_id,
+            nonce: self.header.nonce,
+        }
+        .write(&mut out);
+        out[32] = u8::from(granted);
+        seal_mac(&mut out, device_key);
+        out
+    }
+}
+
+/// Reads the server's answer to a check request: granted or not.
+pub fn check_response(
+    bytes: &[u8],
+    device_key: &[u8; 32],
+    door_id: u64,
+    nonce: &[u8; NONCE_LEN],
+) -> Result<bool, ProtocolError> {
+    let header = Header::expect(bytes, Kind::CheckResponse, CHECK_RESPONSE_LEN)?;
+    let fixed = &bytes[..CHECK_RESPONSE_LEN];
+    verify_mac(fixed, device_key)?;
+    if header.door_id != door_id || header.nonce != *nonce {
+        return Err(ProtocolError::Mismatch);
+    }
+    match fixed[32] {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(ProtocolError::Malformed("granted")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CODE: &str = "ABCD-EFGH-JKMN";
+
+    fn site() -> SigningKey {
+        SigningKey::from_bytes(&[7; 32])
+    }
+
+    fn enrolled() -> (Enrolled, [u8; 32]) {
+        let device = Enrolment::new([1; 32], [2; 16], "abcd efgh jkmn");
+        let request = device.request();
+        let parsed = EnrolRequest::parse(&request).unwrap();
+        assert!(parsed.proves(&pairing_code_hash(CODE)));
+        let (answer, server_key) = parsed
+            .answer(
+                [3; 32],
+                &pairing_code_hash(CODE),
+                42,
+                site().verifying_key().as_bytes(),
+                300,
+            )
+            .unwrap();
+        (device.finish(&answer).unwrap(), server_key)
+    }
+
+    #[test]
+    fn enrolment_gives_both_ends_the_same_key() {
+        let (enrolled, server_key) = enrolled();
+        assert_eq!(enrolled.device_key, server_key);
+        assert_eq!(enrolled.door_id, 42);
+        assert_eq!(enrolled.site_key, *site().verifying_key().as_bytes());
+        assert_eq!(enrolled.sync_interval_s, 300);
+    }
+
+    #[test]
+    fn enrolment_needs_the_code_and_a_genuine_answer() {
+        let device = Enrolment::new([1; 32], [2; 16], CODE);
+        let request = device.request();
+        let parsed = EnrolRequest::parse(&request).unwrap();
+        assert!(!parsed.proves(&pairing_code_hash("ABCD-EFGH-JKMP")));
+        // A server that does not know the code cannot answer in a way the device accepts.
+        let (answer, _) = parsed
+            .answer([3; 32], &pairing_code_hash("WRONG"), 42, &[9; 32], 300)
+            .unwrap();
+        assert_eq!(device.finish(&answer), Err(ProtocolError::BadMac));
+        let mut other = Enrolment::new([1; 32], [5; 16], CODE).request();
+        other[40] ^= 1;
+        assert!(!EnrolRequest::parse(&other)
+            .unwrap()
+            .proves(&pairing_code_hash(CODE)));
+    }
+
+    fn events() -> [WireEvent; 4] {
+        let mut reason = heapless::String::new();
+        reason.push_str("kiss_of_death").unwrap();
+        [
+            WireEvent {
+                id: 1,
+                device_us: Some(1_800_000_000_000_000),
+                body: EventBody::Decision {
+                    credential: Credential::card(&[4, 0xA1, 0xB2, 0xC3]),
+                    decision: Decision::DeniedTimeRestriction,
+                },
+            },
+            WireEvent {
+                id: 2,
+                device_us: None,
+                body: EventBody::Report {
+                    mv: 3700,
+                    basis: Basis::Uptime,
+                },
+            },
+            WireEvent {
+                id: 3,
+                device_us: Some(5),
+                body: EventBody::Clock {
+                    valid: true,
+                    source: Some(Source::Ntp),
+                    utc_us: Some(1_800_000_000_000_000),
+                    error_us: 20_000,
+                },
+            },
+            WireEvent {
+                id: 4,
+                device_us: Some(6),
+                body: EventBody::TimeRejected {
+                    source: Source::Ntp,
+                    server: 1,
+                    reason,
+                },
+            },
+        ]
+    }
+
+    #[test]
+    fn sync_request_round_trips_and_is_authenticated() {
+        let key = [9u8; 32];
+        let status = DeviceStatus {
+            wall_us: Some(1_800_000_000_000_000),
+            uptime_us: 77,
+            generation: 5,
+            source: Some(Source::Backend),
+            error_us: 1234,
+            battery_mv: 3650,
+        };
+        let mut buf = [0u8; 512];
+        let mut w = SyncRequestWriter::new(&mut buf, 42, [4; 16], &status).unwrap();
+        for e in &events() {
+            w.push(e).unwrap();
+        }
+        let n = w.finish(&key);
+        let bytes = &buf[..n];
+        verify_mac(bytes, &key).unwrap();
+        let r = SyncRequest::parse(bytes).unwrap();
+        assert_eq!(r.header.door_id, 42);
+        assert_eq!(r.status, status);
+        assert_eq!(r.events().collect::<heapless::Vec<_, 8>>(), events());
+        // Any flipped bit fails the MAC.
+        for i in 0..n {
+            let mut t = [0u8; 512];
+            t[..n].copy_from_slice(bytes);
+            t[i] ^= 0x10;
+            assert_eq!(verify_mac(&t[..n], &key), Err(ProtocolError::BadMac));
+        }
+        assert_eq!(verify_mac(bytes, &[8; 32]), Err(ProtocolError::BadMac));
+    }
+
+    #[test]
+    fn full_request_buffer_keeps_events_for_next_time() {
+        let mut buf = [0u8; SYNC_REQUEST_FIXED + MAC_LEN + 40];
+        let mut w = SyncRequestWriter::new(&mut buf, 1, [0; 16], &DeviceStatus::default()).unwrap();
+        let [a, b, ..] = events();
+        w.push(&a).unwrap();
+        assert_eq!(w.push(&b), Err(ProtocolError::BufferTooSmall));
+        assert_eq!(w.events(), 1);
+    }
+
+    #[test]
+    fn sync_answer_carries_signed_time_bound_to_the_nonce() {
+        let key = [9u8; 32];
+        let list = [0xAAu8; 100];
+        let answer = SyncAnswer {
+            door_id: 42,
+            nonce: [4; 16],
+            receive_us: 1_800_000_000_000_000,
+            transmit_us: 1_800_000_000_000_150,
+            acked: 3,
+            sync_interval_s: 300,
+            generation: 6,
+            list: Some(&list),
+        }
+        .write(&site(), &key);
+        let vk = site().verifying_key();
+        let r = SyncResponse::parse(&answer, &key, &vk, 42, &[4; 16]).unwrap();
+        assert_eq!(r.time.receive.as_micros(), 1_800_000_000_000_000);
+        assert_eq!(r.time.transmit.as_micros(), 1_800_000_000_000_150);
+        assert_eq!((r.acked, r.generation, r.list_len), (3, 6, 100));
+        assert!(r.list_matches(&list));
+        assert!(!r.list_matches(&list[1..]));
+        assert_eq!(
+            SyncResponse::parse(&answer, &key, &vk, 42, &[5; 16]),
+            Err(ProtocolError::Mismatch)
+        );
+        assert_eq!(
+            SyncResponse::parse(&answer, &key, &vk, 43, &[4; 16]),
+            Err(ProtocolError::Mismatch)
+        );
+        let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
+        assert_eq!(
+            SyncResponse::parse(&answer, &key, &other, 42, &[4; 16]),
+            Err(ProtocolError::BadSignature)
+        );
+        assert_eq!(
+            SyncResponse::parse(&answer, &[1; 32], &vk, 42, &[4; 16]),
+            Err(ProtocolError::BadMac)
+        );
+    }
+
+    #[test]
+    fn check_round_trips() {
+        let key = [9u8; 32];
+        let credential = Credential::keypad(b"1234");
+        let request = check_request(42, [6; 16], None, &credential, &key);
+        verify_mac(&request, &key).unwrap();
+        let parsed = CheckRequest::parse(&request).unwrap();
+        assert_eq!(parsed.credential, credential);
+        let answer = parsed.answer(true, &key);
+        assert_eq!(check_response(&answer, &key, 42, &[6; 16]), Ok(true));
+        assert_eq!(
+            check_response(&answer, &key, 42, &[7; 16]),
+            Err(ProtocolError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        assert_eq!(Header::read(b"HTTP/1.1"), Err(ProtocolError::NotProtocol));
+        assert_eq!(Header::read(b"CLDP"), Err(ProtocolError::Truncated));
+        let mut m = Enrolment::new([1; 32], [2; 16], CODE).request();
+        m[4] = 2;
+        assert_eq!(Header::read(&m), Err(ProtocolError::UnsupportedVersion(2)));
+        m[4] = 1;
+        m[5] = 0x55;
+        assert_eq!(Header::read(&m), Err(ProtocolError::UnexpectedKind(0x55)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = Header::read(&bytes);
+            let _ = SyncRequest::parse(&bytes).map(|r| r.events().count());
+            let _ = CheckRequest::parse(&bytes);
+            let _ = EnrolRequest::parse(&bytes);
+            let _ = WireEvent::read(&bytes);
+            let _ = check_response(&bytes, &[0; 32], 0, &[0; 16]);
+            let _ = SyncResponse::parse(&bytes, &[0; 32], &site().verifying_key(), 0, &[0; 16]);
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(i in 0usize..200, x in 1u8..=255) {
+            let mut buf = [0u8; 512];
+            let mut w = SyncRequestWriter::new(&mut buf, 1, [0; 16], &DeviceStatus::default()).unwrap();
+            for e in &events() { w.push(e).unwrap(); }
+            let n = w.finish(&[0; 32]);
+            buf[i % n] ^= x;
+            let _ = SyncRequest::parse(&buf[..n]).map(|r| r.events().count());
+        }
+    }
+}
