@@ -19,16 +19,20 @@ for component in rustfmt clippy; do
   fi
 done
 
-# Debian packages the suite needs, installed only when missing: oathtool cross-checks keypad codes.
-APT_PACKAGES=(oathtool)
+# Debian packages the suite needs, installed only when missing: oathtool cross-checks keypad codes;
+# chromium and chromium-driver run the admin UI's browser tests (crates/server/tests/browser.rs).
+APT_PACKAGES=(oathtool chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  as_root=()
+  [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # --- checks ------------------------------------------------------------------------------------
