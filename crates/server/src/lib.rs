@@ -7,6 +7,7 @@
 //! The server keeps no state outside the database, so several processes can share one
 //! PostgreSQL database behind a load balancer.
 
+pub mod api;
 pub mod auth;
 pub mod db;
 pub mod device;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health_routes())
         .merge(auth::routes())
         .merge(monitor::routes())
+        .merge(api::routes())
         .with_state(state)
 }
 
