@@ -91,14 +91,25 @@ impl Db {
         let max = if backend == Backend::Sqlite { 4 } else { 16 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Per connection: enforce foreign keys, wait for the writer instead of
+                        // failing, and (in WAL mode) sync at checkpoints rather than each commit.
+                        sqlx::Executor::execute(
+                            &mut *conn,
+                            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await
             .map_err(DbError::Connect)?;
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-            sqlx::query("PRAGMA foreign_keys = ON")
                 .execute(&pool)
                 .await?;
         }

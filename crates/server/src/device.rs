@@ -6,7 +6,6 @@
 //! enrols.
 
 use rand::Rng;
-use sha2::{Digest, Sha256};
 
 use crate::model::ModelError;
 use crate::AppState;
@@ -40,9 +39,10 @@ pub fn normalize_code(code: &str) -> String {
         .collect()
 }
 
-/// SHA-256 of the normalized code, hex; what the database keeps.
+/// SHA-256 of the normalized code, hex; what the database keeps (the device proves the code
+/// with the same hash, [`chronolock_core::protocol::pairing_code_hash`]).
 pub fn code_hash(code: &str) -> String {
-    data_encoding::HEXLOWER.encode(&Sha256::digest(normalize_code(code).as_bytes()))
+    data_encoding::HEXLOWER.encode(&chronolock_core::protocol::pairing_code_hash(code))
 }
 
 /// Makes a new one-time pairing code for a door and returns it (the only time it is seen).
@@ -72,6 +72,9 @@ mod tests {
         assert_eq!(code.len(), 14);
         assert_eq!(normalize_code(&code).len(), 12);
         assert!(!code.contains(['0', '1', 'O', 'I', 'L', 'U']));
-        assert_eq!(code_hash(&code), code_hash(&code.to_lowercase().replace('-', " ")));
+        assert_eq!(
+            code_hash(&code),
+            code_hash(&code.to_lowercase().replace('-', " "))
+        );
     }
 }

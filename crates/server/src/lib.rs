@@ -10,13 +10,18 @@
 pub mod api;
 pub mod auth;
 pub mod db;
+pub mod demo;
 pub mod device;
+pub mod device_api;
+pub mod directory;
+pub mod editors;
 pub mod error;
 pub mod model;
 pub mod monitor;
 pub mod pages;
 pub mod schedule;
 pub mod site;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +43,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Database URL; default: SQLite inside the data directory.
     pub database_url: Option<String>,
+    /// Seed the demo site ([`demo::seed`]) if the database has no site yet.
+    pub demo: bool,
 }
 
 impl Default for ServeConfig {
@@ -46,6 +53,7 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("chronolock-data"),
             database_url: None,
+            demo: false,
         }
     }
 }
@@ -55,8 +63,12 @@ impl Default for ServeConfig {
 pub struct AppState {
     /// The database.
     pub db: Db,
-    /// The site's public key (the private key is read from the database when signing).
+    /// The site's public key.
     pub site_public_key: [u8; 32],
+    /// The site's signing key (kept in the database; read once at start).
+    pub signing_key: std::sync::Arc<ed25519_dalek::SigningKey>,
+    /// Wakes the webhook sender when a sync queued a delivery.
+    pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -68,10 +80,12 @@ impl AppState {
             None => db::sqlite_url_in(&config.data_dir)?,
         };
         let db = Db::open(&url).await?;
-        let site_public_key = site::ensure_key(&db).await?;
+        let signing_key = site::signing_key(&db).await?;
         Ok(AppState {
             db,
-            site_public_key,
+            site_public_key: signing_key.verifying_key().to_bytes(),
+            signing_key: std::sync::Arc::new(signing_key),
+            webhook_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
         })
     }
 }
@@ -82,6 +96,9 @@ pub fn router(state: AppState) -> Router {
         .merge(health_routes())
         .merge(auth::routes())
         .merge(monitor::routes())
+        .merge(device_api::routes())
+        .merge(webhooks::routes())
+        .merge(editors::routes())
         .merge(api::routes())
         .with_state(state)
 }
@@ -98,13 +115,29 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError>
     ))
 }
 
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// Runs the server until Ctrl-C or SIGTERM, then drains connections and closes the database.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let state = AppState::open(&config).await?;
     auth::admin_from_env(&state)
         .await
         .map_err(|e| ServeError::Setup(e.to_string()))?;
+    if config.demo {
+        demo::seed(&state)
+            .await
+            .map_err(|e| ServeError::Setup(format!("demo: {e}")))?;
+    }
     let db = state.db.clone();
+    let background = [
+        tokio::spawn(webhooks::run(state.clone())),
+        tokio::spawn(recompile_lists(state.clone())),
+    ];
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -120,8 +153,22 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(ServeError::Io)?;
+    for task in background {
+        task.abort();
+    }
     db.close().await;
     Ok(())
+}
+
+/// Keeps every door's list current: doors marked by a change, and each Monday's new week of
+/// schedules. Safe with several processes (the compiler's updates are conditional).
+async fn recompile_lists(state: AppState) {
+    loop {
+        if let Err(e) = model::refresh_due(&state, now_unix()).await {
+            tracing::warn!(error = %e, "recompiling door lists");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -16,7 +16,7 @@ use chronolock_core::allowlist::{AccessType, CardEntry, KeypadEntry, Policy};
 use sha2::{Digest, Sha256};
 
 use crate::schedule::{self, LocalSlot};
-use crate::{site, AppState};
+use crate::AppState;
 
 /// Why a model change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -450,7 +450,7 @@ pub async fn door_entries(
 /// Recompiles a door's list as of `now`; if its content changed, stores it under the next
 /// generation. Returns the door's generation.
 pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u64, ModelError> {
-    let key = site::signing_key(&state.db).await?;
+    let key = &*state.signing_key;
     let anchor = week_anchor(now).as_second();
     // Cleared before reading the model, so a change made while this compiles marks it again.
     sqlx::query("UPDATE doors SET list_dirty = 0, list_anchor = $1 WHERE id = $2")
@@ -459,22 +459,32 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         .execute(state.db.pool())
         .await?;
     for _attempt in 0..5 {
-        let (generation, digest): (i64, Option<String>) =
-            sqlx::query_as("SELECT generation, list_digest FROM doors WHERE id = $1")
+        let (generation, digest, device_key): (i64, Option<String>, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT generation, list_digest, device_key FROM doors WHERE id = $1")
                 .bind(door_id)
                 .fetch_optional(state.db.pool())
                 .await?
                 .ok_or(ModelError::NotFound)?;
         let entries = door_entries(state, door_id, now).await?;
-        let canonical = chronolock_allowlist::compile(&entries, 0, 0, &key)
+        // A paired door's keypad secrets are sealed to its device; a new device key (a new
+        // pairing) is a change of content too.
+        let list_key = device_key
+            .as_deref()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .map(|k| chronolock_core::protocol::list_key(&k));
+        let canonical = chronolock_allowlist::compile(&entries, 0, 0, key)
             .map_err(|e| invalid("list", e.to_string()))?;
-        let new_digest =
-            data_encoding::HEXLOWER.encode(&Sha256::digest(&canonical[..canonical.len() - 64]));
+        let mut hasher = Sha256::new();
+        hasher.update(&canonical[..canonical.len() - 64]);
+        if let Some(k) = &list_key {
+            hasher.update(Sha256::digest(k));
+        }
+        let new_digest = data_encoding::HEXLOWER.encode(&hasher.finalize());
         if digest.as_deref() == Some(new_digest.as_str()) {
             return Ok(generation as u64);
         }
         let next = generation + 1;
-        let bytes = chronolock_allowlist::compile(&entries, next as u64, now, &key)
+        let bytes = chronolock_allowlist::compile_sealed(&entries, next as u64, now, key, list_key)
             .map_err(|e| invalid("list", e.to_string()))?;
         let updated = sqlx::query(
             "UPDATE doors SET generation = $1, list_digest = $2, list_bytes = $3 WHERE id = $4 AND generation = $5",
@@ -496,6 +506,96 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         "list",
         "the door's list kept changing under concurrent updates; try again",
     ))
+}
+
+/// The rule that decides for one person at one door, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WinningRule {
+    /// Its access type.
+    pub access: AccessType,
+    /// First valid moment (Unix seconds; 0 unbounded).
+    pub valid_from: i64,
+    /// Last valid moment (Unix seconds; 0 unbounded).
+    pub valid_until: i64,
+    /// Its schedule, for SCHEDULED.
+    pub schedule_id: Option<i64>,
+}
+
+/// The winning rule for `person` at `door_id`, by the same precedence as the list compiler.
+pub async fn winning_rule(
+    state: &AppState,
+    door_id: i64,
+    person: i64,
+) -> Result<Option<WinningRule>, ModelError> {
+    type Row = (i64, i64, String, i64, i64, Option<i64>);
+    let rules: Vec<Row> = sqlx::query_as(
+        "SELECT r.id, 0, r.access, r.valid_from, r.valid_until, r.schedule_id FROM rules r \
+         WHERE r.door_id = $1 AND r.person_id = $2 \
+         UNION ALL \
+         SELECT r.id, 1, r.access, r.valid_from, r.valid_until, r.schedule_id FROM rules r \
+         JOIN group_members m ON m.group_id = r.group_id WHERE r.door_id = $1 AND m.person_id = $2",
+    )
+    .bind(door_id)
+    .bind(person)
+    .fetch_all(state.db.pool())
+    .await?;
+    Ok(rules
+        .into_iter()
+        .filter_map(|r| AccessType::from_name(&r.2).map(|a| (r, a)))
+        .max_by_key(|(r, a)| (u8::from(r.1 == 0), precedence(*a), -r.0))
+        .map(|(r, access)| WinningRule {
+            access,
+            valid_from: r.3,
+            valid_until: r.4,
+            schedule_id: r.5,
+        }))
+}
+
+/// Whether a rule admits at `now`: inside its date range and, with a schedule, inside one of
+/// its slots in the site's local time.
+pub async fn rule_allows_at(
+    state: &AppState,
+    door_id: i64,
+    rule: &WinningRule,
+    now: i64,
+) -> Result<bool, ModelError> {
+    if (rule.valid_from != 0 && now < rule.valid_from)
+        || (rule.valid_until != 0 && now > rule.valid_until)
+    {
+        return Ok(false);
+    }
+    let Some(schedule_id) = rule.schedule_id else {
+        return Ok(true);
+    };
+    let (tz,): (String,) = sqlx::query_as(
+        "SELECT s.timezone FROM doors d JOIN sites s ON s.id = d.site_id WHERE d.id = $1",
+    )
+    .bind(door_id)
+    .fetch_one(state.db.pool())
+    .await?;
+    let zone = jiff::tz::TimeZone::get(&tz)
+        .map_err(|_| invalid("timezone", format!("`{tz}` is not an IANA time zone")))?;
+    let local = jiff::Timestamp::from_second(now)
+        .map_err(|_| invalid("now", "out of range"))?
+        .to_zoned(zone)
+        .datetime();
+    let weekday = local.weekday().to_monday_zero_offset() as u8;
+    let minute = local.hour() as i32 * 60 + local.minute() as i32;
+    let slots: Vec<(i32, i32, i32)> = sqlx::query_as(
+        "SELECT days, start_min, end_min FROM schedule_slots WHERE schedule_id = $1",
+    )
+    .bind(schedule_id)
+    .fetch_all(state.db.pool())
+    .await?;
+    Ok(slots.into_iter().any(|(days, start, end)| {
+        let on = |d: u8| days & (1 << d) != 0;
+        if start < end {
+            on(weekday) && (start..end).contains(&minute)
+        } else {
+            // Across midnight: the evening part on a slot day, the morning part the day after.
+            (on(weekday) && minute >= start) || (on((weekday + 6) % 7) && minute < end)
+        }
+    }))
 }
 
 /// Marks every door of a site for recompilation (after a change to people, groups, credentials,

@@ -1,0 +1,391 @@
+//! The device API: `POST /device/v1/enrol`, `/device/v1/sync` and `/device/v1/check`, with
+//! binary bodies in the format of [`chronolock_core::protocol`] (described in
+//! `docs/protocol.md`). No admin session: enrolment is authorised by the one-time pairing code,
+//! everything after it by the device key's HMAC.
+//!
+//! Errors are plain-text bodies with a status: 400 malformed, 401 unknown device or bad MAC,
+//! 403 unknown or expired pairing code, 409 the code was used meanwhile.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use chronolock_core::allowlist::AccessType;
+use chronolock_core::controller::Credential;
+use chronolock_core::protocol::{
+    self, CheckRequest, EnrolRequest, EventBody, Header, Kind, ProtocolError, SyncAnswer,
+    SyncRequest,
+};
+use rand::RngCore;
+
+use crate::AppState;
+
+/// Largest request body: a sync with a full event queue fits many times over.
+const MAX_BODY: usize = 256 * 1024;
+
+/// The routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/device/v1/enrol", post(enrol))
+        .route("/device/v1/sync", post(sync))
+        .route("/device/v1/check", post(check))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// A device API failure: status and a one-line reason.
+#[derive(Debug)]
+pub struct DeviceError(StatusCode, String);
+
+impl IntoResponse for DeviceError {
+    fn into_response(self) -> Response {
+        if self.0 == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(detail = %self.1, "device API internal error");
+            return (self.0, "internal error\n").into_response();
+        }
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+impl From<ProtocolError> for DeviceError {
+    fn from(e: ProtocolError) -> Self {
+        let status = match e {
+            ProtocolError::BadMac => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        DeviceError(status, e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for DeviceError {
+    fn from(e: sqlx::Error) -> Self {
+        DeviceError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl From<crate::model::ModelError> for DeviceError {
+    fn from(e: crate::model::ModelError) -> Self {
+        DeviceError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+fn binary(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+}
+
+fn expect_kind(body: &[u8], kind: Kind) -> Result<Header, DeviceError> {
+    let header = Header::read(body)?;
+    if header.kind != kind {
+        return Err(ProtocolError::UnexpectedKind(header.kind as u8).into());
+    }
+    Ok(header)
+}
+
+async fn enrol(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {
+    expect_kind(&body, Kind::EnrolRequest)?;
+    let request = EnrolRequest::parse(&body)?;
+    let now = crate::now_unix();
+    let pending: Vec<(i64, String, i32)> = sqlx::query_as(
+        "SELECT id, pairing_hash, sync_interval_s FROM doors \
+         WHERE pairing_hash IS NOT NULL AND pairing_expires > $1",
+    )
+    .bind(now)
+    .fetch_all(state.db.pool())
+    .await?;
+    let found = pending.into_iter().find_map(|(id, hash, interval)| {
+        let bytes: [u8; 32] = data_encoding::HEXLOWER
+            .decode(hash.as_bytes())
+            .ok()?
+            .try_into()
+            .ok()?;
+        request
+            .proves(&bytes)
+            .then_some((id, hash, bytes, interval))
+    });
+    let Some((door_id, hash, code_hash, interval)) = found else {
+        return Err(DeviceError(
+            StatusCode::FORBIDDEN,
+            "unknown or expired pairing code".into(),
+        ));
+    };
+    let mut random = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let (answer, device_key) = request.answer(
+        random,
+        &code_hash,
+        door_id as u64,
+        &state.site_public_key,
+        interval.max(1) as u32,
+    )?;
+    // One use only, even with several server processes: the update names the code it consumes.
+    let claimed = sqlx::query(
+        "UPDATE doors SET device_key = $1, paired_at = $2, pairing_hash = NULL, \
+         pairing_expires = NULL, list_dirty = 1, device_generation = NULL WHERE id = $3 AND pairing_hash = $4",
+    )
+    .bind(device_key.to_vec())
+    .bind(now)
+    .bind(door_id)
+    .bind(hash)
+    .execute(state.db.pool())
+    .await?
+    .rows_affected();
+    if claimed != 1 {
+        return Err(DeviceError(
+            StatusCode::CONFLICT,
+            "this pairing code was used meanwhile".into(),
+        ));
+    }
+    // The list is sealed to the new device: compile it now so the first sync gets it.
+    crate::model::refresh_door(&state, door_id, now).await?;
+    tracing::info!(door_id, "device paired");
+    Ok(binary(answer.to_vec()))
+}
+
+/// The door's key, or 401.
+async fn door_key(state: &AppState, door_id: u64) -> Result<[u8; 32], DeviceError> {
+    let unknown = || DeviceError(StatusCode::UNAUTHORIZED, "unknown device".into());
+    let door_id = i64::try_from(door_id).map_err(|_| unknown())?;
+    let row: Option<(Option<Vec<u8>>,)> =
+        sqlx::query_as("SELECT device_key FROM doors WHERE id = $1")
+            .bind(door_id)
+            .fetch_optional(state.db.pool())
+            .await?;
+    row.and_then(|(k,)| k)
+        .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+        .ok_or_else(unknown)
+}
+
+fn credential_text(c: &Credential) -> String {
+    c.to_string()
+}
+
+/// One event's columns: kind, credential, decision, mv, detail (JSON).
+fn event_columns(
+    body: &EventBody,
+) -> (
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Option<i32>,
+    Option<String>,
+) {
+    let kind = body.kind_name();
+    match body {
+        EventBody::Decision {
+            credential,
+            decision,
+        } => (
+            kind,
+            Some(credential_text(credential)),
+            Some(decision.as_str().to_string()),
+            None,
+            None,
+        ),
+        EventBody::Notify { credential } => (
+            kind,
+            Some(credential_text(credential)),
+            None,
+            None,
+            Some(serde_json::json!({"kind": "emergency"}).to_string()),
+        ),
+        EventBody::Report { mv, basis } => (
+            kind,
+            None,
+            None,
+            Some(i32::from(*mv)),
+            Some(serde_json::json!({"basis": basis.as_str()}).to_string()),
+        ),
+        EventBody::Clock {
+            valid,
+            source,
+            utc_us,
+            error_us,
+        } => (
+            kind,
+            None,
+            None,
+            None,
+            Some(
+                serde_json::json!({"valid": valid, "source": source.map(|s| s.as_str()),
+                    "utc_us": utc_us, "error_us": error_us})
+                .to_string(),
+            ),
+        ),
+        EventBody::RtcWrite { utc_us } => (
+            kind,
+            None,
+            None,
+            None,
+            Some(serde_json::json!({"utc_us": utc_us}).to_string()),
+        ),
+        EventBody::TimeRejected {
+            source,
+            server,
+            reason,
+        } => (
+            kind,
+            None,
+            None,
+            None,
+            Some(
+                serde_json::json!({"source": source.as_str(), "server": server,
+                    "reason": reason.as_str()})
+                .to_string(),
+            ),
+        ),
+    }
+}
+
+async fn sync(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {
+    let receive_us = crate::now_micros();
+    let header = expect_kind(&body, Kind::SyncRequest)?;
+    let key = door_key(&state, header.door_id).await?;
+    protocol::verify_mac(&body, &key)?;
+    let request = SyncRequest::parse(&body)?;
+    let door_id = header.door_id as i64;
+    let status = request.status;
+    let now = receive_us.div_euclid(1_000_000);
+
+    let mut tx = state.db.pool().begin().await?;
+    let mut notified = Vec::new();
+    for event in request.events() {
+        let (kind, credential, decision, mv, detail) = event_columns(&event.body);
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO events (door_id, device_event_id, kind, device_us, received_us, credential, decision, mv, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (door_id, device_event_id) DO NOTHING RETURNING id",
+        )
+        .bind(door_id)
+        // Stored as the same 64 bits; ids above i64::MAX read back negative, and stay unique.
+        .bind(event.id as i64)
+        .bind(kind)
+        .bind(event.device_us)
+        .bind(receive_us)
+        .bind(credential)
+        .bind(decision)
+        .bind(mv)
+        .bind(detail)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let (Some((id,)), EventBody::Notify { .. }) = (inserted, &event.body) {
+            notified.push(id);
+        }
+    }
+    for event_id in &notified {
+        crate::webhooks::enqueue(&mut tx, *event_id, "notify", now).await?;
+    }
+    let offset_us = status.wall_us.map(|w| w - receive_us);
+    let row: (i64, i32) = sqlx::query_as(
+        "UPDATE doors SET last_sync = $1, device_generation = $2, clock_valid = $3, clock_source = $4, \
+         clock_offset_us = $5, clock_error_us = $6, battery_mv = CASE WHEN $7 > 0 THEN $7 ELSE battery_mv END \
+         WHERE id = $8 RETURNING generation, sync_interval_s",
+    )
+    .bind(now)
+    .bind(status.generation as i64)
+    .bind(i64::from(status.wall_us.is_some()))
+    .bind(status.source.map(|s| s.as_str()))
+    .bind(offset_us)
+    .bind(status.error_us as i64)
+    .bind(i32::from(status.battery_mv))
+    .bind(door_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let (Some(offset), Some(source)) = (offset_us, status.source) {
+        // One sample a minute at most: the chart's resolution, whatever the sync rate.
+        sqlx::query(
+            "INSERT INTO clock_samples (door_id, at, offset_us, error_us, source) \
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+             (SELECT 1 FROM clock_samples WHERE door_id = $1 AND at > $6)",
+        )
+        .bind(door_id)
+        .bind(now)
+        .bind(offset)
+        .bind(status.error_us as i64)
+        .bind(source.as_str())
+        .bind(now - 60)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    if !notified.is_empty() {
+        state.webhook_wake.notify_one();
+    }
+
+    let (generation, interval) = (row.0 as u64, row.1.max(1) as u32);
+    let list = if status.generation < generation {
+        crate::model::door_list(&state, door_id)
+            .await?
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, bytes)| bytes)
+    } else {
+        None
+    };
+    let answer = SyncAnswer {
+        door_id: header.door_id,
+        nonce: header.nonce,
+        receive_us,
+        transmit_us: crate::now_micros().max(receive_us),
+        acked: request.event_count,
+        sync_interval_s: interval,
+        generation,
+        list: list.as_deref(),
+    }
+    .write(&state.signing_key, &key);
+    let mut out = Vec::with_capacity(answer.len() + list.as_ref().map_or(0, Vec::len));
+    out.extend_from_slice(&answer);
+    if let Some(list) = &list {
+        out.extend_from_slice(list);
+    }
+    Ok(binary(out))
+}
+
+async fn check(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {
+    let header = expect_kind(&body, Kind::CheckRequest)?;
+    let key = door_key(&state, header.door_id).await?;
+    protocol::verify_mac(&body, &key)?;
+    let request = CheckRequest::parse(&body)?;
+    let granted = conditional_granted(
+        &state,
+        header.door_id as i64,
+        &request.credential,
+        crate::now_unix(),
+    )
+    .await?;
+    Ok(binary(request.answer(granted, &key).to_vec()))
+}
+
+/// The online check of a CONDITIONAL credential: granted when the credential's winning rule for
+/// this door is CONDITIONAL and today lies in its date range (and, with a schedule, now lies in
+/// it, in the site's local time). Revoking or narrowing the rule takes effect at once.
+pub async fn conditional_granted(
+    state: &AppState,
+    door_id: i64,
+    credential: &Credential,
+    now: i64,
+) -> Result<bool, DeviceError> {
+    let person: Option<(i64,)> = match credential {
+        Credential::Card { uid, len } => {
+            sqlx::query_as("SELECT person_id FROM cards WHERE uid = $1")
+                .bind(data_encoding::HEXUPPER.encode(&uid[..usize::from(*len)]))
+                .fetch_optional(state.db.pool())
+                .await?
+        }
+        Credential::Keypad { code, len } => {
+            sqlx::query_as("SELECT person_id FROM keypad_users WHERE code = $1")
+                .bind(String::from_utf8_lossy(&code[..usize::from(*len)]).into_owned())
+                .fetch_optional(state.db.pool())
+                .await?
+        }
+    };
+    let Some((person,)) = person else {
+        return Ok(false);
+    };
+    let Some(rule) = crate::model::winning_rule(state, door_id, person).await? else {
+        return Ok(false);
+    };
+    if rule.access != AccessType::Conditional {
+        return Ok(false);
+    }
+    Ok(crate::model::rule_allows_at(state, door_id, &rule, now).await?)
+}

@@ -1,0 +1,430 @@
+//! The device protocol against the server, on SQLite and PostgreSQL: pairing, syncs (events
+//! stored once, lists only when stale, signed time), CONDITIONAL checks, and the webhook an
+//! EMERGENCY card sets off.
+#![allow(clippy::unwrap_used)] // test helpers
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chronolock_core::access::Decision;
+use chronolock_core::allowlist::{AccessType, AllowList};
+use chronolock_core::controller::Credential;
+use chronolock_core::protocol::{
+    self, DeviceStatus, Enrolled, Enrolment, EventBody, SyncRequestWriter, SyncResponse, WireEvent,
+    SYNC_RESPONSE_LEN,
+};
+use chronolock_core::Source;
+use chronolock_server::model::{self, RuleSpec, Subject};
+use chronolock_server::{device, webhooks, AppState};
+use ed25519_dalek::VerifyingKey;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+async fn post(state: &AppState, path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+    let app = chronolock_server::router(state.clone());
+    let r = app
+        .oneshot(
+            Request::post(path)
+                .header("content-type", "application/octet-stream")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = r.status();
+    (
+        status,
+        r.into_body().collect().await.unwrap().to_bytes().to_vec(),
+    )
+}
+
+struct Site {
+    site: i64,
+    door: i64,
+    alice: i64,
+}
+
+/// A site with one door; Alice has an UNRESTRICTED card, Victor a CONDITIONAL one, Fire an
+/// EMERGENCY one.
+async fn site(state: &AppState) -> Site {
+    let site = model::create_site(state, "Makerspace", "Europe/Berlin")
+        .await
+        .unwrap();
+    let door = model::create_door(state, site, "Front door").await.unwrap();
+    let mut people = Vec::new();
+    for (name, uid, access) in [
+        ("Alice", "04A1B2C3", AccessType::Unrestricted),
+        ("Victor", "04C0FFEE", AccessType::Conditional),
+        ("Fire brigade", "04F1F1F1", AccessType::Emergency),
+    ] {
+        let p = model::create_person(state, site, name).await.unwrap();
+        model::add_card(state, p, uid).await.unwrap();
+        model::add_rule(
+            state,
+            &RuleSpec {
+                door_id: door,
+                subject: Subject::Person(p),
+                access,
+                valid_from: 0,
+                valid_until: 0,
+                schedule_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        people.push(p);
+    }
+    model::site_changed(state, site).await.unwrap();
+    Site {
+        site,
+        door,
+        alice: people[0],
+    }
+}
+
+async fn pair(state: &AppState, door: i64) -> Enrolled {
+    let code = device::new_pairing_code(state, door).await.unwrap();
+    let device = Enrolment::new([0x11; 32], [0x22; 16], &code);
+    let (status, body) = post(state, "/device/v1/enrol", device.request().to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let enrolled = device.finish(&body).unwrap();
+    // The code is spent.
+    let (status, _) = post(state, "/device/v1/enrol", device.request().to_vec()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    enrolled
+}
+
+struct Synced {
+    response: SyncResponse,
+    list: Vec<u8>,
+    len: usize,
+}
+
+async fn sync(
+    state: &AppState,
+    device: &Enrolled,
+    generation: u64,
+    events: &[WireEvent],
+    nonce: u8,
+) -> Synced {
+    let mut buf = vec![0u8; 4096];
+    let status = DeviceStatus {
+        wall_us: Some(chronolock_server::now_micros() + 150_000),
+        uptime_us: 1,
+        generation,
+        source: Some(Source::Ntp),
+        error_us: 20_000,
+        battery_mv: 3650,
+    };
+    let mut w = SyncRequestWriter::new(&mut buf, device.door_id, [nonce; 16], &status).unwrap();
+    for e in events {
+        w.push(e).unwrap();
+    }
+    let n = w.finish(&device.device_key);
+    buf.truncate(n);
+    let (code, body) = post(state, "/device/v1/sync", buf).await;
+    assert_eq!(code, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let site = VerifyingKey::from_bytes(&device.site_key).unwrap();
+    let response = SyncResponse::parse(
+        &body,
+        &device.device_key,
+        &site,
+        device.door_id,
+        &[nonce; 16],
+    )
+    .unwrap();
+    let list = body[SYNC_RESPONSE_LEN..].to_vec();
+    assert!(response.list_len == 0 || response.list_matches(&list));
+    Synced {
+        response,
+        list,
+        len: body.len(),
+    }
+}
+
+fn decision(id: u64, uid: &[u8], decision: Decision) -> WireEvent {
+    WireEvent {
+        id,
+        device_us: Some(chronolock_server::now_micros()),
+        body: EventBody::Decision {
+            credential: Credential::card(uid),
+            decision,
+        },
+    }
+}
+
+async fn count(state: &AppState, sql: &str, door: i64) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql)
+        .bind(door)
+        .fetch_one(state.db.pool())
+        .await
+        .unwrap();
+    n
+}
+
+#[tokio::test]
+async fn pairing_sync_events_and_lists() {
+    for (label, state) in common::states("device").await {
+        let s = site(&state).await;
+        let (status, _) = post(
+            &state,
+            "/device/v1/enrol",
+            Enrolment::new([1; 32], [2; 16], "AAAA-BBBB-CCCC")
+                .request()
+                .to_vec(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{label}: unknown code");
+        let device = pair(&state, s.door).await;
+        assert_eq!(device.door_id, s.door as u64);
+        assert_eq!(device.site_key, state.site_public_key);
+
+        // First sync: the list comes, signed by the site, keypad secrets sealed to this device.
+        let before = chronolock_server::now_micros();
+        let first = sync(&state, &device, 0, &[], 1).await;
+        let after = chronolock_server::now_micros();
+        let t = first.response.time;
+        assert!(before <= t.receive.as_micros() && t.transmit.as_micros() <= after);
+        let site = VerifyingKey::from_bytes(&device.site_key).unwrap();
+        let list = AllowList::verify(&first.list, &site).unwrap();
+        assert!(list.info().sealed, "{label}");
+        assert_eq!(list.info().generation, first.response.generation);
+        assert!(list.find_card(&[4, 0xA1, 0xB2, 0xC3]).is_some());
+
+        // Unchanged: no list, a few hundred bytes.
+        let generation = first.response.generation;
+        let again = sync(&state, &device, generation, &[], 2).await;
+        assert_eq!(again.response.list_len, 0);
+        assert_eq!(again.len, SYNC_RESPONSE_LEN);
+        assert!(again.len < 300);
+
+        // Events are acknowledged and stored once, however often they are resent.
+        let events = [
+            decision(1, &[4, 0xA1, 0xB2, 0xC3], Decision::Granted),
+            decision(2, &[9, 9, 9, 9], Decision::DeniedUnknown),
+        ];
+        let r = sync(&state, &device, generation, &events, 3).await;
+        assert_eq!(r.response.acked, 2);
+        let r = sync(&state, &device, generation, &events, 4).await;
+        assert_eq!(r.response.acked, 2);
+        let stored = count(
+            &state,
+            "SELECT COUNT(*) FROM events WHERE door_id = $1",
+            s.door,
+        )
+        .await;
+        assert_eq!(stored, 2, "{label}: resent events stored once");
+        let granted = count(
+            &state,
+            "SELECT COUNT(*) FROM events WHERE door_id = $1 AND decision = 'GRANTED' AND credential = 'card:04A1B2C3'",
+            s.door,
+        )
+        .await;
+        assert_eq!(granted, 1);
+
+        // The dashboard's view of the door.
+        let (last_sync, dev_gen, offset, battery): (Option<i64>, Option<i64>, Option<i64>, Option<i32>) =
+            sqlx::query_as("SELECT last_sync, device_generation, clock_offset_us, battery_mv FROM doors WHERE id = $1")
+                .bind(s.door)
+                .fetch_one(state.db.pool())
+                .await
+                .unwrap();
+        assert!(last_sync.is_some());
+        assert_eq!(dev_gen, Some(generation as i64));
+        let offset = offset.unwrap();
+        assert!(
+            (100_000..200_000).contains(&offset),
+            "{label}: offset {offset}"
+        );
+        assert_eq!(battery, Some(3650));
+
+        // A stale generation gets the new list after a change.
+        model::add_card(&state, s.alice, "04AAAAAA").await.unwrap();
+        model::site_changed(&state, s.site).await.unwrap();
+        let stale = sync(&state, &device, generation, &[], 5).await;
+        assert!(stale.response.generation > generation);
+        let list = AllowList::verify(&stale.list, &site).unwrap();
+        assert!(list.find_card(&[4, 0xAA, 0xAA, 0xAA]).is_some());
+    }
+}
+
+#[tokio::test]
+async fn forged_or_garbled_requests_are_refused() {
+    for (label, state) in common::states("device_bad").await {
+        let s = site(&state).await;
+        let device = pair(&state, s.door).await;
+        let mut buf = vec![0u8; 512];
+        let w = SyncRequestWriter::new(&mut buf, device.door_id, [1; 16], &DeviceStatus::default())
+            .unwrap();
+        let n = w.finish(&[0x55; 32]); // not the device key
+        let (status, body) = post(&state, "/device/v1/sync", buf[..n].to_vec()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{label}");
+        assert_eq!(
+            String::from_utf8_lossy(&body).trim(),
+            "authentication failed"
+        );
+
+        let w =
+            SyncRequestWriter::new(&mut buf, 999_999, [1; 16], &DeviceStatus::default()).unwrap();
+        let n = w.finish(&device.device_key);
+        let (status, body) = post(&state, "/device/v1/sync", buf[..n].to_vec()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(String::from_utf8_lossy(&body).trim(), "unknown device");
+
+        let (status, body) = post(&state, "/device/v1/sync", b"hello".to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            String::from_utf8_lossy(&body).trim(),
+            "not a chronolock device message"
+        );
+        let (status, _) = post(&state, "/device/v1/check", vec![]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // Nothing was stored by any of it.
+        let stored = count(
+            &state,
+            "SELECT COUNT(*) FROM events WHERE door_id = $1",
+            s.door,
+        )
+        .await;
+        assert_eq!(stored, 0);
+    }
+}
+
+#[tokio::test]
+async fn conditional_credentials_are_decided_online() {
+    for (label, state) in common::states("device_check").await {
+        let s = site(&state).await;
+        let device = pair(&state, s.door).await;
+        let ask = |uid: &'static [u8], nonce: u8| {
+            let state = state.clone();
+            async move {
+                let req = protocol::check_request(
+                    device.door_id,
+                    [nonce; 16],
+                    None,
+                    &Credential::card(uid),
+                    &device.device_key,
+                );
+                let (status, body) = post(&state, "/device/v1/check", req.to_vec()).await;
+                assert_eq!(status, StatusCode::OK);
+                protocol::check_response(&body, &device.device_key, device.door_id, &[nonce; 16])
+                    .unwrap()
+            }
+        };
+        assert!(
+            ask(&[4, 0xC0, 0xFF, 0xEE], 1).await,
+            "{label}: CONDITIONAL granted"
+        );
+        assert!(!ask(&[4, 0xA1, 0xB2, 0xC3], 2).await, "not CONDITIONAL");
+        assert!(!ask(&[1, 2, 3, 4], 3).await, "unknown");
+        // Revoked: the rule is gone, and the answer changes at once.
+        sqlx::query("DELETE FROM rules WHERE access = 'CONDITIONAL'")
+            .execute(state.db.pool())
+            .await
+            .unwrap();
+        assert!(!ask(&[4, 0xC0, 0xFF, 0xEE], 4).await, "{label}: revoked");
+    }
+}
+
+/// A webhook receiver on loopback that fails its first `fail` requests.
+async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<(String, String, String)>>>) {
+    let seen: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let calls = Arc::new(Mutex::new(0usize));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let seen = seen.clone();
+            move |headers: axum::http::HeaderMap, body: String| {
+                let seen = seen.clone();
+                let calls = calls.clone();
+                async move {
+                    let mut n = calls.lock().unwrap();
+                    *n += 1;
+                    if *n <= fail {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let h = |k: &str| headers[k].to_str().unwrap().to_string();
+                    seen.lock().unwrap().push((
+                        h("x-chronolock-timestamp"),
+                        h("x-chronolock-signature"),
+                        body,
+                    ));
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), seen)
+}
+
+#[tokio::test]
+async fn emergency_cards_reach_webhooks_signed_and_retried() {
+    for (label, state) in common::states("device_hook").await {
+        let s = site(&state).await;
+        let device = pair(&state, s.door).await;
+        let (url, seen) = receiver(1).await;
+        sqlx::query("INSERT INTO webhooks (url, secret, kinds, created_at) VALUES ($1, 'sekrit', 'notify', 0)")
+            .bind(&url)
+            .execute(state.db.pool())
+            .await
+            .unwrap();
+        let fire = [4u8, 0xF1, 0xF1, 0xF1];
+        let events = [
+            decision(10, &fire, Decision::GrantedEmergency),
+            WireEvent {
+                id: 11,
+                device_us: None,
+                body: EventBody::Notify {
+                    credential: Credential::card(&fire),
+                },
+            },
+        ];
+        sync(&state, &device, 0, &events, 1).await;
+        sync(&state, &device, 0, &events, 2).await; // a resend queues nothing more
+        let client = reqwest::Client::new();
+        let now = chronolock_server::now_unix();
+        assert_eq!(
+            webhooks::deliver_due(&state, &client, now).await.unwrap(),
+            0
+        );
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{label}: first attempt refused"
+        );
+        // Not due again before the backoff has passed; then delivered.
+        assert_eq!(
+            webhooks::deliver_due(&state, &client, now + 1)
+                .await
+                .unwrap(),
+            0
+        );
+        let later = now + webhooks::backoff_s(0) + 1;
+        assert_eq!(
+            webhooks::deliver_due(&state, &client, later).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            webhooks::deliver_due(&state, &client, later + 100)
+                .await
+                .unwrap(),
+            0
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        let (timestamp, signature, body) = &seen[0];
+        assert_eq!(
+            *signature,
+            webhooks::signature("sekrit", timestamp.parse().unwrap(), body)
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["kind"], "emergency");
+        assert_eq!(json["credential"], "card:04F1F1F1");
+        assert_eq!(json["door"]["name"], "Front door");
+    }
+}
