@@ -29,6 +29,10 @@ enum Command {
         /// several servers may share one PostgreSQL database.
         #[arg(long = "database-url", env = "CHRONOLOCK_DATABASE_URL")]
         database_url: Option<String>,
+        /// Seed a demo site (doors, people, schedules, rules) if the database has none, and
+        /// print a pairing code per door for virtual doors.
+        #[arg(long)]
+        demo: bool,
     },
     /// Simulate door controllers.
     Sim {
@@ -93,7 +97,8 @@ fn main() -> ExitCode {
             listen,
             data,
             database_url,
-        } => serve(listen, data, database_url),
+            demo,
+        } => serve(listen, data, database_url, demo),
         Command::Keygen { out } => report(keygen(&out)),
         Command::Allowlist {
             command:
@@ -122,6 +127,7 @@ fn serve(
     listen: std::net::SocketAddr,
     data_dir: PathBuf,
     database_url: Option<String>,
+    demo: bool,
 ) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -134,6 +140,7 @@ fn serve(
         listen,
         data_dir,
         database_url,
+        demo,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,0 +1,276 @@
+//! `chronolock serve --demo`: a small example site to look around in, and doors to pair virtual
+//! devices with.
+//!
+//! The site is made through the same model functions the admin UI uses, so its lists are
+//! compiled and signed like any other, and it exercises every access type: staff UNRESTRICTED,
+//! members SCHEDULED on weekdays (local time, Europe/Berlin), a night shift crossing midnight,
+//! a CONDITIONAL visitor, an EMERGENCY fire-brigade card, one rule that has expired and one
+//! that has not started yet. Seeding happens only while the database has no site, so restarting
+//! with `--demo` changes nothing.
+
+use chronolock_core::allowlist::AccessType;
+
+use crate::model::{self, KeypadSpec, ModelError, RuleSpec, Subject};
+use crate::schedule::LocalSlot;
+use crate::AppState;
+
+/// The demo site's name.
+pub const SITE: &str = "Demo Makerspace";
+/// The demo site's time zone.
+pub const TIMEZONE: &str = "Europe/Berlin";
+/// The demo doors.
+pub const DOORS: [&str; 3] = ["Front door", "Workshop", "Server room"];
+
+/// Monday to Friday, as schedule day bits (bit 0 Monday).
+const WEEKDAYS: u8 = 0b001_1111;
+/// Every day.
+const EVERY_DAY: u8 = 0b111_1111;
+const DAY_S: i64 = 86_400;
+
+/// A demo person: name, groups, card UIDs, keypad user.
+struct Person {
+    name: &'static str,
+    groups: &'static [&'static str],
+    cards: &'static [&'static str],
+    keypad: Option<(&'static str, Option<&'static str>, Option<&'static str>)>,
+}
+
+/// The people, their credentials and groups. Card UIDs are 4 or 7 bytes, as real cards have.
+const PEOPLE: [Person; 9] = [
+    Person {
+        name: "Ada Lovelace",
+        groups: &["Staff"],
+        cards: &["04A1B2C3"],
+        // TOTP, and HOTP for when the door's clock is not set.
+        keypad: Some(("1234", Some("JBSWY3DPEHPK3PXP"), Some("GEZDGNBVGY3TQOJQ"))),
+    },
+    Person {
+        name: "Grace Hopper",
+        groups: &["Staff"],
+        cards: &["04B2C3D4E5F607"],
+        keypad: None,
+    },
+    Person {
+        name: "Alan Turing",
+        groups: &["Members"],
+        cards: &["1A2B3C4D"],
+        keypad: None,
+    },
+    Person {
+        name: "Katherine Johnson",
+        groups: &["Members"],
+        cards: &["04C3D4E5F60718"],
+        keypad: None,
+    },
+    Person {
+        name: "Linus Pauling",
+        groups: &["Members"],
+        cards: &["5E6F7A8B"],
+        keypad: Some(("4711", Some("KRSXG5CTMVRXEZLU"), None)),
+    },
+    Person {
+        name: "Vera Visitor",
+        groups: &[],
+        cards: &["2C3D4E5F"],
+        keypad: None,
+    },
+    Person {
+        name: "Fire brigade",
+        groups: &[],
+        cards: &["04F1E2D3C4B5A6"],
+        keypad: None,
+    },
+    Person {
+        name: "Nick Nightshift",
+        groups: &[],
+        cards: &["6A7B8C9D"],
+        keypad: None,
+    },
+    Person {
+        name: "Margaret Hamilton",
+        groups: &[],
+        cards: &["7B8C9DAE"],
+        keypad: None,
+    },
+];
+
+/// A person who joins in two weeks (a rule that starts in the future).
+const NEWCOMER: Person = Person {
+    name: "Hedy Lamarr",
+    groups: &[],
+    cards: &["04D4E5F6071829"],
+    keypad: None,
+};
+
+/// What was made.
+#[derive(Clone, Debug)]
+pub struct Demo {
+    /// The site's id.
+    pub site_id: i64,
+    /// Each door: name, id, its one-time pairing code.
+    pub doors: Vec<(String, i64, String)>,
+}
+
+/// Creates the demo site unless the database has a site already (then returns `None`), and
+/// prints each door's pairing code as `demo door "<name>" pairing code <CODE>`.
+pub async fn seed(state: &AppState) -> Result<Option<Demo>, ModelError> {
+    let (sites,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sites")
+        .fetch_one(state.db.pool())
+        .await?;
+    if sites > 0 {
+        tracing::info!("demo: the database has a site already; nothing seeded");
+        return Ok(None);
+    }
+    let now = crate::now_unix();
+    let site_id = model::create_site(state, SITE, TIMEZONE).await?;
+    let mut doors = Vec::new();
+    for name in DOORS {
+        doors.push((name, model::create_door(state, site_id, name).await?));
+    }
+    let door = |name: &str| {
+        doors
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, id)| *id)
+            .ok_or(ModelError::NotFound)
+    };
+    let staff = model::create_group(state, site_id, "Staff").await?;
+    let members = model::create_group(state, site_id, "Members").await?;
+    let weekdays = model::create_schedule(
+        state,
+        site_id,
+        "Weekdays 08:00–20:00",
+        &[LocalSlot {
+            days: WEEKDAYS,
+            start_min: 8 * 60,
+            end_min: 20 * 60,
+        }],
+    )
+    .await?;
+    let night = model::create_schedule(
+        state,
+        site_id,
+        "Night shift",
+        &[LocalSlot {
+            days: EVERY_DAY,
+            start_min: 22 * 60,
+            end_min: 6 * 60,
+        }],
+    )
+    .await?;
+
+    let mut people = Vec::new();
+    for p in PEOPLE.iter().chain([&NEWCOMER]) {
+        let id = model::create_person(state, site_id, p.name).await?;
+        for uid in p.cards {
+            model::add_card(state, id, uid).await?;
+        }
+        if let Some((code, totp, hotp)) = p.keypad {
+            let spec = KeypadSpec {
+                code: code.to_string(),
+                totp_secret: totp.map(str::to_string),
+                hotp_secret: hotp.map(str::to_string),
+                hotp_counter: 0,
+                digits: 6,
+                period_s: 30,
+            };
+            model::add_keypad_user(state, id, &spec).await?;
+        }
+        for g in p.groups {
+            model::add_member(state, if *g == "Staff" { staff } else { members }, id).await?;
+        }
+        people.push((p.name, id));
+    }
+    let person = |name: &str| {
+        people
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, id)| Subject::Person(*id))
+            .ok_or(ModelError::NotFound)
+    };
+
+    let rule = |door_id, subject, access, schedule_id| RuleSpec {
+        door_id,
+        subject,
+        access,
+        valid_from: 0,
+        valid_until: 0,
+        schedule_id,
+    };
+    let mut rules = Vec::new();
+    for name in DOORS {
+        rules.push(rule(
+            door(name)?,
+            Subject::Group(staff),
+            AccessType::Unrestricted,
+            None,
+        ));
+    }
+    for name in ["Front door", "Workshop"] {
+        rules.push(rule(
+            door(name)?,
+            Subject::Group(members),
+            AccessType::Scheduled,
+            Some(weekdays),
+        ));
+    }
+    for name in ["Front door", "Server room"] {
+        rules.push(rule(
+            door(name)?,
+            person("Nick Nightshift")?,
+            AccessType::Scheduled,
+            Some(night),
+        ));
+    }
+    // The backend is asked each time the visitor comes.
+    rules.push(rule(
+        door("Front door")?,
+        person("Vera Visitor")?,
+        AccessType::Conditional,
+        None,
+    ));
+    rules.push(rule(
+        door("Front door")?,
+        person("Fire brigade")?,
+        AccessType::Emergency,
+        None,
+    ));
+    // A former member: her weekday access ended a month ago.
+    rules.push(RuleSpec {
+        valid_from: now - 180 * DAY_S,
+        valid_until: now - 30 * DAY_S,
+        ..rule(
+            door("Workshop")?,
+            person("Margaret Hamilton")?,
+            AccessType::Scheduled,
+            Some(weekdays),
+        )
+    });
+    // A new member: her weekday access starts in two weeks.
+    rules.push(RuleSpec {
+        valid_from: now + 14 * DAY_S,
+        ..rule(
+            door("Front door")?,
+            person(NEWCOMER.name)?,
+            AccessType::Scheduled,
+            Some(weekdays),
+        )
+    });
+    for r in &rules {
+        model::add_rule(state, r).await?;
+    }
+    model::site_changed(state, site_id).await?;
+
+    let mut out = Vec::new();
+    for (name, id) in doors {
+        let code = crate::device::new_pairing_code(state, id).await?;
+        tracing::info!(door = name, code = %code, "demo door pairing code");
+        println!("demo door \"{name}\" pairing code {code}");
+        out.push((name.to_string(), id, code));
+    }
+    tracing::info!(site = SITE, people = people.len(), "demo site seeded");
+    Ok(Some(Demo {
+        site_id,
+        doors: out,
+    }))
+}
