@@ -373,7 +373,11 @@ pub async fn door_entries(
     let anchor = week_anchor(now);
     let mut schedules: std::collections::BTreeMap<i64, Vec<chronolock_core::allowlist::Slot>> =
         std::collections::BTreeMap::new();
-    let mut entries = Vec::new();
+    // Each winner's policy and slots.
+    let mut grants: std::collections::HashMap<
+        i64,
+        (Policy, Vec<chronolock_core::allowlist::Slot>),
+    > = std::collections::HashMap::with_capacity(best.len());
     for (person, (_, _, _, rule)) in best {
         let access = AccessType::from_name(&rule.3).unwrap_or(AccessType::Conditional);
         let slots = match rule.6.filter(|_| access == AccessType::Scheduled) {
@@ -402,47 +406,61 @@ pub async fn door_entries(
             }
             None => Vec::new(),
         };
-        let policy = Policy::new(access, rule.4, rule.5);
-        let cards: Vec<(String,)> = sqlx::query_as("SELECT uid FROM cards WHERE person_id = $1")
-            .bind(person)
-            .fetch_all(pool)
-            .await?;
-        for (uid,) in cards {
-            let uid = data_encoding::HEXUPPER
-                .decode(uid.as_bytes())
-                .map_err(|_| invalid("uid", "stored UID is not hex"))?;
-            entries.push(Entry::Card(CardEntry {
-                uid,
-                policy,
-                slots: slots.clone(),
-            }));
-        }
-        type KeypadRow = (String, Option<String>, Option<String>, i64, i32, i32);
-        let users: Vec<KeypadRow> = sqlx::query_as(
-            "SELECT code, totp_secret, hotp_secret, hotp_counter, digits, period_s FROM keypad_users WHERE person_id = $1",
-        )
-        .bind(person)
-        .fetch_all(pool)
-        .await?;
-        for (code, totp, hotp, counter, digits, period) in users {
-            let secret = |s: Option<String>| -> Result<Option<Vec<u8>>, ModelError> {
-                s.map(|s| {
-                    chronolock_allowlist::decode_secret(&s, "stored secret")
-                        .map_err(|m| invalid("totp_secret", m))
-                })
-                .transpose()
-            };
-            entries.push(Entry::Keypad(KeypadEntry {
-                code: code.into_bytes(),
-                totp_secret: secret(totp)?,
-                hotp_secret: secret(hotp)?,
-                hotp_counter: counter.max(0) as u64,
-                digits: digits as u8,
-                period_s: period as u16,
-                policy,
-                slots: slots.clone(),
-            }));
-        }
+        grants.insert(person, (Policy::new(access, rule.4, rule.5), slots));
+    }
+    // Credentials of the whole site in two queries (a list of 100,000 people is one pass, not
+    // 200,000 queries); those without a winning rule are skipped.
+    let mut entries = Vec::new();
+    let cards: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT c.person_id, c.uid FROM cards c JOIN people p ON p.id = c.person_id \
+         JOIN doors d ON d.site_id = p.site_id WHERE d.id = $1",
+    )
+    .bind(door_id)
+    .fetch_all(pool)
+    .await?;
+    for (person, uid) in cards {
+        let Some((policy, slots)) = grants.get(&person) else {
+            continue;
+        };
+        let uid = data_encoding::HEXUPPER
+            .decode(uid.as_bytes())
+            .map_err(|_| invalid("uid", "stored UID is not hex"))?;
+        entries.push(Entry::Card(CardEntry {
+            uid,
+            policy: *policy,
+            slots: slots.clone(),
+        }));
+    }
+    type KeypadRow = (i64, String, Option<String>, Option<String>, i64, i32, i32);
+    let users: Vec<KeypadRow> = sqlx::query_as(
+        "SELECT k.person_id, k.code, k.totp_secret, k.hotp_secret, k.hotp_counter, k.digits, k.period_s \
+         FROM keypad_users k JOIN people p ON p.id = k.person_id \
+         JOIN doors d ON d.site_id = p.site_id WHERE d.id = $1",
+    )
+    .bind(door_id)
+    .fetch_all(pool)
+    .await?;
+    for (person, code, totp, hotp, counter, digits, period) in users {
+        let Some((policy, slots)) = grants.get(&person) else {
+            continue;
+        };
+        let secret = |s: Option<String>| -> Result<Option<Vec<u8>>, ModelError> {
+            s.map(|s| {
+                chronolock_allowlist::decode_secret(&s, "stored secret")
+                    .map_err(|m| invalid("totp_secret", m))
+            })
+            .transpose()
+        };
+        entries.push(Entry::Keypad(KeypadEntry {
+            code: code.into_bytes(),
+            totp_secret: secret(totp)?,
+            hotp_secret: secret(hotp)?,
+            hotp_counter: counter.max(0) as u64,
+            digits: digits as u8,
+            period_s: period as u16,
+            policy: *policy,
+            slots: slots.clone(),
+        }));
     }
     Ok(entries)
 }
