@@ -1,0 +1,107 @@
+//! `/site`: create the site (name and IANA time zone), then show and edit it. Changing the time
+//! zone recompiles every door, since schedules and date ranges are local times.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Form, Router};
+use maud::{html, Markup};
+
+use super::{editor_page, form_error, guard, see, unprocessable, FieldError, Fields, UiResult};
+use crate::auth::Admin;
+use crate::directory::{self, Site};
+use crate::pages::field_error;
+use crate::{model, AppState};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/site", get(show).post(submit))
+}
+
+/// Every zone name this build knows, sorted, for the time zone field's suggestions.
+fn zone_names() -> Vec<String> {
+    let mut names: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|n| n.as_str().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn form(admin: &Admin, site: Option<&Site>, f: &Fields, err: FieldError<'_>) -> Markup {
+    let (title, button) = match site {
+        None => ("Set up the site", "Create the site"),
+        Some(_) => ("Site", "Save"),
+    };
+    let name = f.or("name", site.map_or("", |s| s.name.as_str()));
+    let timezone = f.or("timezone", site.map_or("", |s| s.timezone.as_str()));
+    editor_page(
+        title,
+        admin,
+        html! {
+            @if site.is_none() {
+                p { "Name the site and choose its time zone. Schedules and dates are entered in \
+                     this zone's local time; the doors get them converted to UTC." }
+            }
+            form method="post" action="/site" {
+                (super::csrf(admin))
+                label for="name" { "Name" }
+                input id="name" name="name" value=(name) required maxlength="100";
+                (field_error(err, "name"))
+                label for="timezone" { "Time zone (IANA name, e.g. Europe/Berlin)" }
+                input id="timezone" name="timezone" value=(timezone) list="timezones"
+                    placeholder="Europe/Berlin" required autocomplete="off";
+                datalist id="timezones" {
+                    @for zone in zone_names() { option value=(zone) {} }
+                }
+                (field_error(err, "timezone"))
+                @if site.is_some() {
+                    p.hint { "Changing the time zone recompiles every door's list." }
+                }
+                button type="submit" id="save-site" { (button) }
+            }
+            @if let Some(site) = site {
+                section {
+                    h3 { "Local time" }
+                    p { "Now in " (site.timezone) ": " (super::local_time(&site.zone(), crate::now_unix())) }
+                }
+            }
+        },
+    )
+}
+
+async fn show(State(state): State<AppState>, admin: Admin) -> UiResult {
+    let site = directory::first_site(&state).await?;
+    Ok(form(&admin, site.as_ref(), &Fields::default(), None).into_response())
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> UiResult {
+    let f = Fields(fields);
+    guard(&admin, &headers, &f)?;
+    let site = directory::first_site(&state).await?;
+    let (name, timezone) = (f.get("name"), f.get("timezone").trim());
+    let result = match &site {
+        None => model::create_site(&state, name, timezone).await.map(|_| ()),
+        Some(s) => directory::update_site(&state, s.id, name, timezone).await,
+    };
+    if let Err(e) = result {
+        let (field, message) = form_error(e, &["name", "timezone"])?;
+        return Ok(unprocessable(form(
+            &admin,
+            site.as_ref(),
+            &f,
+            Some((field, &message)),
+        )));
+    }
+    if let Some(s) = &site {
+        if s.timezone != timezone {
+            model::site_changed(&state, s.id).await?;
+        }
+    }
+    Ok(see("/site"))
+}
