@@ -30,6 +30,12 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long one wait for a page or an element may take.
 const WAIT: Duration = Duration::from_secs(15);
 
+/// The browser window, in CSS pixels.
+const WINDOW: (u32, u32) = (1280, 900);
+
+/// Tallest full-page screenshot, in pixels.
+const MAX_SHOT_HEIGHT: u32 = 4000;
+
 /// Runs a whole browser test with a time limit; what it started is cleaned up either way,
 /// because dropping the future drops its [`Browser`].
 pub async fn bounded(limit: Duration, test: impl Future<Output = ()>) {
@@ -125,7 +131,9 @@ fn screenshot_dir() -> PathBuf {
         Some(dir) => workspace.join(dir),
         None => workspace.join("target"),
     };
-    target.join("browser-screenshots")
+    let dir = target.join("browser-screenshots");
+    std::fs::create_dir_all(&dir).expect("make the screenshot directory");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// A logged-out browser pointed at a fresh server.
@@ -200,7 +208,7 @@ impl Browser {
                     "--no-sandbox",
                     "--disable-gpu",
                     "--disable-dev-shm-usage",
-                    "--window-size=1280,900",
+                    format!("--window-size={},{}", WINDOW.0, WINDOW.1),
                     "--no-first-run",
                     "--no-default-browser-check",
                     format!("--user-data-dir={}", profile.join("profile").display()),
@@ -218,7 +226,6 @@ impl Browser {
             .unwrap_or_else(|e| panic!("start a WebDriver session: {e}\n{}", tail(&log)));
 
         let dir = screenshot_dir();
-        std::fs::create_dir_all(&dir).expect("make the screenshot directory");
         // Old screenshots of this test would mix with the new ones.
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.filter_map(Result::ok) {
@@ -275,6 +282,23 @@ impl Browser {
         }
     }
 
+    /// Waits until the browser is on a page below `prefix` (like `/doors/` after adding a door)
+    /// and returns that page's path.
+    pub async fn wait_path_under(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let path = self.path().await;
+            if path.len() > prefix.len() && path.starts_with(prefix) {
+                return path;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected a page under {prefix}, still on {path}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The element `css` names, waiting for it to appear.
     pub async fn find(&self, css: &str) -> Element {
         let found = self
@@ -287,6 +311,26 @@ impl Browser {
         match found {
             Ok(element) => element,
             Err(e) => panic!("find {css} on {}: {e}", self.here().await),
+        }
+    }
+
+    /// Waits until the text of `css` is `expected` (after a form posts back to the same page).
+    pub async fn wait_text(&self, css: &str, expected: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {css} to read {expected:?}, it reads {text:?} on {}",
+                self.here().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -317,6 +361,53 @@ impl Browser {
             .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
+    /// Chooses the option whose visible text is `label` in the select `css`.
+    pub async fn select_label(&self, css: &str, label: &str) {
+        self.find(css)
+            .await
+            .select_by_label(label)
+            .await
+            .unwrap_or_else(|e| panic!("choose {label:?} in {css}: {e}"));
+    }
+
+    /// Chooses the option whose value is `value` in the select `css`.
+    pub async fn select_value(&self, css: &str, value: &str) {
+        self.find(css)
+            .await
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("choose value {value:?} in {css}: {e}"));
+    }
+
+    /// The value a field holds now (what the form would send).
+    pub async fn value(&self, css: &str) -> String {
+        self.find(css)
+            .await
+            .prop("value")
+            .await
+            .unwrap_or_else(|e| panic!("value of {css}: {e}"))
+            .unwrap_or_default()
+    }
+
+    /// The path of the page the browser shows.
+    pub async fn path(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .expect("current URL")
+            .path()
+            .to_string()
+    }
+
+    /// A PNG screenshot of just the element `css`.
+    pub async fn element_png(&self, css: &str) -> Vec<u8> {
+        self.find(css)
+            .await
+            .screenshot()
+            .await
+            .unwrap_or_else(|e| panic!("screenshot of {css}: {e}"))
+    }
+
     /// Clicks `css`.
     pub async fn click(&self, css: &str) {
         self.find(css)
@@ -326,14 +417,31 @@ impl Browser {
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
-    /// Saves a screenshot of the viewport as `<test>-<nn>-<step>.png` and returns its path.
+    /// Saves a screenshot of the whole page as `<test>-<nn>-<step>.png` and returns its path.
+    ///
+    /// WebDriver screenshots show the viewport only, so the window is made as tall as the page
+    /// (up to [`MAX_SHOT_HEIGHT`]) for the picture, then set back.
     pub async fn shot(&mut self, step: &str) -> PathBuf {
         self.shots += 1;
-        let png = self
+        let sizes = self
             .client
-            .screenshot()
+            .execute(
+                "return [document.documentElement.scrollHeight, \
+                         window.outerHeight - window.innerHeight];",
+                Vec::new(),
+            )
             .await
-            .unwrap_or_else(|e| panic!("screenshot {step}: {e}"));
+            .unwrap_or_else(|e| panic!("page height for {step}: {e}"));
+        let px = |i: usize| sizes[i].as_u64().unwrap_or(0) as u32;
+        let tall = (px(0) + px(1)).clamp(WINDOW.1, MAX_SHOT_HEIGHT);
+        if tall > WINDOW.1 {
+            self.resize(WINDOW.0, tall).await;
+        }
+        let png = self.client.screenshot().await;
+        if tall > WINDOW.1 {
+            self.resize(WINDOW.0, WINDOW.1).await;
+        }
+        let png = png.unwrap_or_else(|e| panic!("screenshot {step}: {e}"));
         let path = screenshot_dir().join(format!("{}-{:02}-{step}.png", self.test, self.shots));
         std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         eprintln!(
@@ -342,6 +450,13 @@ impl Browser {
             path.display()
         );
         path
+    }
+
+    async fn resize(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .unwrap_or_else(|e| panic!("resize the window to {width}x{height}: {e}"));
     }
 
     /// The current URL, for messages.
