@@ -327,6 +327,10 @@ fn week_anchor(now: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(monday * 86_400).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
+/// Everyone some rule of door `$1` names, directly or through a group.
+const DOOR_PEOPLE: &str = "SELECT r.person_id FROM rules r WHERE r.door_id = $1 AND r.person_id IS NOT NULL \
+     UNION SELECT m.person_id FROM rules r JOIN group_members m ON m.group_id = r.group_id WHERE r.door_id = $1";
+
 /// The entries of a door's list, as of `now`.
 pub async fn door_entries(
     state: &AppState,
@@ -408,12 +412,13 @@ pub async fn door_entries(
         };
         grants.insert(person, (Policy::new(access, rule.4, rule.5), slots));
     }
-    // Credentials of the whole site in two queries (a list of 100,000 people is one pass, not
-    // 200,000 queries); those without a winning rule are skipped.
+    // Credentials of the door's people in two queries (a list of 100,000 people is one pass,
+    // not 200,000 queries).
     let mut entries = Vec::new();
     let cards: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT c.person_id, c.uid FROM cards c JOIN people p ON p.id = c.person_id \
-         JOIN doors d ON d.site_id = p.site_id WHERE d.id = $1",
+        "SELECT c.person_id, c.uid FROM cards c WHERE c.person_id IN (SUBJECTS)"
+            .replace("SUBJECTS", DOOR_PEOPLE)
+            .as_str(),
     )
     .bind(door_id)
     .fetch_all(pool)
@@ -434,8 +439,9 @@ pub async fn door_entries(
     type KeypadRow = (i64, String, Option<String>, Option<String>, i64, i32, i32);
     let users: Vec<KeypadRow> = sqlx::query_as(
         "SELECT k.person_id, k.code, k.totp_secret, k.hotp_secret, k.hotp_counter, k.digits, k.period_s \
-         FROM keypad_users k JOIN people p ON p.id = k.person_id \
-         JOIN doors d ON d.site_id = p.site_id WHERE d.id = $1",
+         FROM keypad_users k WHERE k.person_id IN (SUBJECTS)"
+            .replace("SUBJECTS", DOOR_PEOPLE)
+            .as_str(),
     )
     .bind(door_id)
     .fetch_all(pool)
