@@ -390,36 +390,51 @@ pub async fn keypad_code_by_code(
 pub enum SecretKind {
     /// The TOTP secret (authenticator app).
     Totp,
-    /// The HOTP secret (printed backup codes); its counter restarts at 0.
+    /// The HOTP secret (printed backup codes).
     Hotp,
 }
 
-/// Sets (or replaces) one secret of a person's keypad code. The secret is base32 as the list
-/// compiler reads it ([`chronolock_allowlist::decode_secret`]).
+/// Sets (or replaces) one secret of a person's keypad code, and returns the HOTP counter the
+/// doors start from. The secret is base32 as the list compiler reads it
+/// ([`chronolock_allowlist::decode_secret`]).
+///
+/// A door remembers, per user code, the next HOTP counter it accepts and never goes back. So a
+/// replacement HOTP secret does not restart at 0: its counter starts `hotp_advance` (the length
+/// of a sheet) past the old one, beyond every code of the old sheet; otherwise the new sheet's
+/// first codes would read as replays at a door that saw old ones used.
 pub async fn set_keypad_secret(
     state: &AppState,
     person_id: i64,
     keypad_id: i64,
     kind: SecretKind,
     secret_base32: &str,
-) -> Result<(), ModelError> {
+    hotp_advance: i64,
+) -> Result<i64, ModelError> {
     let field = match kind {
         SecretKind::Totp => "totp_secret",
         SecretKind::Hotp => "hotp_secret",
     };
     chronolock_allowlist::decode_secret(secret_base32, field).map_err(|m| invalid(field, m))?;
-    let sql = match kind {
-        SecretKind::Totp => "UPDATE keypad_users SET totp_secret = $1 WHERE person_id = $2 AND id = $3",
-        SecretKind::Hotp => "UPDATE keypad_users SET hotp_secret = $1, hotp_counter = 0 WHERE person_id = $2 AND id = $3",
+    let query = match kind {
+        SecretKind::Totp => sqlx::query_as(
+            "UPDATE keypad_users SET totp_secret = $1 WHERE person_id = $2 AND id = $3 \
+             RETURNING hotp_counter",
+        ),
+        SecretKind::Hotp => sqlx::query_as(
+            "UPDATE keypad_users SET hotp_secret = $1, hotp_counter = \
+             CASE WHEN hotp_secret IS NULL THEN hotp_counter ELSE hotp_counter + $4 END \
+             WHERE person_id = $2 AND id = $3 RETURNING hotp_counter",
+        ),
     };
-    let rows = sqlx::query(sql)
+    let mut query = query
         .bind(secret_base32.to_string())
         .bind(person_id)
-        .bind(keypad_id)
-        .execute(state.db.pool())
-        .await?
-        .rows_affected();
-    changed(rows)
+        .bind(keypad_id);
+    if kind == SecretKind::Hotp {
+        query = query.bind(hotp_advance);
+    }
+    let row: Option<(i64,)> = query.fetch_optional(state.db.pool()).await?;
+    row.map(|(counter,)| counter).ok_or(ModelError::NotFound)
 }
 
 /// Removes one of a person's keypad codes.

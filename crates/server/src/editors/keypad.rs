@@ -167,6 +167,8 @@ async fn enrol(
         SecretKind::Totp => "a TOTP secret",
         SecretKind::Hotp => "backup codes",
     };
+    // The HOTP counter the sheet starts at: 0 for a new code.
+    let mut base = 0;
     match directory::keypad_code_by_code(&state, code).await? {
         Some(k) if k.person_id != person.id => {
             return refuse_code(
@@ -197,7 +199,15 @@ async fn enrol(
                 )
                 .await;
             }
-            directory::set_keypad_secret(&state, person.id, k.id, kind, &secret).await?;
+            base = directory::set_keypad_secret(
+                &state,
+                person.id,
+                k.id,
+                kind,
+                &secret,
+                BACKUP_CODES as i64,
+            )
+            .await?;
         }
         None => {
             let spec = KeypadSpec {
@@ -222,7 +232,7 @@ async fn enrol(
     let back = format!("/people/{}", person.id);
     let page = match kind {
         SecretKind::Totp => totp_page(&admin, &person, code, &secret, &back)?,
-        SecretKind::Hotp => hotp_page(&admin, &person, code, &secret, &back)?,
+        SecretKind::Hotp => hotp_page(&admin, &person, code, &secret, base, &back)?,
     };
     Ok(show_once(page))
 }
@@ -254,11 +264,13 @@ fn totp_page(
     ))
 }
 
-/// The backup codes of a fresh HOTP secret: counters 0 to [`BACKUP_CODES`] − 1, zero-padded.
-pub fn backup_codes(secret_base32: &str) -> Result<Vec<String>, UiError> {
+/// The backup codes of a HOTP secret: counters `base` to `base` + [`BACKUP_CODES`] − 1,
+/// zero-padded.
+pub fn backup_codes(secret_base32: &str, base: i64) -> Result<Vec<String>, UiError> {
     let secret = chronolock_allowlist::decode_secret(secret_base32, "hotp")
         .map_err(crate::AppError::Internal)?;
-    (0..BACKUP_CODES)
+    let base = u64::try_from(base).unwrap_or(0);
+    (base..base.saturating_add(BACKUP_CODES))
         .map(|counter| {
             otp::hotp(&secret, counter, DIGITS)
                 .map(|v| format!("{v:0width$}", width = usize::from(DIGITS)))
@@ -272,9 +284,10 @@ fn hotp_page(
     person: &Person,
     code: &str,
     secret: &str,
+    base: i64,
     back: &str,
 ) -> Result<Markup, UiError> {
-    let codes = backup_codes(secret)?;
+    let codes = backup_codes(secret, base)?;
     Ok(editor_page(
         &format!("Backup codes for {}", person.name),
         admin,
@@ -332,7 +345,7 @@ mod tests {
     fn backup_codes_follow_rfc_4226() {
         // RFC 4226 appendix D: the secret "12345678901234567890", counters 0 to 9.
         let secret = data_encoding::BASE32_NOPAD.encode(b"12345678901234567890");
-        let codes = backup_codes(&secret).unwrap_or_default();
+        let codes = backup_codes(&secret, 0).unwrap_or_default();
         assert_eq!(
             codes,
             [
@@ -340,6 +353,9 @@ mod tests {
                 "399871", "520489"
             ]
         );
+        let later = backup_codes(&secret, 5).unwrap_or_default();
+        assert_eq!(later.first().map(String::as_str), Some("254676"));
+        assert_eq!(later.len(), 10);
     }
 
     #[test]

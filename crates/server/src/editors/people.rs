@@ -156,7 +156,7 @@ pub(super) async fn person_page(
                     (super::csrf(admin))
                     label for="uid" { "Card UID (hex, 4, 7 or 10 bytes, e.g. 04A1B2C3)" }
                     input id="uid" name="uid" value=(f.get("uid")) required autocomplete="off"
-                        pattern="[0-9A-Fa-f ]+" spellcheck="false";
+                        pattern="[0-9A-Fa-f :]+" spellcheck="false";
                     (field_error(err, "uid"))
                     button type="submit" id="add-card" { "Add card" }
                 }
