@@ -4,7 +4,8 @@
 # Installs Debian's postgresql when missing. The server runs as the `postgres` user (initdb
 # refuses root), keeps its data in a temporary directory, listens on 127.0.0.1 only, and is
 # stopped (and its data removed) however the command ends. The command sees
-# CHRONOLOCK_TEST_POSTGRES_URL.
+# CHRONOLOCK_TEST_POSTGRES_URL. Tests run with fsync off (throwaway data); benchmarks set
+# CHRONOLOCK_PG_FSYNC=on to measure a durable server.
 set -euo pipefail
 
 PORT=${CHRONOLOCK_PG_PORT:-55432}
@@ -37,7 +38,7 @@ trap cleanup EXIT
 
 as_pg "$BIN/initdb" -D "$DIR/data" -U postgres --auth=trust -E UTF8 >/dev/null
 as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -t 60 \
-  -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c max_connections=200" start >/dev/null
+  -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=${CHRONOLOCK_PG_FSYNC:-off} -c max_connections=200" start >/dev/null
 as_pg "$BIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres chronolock_test
 
 export CHRONOLOCK_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PORT/chronolock_test"

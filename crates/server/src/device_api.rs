@@ -247,71 +247,66 @@ async fn sync(State(state): State<AppState>, body: Bytes) -> Result<Response, De
     let status = request.status;
     let now = receive_us.div_euclid(1_000_000);
 
-    let mut tx = state.db.pool().begin().await?;
-    let mut notified = Vec::new();
-    for event in request.events() {
-        let (kind, credential, decision, mv, detail) = event_columns(&event.body);
-        let inserted: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO events (door_id, device_event_id, kind, device_us, received_us, credential, decision, mv, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (door_id, device_event_id) DO NOTHING RETURNING id",
-        )
-        .bind(door_id)
-        // Stored as the same 64 bits; ids above i64::MAX read back negative, and stay unique.
-        .bind(event.id as i64)
-        .bind(kind)
-        .bind(event.device_us)
-        .bind(receive_us)
-        .bind(credential)
-        .bind(decision)
-        .bind(mv)
-        .bind(detail)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let (Some((id,)), EventBody::Notify { .. }) = (inserted, &event.body) {
-            notified.push(id);
+    // Events are stored before the answer acknowledges them; the door's status (last sync,
+    // clock, battery) is written behind, a second later, batched with every other door's.
+    let mut stored = Vec::new();
+    if request.event_count > 0 {
+        let mut tx = state.db.pool().begin().await?;
+        for event in request.events() {
+            let (kind, credential, decision, mv, detail) = event_columns(&event.body);
+            let inserted: Option<(i64,)> = sqlx::query_as(
+                "INSERT INTO events (door_id, device_event_id, kind, device_us, received_us, credential, decision, mv, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (door_id, device_event_id) DO NOTHING RETURNING id",
+            )
+            .bind(door_id)
+            // Stored as the same 64 bits; ids above i64::MAX read back negative, and stay unique.
+            .bind(event.id as i64)
+            .bind(kind)
+            .bind(event.device_us)
+            .bind(receive_us)
+            .bind(credential)
+            .bind(decision)
+            .bind(mv)
+            .bind(detail)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((id,)) = inserted {
+                stored.push((id, kind));
+            }
+        }
+        // Webhook deliveries are queued with the events they carry: none is lost in a crash.
+        let (hooks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhooks")
+            .fetch_one(&mut *tx)
+            .await?;
+        if hooks > 0 {
+            for (id, kind) in &stored {
+                crate::webhooks::enqueue(&mut tx, *id, kind, now).await?;
+            }
+        }
+        tx.commit().await?;
+        if hooks > 0 && !stored.is_empty() {
+            state.webhook_wake.notify_one();
         }
     }
-    for event_id in &notified {
-        crate::webhooks::enqueue(&mut tx, *event_id, "notify", now).await?;
-    }
     let offset_us = status.wall_us.map(|w| w - receive_us);
-    let row: (i64, i32) = sqlx::query_as(
-        "UPDATE doors SET last_sync = $1, device_generation = $2, clock_valid = $3, clock_source = $4, \
-         clock_offset_us = $5, clock_error_us = $6, battery_mv = CASE WHEN $7 > 0 THEN $7 ELSE battery_mv END \
-         WHERE id = $8 RETURNING generation, sync_interval_s",
-    )
-    .bind(now)
-    .bind(status.generation as i64)
-    .bind(i64::from(status.wall_us.is_some()))
-    .bind(status.source.map(|s| s.as_str()))
-    .bind(offset_us)
-    .bind(status.error_us as i64)
-    .bind(i32::from(status.battery_mv))
-    .bind(door_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if let (Some(offset), Some(source)) = (offset_us, status.source) {
-        // One sample a minute at most: the chart's resolution, whatever the sync rate.
-        sqlx::query(
-            "INSERT INTO clock_samples (door_id, at, offset_us, error_us, source) \
-             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
-             (SELECT 1 FROM clock_samples WHERE door_id = $1 AND at > $6)",
-        )
-        .bind(door_id)
-        .bind(now)
-        .bind(offset)
-        .bind(status.error_us as i64)
-        .bind(source.as_str())
-        .bind(now - 60)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    if !notified.is_empty() {
-        state.webhook_wake.notify_one();
-    }
-
+    state.door_status.record(
+        door_id,
+        DoorStatus {
+            at: now,
+            generation: status.generation as i64,
+            clock_valid: status.wall_us.is_some(),
+            source: status.source.map(|s| s.as_str()),
+            offset_us,
+            error_us: status.error_us as i64,
+            battery_mv: i32::from(status.battery_mv),
+        },
+    );
+    let row: (i64, i32) =
+        sqlx::query_as("SELECT generation, sync_interval_s FROM doors WHERE id = $1")
+            .bind(door_id)
+            .fetch_one(state.db.pool())
+            .await?;
     let (generation, interval) = (row.0 as u64, row.1.max(1) as u32);
     let list = if status.generation < generation {
         crate::model::door_list(&state, door_id)
@@ -388,4 +383,97 @@ pub async fn conditional_granted(
         return Ok(false);
     }
     Ok(crate::model::rule_allows_at(state, door_id, &rule, now).await?)
+}
+
+/// What a sync says about its door, for the dashboard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DoorStatus {
+    /// Server time of the sync (Unix seconds).
+    pub at: i64,
+    /// The device's list generation.
+    pub generation: i64,
+    /// Whether its clock is valid.
+    pub clock_valid: bool,
+    /// Its clock's source.
+    pub source: Option<&'static str>,
+    /// Device clock minus server time, µs.
+    pub offset_us: Option<i64>,
+    /// The device's own error bound, µs.
+    pub error_us: i64,
+    /// Battery, mV (0: not reported).
+    pub battery_mv: i32,
+}
+
+/// Door statuses waiting to be written: the latest per door, flushed every second in one
+/// transaction. Under load this turns thousands of small writes into one; a crash loses at
+/// most a second of "last seen" (events are never buffered).
+#[derive(Debug, Default)]
+pub struct StatusBuffer {
+    pending: std::sync::Mutex<std::collections::HashMap<i64, DoorStatus>>,
+}
+
+impl StatusBuffer {
+    /// Keeps the latest status of a door.
+    pub fn record(&self, door_id: i64, status: DoorStatus) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(door_id, status);
+        }
+    }
+
+    /// Writes what is waiting; returns how many doors.
+    pub async fn flush(&self, db: &crate::Db) -> Result<usize, sqlx::Error> {
+        let pending = match self.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return Ok(0),
+        };
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = db.pool().begin().await?;
+        for (door_id, s) in &pending {
+            sqlx::query(
+                "UPDATE doors SET last_sync = $1, device_generation = $2, clock_valid = $3, clock_source = $4, \
+                 clock_offset_us = $5, clock_error_us = $6, battery_mv = CASE WHEN $7 > 0 THEN $7 ELSE battery_mv END \
+                 WHERE id = $8",
+            )
+            .bind(s.at)
+            .bind(s.generation)
+            .bind(i64::from(s.clock_valid))
+            .bind(s.source)
+            .bind(s.offset_us)
+            .bind(s.error_us)
+            .bind(s.battery_mv)
+            .bind(door_id)
+            .execute(&mut *tx)
+            .await?;
+            if let (Some(offset), Some(source)) = (s.offset_us, s.source) {
+                // One sample a minute at most: the chart's resolution, whatever the sync rate.
+                sqlx::query(
+                    "INSERT INTO clock_samples (door_id, at, offset_us, error_us, source) \
+                     SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+                     (SELECT 1 FROM clock_samples WHERE door_id = $1 AND at > $6)",
+                )
+                .bind(door_id)
+                .bind(s.at)
+                .bind(offset)
+                .bind(s.error_us)
+                .bind(source)
+                .bind(s.at - 60)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(pending.len())
+    }
+
+    /// Flushes every second until the server stops.
+    pub async fn run(state: AppState) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if let Err(e) = state.door_status.flush(&state.db).await {
+                tracing::warn!(error = %e, "writing door statuses");
+            }
+        }
+    }
 }

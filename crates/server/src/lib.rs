@@ -69,6 +69,8 @@ pub struct AppState {
     pub signing_key: std::sync::Arc<ed25519_dalek::SigningKey>,
     /// Wakes the webhook sender when a sync queued a delivery.
     pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Door statuses from syncs, written behind in batches.
+    pub door_status: std::sync::Arc<device_api::StatusBuffer>,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
             site_public_key: signing_key.verifying_key().to_bytes(),
             signing_key: std::sync::Arc::new(signing_key),
             webhook_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            door_status: std::sync::Arc::default(),
         })
     }
 }
@@ -137,7 +140,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let background = [
         tokio::spawn(webhooks::run(state.clone())),
         tokio::spawn(recompile_lists(state.clone())),
+        tokio::spawn(device_api::StatusBuffer::run(state.clone())),
     ];
+    let status = state.door_status.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -155,6 +160,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         .map_err(ServeError::Io)?;
     for task in background {
         task.abort();
+    }
+    if let Err(e) = status.flush(&db).await {
+        tracing::warn!(error = %e, "writing door statuses at shutdown");
     }
     db.close().await;
     Ok(())

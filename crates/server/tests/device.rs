@@ -225,7 +225,8 @@ async fn pairing_sync_events_and_lists() {
         .await;
         assert_eq!(granted, 1);
 
-        // The dashboard's view of the door.
+        // The dashboard's view of the door (written behind, in batches).
+        state.door_status.flush(&state.db).await.unwrap();
         let (last_sync, dev_gen, offset, battery): (Option<i64>, Option<i64>, Option<i64>, Option<i32>) =
             sqlx::query_as("SELECT last_sync, device_generation, clock_offset_us, battery_mv FROM doors WHERE id = $1")
                 .bind(s.door)
