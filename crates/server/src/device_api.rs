@@ -156,10 +156,6 @@ async fn door_key(state: &AppState, door_id: u64) -> Result<[u8; 32], DeviceErro
         .ok_or_else(unknown)
 }
 
-fn credential_text(c: &Credential) -> String {
-    c.to_string()
-}
-
 /// One event's columns: kind, credential, decision, mv, detail (JSON).
 fn event_columns(
     body: &EventBody,
@@ -177,14 +173,14 @@ fn event_columns(
             decision,
         } => (
             kind,
-            Some(credential_text(credential)),
+            Some(credential.to_string()),
             Some(decision.as_str().to_string()),
             None,
             None,
         ),
         EventBody::Notify { credential } => (
             kind,
-            Some(credential_text(credential)),
+            Some(credential.to_string()),
             None,
             None,
             Some(serde_json::json!({"kind": "emergency"}).to_string()),

@@ -9,31 +9,55 @@
 
 use jiff::tz::TimeZone;
 
-use crate::model::ModelError;
+use crate::model::{invalid, unique_violation, ModelError};
 use crate::schedule::{self, LocalSlot};
 use crate::AppState;
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ModelError {
-    ModelError::Invalid {
-        field,
-        message: message.into(),
-    }
-}
-
 /// The same rule as the model's creation functions: trimmed, 1 to 100 characters.
 fn name_field(name: &str) -> Result<String, ModelError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(invalid("name", "1 to 100 characters"));
-    }
-    Ok(name.to_string())
+    crate::model::name_field("name", name)
 }
 
-fn unique_violation(e: sqlx::Error, field: &'static str, message: &str) -> ModelError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => invalid(field, message),
-        _ => e.into(),
-    }
+/// Renames a row of a site's table (`doors`, `people`, `groups`, `schedules`); `taken` is the
+/// message when the table's names are unique and the name is in use.
+async fn rename_row(
+    state: &AppState,
+    table: &'static str,
+    site_id: i64,
+    id: i64,
+    name: &str,
+    taken: &str,
+) -> Result<(), ModelError> {
+    let name = name_field(name)?;
+    let rows = sqlx::query(&format!(
+        "UPDATE {table} SET name = $1 WHERE site_id = $2 AND id = $3"
+    ))
+    .bind(name)
+    .bind(site_id)
+    .bind(id)
+    .execute(state.db.pool())
+    .await
+    .map_err(|e| unique_violation(e, "name", taken))?
+    .rows_affected();
+    changed(rows)
+}
+
+/// Deletes a row of a site's table; what hangs off it goes with it (foreign keys cascade).
+async fn delete_row(
+    state: &AppState,
+    table: &'static str,
+    site_id: i64,
+    id: i64,
+) -> Result<(), ModelError> {
+    let rows = sqlx::query(&format!(
+        "DELETE FROM {table} WHERE site_id = $1 AND id = $2"
+    ))
+    .bind(site_id)
+    .bind(id)
+    .execute(state.db.pool())
+    .await?
+    .rows_affected();
+    changed(rows)
 }
 
 /// `Ok(())` if a statement changed a row, else [`ModelError::NotFound`].
@@ -178,27 +202,20 @@ pub async fn rename_door(
     door_id: i64,
     name: &str,
 ) -> Result<(), ModelError> {
-    let name = name_field(name)?;
-    let rows = sqlx::query("UPDATE doors SET name = $1 WHERE site_id = $2 AND id = $3")
-        .bind(name)
-        .bind(site_id)
-        .bind(door_id)
-        .execute(state.db.pool())
-        .await
-        .map_err(|e| unique_violation(e, "name", "a door of this name exists"))?
-        .rows_affected();
-    changed(rows)
+    rename_row(
+        state,
+        "doors",
+        site_id,
+        door_id,
+        name,
+        "a door of this name exists",
+    )
+    .await
 }
 
 /// Deletes a door with its rules and events.
 pub async fn delete_door(state: &AppState, site_id: i64, door_id: i64) -> Result<(), ModelError> {
-    let rows = sqlx::query("DELETE FROM doors WHERE site_id = $1 AND id = $2")
-        .bind(site_id)
-        .bind(door_id)
-        .execute(state.db.pool())
-        .await?
-        .rows_affected();
-    changed(rows)
+    delete_row(state, "doors", site_id, door_id).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,15 +293,15 @@ pub async fn rename_person(
     person_id: i64,
     name: &str,
 ) -> Result<(), ModelError> {
-    let name = name_field(name)?;
-    let rows = sqlx::query("UPDATE people SET name = $1 WHERE site_id = $2 AND id = $3")
-        .bind(name)
-        .bind(site_id)
-        .bind(person_id)
-        .execute(state.db.pool())
-        .await?
-        .rows_affected();
-    changed(rows)
+    rename_row(
+        state,
+        "people",
+        site_id,
+        person_id,
+        name,
+        "this name is taken",
+    )
+    .await
 }
 
 /// Deletes a person with their cards, keypad codes, memberships and rules.
@@ -293,13 +310,7 @@ pub async fn delete_person(
     site_id: i64,
     person_id: i64,
 ) -> Result<(), ModelError> {
-    let rows = sqlx::query("DELETE FROM people WHERE site_id = $1 AND id = $2")
-        .bind(site_id)
-        .bind(person_id)
-        .execute(state.db.pool())
-        .await?
-        .rows_affected();
-    changed(rows)
+    delete_row(state, "people", site_id, person_id).await
 }
 
 /// A card.
@@ -532,27 +543,20 @@ pub async fn rename_group(
     group_id: i64,
     name: &str,
 ) -> Result<(), ModelError> {
-    let name = name_field(name)?;
-    let rows = sqlx::query("UPDATE groups SET name = $1 WHERE site_id = $2 AND id = $3")
-        .bind(name)
-        .bind(site_id)
-        .bind(group_id)
-        .execute(state.db.pool())
-        .await
-        .map_err(|e| unique_violation(e, "name", "a group of this name exists"))?
-        .rows_affected();
-    changed(rows)
+    rename_row(
+        state,
+        "groups",
+        site_id,
+        group_id,
+        name,
+        "a group of this name exists",
+    )
+    .await
 }
 
 /// Deletes a group with its memberships and rules (the people stay).
 pub async fn delete_group(state: &AppState, site_id: i64, group_id: i64) -> Result<(), ModelError> {
-    let rows = sqlx::query("DELETE FROM groups WHERE site_id = $1 AND id = $2")
-        .bind(site_id)
-        .bind(group_id)
-        .execute(state.db.pool())
-        .await?
-        .rows_affected();
-    changed(rows)
+    delete_row(state, "groups", site_id, group_id).await
 }
 
 /// Takes a person out of a group.
@@ -720,16 +724,15 @@ pub async fn rename_schedule(
     schedule_id: i64,
     name: &str,
 ) -> Result<(), ModelError> {
-    let name = name_field(name)?;
-    let rows = sqlx::query("UPDATE schedules SET name = $1 WHERE site_id = $2 AND id = $3")
-        .bind(name)
-        .bind(site_id)
-        .bind(schedule_id)
-        .execute(state.db.pool())
-        .await
-        .map_err(|e| unique_violation(e, "name", "a schedule of this name exists"))?
-        .rows_affected();
-    changed(rows)
+    rename_row(
+        state,
+        "schedules",
+        site_id,
+        schedule_id,
+        name,
+        "a schedule of this name exists",
+    )
+    .await
 }
 
 /// Deletes a schedule that no rule uses (a SCHEDULED rule without its schedule would open at

@@ -40,14 +40,16 @@ pub enum ModelError {
     DbOpen(#[from] crate::DbError),
 }
 
-fn invalid(field: &'static str, message: impl Into<String>) -> ModelError {
+/// A field error for the admin.
+pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> ModelError {
     ModelError::Invalid {
         field,
         message: message.into(),
     }
 }
 
-fn name_field(field: &'static str, name: &str) -> Result<String, ModelError> {
+/// A name as stored: trimmed, 1 to 100 characters.
+pub(crate) fn name_field(field: &'static str, name: &str) -> Result<String, ModelError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(invalid(field, "1 to 100 characters"));
@@ -227,7 +229,7 @@ pub async fn create_schedule(
             .bind(name)
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| unique_violation(e.into(), "name", "a schedule of this name exists"))?;
+            .map_err(|e| unique_violation(e, "name", "a schedule of this name exists"))?;
     for s in slots {
         sqlx::query("INSERT INTO schedule_slots (schedule_id, days, start_min, end_min) VALUES ($1, $2, $3, $4)")
             .bind(id)
@@ -301,7 +303,13 @@ async fn insert_id(
     Ok(id)
 }
 
-fn unique_violation(e: ModelError, field: &'static str, message: &str) -> ModelError {
+/// A unique-constraint failure as a field error; other errors pass through.
+pub(crate) fn unique_violation(
+    e: impl Into<ModelError>,
+    field: &'static str,
+    message: &str,
+) -> ModelError {
+    let e = e.into();
     match &e {
         ModelError::Db(sqlx::Error::Database(d)) if d.is_unique_violation() => {
             invalid(field, message)
