@@ -1,0 +1,17 @@
+//! Device-side pieces that are not decisions and not hardware: what both the ESP32-C3 firmware
+//! and the virtual doors need between the core [`Controller`](chronolock_core::Controller) and
+//! their I/O.
+//!
+//! - [`slots`]: two allow-list slots in a NOR-flash region, switched only after the new list is
+//!   complete and checked, so a power cut mid-download keeps the previous list;
+//! - [`setup`]: the setup page a door in setup mode serves from its access point, and the form it
+//!   posts (the phone's time, Wi-Fi, server and pairing code);
+//! - [`wiegand`]: Wiegand 26/34 card frames and keypad keys from the reader's D0/D1 pulses.
+//!
+//! `no_std`, no heap: everything here runs on the door.
+
+#![no_std]
+
+pub mod setup;
+pub mod slots;
+pub mod wiegand;
