@@ -2,7 +2,10 @@
 //!
 //! The request's transmit timestamp is a random cookie, not our time (our clock may be invalid,
 //! and a cookie an off-path attacker cannot guess binds the answer to the request, as chrony
-//! does). The answer's offset is measured against the device's monotonic clock, so it is usable
+//! does). The cookie is shaped like a timestamp of whole microseconds (random seconds, random
+//! microsecond), so an SNTP library that writes its transmit time from seconds and microseconds
+//! (`sntpc` on the door and the virtual doors) can put it on the wire unchanged
+//! ([`NtpRequest::cookie_parts`]); 51 of its bits are unpredictable. The answer's offset is measured against the device's monotonic clock, so it is usable
 //! before the wall clock has ever been set.
 
 use core::time::Duration;
@@ -80,6 +83,23 @@ pub struct NtpRequest {
 }
 
 impl NtpRequest {
+    /// A cookie from 64 random bits: odd random NTP seconds and a random whole microsecond
+    /// (never zero: a zero origin means "not an answer to a request").
+    pub fn cookie_from_random(random: u64) -> u64 {
+        let secs = (random >> 32) | 1;
+        let micros = (random as u32) % 1_000_000;
+        (secs << 32) | micros_to_fraction(micros)
+    }
+
+    /// The cookie as NTP-era seconds and microseconds, the way an SNTP library that counts in
+    /// microseconds builds its transmit timestamp (`fraction = micros * 2^32 / 10^6`, rounded
+    /// down). Exact for cookies from [`cookie_from_random`](Self::cookie_from_random).
+    pub fn cookie_parts(&self) -> (u32, u32) {
+        let fraction = u64::from(self.cookie as u32);
+        let micros = (fraction * 1_000_000).div_ceil(1 << 32);
+        ((self.cookie >> 32) as u32, micros as u32)
+    }
+
     /// The 48 bytes of a version 4 client request carrying `cookie`.
     pub fn packet(&self) -> [u8; PACKET_LEN] {
         let mut p = [0u8; PACKET_LEN];
@@ -87,6 +107,11 @@ impl NtpRequest {
         p[40..48].copy_from_slice(&self.cookie.to_be_bytes());
         p
     }
+}
+
+/// The NTP fraction of a second for whole microseconds, rounded down as SNTP clients do.
+fn micros_to_fraction(micros: u32) -> u64 {
+    (u64::from(micros) << 32) / 1_000_000
 }
 
 /// Limits an answer must respect; from [`Config`](crate::Config).
@@ -323,6 +348,23 @@ mod tests {
         bytes(&mut p);
         let at = Instant::from_micros(10_020_100);
         (parse_response(&p, &request(), at, &limits()), t)
+    }
+
+    #[test]
+    fn cookies_are_whole_microseconds_an_sntp_library_can_carry() {
+        for random in [0u64, 1, 999_999, 1_000_000, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let cookie = NtpRequest::cookie_from_random(random);
+            assert_ne!(cookie, 0);
+            let request = NtpRequest {
+                cookie,
+                sent_at: Instant::ZERO,
+            };
+            let (secs, micros) = request.cookie_parts();
+            assert!(micros < 1_000_000);
+            // Rebuilt the way sntpc writes a transmit timestamp.
+            let rebuilt = (u64::from(secs) << 32) | (u64::from(micros) << 32) / 1_000_000;
+            assert_eq!(rebuilt, cookie, "{random:#x}");
+        }
     }
 
     #[test]

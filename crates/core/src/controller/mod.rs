@@ -713,8 +713,7 @@ impl Controller {
             if self.ntp.denied[idx] {
                 continue;
             }
-            // Never zero: a zero origin in the answer means "not an answer to us".
-            let cookie = self.rng.next_u64() | 1;
+            let cookie = NtpRequest::cookie_from_random(self.rng.next_u64());
             let request = NtpRequest {
                 cookie,
                 sent_at: now,
