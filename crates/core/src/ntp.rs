@@ -362,7 +362,7 @@ mod tests {
             let (secs, micros) = request.cookie_parts();
             assert!(micros < 1_000_000);
             // Rebuilt the way sntpc writes a transmit timestamp.
-            let rebuilt = (u64::from(secs) << 32) | (u64::from(micros) << 32) / 1_000_000;
+            let rebuilt = (u64::from(secs) << 32) | ((u64::from(micros) << 32) / 1_000_000);
             assert_eq!(rebuilt, cookie, "{random:#x}");
         }
     }
