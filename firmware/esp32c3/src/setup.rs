@@ -1,0 +1,258 @@
+//! Setup mode: the door is its own Wi-Fi access point (`chronolock-XXXX`, open, at 192.168.4.1)
+//! and serves [`chronolock_device::setup::PAGE`]. The installer's phone posts its time, the Wi-Fi
+//! network, the server address and the pairing code; the time goes to the controller (seed 000:
+//! phone → ESP → RTC), the rest to flash, and the door restarts into station mode.
+
+use core::fmt::Write as _;
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+use chronolock_core::UnixTime;
+use chronolock_device::setup::{self, SetupForm};
+use edge_dhcp::io::{self as dhcp_io, DEFAULT_SERVER_PORT};
+use edge_dhcp::server::{Server as DhcpServer, ServerOptions};
+use edge_nal::UdpBind;
+use edge_nal_embassy::{Udp, UdpBuffers};
+use embassy_net::tcp::TcpSocket;
+use embassy_net::{IpListenEndpoint, Stack};
+use embassy_time::{Duration, Timer};
+use embedded_io_async::Write;
+use esp_radio::wifi::WifiController;
+use log::{info, warn};
+
+use crate::bus::{self, Input};
+use crate::store::{Settings, SharedStore};
+
+/// The access point's own address; phones get 192.168.4.x from its DHCP server.
+pub const AP_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 4, 1);
+
+/// Largest request the setup server reads (head and form).
+const REQUEST_MAX: usize = 2048;
+
+/// Keeps the access point's controller alive and logs phones joining.
+#[embassy_executor::task]
+pub async fn ap_task(wifi: WifiController<'static>) -> ! {
+    loop {
+        match wifi.wait_for_access_point_connected_event_async().await {
+            Ok(event) => info!("setup access point: {event:?}"),
+            Err(e) => {
+                warn!("setup access point: {e:?}");
+                Timer::after(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Hands out addresses to phones on the setup access point.
+#[embassy_executor::task]
+pub async fn dhcp_task(stack: Stack<'static>) -> ! {
+    let buffers = UdpBuffers::<2, 1024, 1024, 4>::new();
+    let udp = Udp::new(stack, &buffers);
+    let mut buf = [0u8; 1500];
+    let mut gateways = [AP_ADDRESS];
+    loop {
+        let bound = udp
+            .bind(core::net::SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::UNSPECIFIED,
+                DEFAULT_SERVER_PORT,
+            )))
+            .await;
+        match bound {
+            Ok(mut socket) => {
+                let r = dhcp_io::server::run(
+                    &mut DhcpServer::<_, 8>::new_with_et(AP_ADDRESS),
+                    &ServerOptions::new(AP_ADDRESS, Some(&mut gateways)),
+                    &mut socket,
+                    &mut buf,
+                )
+                .await;
+                if let Err(e) = r {
+                    warn!("DHCP server: {e:?}");
+                }
+            }
+            Err(e) => warn!("DHCP socket: {e:?}"),
+        }
+        Timer::after(Duration::from_secs(1)).await;
+    }
+}
+
+/// What a request asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    /// `GET /`: the page.
+    Page,
+    /// `POST /setup` with this form body.
+    Submit(&'a [u8]),
+    /// Anything else: sent to the page (phones probing for a captive portal land there).
+    Elsewhere,
+}
+
+/// Why a request was not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+enum RequestError {
+    /// Larger than [`REQUEST_MAX`].
+    TooLarge,
+    /// Not HTTP.
+    Malformed,
+    /// The connection failed or closed early.
+    Io,
+}
+
+/// Splits a complete request into its route. `None` while more bytes are needed.
+fn route(req: &[u8]) -> Option<Result<Route<'_>, RequestError>> {
+    let end = req.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let Ok(head) = core::str::from_utf8(&req[..end]) else {
+        return Some(Err(RequestError::Malformed));
+    };
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+    let mut length = 0usize;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                match value.trim().parse() {
+                    Ok(n) => length = n,
+                    Err(_) => return Some(Err(RequestError::Malformed)),
+                }
+            }
+        }
+    }
+    if end + length > REQUEST_MAX {
+        return Some(Err(RequestError::TooLarge));
+    }
+    if req.len() < end + length {
+        return None;
+    }
+    let path = path.split('?').next().unwrap_or("");
+    Some(Ok(match (method, path) {
+        ("GET", "/") => Route::Page,
+        ("POST", "/setup") => Route::Submit(&req[end..end + length]),
+        _ => Route::Elsewhere,
+    }))
+}
+
+/// Serves the setup page on port 80, one phone at a time.
+#[embassy_executor::task]
+pub async fn http_task(stack: Stack<'static>, store: &'static SharedStore) -> ! {
+    let mut rx = [0u8; 1536];
+    let mut tx = [0u8; 1536];
+    let mut req = [0u8; REQUEST_MAX];
+    loop {
+        let mut socket = TcpSocket::new(stack, &mut rx, &mut tx);
+        socket.set_timeout(Some(Duration::from_secs(10)));
+        if socket
+            .accept(IpListenEndpoint {
+                addr: None,
+                port: 80,
+            })
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let mut n = 0;
+        let routed = loop {
+            if let Some(r) = route(&req[..n]) {
+                break r;
+            }
+            if n == req.len() {
+                break Err(RequestError::TooLarge);
+            }
+            match socket.read(&mut req[n..]).await {
+                Ok(0) | Err(_) => break Err(RequestError::Io),
+                Ok(got) => n += got,
+            }
+        };
+        let at = bus::now();
+        let mut restart = false;
+        let _ = match routed {
+            Ok(Route::Page) => respond(&mut socket, "200 OK", setup::PAGE).await,
+            Ok(Route::Submit(body)) => {
+                let mut page: heapless::String<1024> = heapless::String::new();
+                match setup::parse_form(body) {
+                    Ok(form) => {
+                        accept(&form, store, at).await;
+                        let _ = setup::write_answer(&mut page, Ok(&form));
+                        restart = true;
+                    }
+                    Err(e) => {
+                        info!("setup form refused: {e}");
+                        let _ = setup::write_answer(&mut page, Err(&e));
+                    }
+                }
+                respond(&mut socket, "200 OK", &page).await
+            }
+            Ok(Route::Elsewhere) => redirect(&mut socket).await,
+            Err(RequestError::TooLarge) => respond(&mut socket, "413 Payload Too Large", "").await,
+            Err(_) => Ok(()),
+        };
+        socket.close();
+        let _ = socket.flush().await;
+        Timer::after(Duration::from_millis(200)).await;
+        socket.abort();
+        if restart {
+            // Give the door task time to take the phone's time and write the RTC (aligned to the
+            // next second), then start over in station mode.
+            Timer::after(Duration::from_secs(3)).await;
+            info!("setup saved: restarting");
+            esp_hal::system::software_reset();
+        }
+    }
+}
+
+/// Keeps the settings and gives the phone's time to the controller.
+async fn accept(form: &SetupForm, store: &'static SharedStore, at: chronolock_core::Instant) {
+    let settings = Settings {
+        ssid: form.ssid.clone(),
+        password: form.password.clone(),
+        server_url: form.server_url.clone(),
+        pairing_code: form.pairing_code.clone(),
+    };
+    {
+        let mut store = store.lock().await;
+        let old = store.settings().await.ok().flatten();
+        // A new pairing code pairs the door again (to this server or another).
+        if old.is_none_or(|o| o.pairing_code != settings.pairing_code) {
+            if let Err(e) = store.forget_pairing().await {
+                warn!("old pairing not removed: {e:?}");
+            }
+        }
+        if let Err(e) = store.set_settings(&settings).await {
+            warn!("settings not stored: {e:?}");
+        }
+    }
+    let ms = i64::try_from(form.phone_time_ms).unwrap_or(i64::MAX / 1000);
+    bus::input(Input::PhoneTime(
+        UnixTime::from_micros(ms.saturating_mul(1000)),
+        at,
+    ))
+    .await;
+}
+
+async fn respond(
+    socket: &mut TcpSocket<'_>,
+    status: &str,
+    body: &str,
+) -> Result<(), embassy_net::tcp::Error> {
+    let mut head: heapless::String<160> = heapless::String::new();
+    let _ = write!(
+        head,
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body.as_bytes()).await?;
+    socket.flush().await
+}
+
+async fn redirect(socket: &mut TcpSocket<'_>) -> Result<(), embassy_net::tcp::Error> {
+    socket
+        .write_all(
+            b"HTTP/1.1 302 Found\r\nLocation: http://192.168.4.1/\r\nContent-Length: 0\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .await?;
+    socket.flush().await
+}
