@@ -4,6 +4,7 @@
 //! - [`scenario`]: the scenario contract's JSON Lines format, parsed strictly.
 //! - [`runner`]: the deterministic discrete-event simulator that plays a scenario.
 
+pub mod fleet;
 pub mod runner;
 pub mod scenario;
 

@@ -1,0 +1,1200 @@
+//! One door of the fleet from the first boot to the end of the run: the shell around the real
+//! core [`Controller`], the door's hardware (oscillator, RTC, flash, network link, battery), its
+//! share of the backend (the event store, list downloads, CONDITIONAL answers), and the checks
+//! made after every step.
+//!
+//! Flash holds what survives a power cut: the persisted record, the installed list's slot, and
+//! the event outbox with its next id. Every event the controller emits is written to the outbox
+//! before anything else happens, and leaves it only when the backend has acknowledged storing
+//! it; the backend stores by event id, so a resend after a lost answer is stored once.
+
+use std::collections::BTreeMap;
+
+use chronolock_core::access::Decision;
+use chronolock_core::allowlist::AllowList;
+use chronolock_core::controller::{Credential, NONCE_LEN};
+use chronolock_core::ntp::{ServerReply, PACKET_LEN};
+use chronolock_core::report::Basis;
+use chronolock_core::{
+    Action, BackendTime, Config, Controller, Event, Instant, Persisted, RtcReading, UnixTime,
+};
+use jiff::civil::Time;
+use jiff::Timestamp;
+
+use super::reference::{self, Want};
+use super::rng::Rng;
+use super::world::{Intervals, Site, World, DAY, HOUR, LOCAL_EDGES_MIN, MIN, SEC};
+use super::{FleetConfig, Plant, Violation};
+
+/// Most events the outbox holds; more would be lost. Sized for the longest backend outage the
+/// fault model draws (36 h) at the busiest door, with room to spare.
+pub(crate) const OUTBOX_CAP: usize = 4096;
+/// Most events one sync carries.
+pub(crate) const SYNC_BATCH: usize = 64;
+/// Most steps at one instant before the door is declared stuck.
+const MAX_STEPS_PER_INSTANT: u32 = 10_000;
+/// Events emitted this close to the end may still be waiting for the next sync.
+const IN_FLIGHT_AT_END: i64 = 15 * MIN;
+/// Slack on the clock's error bound for the simulator's microsecond rounding.
+const BOUND_SLACK_US: i64 = 5;
+/// How close a misled clock's error must be to a lie the door was told for the lie to explain it.
+const LIE_MATCH_US: i64 = SEC;
+
+/// Figures of one door's run, summed into the fleet report.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tally {
+    pub decisions: u64,
+    pub grants: u64,
+    pub unlocks: u64,
+    pub events_emitted: u64,
+    pub events_delivered: u64,
+    pub resent_events: u64,
+    pub reports: u64,
+    pub uptime_reports: u64,
+    pub duplicate_reports: u64,
+    pub missed_reports: u64,
+    pub wrong_grants: u64,
+    pub misled_grants: u64,
+    pub decision_mismatches: u64,
+    pub intent_mismatches: u64,
+    pub lost_events: u64,
+    pub clock_bound_violations: u64,
+    pub misled_clock_steps: u64,
+    pub unjudged_decisions: u64,
+    pub stale_list_decisions: u64,
+    pub unsynced_grants_denied_at_true_time: u64,
+    pub boots: u64,
+    pub syncs: u64,
+    pub list_installs: u64,
+    pub max_outbox: u64,
+    pub faults: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stored {
+    t: i64,
+    event: Event,
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Card(Vec<u8>),
+    PowerCut {
+        until: i64,
+    },
+    Reboot,
+    PowerOn,
+    Network(bool),
+    Drift(i64),
+    Battery(u16),
+    ReportProbe {
+        day: i64,
+    },
+    FaultEnd,
+    NtpReply {
+        boot: u64,
+        server: u8,
+        packet: [u8; PACKET_LEN],
+        lie: Option<i64>,
+    },
+    BackendReply {
+        boot: u64,
+        time: BackendTime,
+        acked: Vec<u64>,
+        list: Option<u64>,
+    },
+    BackendFailed {
+        boot: u64,
+    },
+    ListStaged {
+        boot: u64,
+        generation: u64,
+    },
+    Conditional {
+        boot: u64,
+        request: u32,
+        uid: Vec<u8>,
+        granted: Option<bool>,
+    },
+    RtcTick {
+        boot: u64,
+    },
+}
+
+/// The DS3231: a free-running counter from its last write, with its own drift.
+#[derive(Clone, Debug)]
+struct Rtc {
+    base_t: i64,
+    base_utc: i64,
+    drift_ppb: i64,
+    osf: bool,
+}
+
+impl Rtc {
+    fn utc_at(&self, t: i64) -> i64 {
+        let dt = t - self.base_t;
+        self.base_utc + dt + mul_ppb(dt, self.drift_ppb)
+    }
+
+    fn read(&self, t: i64) -> RtcReading {
+        RtcReading::from_registers(UnixTime::from_micros(self.utc_at(t)).civil(), self.osf)
+    }
+
+    /// True time of the next tick of the seconds register after `t`.
+    fn next_tick(&self, t: i64) -> i64 {
+        let target = (self.utc_at(t).div_euclid(SEC) + 1) * SEC;
+        let mut at = t + inv_ppb(target - self.utc_at(t), self.drift_ppb);
+        while self.utc_at(at) < target {
+            at += 1;
+        }
+        at
+    }
+}
+
+/// `dt` × `ppb` / 10⁹, rounded down.
+fn mul_ppb(dt: i64, ppb: i64) -> i64 {
+    (i128::from(dt) * i128::from(ppb)).div_euclid(1_000_000_000) as i64
+}
+
+/// About the true duration an oscillator `ppb` fast counts as `d`.
+fn inv_ppb(d: i64, ppb: i64) -> i64 {
+    (i128::from(d) * 1_000_000_000).div_euclid(1_000_000_000 + i128::from(ppb)) as i64
+}
+
+/// The running device: one controller per boot, and its monotonic clock as a piecewise-linear
+/// function of true time (the oscillator's rate changes with temperature).
+struct Dev {
+    ctl: Controller,
+    boot: u64,
+    seg_t: i64,
+    seg_mono: i64,
+    boot_t: i64,
+    /// Since when (true time) the clock has been valid and within its bound, this boot.
+    good_clock_since: Option<i64>,
+}
+
+/// One door's whole run.
+pub(crate) struct DoorRun<'w> {
+    w: &'w World,
+    cfg: &'w FleetConfig,
+    door: u32,
+    site: &'w Site,
+    ctl_cfg: Config,
+    rng: Rng,
+    t: i64,
+    queue: BTreeMap<(i64, u64), Ev>,
+    seq: u64,
+    dev: Option<Dev>,
+    boots: u64,
+    osc_ppb: i64,
+    network_up: bool,
+    mains_off_until: i64,
+    rtc: Option<Rtc>,
+    battery_mv: u16,
+    // Flash.
+    flash_record: Option<[u8; Persisted::LEN]>,
+    flash_list: Option<u64>,
+    outbox: BTreeMap<u64, Stored>,
+    next_id: u64,
+    // The backend's view of this door.
+    store: BTreeMap<u64, Stored>,
+    // Checker state.
+    emitted: BTreeMap<u64, Stored>,
+    report_days: BTreeMap<i64, u32>,
+    /// Errors of lies told to this boot's clock (NTP answers off by these).
+    lies_seen: Vec<i64>,
+    /// The clock's error when it last wrote the RTC, if it was outside its bound then.
+    rtc_taint: Option<i64>,
+    /// While handling a CONDITIONAL answer: the card and the backend's verdict.
+    conditional_ctx: Option<(Vec<u8>, bool)>,
+    max_installed: u64,
+    pub(crate) tally: Tally,
+    pub(crate) violations: Vec<Violation>,
+}
+
+impl<'w> DoorRun<'w> {
+    pub(crate) fn new(w: &'w World, cfg: &'w FleetConfig, door: u32, mut rng: Rng) -> Self {
+        let site = &w.sites[(door / super::world::DOORS_PER_SITE) as usize % w.sites.len()];
+        let mut ctl_cfg = Config::default();
+        ctl_cfg.ntp_servers.clear();
+        for i in 0..w.ntp.len() {
+            let name = format!("ntp{i}.sim");
+            let _ = ctl_cfg
+                .ntp_servers
+                .push(name.as_str().try_into().unwrap_or_default());
+        }
+        ctl_cfg.site_key = Some(
+            ed25519_dalek::SigningKey::from_bytes(&site.key)
+                .verifying_key()
+                .to_bytes(),
+        );
+        // The firmware's build time: before any start date the fleet draws.
+        ctl_cfg.time_floor = UnixTime::from_secs(1_767_225_600);
+        let rtc = rng.chance(600_000).then(|| Rtc {
+            base_t: 0,
+            // Set at the factory to within a second and a half.
+            base_utc: w.start_utc_us + rng.range(-1_500_000, 1_500_000),
+            drift_ppb: rng.range(-1_900, 1_900),
+            osf: rng.chance(150_000),
+        });
+        let flash_record = Some(
+            Persisted {
+                provisioned: true,
+                ..Persisted::default()
+            }
+            .encode(),
+        );
+        let osc_ppb = rng.range(-9_500, 9_500);
+        let mut run = DoorRun {
+            w,
+            cfg,
+            door,
+            site,
+            ctl_cfg,
+            rng,
+            t: 0,
+            queue: BTreeMap::new(),
+            seq: 0,
+            dev: None,
+            boots: 0,
+            osc_ppb,
+            network_up: true,
+            mains_off_until: 0,
+            rtc,
+            battery_mv: 3_700,
+            flash_record,
+            flash_list: None,
+            outbox: BTreeMap::new(),
+            next_id: 1,
+            store: BTreeMap::new(),
+            emitted: BTreeMap::new(),
+            report_days: BTreeMap::new(),
+            lies_seen: Vec::new(),
+            rtc_taint: None,
+            conditional_ctx: None,
+            max_installed: 0,
+            tally: Tally::default(),
+            violations: Vec::new(),
+        };
+        run.script();
+        run
+    }
+
+    fn fault(&mut self, kind: &'static str) {
+        *self.tally.faults.entry(kind).or_default() += 1;
+    }
+
+    fn schedule(&mut self, at: i64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at.max(self.t), self.seq), ev);
+    }
+
+    /// The door's scripted life: presentations, power, network, temperature, battery, and a
+    /// probe after each day's report hour.
+    fn script(&mut self) {
+        let end = self.w.fault_end;
+        let mean_gap = DAY / i64::from(self.cfg.presentations_per_day.max(1));
+        let mut t = self.rng.range(0, 2 * mean_gap);
+        while t < end {
+            let uid = if self.rng.chance(150_000) {
+                let mut uid = vec![0u8; 4];
+                self.rng.fill(&mut uid);
+                uid
+            } else {
+                let i = self.rng.below(self.site.people.len() as u64) as usize;
+                self.site.people[i].clone()
+            };
+            let at = if self.rng.chance(300_000) {
+                self.near_local_edge(t)
+            } else {
+                t
+            };
+            if (0..end).contains(&at) {
+                self.schedule(at, Ev::Card(uid));
+            }
+            t += self.rng.range(1, 2 * mean_gap);
+        }
+        let cuts = Intervals::draw(&mut self.rng, end, 4 * DAY, 5 * SEC, 4 * HOUR);
+        for (start, stop) in cuts.iter() {
+            self.schedule(start, Ev::PowerCut { until: stop });
+        }
+        let mut t = self.rng.range(0, 10 * DAY);
+        while t < end {
+            self.schedule(t, Ev::Reboot);
+            t += self.rng.range(HOUR, 10 * DAY);
+        }
+        let outages = Intervals::draw(&mut self.rng, end, 3 * DAY, 10 * SEC, 8 * HOUR);
+        for (start, stop) in outages.iter() {
+            self.schedule(start, Ev::Network(false));
+            self.schedule(stop, Ev::Network(true));
+        }
+        let mut t = self.rng.range(0, DAY);
+        while t < end {
+            let ppb = self.rng.range(-9_500, 9_500);
+            self.schedule(t, Ev::Drift(ppb));
+            t += self.rng.range(HOUR, 2 * DAY);
+        }
+        let mut t = DAY / 2;
+        let mut mv = 3_700i64;
+        while t < end {
+            mv = (mv - self.rng.range(0, 4)).max(2_900);
+            self.schedule(t, Ev::Battery(mv as u16));
+            t += DAY;
+        }
+        // 04:00:30 true UTC of every day.
+        let first_day = (self.w.start_utc_us).div_euclid(DAY);
+        let last_day = (self.w.start_utc_us + self.w.end).div_euclid(DAY);
+        for day in first_day..=last_day {
+            let at = day * DAY + 4 * HOUR + 30 * SEC - self.w.start_utc_us;
+            if (0..self.w.end).contains(&at) {
+                self.schedule(at, Ev::ReportProbe { day });
+            }
+        }
+        self.schedule(end, Ev::FaultEnd);
+        self.schedule(0, Ev::PowerOn);
+    }
+
+    /// A moment within two minutes of a local schedule edge on the local day of `t`.
+    fn near_local_edge(&mut self, t: i64) -> i64 {
+        let edge = LOCAL_EDGES_MIN[self.rng.below(LOCAL_EDGES_MIN.len() as u64) as usize];
+        let jitter = self.rng.range(-120 * SEC, 120 * SEC);
+        let Ok(ts) = Timestamp::from_microsecond(self.w.start_utc_us + t) else {
+            return t;
+        };
+        let date = ts.to_zoned(self.site.zone.clone()).date();
+        let Ok(time) = Time::new((edge / 60) as i8, (edge % 60) as i8, 0, 0) else {
+            return t;
+        };
+        match date.to_datetime(time).to_zoned(self.site.zone.clone()) {
+            Ok(z) => z.timestamp().as_microsecond() - self.w.start_utc_us + jitter,
+            Err(_) => t,
+        }
+    }
+
+    // ----- clocks --------------------------------------------------------------------------
+
+    fn mono_at(dev: &Dev, ppb: i64, t: i64) -> i64 {
+        let dt = t - dev.seg_t;
+        dev.seg_mono + dt + mul_ppb(dt, ppb)
+    }
+
+    fn mono(&self) -> Instant {
+        self.dev.as_ref().map_or(Instant::ZERO, |d| {
+            Instant::from_micros(Self::mono_at(d, self.osc_ppb, self.t).max(0) as u64)
+        })
+    }
+
+    /// True time at which the controller's next timer fires.
+    fn timer_at(&self) -> Option<i64> {
+        let dev = self.dev.as_ref()?;
+        let due = dev.ctl.poll_timeout()?.as_micros() as i64;
+        if due <= Self::mono_at(dev, self.osc_ppb, self.t) {
+            return Some(self.t);
+        }
+        let mut t = dev.seg_t + inv_ppb(due - dev.seg_mono, self.osc_ppb);
+        while Self::mono_at(dev, self.osc_ppb, t) < due {
+            t += 1;
+        }
+        while t > self.t && Self::mono_at(dev, self.osc_ppb, t - 1) >= due {
+            t -= 1;
+        }
+        Some(t.max(self.t))
+    }
+
+    fn true_utc_us(&self) -> i64 {
+        self.w.start_utc_us + self.t
+    }
+
+    /// The clock's error against true time and its bound (µs), if it is valid.
+    fn clock_error(&self) -> Option<(i64, i64)> {
+        let dev = self.dev.as_ref()?;
+        let wall = dev.ctl.wall_time(self.mono())?;
+        Some((
+            wall.utc.as_micros() - self.true_utc_us(),
+            wall.error_bound_ms as i64 * 1000,
+        ))
+    }
+
+    /// Whether a clock error outside the bound is explained by a lie the door was told.
+    fn explained_by_lie(&self, error: i64, bound: i64) -> bool {
+        self.lies_seen
+            .iter()
+            .any(|&lie| (error - lie).abs() <= bound + LIE_MATCH_US)
+    }
+
+    // ----- the run -------------------------------------------------------------------------
+
+    pub(crate) fn run(&mut self) {
+        let mut same = 0u32;
+        loop {
+            let next_ev = self.queue.keys().next().map(|&(t, _)| t);
+            let next_timer = self.timer_at();
+            let next = match (next_ev, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(n) => n,
+                    None => break,
+                },
+            };
+            if next > self.w.end {
+                break;
+            }
+            if next == self.t {
+                same += 1;
+                if same > MAX_STEPS_PER_INSTANT {
+                    self.violate(
+                        "progress",
+                        "the controller keeps asking to be woken now".into(),
+                    );
+                    break;
+                }
+            } else {
+                same = 0;
+            }
+            self.t = next.max(self.t);
+            if next_ev == Some(next) {
+                if let Some((_, ev)) = self.queue.pop_first() {
+                    self.handle(ev);
+                }
+            } else {
+                let now = self.mono();
+                if let Some(dev) = &mut self.dev {
+                    dev.ctl.handle_timeout(now);
+                }
+            }
+            self.drain();
+            self.check_step();
+        }
+        self.t = self.w.end;
+        self.finish();
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let now = self.mono();
+        let online = self.network_up;
+        let boot = self.dev.as_ref().map(|d| d.boot);
+        match ev {
+            Ev::Card(uid) => {
+                let list = self.installed_bytes();
+                let list = list.as_deref().and_then(|b| AllowList::open(b).ok());
+                if let Some(dev) = &mut self.dev {
+                    dev.ctl.handle_card(&uid, list.as_ref(), now);
+                }
+            }
+            Ev::PowerCut { until } => {
+                self.mains_off_until = self.mains_off_until.max(until);
+                if self.dev.is_some() {
+                    self.power_down("power_cut");
+                    if self.rng.chance(30_000) {
+                        if let Some(rtc) = &mut self.rtc {
+                            // The coin cell gave out: the oscillator stopped.
+                            rtc.osf = true;
+                            self.fault("rtc_oscillator_stop");
+                        }
+                    }
+                }
+                self.schedule(until, Ev::PowerOn);
+            }
+            Ev::Reboot => {
+                if self.dev.is_some() {
+                    self.power_down("reboot");
+                    let back = self.t + self.rng.range(SEC, 3 * SEC);
+                    self.schedule(back, Ev::PowerOn);
+                }
+            }
+            Ev::PowerOn => {
+                if self.dev.is_none() && self.t >= self.mains_off_until {
+                    self.boot();
+                }
+            }
+            Ev::Network(up) => {
+                if self.network_up && !up {
+                    self.fault("network_outage");
+                }
+                self.network_up = up;
+                if let Some(dev) = &mut self.dev {
+                    dev.ctl.handle_network(up, now);
+                }
+            }
+            Ev::Drift(ppb) => {
+                if let Some(dev) = &mut self.dev {
+                    dev.seg_mono = Self::mono_at(dev, self.osc_ppb, self.t);
+                    dev.seg_t = self.t;
+                }
+                self.osc_ppb = ppb;
+                self.fault("oscillator_drift_change");
+            }
+            Ev::Battery(mv) => self.battery_mv = mv,
+            Ev::ReportProbe { day } => self.probe_report(day),
+            Ev::FaultEnd => {
+                self.mains_off_until = self.t;
+                if !self.network_up {
+                    self.network_up = true;
+                    if let Some(dev) = &mut self.dev {
+                        dev.ctl.handle_network(true, now);
+                    }
+                }
+                if self.dev.is_none() {
+                    self.boot();
+                }
+            }
+            Ev::NtpReply {
+                boot: b,
+                server,
+                packet,
+                lie,
+            } => {
+                if boot == Some(b) && online {
+                    if let Some(lie) = lie {
+                        self.lies_seen.push(lie);
+                        self.fault("ntp_lie_delivered");
+                    }
+                    if let Some(dev) = &mut self.dev {
+                        dev.ctl.handle_ntp_response(server, &packet, now);
+                    }
+                }
+            }
+            Ev::BackendReply {
+                boot: b,
+                time,
+                acked,
+                list,
+            } => {
+                if boot == Some(b) && online {
+                    if let Some(dev) = &mut self.dev {
+                        dev.ctl.handle_backend_time(&time, now);
+                    }
+                    for id in acked {
+                        self.outbox.remove(&id);
+                    }
+                    if let Some(generation) = list {
+                        // Downloading and writing the new list to the spare slot takes a while;
+                        // a power cut meanwhile loses it and the door keeps the old one.
+                        let at = self.t + self.rng.range(20_000, 800_000);
+                        self.schedule(
+                            at,
+                            Ev::ListStaged {
+                                boot: b,
+                                generation,
+                            },
+                        );
+                    }
+                }
+            }
+            Ev::BackendFailed { boot: b } => {
+                if boot == Some(b) {
+                    if let Some(dev) = &mut self.dev {
+                        dev.ctl.handle_backend_failed(now);
+                    }
+                }
+            }
+            Ev::ListStaged {
+                boot: b,
+                generation,
+            } => {
+                if boot == Some(b) {
+                    self.install(generation);
+                }
+            }
+            Ev::Conditional {
+                boot: b,
+                request,
+                uid,
+                granted,
+            } => {
+                if boot == Some(b) {
+                    if let Some(dev) = &mut self.dev {
+                        match granted {
+                            Some(g) if online => {
+                                self.conditional_ctx = Some((uid, g));
+                                dev.ctl.handle_conditional_answer(request, g, now);
+                            }
+                            _ => dev.ctl.handle_conditional_failed(request, now),
+                        }
+                    }
+                    self.drain();
+                    self.conditional_ctx = None;
+                }
+            }
+            Ev::RtcTick { boot: b } => {
+                if boot == Some(b) {
+                    let reading = self
+                        .rtc
+                        .as_ref()
+                        .map_or(RtcReading::Absent, |r| r.read(self.t).at_tick());
+                    if let Some(dev) = &mut self.dev {
+                        dev.ctl.handle_rtc_read(reading, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn installed_bytes(&self) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.flash_list
+            .and_then(|g| self.site.version(g))
+            .map(|v| v.bytes.clone())
+    }
+
+    fn power_down(&mut self, kind: &'static str) {
+        let boot = self.dev.as_ref().map(|d| d.boot);
+        if self
+            .queue
+            .values()
+            .any(|e| matches!(e, Ev::ListStaged { boot: b, .. } if Some(*b) == boot))
+        {
+            self.fault("power_cut_during_list_install");
+        }
+        self.dev = None;
+        self.fault(kind);
+    }
+
+    fn boot(&mut self) {
+        self.boots += 1;
+        self.tally.boots += 1;
+        let persisted = self
+            .flash_record
+            .as_ref()
+            .and_then(|b| Persisted::decode(b).ok())
+            .unwrap_or_default();
+        let seed = self.rng.seed32();
+        let mut ctl = Controller::new(self.ctl_cfg.clone(), persisted, seed, Instant::ZERO);
+        if let Some(bytes) = self.installed_bytes() {
+            // Fully checked when it was installed; opened in place at boot.
+            match AllowList::open(&bytes) {
+                Ok(list) => ctl.allowlist_installed(list.info(), Instant::ZERO),
+                Err(e) => self.violate("list_in_flash", format!("does not open: {e:?}")),
+            }
+        }
+        self.lies_seen.clear();
+        if self.rtc.is_some() {
+            if let Some(lie) = self.rtc_taint {
+                self.lies_seen.push(lie);
+            }
+        }
+        self.dev = Some(Dev {
+            ctl,
+            boot: self.boots,
+            seg_t: self.t,
+            seg_mono: 0,
+            boot_t: self.t,
+            good_clock_since: None,
+        });
+        self.drain();
+        if self.network_up {
+            if let Some(dev) = &mut self.dev {
+                dev.ctl.handle_network(true, Instant::ZERO);
+            }
+        }
+    }
+
+    fn install(&mut self, generation: u64) {
+        let Some(version) = self.site.version(generation) else {
+            return;
+        };
+        let bytes = version.bytes.clone();
+        let now = self.mono();
+        let Some(dev) = &mut self.dev else { return };
+        match dev.ctl.check_allowlist(&bytes) {
+            Ok(list) => {
+                let info = list.info();
+                // The slot switch, then the controller remembers the generation.
+                self.flash_list = Some(generation);
+                dev.ctl.allowlist_installed(info, now);
+                self.tally.list_installs += 1;
+                if generation < self.max_installed {
+                    self.violate(
+                        "list_rollback",
+                        format!("installed {generation} after {}", self.max_installed),
+                    );
+                }
+                self.max_installed = self.max_installed.max(generation);
+            }
+            // Two downloads of the same list can overlap: the second is refused as stale.
+            Err(chronolock_core::allowlist::ListError::StaleGeneration { .. }) => {}
+            Err(e) => self.violate("list_refused", format!("generation {generation}: {e:?}")),
+        }
+    }
+
+    /// Carries out everything the controller asked for.
+    fn drain(&mut self) {
+        while let Some(action) = self.dev.as_mut().and_then(|d| d.ctl.poll_action()) {
+            let now = self.mono();
+            match action {
+                Action::ReadRtc { at_tick } => {
+                    let boot = self.dev.as_ref().map_or(0, |d| d.boot);
+                    match &self.rtc {
+                        Some(rtc) if at_tick && !rtc.osf => {
+                            let at = rtc.next_tick(self.t);
+                            self.schedule(at, Ev::RtcTick { boot });
+                        }
+                        rtc => {
+                            let reading =
+                                rtc.as_ref().map_or(RtcReading::Absent, |r| r.read(self.t));
+                            if let Some(dev) = &mut self.dev {
+                                dev.ctl.handle_rtc_read(reading, now);
+                            }
+                        }
+                    }
+                }
+                Action::WriteRtc { utc } => {
+                    let taint = self
+                        .clock_error()
+                        .filter(|&(e, b)| e.abs() > b + BOUND_SLACK_US)
+                        .map(|(e, _)| e);
+                    if let Some(rtc) = &mut self.rtc {
+                        rtc.base_t = self.t;
+                        rtc.base_utc = utc.as_micros();
+                        rtc.osf = false;
+                        self.rtc_taint = taint;
+                    }
+                }
+                Action::SendNtp { server, packet } => self.send_ntp(server, packet),
+                Action::SyncBackend { nonce } => self.sync(nonce),
+                Action::Persist(p) => self.flash_record = Some(p.encode()),
+                Action::PersistKeypadUse(_) | Action::Feedback(_) => {}
+                Action::Unlock { .. } => self.tally.unlocks += 1,
+                Action::AskBackend {
+                    request,
+                    credential,
+                } => self.ask_backend(request, credential),
+                Action::ReadBattery => {
+                    let mv = self.battery_mv;
+                    if let Some(dev) = &mut self.dev {
+                        dev.ctl.handle_battery(mv, now);
+                    }
+                }
+                Action::Event(e) => self.record(e),
+            }
+        }
+    }
+
+    /// Writes an event to the outbox (flash) first, then checks it.
+    fn record(&mut self, event: Event) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let stored = Stored { t: self.t, event };
+        self.tally.events_emitted += 1;
+        self.emitted.insert(id, stored);
+        let dropped = matches!(self.cfg.plant, Some(Plant::DropOutboxEntry)) && id % 50 == 0;
+        if !dropped {
+            if self.outbox.len() >= OUTBOX_CAP {
+                self.violate("outbox_full", format!("event {id} has no room"));
+            } else {
+                self.outbox.insert(id, stored);
+            }
+        }
+        self.tally.max_outbox = self.tally.max_outbox.max(self.outbox.len() as u64);
+        match event {
+            Event::Decision {
+                credential,
+                decision,
+            } => self.check_decision(credential, decision),
+            Event::Report { basis, .. } => {
+                self.check_report(basis);
+                if matches!(self.cfg.plant, Some(Plant::DuplicateReport)) {
+                    self.check_report(basis);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn send_ntp(&mut self, server: u8, request: [u8; PACKET_LEN]) {
+        let Some(spec) = self.w.ntp.get(usize::from(server)) else {
+            return;
+        };
+        if !self.network_up || spec.outages.contains(self.t) {
+            return;
+        }
+        let boot = self.dev.as_ref().map_or(0, |d| d.boot);
+        let (out, back) = if self.rng.chance(10_000) {
+            // A congested path: the answer comes too late to be plausible.
+            (
+                self.rng.range(500_000, 900_000),
+                self.rng.range(500_000, 900_000),
+            )
+        } else {
+            (self.rng.range(2_000, 40_000), self.rng.range(2_000, 40_000))
+        };
+        let arrive = self.t + out;
+        let lie = spec.offset_at(self.t);
+        // An honest server is within its stated accuracy (root distance 1.5 ms).
+        let offset = lie.unwrap_or_else(|| self.rng.range(-400, 400));
+        let receive = UnixTime::from_micros(self.w.start_utc_us + arrive + offset);
+        let reply = ServerReply::synced(receive, receive.offset_micros(20));
+        let packet = reply.encode(&request);
+        self.schedule(
+            arrive + 20 + back,
+            Ev::NtpReply {
+                boot,
+                server,
+                packet,
+                lie,
+            },
+        );
+    }
+
+    /// One sync exchange: the backend stores the outbox's oldest events (once per id), answers
+    /// with its signed time, the ids it stored, and the site's newest list if the door's is
+    /// older.
+    fn sync(&mut self, nonce: [u8; NONCE_LEN]) {
+        if !self.network_up {
+            return;
+        }
+        self.tally.syncs += 1;
+        let boot = self.dev.as_ref().map_or(0, |d| d.boot);
+        let out = self.rng.range(10_000, 150_000);
+        let back = self.rng.range(10_000, 150_000);
+        let arrive = self.t + out;
+        if !self.w.backend_up(arrive) {
+            self.schedule(arrive + back, Ev::BackendFailed { boot });
+            return;
+        }
+        let mut acked = Vec::new();
+        for (&id, &stored) in self.outbox.iter().take(SYNC_BATCH) {
+            match self.store.get(&id) {
+                Some(_) => self.tally.resent_events += 1,
+                None => {
+                    self.store.insert(id, stored);
+                }
+            }
+            acked.push(id);
+        }
+        let installed = self.flash_list.unwrap_or(0);
+        let list = self
+            .site
+            .version_at(arrive)
+            .filter(|v| v.generation > installed)
+            .map(|v| v.generation);
+        let held = self.rng.range(100, 3_000);
+        let receive = UnixTime::from_micros(self.w.start_utc_us + arrive);
+        let time = BackendTime {
+            nonce,
+            receive,
+            transmit: receive.offset_micros(held),
+        };
+        if self.rng.chance(10_000) {
+            // The answer is lost on the way back: the events are stored but not acknowledged.
+            self.fault("sync_answer_lost");
+            return;
+        }
+        self.schedule(
+            arrive + held + back,
+            Ev::BackendReply {
+                boot,
+                time,
+                acked,
+                list,
+            },
+        );
+    }
+
+    /// The backend answers a CONDITIONAL check from the site's rules as they are now.
+    fn ask_backend(&mut self, request: u32, credential: Credential) {
+        if !self.network_up {
+            return;
+        }
+        let Credential::Card { uid, len } = credential else {
+            return;
+        };
+        let uid = uid[..usize::from(len)].to_vec();
+        let boot = self.dev.as_ref().map_or(0, |d| d.boot);
+        let rtt = self.rng.range(20_000, 300_000);
+        let arrive = self.t + rtt / 2;
+        let granted = self.w.backend_up(arrive).then(|| {
+            let secs = self.w.unix_secs(arrive);
+            self.site
+                .version_at(arrive)
+                .and_then(|v| v.entries.get(&uid))
+                .is_some_and(|e| {
+                    e.access == chronolock_core::allowlist::AccessType::Conditional
+                        && reference::at_secs(e, secs) == Want::Ask
+                })
+        });
+        self.schedule(
+            self.t + rtt,
+            Ev::Conditional {
+                boot,
+                request,
+                uid,
+                granted,
+            },
+        );
+    }
+
+    // ----- checks --------------------------------------------------------------------------
+
+    pub(crate) fn violate(&mut self, invariant: &'static str, detail: String) {
+        if self.violations.len() < 16 {
+            self.violations.push(Violation {
+                door: self.door,
+                t_us: self.t,
+                utc: format_utc(self.true_utc_us()),
+                invariant,
+                detail,
+            });
+        }
+    }
+
+    /// After every step: the clock's error bound contains true time (unless a lie the door was
+    /// told explains it), the controller dropped no action.
+    fn check_step(&mut self) {
+        let t = self.t;
+        let err = self.clock_error();
+        let dropped = self.dev.as_ref().map_or(0, |d| d.ctl.dropped_actions());
+        if dropped > 0 {
+            self.violate("dropped_actions", format!("{dropped} actions dropped"));
+        }
+        let mut good = false;
+        if let Some((e, b)) = err {
+            if e.abs() <= b + BOUND_SLACK_US {
+                good = true;
+            } else if self.explained_by_lie(e, b) {
+                self.tally.misled_clock_steps += 1;
+            } else {
+                self.tally.clock_bound_violations += 1;
+                self.violate(
+                    "clock_within_bound",
+                    format!("clock off by {e} µs, bound {b} µs"),
+                );
+            }
+        }
+        if let Some(dev) = &mut self.dev {
+            dev.good_clock_since = if good {
+                Some(dev.good_clock_since.unwrap_or(t))
+            } else {
+                None
+            };
+        }
+    }
+
+    fn check_decision(&mut self, credential: Credential, decision: Decision) {
+        self.tally.decisions += 1;
+        if decision.is_granted() {
+            self.tally.grants += 1;
+        }
+        let Credential::Card { uid, len } = credential else {
+            return;
+        };
+        let uid = &uid[..usize::from(len)];
+        let version = self.flash_list.and_then(|g| self.site.version(g));
+        if let (Some(v), Some(now)) = (version, self.site.version_at(self.t)) {
+            if v.generation < now.generation {
+                self.tally.stale_list_decisions += 1;
+            }
+        }
+        let entry = version.and_then(|v| v.entries.get(uid));
+        let wall = self.dev.as_ref().and_then(|d| d.ctl.wall_time(self.mono()));
+        let Some(entry) = entry else {
+            if decision != Decision::DeniedUnknown {
+                self.tally.decision_mismatches += 1;
+                self.violate(
+                    "decision_matches_reference",
+                    format!(
+                        "{credential} is not in the list, decided {}",
+                        decision.as_str()
+                    ),
+                );
+            }
+            if decision.is_granted() {
+                self.tally.wrong_grants += 1;
+            }
+            return;
+        };
+        // 1. The door's own reading of the clock: the decision must be exactly the reference's.
+        let want = match &wall {
+            None => reference::unsynced(entry),
+            Some(w) => reference::at_secs(entry, w.unix_secs),
+        };
+        let true_us = self.true_utc_us();
+        match want {
+            Want::Ask => {
+                let backed = self
+                    .conditional_ctx
+                    .as_ref()
+                    .is_some_and(|(u, g)| u.as_slice() == uid && *g);
+                let ok = match decision {
+                    Decision::Granted => backed,
+                    Decision::DeniedUnknown | Decision::DeniedOffline => !backed,
+                    _ => false,
+                };
+                if !ok {
+                    self.tally.decision_mismatches += 1;
+                    if decision.is_granted() {
+                        self.tally.wrong_grants += 1;
+                    }
+                    self.violate(
+                        "conditional_follows_backend",
+                        format!("{credential} decided {}", decision.as_str()),
+                    );
+                }
+                return;
+            }
+            Want::Decided(d) if d != decision => {
+                self.tally.decision_mismatches += 1;
+                self.violate(
+                    "decision_matches_reference",
+                    format!(
+                        "{credential}: door decided {}, reference {} at the door's time {:?}",
+                        decision.as_str(),
+                        d.as_str(),
+                        wall.map(|w| format_utc(w.utc.as_micros()))
+                    ),
+                );
+            }
+            Want::Decided(_) => {}
+        }
+        let Some(w) = wall else {
+            if decision.is_granted() && !reference::grants(entry, true_us.div_euclid(SEC)) {
+                self.tally.unsynced_grants_denied_at_true_time += 1;
+            }
+            return;
+        };
+        // 2. True time, within the door's stated error bound.
+        let bound = w.error_bound_ms as i64 * 1000;
+        let shift = match self.cfg.plant {
+            Some(Plant::ReferenceHourAhead) => HOUR,
+            _ => 0,
+        };
+        let lo = (true_us - bound + shift).div_euclid(SEC);
+        let hi = (true_us + bound + shift).div_euclid(SEC);
+        let err = w.utc.as_micros() - true_us;
+        let honest = err.abs() <= bound + BOUND_SLACK_US;
+        if decision.is_granted() {
+            match reference::any_in(entry, lo, hi, |s| reference::grants(entry, s)) {
+                None => self.tally.unjudged_decisions += 1,
+                Some(true) => {}
+                Some(false) if !honest && self.explained_by_lie(err, bound) => {
+                    self.tally.misled_grants += 1;
+                }
+                Some(false) => {
+                    self.tally.wrong_grants += 1;
+                    self.violate(
+                        "no_wrong_grant",
+                        format!(
+                            "{credential} granted; the reference denies at true time ± {bound} µs (clock off by {err} µs)"
+                        ),
+                    );
+                }
+            }
+        }
+        // 3. The admin's local-time intent, while the list's DST horizon holds.
+        let intent = |s: i64| reference::local_intent(entry, &self.site.zone, s);
+        let within_horizon = version.is_some_and(|v| hi < v.horizon_end);
+        if honest && within_horizon && intent(lo).is_some() {
+            let judged = if decision.is_granted() {
+                reference::any_in(entry, lo, hi, |s| intent(s) == Some(true))
+            } else if decision == Decision::DeniedTimeRestriction {
+                reference::any_in(entry, lo, hi, |s| intent(s) == Some(false))
+            } else {
+                Some(true)
+            };
+            if judged == Some(false) {
+                self.tally.intent_mismatches += 1;
+                self.violate(
+                    "local_schedule_intent",
+                    format!(
+                        "{credential} {} but the local schedule in {} says otherwise",
+                        decision.as_str(),
+                        self.site.zone_name
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_report(&mut self, basis: Basis) {
+        self.tally.reports += 1;
+        if basis == Basis::Uptime {
+            self.tally.uptime_reports += 1;
+        }
+        let day = self.true_utc_us().div_euclid(DAY);
+        let n = {
+            let n = self.report_days.entry(day).or_default();
+            *n += 1;
+            *n
+        };
+        if n > 1 {
+            let misled = self
+                .clock_error()
+                .is_some_and(|(e, b)| e.abs() > b + BOUND_SLACK_US && self.explained_by_lie(e, b));
+            if misled {
+                self.fault("misled_duplicate_report");
+            } else {
+                self.tally.duplicate_reports += 1;
+                self.violate(
+                    "one_report_per_utc_day",
+                    format!("report #{} of UTC day {day} ({})", n, basis.as_str()),
+                );
+            }
+        }
+    }
+
+    /// An hour after the report hour: a door that was on with a good clock through the whole
+    /// hour must have reported that UTC day.
+    fn probe_report(&mut self, day: i64) {
+        let hour_start = day * DAY + 3 * HOUR - self.w.start_utc_us;
+        let Some(dev) = &self.dev else { return };
+        let good_since = dev.good_clock_since.unwrap_or(i64::MAX);
+        let bound_ok = self.clock_error().is_some_and(|(_, b)| b < MIN);
+        if dev.boot_t < hour_start - MIN
+            && good_since < hour_start - MIN
+            && bound_ok
+            && !self.report_days.contains_key(&day)
+        {
+            self.tally.missed_reports += 1;
+            self.violate(
+                "daily_report",
+                format!("no report for UTC day {day} though on with a good clock"),
+            );
+        }
+    }
+
+    /// After the quiet period: every event emitted is stored by the backend exactly as emitted,
+    /// or (emitted in the last minutes) still waits in the outbox.
+    fn finish(&mut self) {
+        self.tally.events_delivered = self.store.len() as u64;
+        let mut lost = 0u64;
+        let mut first = None;
+        for (id, e) in &self.emitted {
+            let ok = match self.store.get(id) {
+                Some(s) => s == e,
+                None => e.t >= self.w.end - IN_FLIGHT_AT_END && self.outbox.contains_key(id),
+            };
+            if !ok {
+                lost += 1;
+                first.get_or_insert((*id, *e));
+            }
+        }
+        let phantom = self
+            .store
+            .keys()
+            .filter(|id| !self.emitted.contains_key(id))
+            .count();
+        self.tally.lost_events = lost;
+        if let Some((id, e)) = first {
+            self.violate(
+                "no_lost_event",
+                format!(
+                    "{lost} events never reached the backend, first id {id} at {}: {:?}",
+                    format_utc(self.w.start_utc_us + e.t),
+                    e.event
+                ),
+            );
+        }
+        if phantom > 0 {
+            self.violate(
+                "no_phantom_event",
+                format!("{phantom} stored events were never emitted"),
+            );
+        }
+    }
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub(crate) fn format_utc(us: i64) -> String {
+    Timestamp::from_microsecond(us)
+        .map(|t| t.round(jiff::Unit::Millisecond).unwrap_or(t).to_string())
+        .unwrap_or_else(|_| format!("{us}µs"))
+}

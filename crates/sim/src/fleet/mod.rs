@@ -1,0 +1,426 @@
+//! The fleet simulation: many doors over many days in virtual time, every fault drawn from one
+//! seed, and invariants checked after every step (TigerBeetle's VOPR idea, design brief
+//! "Simulation testing"). A failing seed replays exactly with [`FleetConfig::seed`].
+//!
+//! It owns the fault model, the simulated backend and hardware, and the checkers; it reuses the
+//! real core [`Controller`](chronolock_core::Controller) (one per boot), the real allow-list
+//! compiler and the server's local-time schedule compiler.
+//!
+//! # The world
+//!
+//! Sites in real time zones with DST (Europe/Berlin, America/New_York, Australia/Sydney) and
+//! without (Asia/Tokyo); 24 people per site with UNRESTRICTED, EMERGENCY, CONDITIONAL, weekly
+//! local schedules (office hours, night shifts across midnight and DST changes, weekends),
+//! date-ranged and revoked rules. Admins change one or two rules every 1–12 hours; each change
+//! compiles and signs a new list (the generation goes up). Runs start a few weeks before a DST
+//! change. Five doors share a site.
+//!
+//! Faults: power cuts (5 s–4 h) and reboots (1–3 s) at any moment, including between a list's
+//! download and its installation; the RTC's coin cell failing in a power cut; doors without an
+//! RTC; network outages per door; backend outages (5 min–36 h) for the whole fleet; lost sync
+//! answers; NTP server outages; NTP servers that lie (1 s to 3 h off, either way, for 10 min to
+//! a day); NTP answers delayed beyond plausibility; the device oscillator's drift changing with
+//! temperature (within ±9.5 ppm, the controller assumes 10) and the RTC's (within ±1.9 ppm, it
+//! assumes 2); a factory-set RTC up to 1.5 s off. After `days`, faults stop and a quiet period
+//! of three hours with everything up lets queued events drain.
+//!
+//! # What is checked, and what "wrong" means
+//!
+//! - **Clock within its bound**, after every step: a valid clock's reading differs from true
+//!   time by at most its stated error bound. A clock outside its bound is *misled* (counted, not
+//!   a failure) only when its error matches, within its bound plus one second, a lie an NTP
+//!   server told this boot (or told an earlier boot whose clock then wrote the RTC): the trust
+//!   rules let one NTP server set a clock that no network source has set yet, so a lying server
+//!   that answers first wins until the backend's signed time corrects it. Anything else is a
+//!   failure.
+//! - **Decision matches the reference** at the door's own reading: with the list the door has
+//!   installed (the backend's intent for that generation, not the bytes), a door with a valid
+//!   clock must decide exactly what the reference decides at the Unix second its clock shows;
+//!   with an invalid clock, exactly ADR-011's fail-safe table. A CONDITIONAL grant must follow
+//!   a "granted" answer from the backend.
+//! - **No wrong grant**: a grant is *wrong* when, with the list the door has installed, the
+//!   reference denies at every second of `[true − bound, true + bound]` (true UTC, the door's
+//!   stated error bound; every second at which a decision can change is tried). A door acting on
+//!   an older list during an outage is expected and counted (`stale_list_decisions`). Grants
+//!   decided while the clock was invalid follow the fail-safe table; those the reference would
+//!   deny at true time are counted (`unsynced_grants_denied_at_true_time`). Grants by a misled
+//!   clock are counted as `misled_grants`, not as wrong.
+//! - **Local schedule intent** (DST): while the door's clock is within its bound and the list's
+//!   DST horizon holds, a grant of a weekly schedule must be allowed by the admin's local-time
+//!   slots read in the site's zone somewhere in the same interval, and a time-restriction denial
+//!   must be denied by them somewhere in it.
+//! - **No lost event**: after the quiet period, every event the controller emitted is stored by
+//!   the backend exactly as emitted and once (by its per-door id), or, emitted in the last 15
+//!   minutes, still waits in the outbox; the backend holds nothing that was never emitted.
+//! - **One battery report per UTC day**: never two reports within one true UTC day (unless a
+//!   misled clock explains it); and a door that was on with a good clock from before 03:00 to
+//!   04:00 UTC reported that day.
+//! - The controller never drops an action; an installed list's generation never goes down; the
+//!   outbox never overflows.
+
+mod door;
+mod reference;
+mod rng;
+mod world;
+
+// The server's compiler of local-time schedules into UTC slots, shared by path rather than
+// copied so that the fleet exercises the code the backend runs. It depends only on the core,
+// jiff and thiserror.
+#[path = "../../../server/src/schedule.rs"]
+#[allow(dead_code, missing_docs)]
+mod schedule;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+pub use world::ZONES;
+
+/// A bug deliberately planted in the simulator, so tests can show that the checkers catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Plant {
+    /// The shell forgets to write every 50th event to its outbox.
+    DropOutboxEntry,
+    /// The reference model judges grants an hour ahead of true time.
+    ReferenceHourAhead,
+    /// Every battery report is counted twice.
+    DuplicateReport,
+}
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// The seed every random choice comes from.
+    pub seed: u64,
+    /// Number of doors (five per site).
+    pub doors: u32,
+    /// Days of faults; a quiet period of three hours follows.
+    pub days: u32,
+    /// Mean credential presentations per door per day.
+    pub presentations_per_day: u32,
+    /// Simulate only this door (the others are skipped); a door's run does not depend on the
+    /// others, so this replays one door of a failing seed quickly.
+    pub only_door: Option<u32>,
+    /// A planted bug, for testing the checkers; `None` in real runs.
+    pub plant: Option<Plant>,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            seed: 0,
+            doors: 20,
+            days: 30,
+            presentations_per_day: 24,
+            only_door: None,
+            plant: None,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The command line that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut s = format!(
+            "chronolock sim fleet --seed {} --doors {} --days {}",
+            self.seed, self.doors, self.days
+        );
+        if let Some(d) = self.only_door {
+            s.push_str(&format!(" --door {d}"));
+        }
+        s
+    }
+}
+
+/// Why a run could not be set up (not an invariant: a broken environment).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// A time zone is missing from the database, or a schedule could not be compiled in it.
+    #[error("time zone {zone}: {message}")]
+    Zone {
+        /// The zone.
+        zone: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The allow-list compiler refused a generated list.
+    #[error("allow-list: {0}")]
+    Compile(String),
+}
+
+/// One broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// The door.
+    pub door: u32,
+    /// Virtual time since the start, µs.
+    pub t_us: i64,
+    /// True UTC then.
+    pub utc: String,
+    /// The invariant's name (see the module documentation).
+    pub invariant: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "door {} at {} (t={:.3} s): {}: {}",
+            self.door,
+            self.utc,
+            self.t_us as f64 / 1e6,
+            self.invariant,
+            self.detail
+        )
+    }
+}
+
+/// The figures of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FleetReport {
+    /// The seed.
+    pub seed: u64,
+    /// Doors simulated.
+    pub doors: u32,
+    /// Days of faults per door.
+    pub days: u32,
+    /// Doors × days.
+    pub door_days: u64,
+    /// First true UTC of the run.
+    pub start_utc: String,
+    /// Site time zones used.
+    pub zones: Vec<&'static str>,
+    /// Access decisions made.
+    pub decisions: u64,
+    /// Of which grants.
+    pub grants: u64,
+    /// Unlock actions.
+    pub unlocks: u64,
+    /// Events the controllers emitted.
+    pub events_emitted: u64,
+    /// Events the backend stored.
+    pub events_delivered: u64,
+    /// Resends the backend recognised by id and stored once.
+    pub resent_events: u64,
+    /// Battery reports.
+    pub reports: u64,
+    /// Of which on the uptime basis.
+    pub uptime_reports: u64,
+    /// Boots (including the first).
+    pub boots: u64,
+    /// Sync exchanges started.
+    pub syncs: u64,
+    /// Lists installed.
+    pub list_installs: u64,
+    /// Largest outbox seen.
+    pub max_outbox: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Grants the reference model denies at true time ± the door's bound (goal: zero).
+    pub wrong_grants: u64,
+    /// Events never delivered (goal: zero).
+    pub lost_events: u64,
+    /// Second reports in one UTC day (goal: zero).
+    pub duplicate_reports: u64,
+    /// Days a door with a good clock did not report (goal: zero).
+    pub missed_reports: u64,
+    /// Decisions different from the reference at the door's own time (goal: zero).
+    pub decision_mismatches: u64,
+    /// Schedule decisions against the admin's local-time intent (goal: zero).
+    pub intent_mismatches: u64,
+    /// Steps with a clock outside its bound not explained by a lie (goal: zero).
+    pub clock_bound_violations: u64,
+    /// Steps with a clock outside its bound because a lying NTP server set it.
+    pub misled_clock_steps: u64,
+    /// Grants by a misled clock that the reference denies at true time.
+    pub misled_grants: u64,
+    /// Decisions made with an older list than the site's newest (outages).
+    pub stale_list_decisions: u64,
+    /// Grants by the fail-safe table that true time would deny.
+    pub unsynced_grants_denied_at_true_time: u64,
+    /// Decisions with an error bound too wide to judge.
+    pub unjudged_decisions: u64,
+    /// Invariants broken (at most 16 per door kept).
+    pub violations: Vec<Violation>,
+}
+
+impl FleetReport {
+    /// The report as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Whether every invariant held.
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    fn add(&mut self, t: &door::Tally) {
+        self.decisions += t.decisions;
+        self.grants += t.grants;
+        self.unlocks += t.unlocks;
+        self.events_emitted += t.events_emitted;
+        self.events_delivered += t.events_delivered;
+        self.resent_events += t.resent_events;
+        self.reports += t.reports;
+        self.uptime_reports += t.uptime_reports;
+        self.boots += t.boots;
+        self.syncs += t.syncs;
+        self.list_installs += t.list_installs;
+        self.max_outbox = self.max_outbox.max(t.max_outbox);
+        self.wrong_grants += t.wrong_grants;
+        self.lost_events += t.lost_events;
+        self.duplicate_reports += t.duplicate_reports;
+        self.missed_reports += t.missed_reports;
+        self.decision_mismatches += t.decision_mismatches;
+        self.intent_mismatches += t.intent_mismatches;
+        self.clock_bound_violations += t.clock_bound_violations;
+        self.misled_clock_steps += t.misled_clock_steps;
+        self.misled_grants += t.misled_grants;
+        self.stale_list_decisions += t.stale_list_decisions;
+        self.unsynced_grants_denied_at_true_time += t.unsynced_grants_denied_at_true_time;
+        self.unjudged_decisions += t.unjudged_decisions;
+        for (k, v) in &t.faults {
+            *self.faults.entry(k).or_default() += v;
+        }
+    }
+}
+
+impl fmt::Display for FleetReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} doors × {} days = {} door-days from {} ({})",
+            self.seed,
+            self.doors,
+            self.days,
+            self.door_days,
+            self.start_utc,
+            self.zones.join(", ")
+        )?;
+        writeln!(
+            f,
+            "  {} decisions ({} grants), {} events emitted, {} delivered ({} resends stored once), {} reports, {} boots, {} lists installed",
+            self.decisions,
+            self.grants,
+            self.events_emitted,
+            self.events_delivered,
+            self.resent_events,
+            self.reports,
+            self.boots,
+            self.list_installs
+        )?;
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(f, "  faults: {}", faults.join(", "))?;
+        writeln!(
+            f,
+            "  wrong grants {}, lost events {}, duplicate reports {}, missed reports {}, decision mismatches {}, intent mismatches {}, clock bound violations {}",
+            self.wrong_grants,
+            self.lost_events,
+            self.duplicate_reports,
+            self.missed_reports,
+            self.decision_mismatches,
+            self.intent_mismatches,
+            self.clock_bound_violations
+        )?;
+        write!(
+            f,
+            "  misled by lying NTP: {} clock steps, {} grants; stale-list decisions {}; fail-safe grants true time denies {}",
+            self.misled_clock_steps,
+            self.misled_grants,
+            self.stale_list_decisions,
+            self.unsynced_grants_denied_at_true_time
+        )
+    }
+}
+
+/// A run in which an invariant broke: the first violation, how to replay it, and the figures.
+#[derive(Clone, Debug)]
+pub struct FleetFailure {
+    /// The seed.
+    pub seed: u64,
+    /// The first violation (lowest door, earliest time within it).
+    pub first: Violation,
+    /// The command that replays the failing door.
+    pub replay: String,
+    /// The whole run's figures, violations included.
+    pub report: FleetReport,
+}
+
+impl fmt::Display for FleetFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {}: {}", self.seed, self.first)?;
+        writeln!(f, "replay: {}", self.replay)?;
+        write!(f, "{}", self.report)
+    }
+}
+
+impl std::error::Error for FleetFailure {}
+
+/// Why [`run`] did not return a clean report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunFailure {
+    /// An invariant broke.
+    #[error("{0}")]
+    Invariant(Box<FleetFailure>),
+    /// The world could not be set up.
+    #[error(transparent)]
+    Setup(#[from] FleetError),
+}
+
+/// Runs the fleet: the report if every invariant held, else the first violation.
+pub fn run(cfg: &FleetConfig) -> Result<FleetReport, RunFailure> {
+    let report = run_report(cfg)?;
+    match report.violations.first() {
+        None => Ok(report),
+        Some(first) => {
+            let replay = FleetConfig {
+                only_door: Some(first.door),
+                ..cfg.clone()
+            }
+            .replay_command();
+            Err(RunFailure::Invariant(Box::new(FleetFailure {
+                seed: cfg.seed,
+                first: first.clone(),
+                replay,
+                report,
+            })))
+        }
+    }
+}
+
+/// Runs the fleet and returns its figures whatever happened (violations listed in the report).
+pub fn run_report(cfg: &FleetConfig) -> Result<FleetReport, FleetError> {
+    let mut rng = world::stream(cfg.seed, 0);
+    let w = world::World::draw(cfg, &mut rng)?;
+    let mut report = FleetReport {
+        seed: cfg.seed,
+        doors: cfg.doors,
+        days: cfg.days,
+        start_utc: door::format_utc(w.start_utc_us),
+        zones: w.sites.iter().map(|s| s.zone_name).collect(),
+        faults: w.faults.clone(),
+        ..FleetReport::default()
+    };
+    for d in 0..cfg.doors {
+        if cfg.only_door.is_some_and(|only| only != d) {
+            continue;
+        }
+        let mut door = door::DoorRun::new(&w, cfg, d, world::stream(cfg.seed, u64::from(d) + 1));
+        door.run();
+        report.door_days += u64::from(cfg.days);
+        report.add(&door.tally);
+        report.violations.extend(door.violations.iter().cloned());
+    }
+    Ok(report)
+}
