@@ -118,16 +118,17 @@ fn route(req: &[u8]) -> Option<Result<Route<'_>, RequestError>> {
             }
         }
     }
-    if end + length > REQUEST_MAX {
-        return Some(Err(RequestError::TooLarge));
-    }
-    if req.len() < end + length {
+    let total = match end.checked_add(length) {
+        Some(total) if total <= REQUEST_MAX => total,
+        _ => return Some(Err(RequestError::TooLarge)),
+    };
+    if req.len() < total {
         return None;
     }
     let path = path.split('?').next().unwrap_or("");
     Some(Ok(match (method, path) {
         ("GET", "/") => Route::Page,
-        ("POST", "/setup") => Route::Submit(&req[end..end + length]),
+        ("POST", "/setup") => Route::Submit(&req[end..total]),
         _ => Route::Elsewhere,
     }))
 }
