@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the ESP32-C3 firmware (release, --locked), prints its flash and static RAM use, fails
-# above the budgets, and writes the flashable application image.
+# above the budgets, and writes the flashable application image. First runs the host tests of
+# the firmware's own parsing (firmware/host-tests); the drivers shared with the virtual doors are
+# tested with the main workspace (`cargo test -p chronolock-device`).
 #
 #   scripts/firmware.sh            # from anywhere in the repository
 #
@@ -34,6 +36,9 @@ if ! "$venv/bin/esptool" version 2>/dev/null | grep -q "$ESPTOOL_VERSION"; then
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "esptool==$ESPTOOL_VERSION"
 fi
+
+echo "firmware: host tests of its parsing (firmware/host-tests)"
+(cd "$root/firmware/host-tests" && cargo test --locked --quiet)
 
 echo "firmware: cargo build --release --locked (firmware/esp32c3)"
 (cd "$fw" && cargo build --release --locked --quiet)

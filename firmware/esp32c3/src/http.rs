@@ -12,61 +12,7 @@ use embassy_net::Stack;
 use embassy_time::Duration;
 use embedded_io_async::Write;
 
-/// Why an exchange failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum HttpError {
-    /// The server address is not `http://host[:port][/path]`.
-    BadUrl,
-    /// `https://` addresses need TLS, which the door does not carry.
-    TlsUnsupported,
-    /// The host name did not resolve.
-    Dns,
-    /// Connecting, sending or receiving failed or timed out.
-    Io,
-    /// The answer's head is malformed or too long.
-    BadResponse,
-    /// The server answered with this status.
-    Status(u16),
-    /// The answer has no `Content-Length` (chunked answers are not read).
-    NoLength,
-    /// The body ended early.
-    Truncated,
-}
-
-/// A parsed `http://host[:port][/prefix]`.
-#[derive(Clone, Debug)]
-pub struct Server {
-    host: heapless::String<96>,
-    port: u16,
-    prefix: heapless::String<64>,
-}
-
-impl Server {
-    /// Parses the server address from the settings.
-    pub fn parse(url: &str) -> Result<Server, HttpError> {
-        if url.starts_with("https://") {
-            return Err(HttpError::TlsUnsupported);
-        }
-        let rest = url.strip_prefix("http://").ok_or(HttpError::BadUrl)?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| HttpError::BadUrl)?),
-            None => (authority, 80),
-        };
-        if host.is_empty() {
-            return Err(HttpError::BadUrl);
-        }
-        Ok(Server {
-            host: heapless::String::try_from(host).map_err(|_| HttpError::BadUrl)?,
-            port,
-            prefix: heapless::String::try_from(path).map_err(|_| HttpError::BadUrl)?,
-        })
-    }
-}
+pub use crate::parse::{parse_head, HttpError, Server};
 
 /// One open exchange: the answer's body is read from it.
 pub struct Exchange<'s, 'b> {
@@ -173,27 +119,6 @@ pub async fn post<'s>(
         },
         length,
     ))
-}
-
-/// Status code and `Content-Length` of a response head.
-fn parse_head(head: &[u8]) -> Result<(u16, Option<usize>), HttpError> {
-    let text = core::str::from_utf8(head).map_err(|_| HttpError::BadResponse)?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().ok_or(HttpError::BadResponse)?;
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or(HttpError::BadResponse)?;
-    let mut length = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                length = Some(value.trim().parse().map_err(|_| HttpError::BadResponse)?);
-            }
-        }
-    }
-    Ok((status, length))
 }
 
 impl Exchange<'_, '_> {

@@ -17,6 +17,7 @@ mod bus;
 mod door;
 mod http;
 mod net;
+mod parse;
 mod reader;
 mod rtc;
 mod setup;

@@ -20,13 +20,11 @@ use esp_radio::wifi::WifiController;
 use log::{info, warn};
 
 use crate::bus::{self, Input};
+use crate::parse::{route, RequestError, Route, REQUEST_MAX};
 use crate::store::{Settings, SharedStore};
 
 /// The access point's own address; phones get 192.168.4.x from its DHCP server.
 pub const AP_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 4, 1);
-
-/// Largest request the setup server reads (head and form).
-const REQUEST_MAX: usize = 2048;
 
 /// Keeps the access point's controller alive and logs phones joining.
 #[embassy_executor::task]
@@ -73,64 +71,6 @@ pub async fn dhcp_task(stack: Stack<'static>) -> ! {
         }
         Timer::after(Duration::from_secs(1)).await;
     }
-}
-
-/// What a request asked for.
-#[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
-    /// `GET /`: the page.
-    Page,
-    /// `POST /setup` with this form body.
-    Submit(&'a [u8]),
-    /// Anything else: sent to the page (phones probing for a captive portal land there).
-    Elsewhere,
-}
-
-/// Why a request was not read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-enum RequestError {
-    /// Larger than [`REQUEST_MAX`].
-    TooLarge,
-    /// Not HTTP.
-    Malformed,
-    /// The connection failed or closed early.
-    Io,
-}
-
-/// Splits a complete request into its route. `None` while more bytes are needed.
-fn route(req: &[u8]) -> Option<Result<Route<'_>, RequestError>> {
-    let end = req.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let Ok(head) = core::str::from_utf8(&req[..end]) else {
-        return Some(Err(RequestError::Malformed));
-    };
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-    let mut length = 0usize;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                match value.trim().parse() {
-                    Ok(n) => length = n,
-                    Err(_) => return Some(Err(RequestError::Malformed)),
-                }
-            }
-        }
-    }
-    let total = match end.checked_add(length) {
-        Some(total) if total <= REQUEST_MAX => total,
-        _ => return Some(Err(RequestError::TooLarge)),
-    };
-    if req.len() < total {
-        return None;
-    }
-    let path = path.split('?').next().unwrap_or("");
-    Some(Ok(match (method, path) {
-        ("GET", "/") => Route::Page,
-        ("POST", "/setup") => Route::Submit(&req[end..total]),
-        _ => Route::Elsewhere,
-    }))
 }
 
 /// Serves the setup page on port 80, one phone at a time.
