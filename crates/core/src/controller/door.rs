@@ -175,6 +175,12 @@ impl Controller {
         self.list_key = key;
     }
 
+    /// Gives the controller the site's Ed25519 public key that signs its allow-lists, learnt at
+    /// enrolment (the configured key, if any, is replaced).
+    pub fn set_site_key(&mut self, key: [u8; 32]) {
+        self.cfg.site_key = Some(key);
+    }
+
     /// Restores a keypad user's code usage persisted by an earlier boot.
     pub fn restore_keypad_use(&mut self, state: KeypadUse) {
         self.keypad.restore(state);
