@@ -5,6 +5,7 @@
 //! - [`runner`]: the deterministic discrete-event simulator that plays a scenario.
 
 pub mod fleet;
+pub mod live;
 pub mod runner;
 pub mod scenario;
 

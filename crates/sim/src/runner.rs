@@ -644,44 +644,49 @@ impl Sim {
     }
 
     fn emit_event(&mut self, e: Event) {
-        match e {
-            Event::Clock {
-                valid, source, utc, ..
-            } => self.emit(json!({
-                "event": "clock",
-                "valid": valid,
-                "source": source.map(|s| s.as_str()),
-                "utc": utc.map(scenario::format_utc),
-            })),
-            Event::Decision {
-                credential,
-                decision,
-            } => self.emit(json!({
-                "event": "decision",
-                "credential": credential.to_string(),
-                "decision": decision.as_str(),
-            })),
-            Event::Notify { credential } => self.emit(json!({
-                "event": "notify",
-                "kind": "emergency",
-                "credential": credential.to_string(),
-            })),
-            Event::Report { mv, basis } => self.emit(json!({
-                "event": "report",
-                "kind": "battery",
-                "mv": mv,
-                "basis": basis.as_str(),
-            })),
-            Event::TimeRejected {
-                source,
-                server,
-                reason,
-            } => self.emit(json!({
-                "event": "time_rejected",
-                "source": source.as_str(),
-                "server": server,
-                "reason": reason.as_str(),
-            })),
-        }
+        self.emit(event_json(&e));
+    }
+}
+
+/// An event in the scenario contract's vocabulary (without its time).
+pub fn event_json(e: &Event) -> Value {
+    match *e {
+        Event::Clock {
+            valid, source, utc, ..
+        } => json!({
+            "event": "clock",
+            "valid": valid,
+            "source": source.map(|s| s.as_str()),
+            "utc": utc.map(scenario::format_utc),
+        }),
+        Event::Decision {
+            credential,
+            decision,
+        } => json!({
+            "event": "decision",
+            "credential": credential.to_string(),
+            "decision": decision.as_str(),
+        }),
+        Event::Notify { credential } => json!({
+            "event": "notify",
+            "kind": "emergency",
+            "credential": credential.to_string(),
+        }),
+        Event::Report { mv, basis } => json!({
+            "event": "report",
+            "kind": "battery",
+            "mv": mv,
+            "basis": basis.as_str(),
+        }),
+        Event::TimeRejected {
+            source,
+            server,
+            reason,
+        } => json!({
+            "event": "time_rejected",
+            "source": source.as_str(),
+            "server": server,
+            "reason": reason.as_str(),
+        }),
     }
 }

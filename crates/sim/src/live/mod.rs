@@ -1,0 +1,253 @@
+//! Live virtual doors: the same core [`Controller`](chronolock_core::Controller) as the firmware,
+//! against the real server over HTTP and a real NTP server over UDP, in real time.
+//!
+//! Each door keeps its flash and RTC in its own data directory, so stopping and starting the
+//! process is a power cycle. Doors print JSON Lines in the scenario contract's vocabulary, with
+//! `t` (milliseconds since start) and `door` added, plus their own: `boot`, `power_off`,
+//! `pairing`, `sync`, `list_installed`, `list_rejected`, `setup_page`, `setup`, `network`,
+//! `ntp_reachable`, `lock`, `power_cut`, `error`.
+//!
+//! Commands come as JSON Lines too (stdin for `chronolock sim live`, buttons in the admin UI):
+//! `{"door": 0, "do": "card", "uid": "04A1B2C3"}`, `keys` (`"keys": "1234#"`), `power`
+//! (`"on": bool`), `power_cycle`, `network` (`"up": bool`), `ntp` (`"up": bool`), `battery`
+//! (`"mv": 3700`), `cut_power_during_list_download`, `status`.
+
+pub mod door;
+pub mod net;
+pub mod setup;
+pub mod store;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub use door::{Command, DoorHandle, DoorOptions, DoorView};
+
+/// Where doors' JSON Lines go.
+#[derive(Clone)]
+pub struct Output {
+    start: tokio::time::Instant,
+    sink: Arc<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl Output {
+    /// Lines to stdout.
+    pub fn stdout() -> Output {
+        Output::to(Box::new(std::io::stdout()))
+    }
+
+    /// Lines to any writer.
+    pub fn to(sink: Box<dyn Write + Send>) -> Output {
+        Output {
+            start: tokio::time::Instant::now(),
+            sink: Arc::new(Mutex::new(sink)),
+        }
+    }
+
+    /// Writes one event: `t`, `door`, then the event's fields.
+    pub fn emit(&self, door: &str, event: Value) {
+        let mut line = Map::new();
+        line.insert("t".into(), (self.start.elapsed().as_millis() as u64).into());
+        line.insert("door".into(), door.into());
+        if let Value::Object(fields) = event {
+            line.extend(fields);
+        }
+        if let Ok(mut sink) = self.sink.lock() {
+            let _ = writeln!(sink, "{}", Value::Object(line));
+            let _ = sink.flush();
+        }
+    }
+}
+
+/// `chronolock sim live`'s options.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Backend URL.
+    pub server: Option<String>,
+    /// NTP servers, `host:port`.
+    pub ntp: Vec<String>,
+    /// How many doors.
+    pub doors: u32,
+    /// Data directory (one subdirectory per door).
+    pub data: PathBuf,
+    /// Pairing codes, one per door in order.
+    pub codes: Vec<String>,
+    /// Doors have a DS3231.
+    pub rtc: bool,
+    /// Seconds between syncs, overriding the backend's.
+    pub sync_interval_s: Option<u32>,
+    /// First door's setup page port (door i gets port + i; 0: any free port).
+    pub setup_port: u16,
+}
+
+/// Starts the doors.
+pub fn start(opts: &LiveOptions, out: &Output) -> std::io::Result<Vec<DoorHandle>> {
+    let mut doors = Vec::new();
+    for i in 0..opts.doors {
+        let name = format!("door-{i}");
+        let store = store::Store::open(&opts.data.join(&name))?;
+        let port = if opts.setup_port == 0 {
+            0
+        } else {
+            opts.setup_port.saturating_add(i as u16)
+        };
+        let d = door::spawn(
+            DoorOptions {
+                name,
+                server: opts.server.clone(),
+                pairing_code: opts.codes.get(i as usize).cloned(),
+                ntp: opts.ntp.clone(),
+                rtc: opts.rtc,
+                sync_interval_s: opts.sync_interval_s,
+                setup_listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            },
+            store,
+            out.clone(),
+        )?;
+        doors.push(d);
+    }
+    Ok(doors)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandLine {
+    #[serde(default)]
+    door: usize,
+    #[serde(rename = "do")]
+    what: String,
+    uid: Option<String>,
+    keys: Option<String>,
+    on: Option<bool>,
+    up: Option<bool>,
+    mv: Option<u16>,
+}
+
+/// Parses one command line into the door index and the command, or says what is wrong.
+pub fn parse_command(line: &str) -> Result<(usize, Command), String> {
+    let c: CommandLine = serde_json::from_str(line).map_err(|e| format!("not a command: {e}"))?;
+    let need = |v: Option<bool>, name: &str| v.ok_or(format!("\"{}\" needs \"{name}\"", c.what));
+    let command = match c.what.as_str() {
+        "card" => {
+            let uid = c.uid.as_deref().ok_or("\"card\" needs \"uid\"")?;
+            let bytes = data_encoding::HEXUPPER_PERMISSIVE
+                .decode(uid.as_bytes())
+                .map_err(|_| format!("uid {uid:?} is not hex"))?;
+            if bytes.is_empty() || bytes.len() > 10 {
+                return Err(format!("uid {uid:?} must be 1 to 10 bytes"));
+            }
+            Command::Card(bytes)
+        }
+        "keys" => {
+            let keys = c.keys.clone().ok_or("\"keys\" needs \"keys\"")?;
+            if let Some(k) = keys.chars().find(|k| !matches!(k, '0'..='9' | '*' | '#')) {
+                return Err(format!("key {k:?} is not on a keypad"));
+            }
+            Command::Keys(keys)
+        }
+        "power" => Command::Power(need(c.on, "on")?),
+        "power_cycle" => Command::PowerCycle,
+        "network" => Command::Network(need(c.up, "up")?),
+        "ntp" => Command::Ntp(need(c.up, "up")?),
+        "battery" => Command::Battery(c.mv.ok_or("\"battery\" needs \"mv\"")?),
+        "cut_power_during_list_download" => Command::CutPowerDuringListDownload,
+        "status" => Command::Status,
+        other => return Err(format!("unknown command {other:?}")),
+    };
+    Ok((c.door, command))
+}
+
+/// Pairing codes from a server started with `--demo`, one per demo door, fresh each call.
+pub async fn demo_codes(server: &str) -> Result<Vec<String>, String> {
+    #[derive(Deserialize)]
+    struct DemoDoor {
+        code: String,
+    }
+    let url = format!("{}/demo/pairing-codes", server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "{url}: {} (is the server running with --demo?)",
+            response.status()
+        ));
+    }
+    let body = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    let doors: Vec<DemoDoor> = serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
+    Ok(doors.into_iter().map(|d| d.code).collect())
+}
+
+/// Runs `chronolock sim live`: starts the doors, takes commands from stdin, and stops on
+/// Ctrl-C, SIGTERM or after `duration`.
+pub async fn run(
+    mut opts: LiveOptions,
+    demo: bool,
+    duration: Option<std::time::Duration>,
+) -> Result<(), String> {
+    if demo {
+        let server = opts
+            .server
+            .clone()
+            .ok_or("--demo needs --server, the demo server's address")?;
+        opts.codes = demo_codes(&server).await?;
+        if opts.doors == 0 {
+            opts.doors = opts.codes.len() as u32;
+        }
+    }
+    let out = Output::stdout();
+    let doors = start(&opts, &out).map_err(|e| format!("{}: {e}", opts.data.display()))?;
+    let commands = async {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match parse_command(&line) {
+                Ok((i, c)) => match doors.get(i) {
+                    Some(d) => {
+                        d.send(c);
+                    }
+                    None => eprintln!("no door {i} (there are {})", doors.len()),
+                },
+                Err(e) => eprintln!("{e}: {line}"),
+            }
+        }
+        // Stdin closed: keep running until stopped.
+        std::future::pending::<()>().await;
+    };
+    let stop = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = commands => {}
+        () = stop => {}
+        () = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    for d in &doors {
+        d.send(Command::Power(false));
+    }
+    // Let the doors write their last state.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    Ok(())
+}
