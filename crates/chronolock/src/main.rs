@@ -86,6 +86,41 @@ enum SimCommand {
         /// The scenario file.
         file: PathBuf,
     },
+    /// Run virtual doors in real time against a server (HTTP) and an NTP server (UDP). Commands
+    /// as JSON Lines on stdin, events as JSON Lines on stdout.
+    Live {
+        /// The server's address, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        server: Option<String>,
+        /// NTP server HOST:PORT (repeat for several).
+        #[arg(long = "ntp")]
+        ntp: Vec<String>,
+        /// How many doors.
+        #[arg(long, default_value_t = 1)]
+        doors: u32,
+        /// Data directory: each door's flash and RTC, kept across runs like a power cycle.
+        #[arg(long, default_value = "chronolock-doors")]
+        data: PathBuf,
+        /// Pairing code for the next unpaired door (repeat for several, in door order).
+        #[arg(long = "code")]
+        codes: Vec<String>,
+        /// Take pairing codes from a server started with `serve --demo`, one door each.
+        #[arg(long)]
+        demo: bool,
+        /// Doors without a DS3231 RTC.
+        #[arg(long = "no-rtc")]
+        no_rtc: bool,
+        /// Seconds between syncs (default: what the server asks for).
+        #[arg(long = "sync-interval")]
+        sync_interval: Option<u32>,
+        /// Port of door 0's setup page while unpaired (door i: PORT + i; default: any free port,
+        /// printed as a `setup_page` event).
+        #[arg(long = "setup-port", default_value_t = 0)]
+        setup_port: u16,
+        /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +128,33 @@ fn main() -> ExitCode {
         Command::Sim {
             command: SimCommand::Run { file },
         } => sim_run(&file),
+        Command::Sim {
+            command:
+                SimCommand::Live {
+                    server,
+                    ntp,
+                    doors,
+                    data,
+                    codes,
+                    demo,
+                    no_rtc,
+                    sync_interval,
+                    setup_port,
+                    duration,
+                },
+        } => {
+            let opts = chronolock_sim::live::LiveOptions {
+                server,
+                ntp,
+                doors: if demo && doors == 1 { 0 } else { doors },
+                data,
+                codes,
+                rtc: !no_rtc,
+                sync_interval_s: sync_interval,
+                setup_port,
+            };
+            sim_live(opts, demo, duration)
+        }
         Command::Serve {
             listen,
             data,
@@ -120,6 +182,28 @@ fn main() -> ExitCode {
             Ok((summary, true)) => report(Ok(summary)),
             Err(e) => report(Err(e)),
         },
+    }
+}
+
+fn sim_live(
+    opts: chronolock_sim::live::LiveOptions,
+    demo: bool,
+    duration: Option<f64>,
+) -> ExitCode {
+    let duration = match duration {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            eprintln!("error: --duration must be a positive number of seconds");
+            return ExitCode::from(2);
+        }
+        d => d.map(std::time::Duration::from_secs_f64),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return report(Err(format!("cannot start: {e}"))),
+    };
+    match runtime.block_on(chronolock_sim::live::run(opts, demo, duration)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(Err(e)),
     }
 }
 

@@ -274,3 +274,39 @@ pub async fn seed(state: &AppState) -> Result<Option<Demo>, ModelError> {
         doors: out,
     }))
 }
+
+/// The demo site's doors: name and id.
+pub async fn doors(state: &AppState) -> Result<Vec<(String, i64)>, ModelError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT d.name, d.id FROM doors d JOIN sites s ON s.id = d.site_id WHERE s.name = $1 ORDER BY d.id",
+    )
+    .bind(SITE)
+    .fetch_all(state.db.pool())
+    .await?;
+    Ok(rows)
+}
+
+/// Routes that exist only under `serve --demo`.
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route(
+        "/demo/pairing-codes",
+        axum::routing::post(fresh_pairing_codes),
+    )
+}
+
+/// `POST /demo/pairing-codes`: a fresh one-time code for every demo door, for
+/// `chronolock sim live --demo`. Pairing with one replaces the door's previous device. Demo only:
+/// no login is asked, so a demo server must not face an untrusted network.
+async fn fresh_pairing_codes(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, crate::error::AppError> {
+    let mut out = Vec::new();
+    let internal = |e: ModelError| crate::error::AppError::Internal(e.to_string());
+    for (name, id) in doors(&state).await.map_err(internal)? {
+        let code = crate::device::new_pairing_code(&state, id)
+            .await
+            .map_err(internal)?;
+        out.push(serde_json::json!({"door": name, "id": id, "code": code}));
+    }
+    Ok(axum::Json(serde_json::Value::Array(out)))
+}

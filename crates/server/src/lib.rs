@@ -154,7 +154,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         source,
     })?;
     tracing::info!(%addr, database = db.backend().as_str(), "chronolock server listening");
-    axum::serve(listener, router(state))
+    let mut app = router(state.clone());
+    if config.demo {
+        app = app.merge(demo::routes().with_state(state.clone()));
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(ServeError::Io)?;
