@@ -207,6 +207,9 @@ pub(crate) struct DoorRun<'w> {
     rtc_taint: Option<i64>,
     /// While handling a CONDITIONAL answer: the card and the backend's verdict.
     conditional_ctx: Option<(Vec<u8>, bool)>,
+    /// CONDITIONAL cards the controller asked the backend about and has not decided yet: their
+    /// decision follows the answer (or its absence), not the list installed when it comes.
+    asked: Vec<Vec<u8>>,
     max_installed: u64,
     pub(crate) tally: Tally,
     pub(crate) violations: Vec<Violation>,
@@ -272,6 +275,7 @@ impl<'w> DoorRun<'w> {
             lies_seen: Vec::new(),
             rtc_taint: None,
             conditional_ctx: None,
+            asked: Vec::new(),
             max_installed: 0,
             tally: Tally::default(),
             violations: Vec::new(),
@@ -325,6 +329,14 @@ impl<'w> DoorRun<'w> {
         }
         let outages = Intervals::draw(&mut self.rng, end, 3 * DAY, 10 * SEC, 8 * HOUR);
         for (start, stop) in outages.iter() {
+            // One in ten lasts days (a broken access point nobody notices): long enough for the
+            // uptime-based report and for the RTC to carry the clock.
+            let stop = if self.rng.chance(100_000) {
+                self.fault("long_network_outage");
+                (stop + self.rng.range(DAY, 3 * DAY)).min(end)
+            } else {
+                stop
+            };
             self.schedule(start, Ev::Network(false));
             self.schedule(stop, Ev::Network(true));
         }
@@ -578,6 +590,12 @@ impl<'w> DoorRun<'w> {
                                 generation,
                             },
                         );
+                        if self.t < self.w.fault_end && self.rng.chance(30_000) {
+                            // Aim a short power cut at the window between download and install.
+                            let cut = self.rng.range(self.t + 1, at + 1);
+                            let until = cut + self.rng.range(SEC, 30 * SEC);
+                            self.schedule(cut, Ev::PowerCut { until });
+                        }
                     }
                 }
             }
@@ -646,6 +664,7 @@ impl<'w> DoorRun<'w> {
             self.fault("power_cut_during_list_install");
         }
         self.dev = None;
+        self.asked.clear();
         self.fault(kind);
     }
 
@@ -892,13 +911,14 @@ impl<'w> DoorRun<'w> {
 
     /// The backend answers a CONDITIONAL check from the site's rules as they are now.
     fn ask_backend(&mut self, request: u32, credential: Credential) {
-        if !self.network_up {
-            return;
-        }
         let Credential::Card { uid, len } = credential else {
             return;
         };
         let uid = uid[..usize::from(len)].to_vec();
+        self.asked.push(uid.clone());
+        if !self.network_up {
+            return;
+        }
         let boot = self.dev.as_ref().map_or(0, |d| d.boot);
         let rtt = self.rng.range(20_000, 300_000);
         let arrive = self.t + rtt / 2;
@@ -978,6 +998,15 @@ impl<'w> DoorRun<'w> {
             return;
         };
         let uid = &uid[..usize::from(len)];
+        let backed = self
+            .conditional_ctx
+            .as_ref()
+            .is_some_and(|(u, g)| u.as_slice() == uid && *g);
+        if let Some(i) = self.asked.iter().position(|a| a.as_slice() == uid) {
+            self.asked.remove(i);
+            self.check_conditional(credential, decision, backed);
+            return;
+        }
         let version = self.flash_list.and_then(|g| self.site.version(g));
         if let (Some(v), Some(now)) = (version, self.site.version_at(self.t)) {
             if v.generation < now.generation {
@@ -1009,28 +1038,7 @@ impl<'w> DoorRun<'w> {
         };
         let true_us = self.true_utc_us();
         match want {
-            Want::Ask => {
-                let backed = self
-                    .conditional_ctx
-                    .as_ref()
-                    .is_some_and(|(u, g)| u.as_slice() == uid && *g);
-                let ok = match decision {
-                    Decision::Granted => backed,
-                    Decision::DeniedUnknown | Decision::DeniedOffline => !backed,
-                    _ => false,
-                };
-                if !ok {
-                    self.tally.decision_mismatches += 1;
-                    if decision.is_granted() {
-                        self.tally.wrong_grants += 1;
-                    }
-                    self.violate(
-                        "conditional_follows_backend",
-                        format!("{credential} decided {}", decision.as_str()),
-                    );
-                }
-                return;
-            }
+            Want::Ask => return self.check_conditional(credential, decision, backed),
             Want::Decided(d) if d != decision => {
                 self.tally.decision_mismatches += 1;
                 self.violate(
@@ -1101,6 +1109,25 @@ impl<'w> DoorRun<'w> {
                     ),
                 );
             }
+        }
+    }
+
+    /// A CONDITIONAL decision: granted only on the backend's "granted", else denied.
+    fn check_conditional(&mut self, credential: Credential, decision: Decision, backed: bool) {
+        let ok = match decision {
+            Decision::Granted => backed,
+            Decision::DeniedUnknown | Decision::DeniedOffline => !backed,
+            _ => false,
+        };
+        if !ok {
+            self.tally.decision_mismatches += 1;
+            if decision.is_granted() {
+                self.tally.wrong_grants += 1;
+            }
+            self.violate(
+                "conditional_follows_backend",
+                format!("{credential} decided {}", decision.as_str()),
+            );
         }
     }
 

@@ -408,7 +408,10 @@ pub fn run_report(cfg: &FleetConfig) -> Result<FleetReport, FleetError> {
         doors: cfg.doors,
         days: cfg.days,
         start_utc: door::format_utc(w.start_utc_us),
-        zones: w.sites.iter().map(|s| s.zone_name).collect(),
+        zones: world::ZONES
+            .into_iter()
+            .filter(|z| w.sites.iter().any(|s| s.zone_name == *z))
+            .collect(),
         faults: w.faults.clone(),
         ..FleetReport::default()
     };
