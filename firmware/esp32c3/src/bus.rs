@@ -12,7 +12,7 @@
 
 use chronolock_core::controller::{Credential, Feedback, NONCE_LEN};
 use chronolock_core::ntp::PACKET_LEN;
-use chronolock_core::protocol::{DeviceStatus, SyncResponse};
+use chronolock_core::protocol::{DeviceStatus, Enrolled, SyncResponse};
 use chronolock_core::{BackendTime, Instant, RtcReading, UnixTime};
 use chronolock_device::slots::Download;
 use chronolock_device::wiegand::Card;
@@ -59,6 +59,9 @@ pub enum Input {
     },
     /// A new list lies in the spare slot, announced by this sync answer.
     ListStaged(Download, SyncResponse),
+    /// Pairing succeeded: the site key verifies lists from now on, the device key opens their
+    /// keypad secrets.
+    Enrolled(Enrolled),
     /// The phone sent its time (setup mode), received at `at`.
     PhoneTime(UnixTime, Instant),
     /// The door contact opened (`true`) or closed.

@@ -110,6 +110,11 @@ impl Door {
                 None => self.ctl.handle_conditional_failed(request, now),
             },
             Input::ListStaged(download, answer) => self.install(download, answer, now).await,
+            Input::Enrolled(identity) => {
+                self.ctl.set_site_key(identity.site_key);
+                self.ctl
+                    .set_list_key(Some(protocol::list_key(&identity.device_key)));
+            }
             Input::PhoneTime(utc, at) => self.ctl.handle_phone_time(utc, at),
             Input::DoorContact(open) => {
                 // The core has no use for it yet; the log shows it for installers.

@@ -178,17 +178,11 @@ pub async fn backend_task(mut b: Backend) -> ! {
             match with_timeout(Duration::from_secs(20), b.enrol()).await {
                 Ok(Ok(id)) => {
                     info!("paired as door {}", id.door_id);
-                    match b.store.lock().await.set_identity(&id).await {
-                        Ok(()) => {
-                            // The controller takes the site key (which verifies lists) and the
-                            // list key when it boots: start again with them.
-                            info!("restarting with the new pairing");
-                            Timer::after(Duration::from_millis(200)).await;
-                            esp_hal::system::software_reset();
-                        }
-                        Err(e) => warn!("identity not stored: {e:?}"),
+                    if let Err(e) = b.store.lock().await.set_identity(&id).await {
+                        warn!("identity not stored: {e:?}");
                     }
                     b.identity = Some(id);
+                    bus::input(Input::Enrolled(id)).await;
                 }
                 Ok(Err(e)) => warn!("pairing failed: {e:?}"),
                 Err(_) => warn!("pairing timed out"),
