@@ -37,6 +37,7 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
         total.door_days += r.door_days;
         total.decisions += r.decisions;
         total.grants += r.grants;
+        total.keypad_grants += r.keypad_grants;
         total.reports += r.reports;
         total.list_installs += r.list_installs;
         total.misled_grants += r.misled_grants;
@@ -50,6 +51,7 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
     );
     assert_eq!(total.door_days, 8 * 20 * 30);
     assert!(total.decisions > 50_000 && total.grants > 10_000);
+    assert!(total.keypad_grants > 1_000, "{}", total.keypad_grants);
     assert!(total.list_installs > 1_000);
     for kind in [
         "power_cut",
@@ -136,6 +138,27 @@ fn a_doubled_report_is_caught() {
     let f = planted(Plant::DuplicateReport);
     assert!(f.report.duplicate_reports > 0, "{f}");
     assert_eq!(f.first.invariant, "one_report_per_utc_day", "{f}");
+}
+
+#[test]
+fn forgetting_used_codes_at_reboot_lets_a_code_in_twice() {
+    let c = FleetConfig {
+        plant: Some(Plant::ForgetKeypadUse),
+        ..cfg(5, 10, 30)
+    };
+    match fleet::run(&c) {
+        Err(RunFailure::Invariant(f)) => {
+            assert!(
+                f.report
+                    .violations
+                    .iter()
+                    .any(|v| v.invariant == "keypad_codes" && v.detail.contains("a second time")),
+                "{f}"
+            );
+        }
+        Ok(r) => panic!("forgotten keypad use went unnoticed:\n{r}"),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// The larger run whose speed the notes quote:

@@ -11,9 +11,11 @@
 use std::collections::BTreeMap;
 
 use chronolock_core::access::Decision;
-use chronolock_core::allowlist::AllowList;
+use chronolock_core::allowlist::{AllowList, MAX_USER_CODE_LEN};
 use chronolock_core::controller::{Credential, NONCE_LEN};
+use chronolock_core::keypad::KeypadUse;
 use chronolock_core::ntp::{ServerReply, PACKET_LEN};
+use chronolock_core::otp::{self, OtpParams};
 use chronolock_core::report::Basis;
 use chronolock_core::{
     Action, BackendTime, Config, Controller, Event, Instant, Persisted, RtcReading, UnixTime,
@@ -23,7 +25,7 @@ use jiff::Timestamp;
 
 use super::reference::{self, Want};
 use super::rng::Rng;
-use super::world::{Intervals, Site, World, DAY, HOUR, LOCAL_EDGES_MIN, MIN, SEC};
+use super::world::{CredKey, Intervals, Site, World, DAY, HOUR, LOCAL_EDGES_MIN, MIN, SEC};
 use super::{FleetConfig, Plant, Violation};
 
 /// Most events the outbox holds; more would be lost. Sized for the longest backend outage the
@@ -45,6 +47,8 @@ const LIE_MATCH_US: i64 = SEC;
 pub(crate) struct Tally {
     pub decisions: u64,
     pub grants: u64,
+    pub keypad_decisions: u64,
+    pub keypad_grants: u64,
     pub unlocks: u64,
     pub events_emitted: u64,
     pub events_delivered: u64,
@@ -70,6 +74,17 @@ pub(crate) struct Tally {
     pub faults: BTreeMap<&'static str, u64>,
 }
 
+/// What a keypad user typed after the user code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Typed {
+    /// The TOTP code of this time step (by true time).
+    Totp(u64),
+    /// The HOTP code of this counter.
+    Hotp(u64),
+    /// A wrong code.
+    Wrong(u32),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stored {
     t: i64,
@@ -79,6 +94,8 @@ struct Stored {
 #[derive(Clone, Debug)]
 enum Ev {
     Card(Vec<u8>),
+    /// A keypad user types an entry.
+    Keypad(usize),
     PowerCut {
         until: i64,
     },
@@ -113,7 +130,7 @@ enum Ev {
     Conditional {
         boot: u64,
         request: u32,
-        uid: Vec<u8>,
+        key: CredKey,
         granted: Option<bool>,
     },
     RtcTick {
@@ -206,10 +223,20 @@ pub(crate) struct DoorRun<'w> {
     /// The clock's error when it last wrote the RTC, if it was outside its bound then.
     rtc_taint: Option<i64>,
     /// While handling a CONDITIONAL answer: the card and the backend's verdict.
-    conditional_ctx: Option<(Vec<u8>, bool)>,
+    conditional_ctx: Option<(CredKey, bool)>,
     /// CONDITIONAL cards the controller asked the backend about and has not decided yet: their
     /// decision follows the answer (or its absence), not the list installed when it comes.
-    asked: Vec<Vec<u8>>,
+    asked: Vec<CredKey>,
+    /// Flash: each keypad user's code usage, handed back at boot.
+    keypad_uses: BTreeMap<[u8; MAX_USER_CODE_LEN + 1], KeypadUse>,
+    /// While a keypad entry is being handled: the user code, what was typed, and whether it is
+    /// a new code (not the last entry typed again).
+    typing: Option<(Vec<u8>, Typed, bool)>,
+    /// Per keypad user: the next HOTP counter of the user's token, and the last entry typed.
+    hotp_token: BTreeMap<usize, u64>,
+    last_typed: BTreeMap<usize, Typed>,
+    /// Codes that opened this door: none may open it twice.
+    granted_codes: std::collections::BTreeSet<(Vec<u8>, Typed)>,
     max_installed: u64,
     pub(crate) tally: Tally,
     pub(crate) violations: Vec<Violation>,
@@ -276,6 +303,11 @@ impl<'w> DoorRun<'w> {
             rtc_taint: None,
             conditional_ctx: None,
             asked: Vec::new(),
+            keypad_uses: BTreeMap::new(),
+            typing: None,
+            hotp_token: BTreeMap::new(),
+            last_typed: BTreeMap::new(),
+            granted_codes: std::collections::BTreeSet::new(),
             max_installed: 0,
             tally: Tally::default(),
             violations: Vec::new(),
@@ -300,13 +332,15 @@ impl<'w> DoorRun<'w> {
         let mean_gap = DAY / i64::from(self.cfg.presentations_per_day.max(1));
         let mut t = self.rng.range(0, 2 * mean_gap);
         while t < end {
-            let uid = if self.rng.chance(150_000) {
+            let ev = if self.rng.chance(150_000) {
                 let mut uid = vec![0u8; 4];
                 self.rng.fill(&mut uid);
-                uid
+                Ev::Card(uid)
+            } else if !self.site.keypad.is_empty() && self.rng.chance(200_000) {
+                Ev::Keypad(self.rng.below(self.site.keypad.len() as u64) as usize)
             } else {
                 let i = self.rng.below(self.site.people.len() as u64) as usize;
-                self.site.people[i].clone()
+                Ev::Card(self.site.people[i].clone())
             };
             let at = if self.rng.chance(300_000) {
                 self.near_local_edge(t)
@@ -314,7 +348,7 @@ impl<'w> DoorRun<'w> {
                 t
             };
             if (0..end).contains(&at) {
-                self.schedule(at, Ev::Card(uid));
+                self.schedule(at, ev);
             }
             t += self.rng.range(1, 2 * mean_gap);
         }
@@ -493,6 +527,7 @@ impl<'w> DoorRun<'w> {
                     dev.ctl.handle_card(&uid, list.as_ref(), now);
                 }
             }
+            Ev::Keypad(user) => self.type_entry(user),
             Ev::PowerCut { until } => {
                 self.mains_off_until = self.mains_off_until.max(until);
                 if self.dev.is_some() {
@@ -617,14 +652,14 @@ impl<'w> DoorRun<'w> {
             Ev::Conditional {
                 boot: b,
                 request,
-                uid,
+                key,
                 granted,
             } => {
                 if boot == Some(b) {
                     if let Some(dev) = &mut self.dev {
                         match granted {
                             Some(g) if online => {
-                                self.conditional_ctx = Some((uid, g));
+                                self.conditional_ctx = Some((key, g));
                                 dev.ctl.handle_conditional_answer(request, g, now);
                             }
                             _ => dev.ctl.handle_conditional_failed(request, now),
@@ -678,6 +713,9 @@ impl<'w> DoorRun<'w> {
             .unwrap_or_default();
         let seed = self.rng.seed32();
         let mut ctl = Controller::new(self.ctl_cfg.clone(), persisted, seed, Instant::ZERO);
+        for used in self.keypad_uses.values() {
+            ctl.restore_keypad_use(*used);
+        }
         if let Some(bytes) = self.installed_bytes() {
             // Fully checked when it was installed; opened in place at boot.
             match AllowList::open(&bytes) {
@@ -771,7 +809,12 @@ impl<'w> DoorRun<'w> {
                 Action::SendNtp { server, packet } => self.send_ntp(server, packet),
                 Action::SyncBackend { nonce } => self.sync(nonce),
                 Action::Persist(p) => self.flash_record = Some(p.encode()),
-                Action::PersistKeypadUse(_) | Action::Feedback(_) => {}
+                Action::PersistKeypadUse(used) => {
+                    if !matches!(self.cfg.plant, Some(Plant::ForgetKeypadUse)) {
+                        self.keypad_uses.insert(used.user, used);
+                    }
+                }
+                Action::Feedback(_) => {}
                 Action::Unlock { .. } => self.tally.unlocks += 1,
                 Action::AskBackend {
                     request,
@@ -911,11 +954,8 @@ impl<'w> DoorRun<'w> {
 
     /// The backend answers a CONDITIONAL check from the site's rules as they are now.
     fn ask_backend(&mut self, request: u32, credential: Credential) {
-        let Credential::Card { uid, len } = credential else {
-            return;
-        };
-        let uid = uid[..usize::from(len)].to_vec();
-        self.asked.push(uid.clone());
+        let key = cred_key(credential);
+        self.asked.push(key.clone());
         if !self.network_up {
             return;
         }
@@ -926,7 +966,7 @@ impl<'w> DoorRun<'w> {
             let secs = self.w.unix_secs(arrive);
             self.site
                 .version_at(arrive)
-                .and_then(|v| v.entries.get(&uid))
+                .and_then(|v| v.entries.get(&key))
                 .is_some_and(|e| {
                     e.access == chronolock_core::allowlist::AccessType::Conditional
                         && reference::at_secs(e, secs) == Want::Ask
@@ -937,7 +977,7 @@ impl<'w> DoorRun<'w> {
             Ev::Conditional {
                 boot,
                 request,
-                uid,
+                key,
                 granted,
             },
         );
@@ -994,18 +1034,24 @@ impl<'w> DoorRun<'w> {
         if decision.is_granted() {
             self.tally.grants += 1;
         }
-        let Credential::Card { uid, len } = credential else {
-            return;
-        };
-        let uid = &uid[..usize::from(len)];
+        let key = cred_key(credential);
         let backed = self
             .conditional_ctx
             .as_ref()
-            .is_some_and(|(u, g)| u.as_slice() == uid && *g);
-        if let Some(i) = self.asked.iter().position(|a| a.as_slice() == uid) {
+            .is_some_and(|(k, g)| *k == key && *g);
+        if let Some(i) = self.asked.iter().position(|a| *a == key) {
             self.asked.remove(i);
             self.check_conditional(credential, decision, backed);
             return;
+        }
+        if let CredKey::Keypad(code) = &key {
+            self.tally.keypad_decisions += 1;
+            if decision.is_granted() {
+                self.tally.keypad_grants += 1;
+            }
+            if self.check_keypad(code, decision) {
+                return;
+            }
         }
         let version = self.flash_list.and_then(|g| self.site.version(g));
         if let (Some(v), Some(now)) = (version, self.site.version_at(self.t)) {
@@ -1013,7 +1059,7 @@ impl<'w> DoorRun<'w> {
                 self.tally.stale_list_decisions += 1;
             }
         }
-        let entry = version.and_then(|v| v.entries.get(uid));
+        let entry = version.and_then(|v| v.entries.get(&key));
         let wall = self.dev.as_ref().and_then(|d| d.ctl.wall_time(self.mono()));
         let Some(entry) = entry else {
             if decision != Decision::DeniedUnknown {
@@ -1110,6 +1156,103 @@ impl<'w> DoorRun<'w> {
                 );
             }
         }
+    }
+
+    /// A keypad user types `<user code>*<otp>#`: the TOTP code of the true time step, the
+    /// token's next HOTP code, the last entry again (a replay), or a wrong code.
+    fn type_entry(&mut self, user: usize) {
+        let Some(k) = self.site.keypad.get(user) else {
+            return;
+        };
+        let secs = self.w.unix_secs(self.t);
+        let choice = self.rng.below(10);
+        let again = choice == 0 && self.last_typed.contains_key(&user);
+        let typed = match (choice, self.last_typed.get(&user)) {
+            (0, Some(last)) => *last,
+            (1, _) => Typed::Wrong(self.rng.below(1_000_000) as u32),
+            (2..=4, _) => {
+                let next = self.hotp_token.entry(user).or_default();
+                let c = *next;
+                *next += 1;
+                Typed::Hotp(c)
+            }
+            _ => Typed::Totp(otp::totp_step(secs, 30).unwrap_or(0)),
+        };
+        let code = match typed {
+            Typed::Totp(step) => otp::totp(&k.totp, step as i64 * 30, OtpParams::default()),
+            Typed::Hotp(c) => otp::hotp(&k.hotp, c, 6),
+            Typed::Wrong(v) => Ok(v),
+        };
+        let Ok(code) = code else { return };
+        self.last_typed.insert(user, typed);
+        let mut keys = k.code.clone();
+        keys.push(b'*');
+        keys.extend(format!("{code:06}").bytes());
+        keys.push(b'#');
+        let list = self.installed_bytes();
+        let list = list.as_deref().and_then(|b| AllowList::open(b).ok());
+        let now = self.mono();
+        self.typing = Some((k.code.clone(), typed, !again));
+        if let Some(dev) = &mut self.dev {
+            for key in keys {
+                dev.ctl.handle_key(key, list.as_ref(), now);
+            }
+        }
+        self.drain();
+        self.typing = None;
+    }
+
+    /// The keypad's own part of a decision: a grant needs a right code never granted before;
+    /// TOTP is refused as unsynced only while the clock cannot check it, and a fresh TOTP code
+    /// is accepted by a clock within its bound. Returns true when the decision was the
+    /// keypad's alone (no policy was applied).
+    fn check_keypad(&mut self, code: &[u8], decision: Decision) -> bool {
+        let typed = self
+            .typing
+            .as_ref()
+            .filter(|(c, _, _)| c.as_slice() == code)
+            .map(|(_, t, _)| *t);
+        let new_code = self.typing.as_ref().is_some_and(|(_, _, new)| *new);
+        let clock = self.clock_error();
+        let totp_ready = clock.is_some_and(|(_, b)| b <= 15 * SEC);
+        let honest = clock.is_some_and(|(e, b)| e.abs() <= b + BOUND_SLACK_US);
+        let fail = match (decision, typed) {
+            (_, None) => Some("a keypad decision without an entry".to_string()),
+            (d, Some(Typed::Wrong(_))) if d.is_granted() => Some("a wrong code opened".into()),
+            (d, Some(t)) if d.is_granted() => (!self.granted_codes.insert((code.to_vec(), t)))
+                .then(|| format!("{t:?} opened the door a second time")),
+            (Decision::DeniedClockUnsynced, _) if totp_ready => {
+                Some("clock-unsynced feedback with a clock fit for TOTP".into())
+            }
+            (Decision::DeniedBadCode, Some(Typed::Totp(_))) if totp_ready && honest && new_code => {
+                Some("a fresh TOTP code refused by a clock within its bound".into())
+            }
+            _ => None,
+        };
+        if let Some(detail) = fail {
+            if decision.is_granted() {
+                self.tally.wrong_grants += 1;
+            }
+            self.tally.decision_mismatches += 1;
+            self.violate(
+                "keypad_codes",
+                format!(
+                    "keypad:{} {}: {detail}",
+                    String::from_utf8_lossy(code),
+                    decision.as_str()
+                ),
+            );
+        }
+        !matches!(
+            decision,
+            Decision::Granted
+                | Decision::GrantedEmergency
+                | Decision::DeniedNotYetValid
+                | Decision::DeniedExpired
+                | Decision::DeniedTimeRestriction
+                | Decision::DeniedOffline
+                | Decision::DeniedUnknown
+        )
     }
 
     /// A CONDITIONAL decision: granted only on the backend's "granted", else denied.
@@ -1216,6 +1359,14 @@ impl<'w> DoorRun<'w> {
                 format!("{phantom} stored events were never emitted"),
             );
         }
+    }
+}
+
+/// A credential as the list's key.
+fn cred_key(credential: Credential) -> CredKey {
+    match credential {
+        Credential::Card { uid, len } => CredKey::Card(uid[..usize::from(len)].to_vec()),
+        Credential::Keypad { code, len } => CredKey::Keypad(code[..usize::from(len)].to_vec()),
     }
 }
 

@@ -87,6 +87,8 @@ pub enum Plant {
     ReferenceHourAhead,
     /// Every battery report is counted twice.
     DuplicateReport,
+    /// The shell does not keep keypad code usage in flash, so a reboot forgets used codes.
+    ForgetKeypadUse,
 }
 
 /// What to simulate.
@@ -199,6 +201,10 @@ pub struct FleetReport {
     pub decisions: u64,
     /// Of which grants.
     pub grants: u64,
+    /// Keypad entries decided.
+    pub keypad_decisions: u64,
+    /// Of which grants.
+    pub keypad_grants: u64,
     /// Unlock actions.
     pub unlocks: u64,
     /// Events the controllers emitted.
@@ -263,6 +269,8 @@ impl FleetReport {
     fn add(&mut self, t: &door::Tally) {
         self.decisions += t.decisions;
         self.grants += t.grants;
+        self.keypad_decisions += t.keypad_decisions;
+        self.keypad_grants += t.keypad_grants;
         self.unlocks += t.unlocks;
         self.events_emitted += t.events_emitted;
         self.events_delivered += t.events_delivered;
@@ -305,9 +313,11 @@ impl fmt::Display for FleetReport {
         )?;
         writeln!(
             f,
-            "  {} decisions ({} grants), {} events emitted, {} delivered ({} resends stored once), {} reports, {} boots, {} lists installed",
+            "  {} decisions ({} grants; keypad {} and {}), {} events emitted, {} delivered ({} resends stored once), {} reports, {} boots, {} lists installed",
             self.decisions,
             self.grants,
+            self.keypad_decisions,
+            self.keypad_grants,
             self.events_emitted,
             self.events_delivered,
             self.resent_events,

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chronolock_allowlist::Entry;
-use chronolock_core::allowlist::{AccessType, CardEntry, Policy, Slot};
+use chronolock_core::allowlist::{AccessType, CardEntry, KeypadEntry, Policy, Slot};
 use ed25519_dalek::SigningKey;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -125,6 +125,23 @@ pub(crate) struct RefEntry {
     pub local: Vec<LocalSlot>,
 }
 
+/// A credential's identity in a list: a card's UID or a keypad user's code.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum CredKey {
+    Card(Vec<u8>),
+    Keypad(Vec<u8>),
+}
+
+/// A keypad user: one of the site's people with a user code and two OTP secrets.
+#[derive(Clone, Debug)]
+pub(crate) struct KeypadUser {
+    /// The person (index into `Site::people`) whose rule applies.
+    pub person: usize,
+    pub code: Vec<u8>,
+    pub totp: [u8; 20],
+    pub hotp: [u8; 20],
+}
+
 /// One compiled allow-list.
 #[derive(Debug)]
 pub(crate) struct ListVersion {
@@ -134,8 +151,8 @@ pub(crate) struct ListVersion {
     pub bytes: Arc<Vec<u8>>,
     /// Until when (Unix seconds) its UTC slots follow the local schedules across DST.
     pub horizon_end: i64,
-    /// Its cards as the backend meant them, by UID.
-    pub entries: BTreeMap<Vec<u8>, RefEntry>,
+    /// Its credentials as the backend meant them.
+    pub entries: BTreeMap<CredKey, RefEntry>,
 }
 
 /// A site: one zone, one key, one set of people; all its doors get the same list.
@@ -146,6 +163,8 @@ pub(crate) struct Site {
     pub key: [u8; 32],
     /// Cards of the site's people (some revoked at times).
     pub people: Vec<Vec<u8>>,
+    /// The people who also have keypad codes.
+    pub keypad: Vec<KeypadUser>,
     /// Every list, oldest first; generation = index + 1.
     pub versions: Vec<ListVersion>,
 }
@@ -252,6 +271,7 @@ impl World {
                 zone,
                 key,
                 people: Vec::new(),
+                keypad: Vec::new(),
                 versions: Vec::new(),
             };
             draw_rules_and_lists(&mut site, rng, start_secs, fault_end, &mut faults)?;
@@ -279,6 +299,9 @@ impl World {
 }
 
 const PEOPLE_PER_SITE: usize = 24;
+
+/// The first people of a site also have keypad codes (TOTP and HOTP).
+const KEYPAD_USERS_PER_SITE: usize = 6;
 
 /// Doors per site: a fleet of 20 doors spans all four zones.
 pub(crate) const DOORS_PER_SITE: u32 = 5;
@@ -365,6 +388,20 @@ fn draw_rules_and_lists(
         uids.insert(uid);
     }
     site.people = uids.into_iter().collect();
+    site.keypad = (0..KEYPAD_USERS_PER_SITE)
+        .map(|person| {
+            let mut totp = [0u8; 20];
+            let mut hotp = [0u8; 20];
+            rng.fill(&mut totp);
+            rng.fill(&mut hotp);
+            KeypadUser {
+                person,
+                code: format!("{}", 1000 + person * 37).into_bytes(),
+                totp,
+                hotp,
+            }
+        })
+        .collect();
     let mut rules: Vec<Rule> = site
         .people
         .iter()
@@ -405,7 +442,7 @@ fn compile(
     })?;
     let mut entries = BTreeMap::new();
     let mut source = Vec::new();
-    for (uid, rule) in site.people.iter().zip(rules) {
+    for (person, (uid, rule)) in site.people.iter().zip(rules).enumerate() {
         let (access, valid_from, valid_until, local) = match rule {
             Rule::Always => (AccessType::Unrestricted, 0, 0, vec![]),
             Rule::Emergency => (AccessType::Emergency, 0, 0, vec![]),
@@ -426,21 +463,33 @@ fn compile(
                 }
             })?
         };
+        let policy = Policy::new(access, valid_from, valid_until);
         source.push(Entry::Card(CardEntry {
             uid: uid.clone(),
-            policy: Policy::new(access, valid_from, valid_until),
+            policy,
             slots: slots.clone(),
         }));
-        entries.insert(
-            uid.clone(),
-            RefEntry {
-                access,
-                valid_from,
-                valid_until,
-                slots,
-                local,
-            },
-        );
+        let entry = RefEntry {
+            access,
+            valid_from,
+            valid_until,
+            slots: slots.clone(),
+            local,
+        };
+        for k in site.keypad.iter().filter(|k| k.person == person) {
+            source.push(Entry::Keypad(KeypadEntry {
+                code: k.code.clone(),
+                totp_secret: Some(k.totp.to_vec()),
+                hotp_secret: Some(k.hotp.to_vec()),
+                hotp_counter: 0,
+                digits: 6,
+                period_s: 30,
+                policy,
+                slots: slots.clone(),
+            }));
+            entries.insert(CredKey::Keypad(k.code.clone()), entry.clone());
+        }
+        entries.insert(CredKey::Card(uid.clone()), entry);
     }
     let bytes = chronolock_allowlist::compile(&source, generation, at_secs, signing)
         .map_err(|e| FleetError::Compile(e.to_string()))?;
