@@ -1169,7 +1169,23 @@ impl<'w> DoorRun<'w> {
         let again = choice == 0 && self.last_typed.contains_key(&user);
         let typed = match (choice, self.last_typed.get(&user)) {
             (0, Some(last)) => *last,
-            (1, _) => Typed::Wrong(self.rng.below(1_000_000) as u32),
+            (1, _) => {
+                // Six digits collide now and then: a "wrong" code must be none that any door
+                // could accept for this user (TOTP within two steps, any HOTP counter up to
+                // the token's plus the look-ahead).
+                let step = otp::totp_step(secs, 30).unwrap_or(0);
+                let hotp_end = self.hotp_token.get(&user).copied().unwrap_or(0) + 12;
+                let valid = |v: u32| {
+                    (step.saturating_sub(2)..=step + 2)
+                        .any(|s| otp::totp(&k.totp, s as i64 * 30, OtpParams::default()) == Ok(v))
+                        || (0..hotp_end).any(|c| otp::hotp(&k.hotp, c, 6) == Ok(v))
+                };
+                let mut v = self.rng.below(1_000_000) as u32;
+                while valid(v) {
+                    v = self.rng.below(1_000_000) as u32;
+                }
+                Typed::Wrong(v)
+            }
             (2..=4, _) => {
                 let next = self.hotp_token.entry(user).or_default();
                 let c = *next;

@@ -11,9 +11,15 @@
 //! Sites in real time zones with DST (Europe/Berlin, America/New_York, Australia/Sydney) and
 //! without (Asia/Tokyo); 24 people per site with UNRESTRICTED, EMERGENCY, CONDITIONAL, weekly
 //! local schedules (office hours, night shifts across midnight and DST changes, weekends),
-//! date-ranged and revoked rules. Admins change one or two rules every 1–12 hours; each change
-//! compiles and signs a new list (the generation goes up). Runs start a few weeks before a DST
-//! change. Five doors share a site.
+//! date-ranged and revoked rules. Six of them also have keypad codes (TOTP and HOTP secrets)
+//! under the same rule. Admins change one or two rules every 1–12 hours; each change compiles
+//! and signs a new list (the generation goes up). Runs start a few weeks before a DST change.
+//! Five doors share a site.
+//!
+//! Presentations (24 a day per door on average, three in ten within two minutes of a local
+//! schedule edge): known cards, unknown cards, and keypad entries: the TOTP code of the true
+//! time step, the user's next HOTP code (each door has its own token counter per user: the
+//! backend's raising of base counters is not modelled), the last entry again, or a wrong code.
 //!
 //! Faults: power cuts (5 s–4 h) and reboots (1–3 s) at any moment, including between a list's
 //! download and its installation; the RTC's coin cell failing in a power cut; doors without an
@@ -55,8 +61,18 @@
 //! - **One battery report per UTC day**: never two reports within one true UTC day (unless a
 //!   misled clock explains it); and a door that was on with a good clock from before 03:00 to
 //!   04:00 UTC reported that day.
+//! - **Keypad codes**: a wrong code never opens; no TOTP step or HOTP counter opens a door
+//!   twice, across reboots (the shell keeps code usage in flash); "clock unsynced" is shown only
+//!   while the clock cannot check TOTP; a fresh TOTP code is accepted by a clock within its
+//!   bound (at most 15 s). The policy part of a keypad decision is checked like a card's.
 //! - The controller never drops an action; an installed list's generation never goes down; the
 //!   outbox never overflows.
+//!
+//! # Replaying
+//!
+//! [`run`] returns the first violation with the command that replays its door alone
+//! (`--seed N --doors D --days K --door d`); doors depend only on the shared world, so one door
+//! replays exactly as it ran in the fleet.
 
 mod door;
 mod reference;
