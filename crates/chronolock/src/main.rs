@@ -33,6 +33,13 @@ enum Command {
         /// print a pairing code per door for virtual doors.
         #[arg(long)]
         demo: bool,
+        /// With --demo: do not run the demo doors as virtual doors in this process (to pair
+        /// doors of your own, e.g. `chronolock sim live --demo`, with the printed codes).
+        #[arg(long = "no-virtual-doors")]
+        no_virtual_doors: bool,
+        /// NTP server HOST:PORT for the demo's virtual doors (repeat for several).
+        #[arg(long = "ntp", default_value = "pool.ntp.org:123")]
+        ntp: Vec<String>,
     },
     /// Simulate door controllers.
     Sim {
@@ -121,6 +128,17 @@ enum SimCommand {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Benchmark: boot a virtual door without RTC many times against an NTP server that serves
+    /// this machine's clock (scripts/bench-boot.sh starts chronyd for it); prints the time from
+    /// network-up to a valid clock and the clock's offset from the server, median and p99.
+    BenchBoot {
+        /// NTP server HOST:PORT.
+        #[arg(long)]
+        ntp: String,
+        /// How many boots.
+        #[arg(long, default_value_t = 100)]
+        boots: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -155,12 +173,24 @@ fn main() -> ExitCode {
             };
             sim_live(opts, demo, duration)
         }
+        Command::Sim {
+            command: SimCommand::BenchBoot { ntp, boots },
+        } => bench_boot(&ntp, boots),
         Command::Serve {
             listen,
             data,
             database_url,
             demo,
-        } => serve(listen, data, database_url, demo),
+            no_virtual_doors,
+            ntp,
+        } => serve(chronolock_server::ServeConfig {
+            listen,
+            data_dir: data,
+            database_url,
+            demo,
+            virtual_doors: !no_virtual_doors,
+            ntp,
+        }),
         Command::Keygen { out } => report(keygen(&out)),
         Command::Allowlist {
             command:
@@ -182,6 +212,22 @@ fn main() -> ExitCode {
             Ok((summary, true)) => report(Ok(summary)),
             Err(e) => report(Err(e)),
         },
+    }
+}
+
+fn bench_boot(ntp: &str, boots: usize) -> ExitCode {
+    let data = std::env::temp_dir().join(format!("chronolock-bench-boot-{}", std::process::id()));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return report(Err(format!("cannot start: {e}"))),
+    };
+    let result = runtime.block_on(chronolock_sim::live::bench::boot_to_valid(
+        ntp, boots, &data,
+    ));
+    let _ = std::fs::remove_dir_all(&data);
+    match result {
+        Ok(figures) => report(Ok(format!("{:#}\n", figures.report()))),
+        Err(e) => report(Err(e)),
     }
 }
 
@@ -207,12 +253,7 @@ fn sim_live(
     }
 }
 
-fn serve(
-    listen: std::net::SocketAddr,
-    data_dir: PathBuf,
-    database_url: Option<String>,
-    demo: bool,
-) -> ExitCode {
+fn serve(config: chronolock_server::ServeConfig) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -220,12 +261,6 @@ fn serve(
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let config = chronolock_server::ServeConfig {
-        listen,
-        data_dir,
-        database_url,
-        demo,
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -310,3 +310,96 @@ async fn fresh_pairing_codes(
     }
     Ok(axum::Json(serde_json::Value::Array(out)))
 }
+
+/// A demo door run as a virtual door by this process.
+#[derive(Clone)]
+pub struct VirtualDoor {
+    /// The door's id.
+    pub door_id: i64,
+    /// Its name.
+    pub name: String,
+    /// The running virtual door.
+    pub handle: chronolock_sim::live::DoorHandle,
+}
+
+impl std::fmt::Debug for VirtualDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtualDoor")
+            .field("door_id", &self.door_id)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Starts a virtual door for each demo door, paired with this server at `addr` (a fresh
+/// pairing code for any door whose virtual device is not paired yet). Their flash and RTC live
+/// in `<data>/virtual-doors/door-<id>`; their events go to `events.jsonl` there.
+pub async fn start_virtual_doors(
+    state: &AppState,
+    addr: std::net::SocketAddr,
+    config: &crate::ServeConfig,
+    seeded: Option<&Demo>,
+) -> Result<(), String> {
+    use chronolock_sim::live::{door, store::Store, DoorOptions, Output};
+    let host = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let server = format!("http://{host}");
+    let base = config.data_dir.join("virtual-doors");
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(base.join("events.jsonl"))
+        .map_err(|e| format!("{}: {e}", base.display()))?;
+    let out = Output::to(Box::new(log));
+    let mut started = Vec::new();
+    for (name, door_id) in doors(state).await.map_err(|e| e.to_string())? {
+        let store = Store::open(&base.join(format!("door-{door_id}")))
+            .map_err(|e| format!("door {door_id}: {e}"))?;
+        let paired = store
+            .settings()
+            .device
+            .is_some_and(|d| d.door_id == door_id as u64);
+        let seeded_code = seeded
+            .and_then(|d| d.doors.iter().find(|(_, id, _)| *id == door_id))
+            .map(|(_, _, code)| code.clone());
+        let code = if paired {
+            None
+        } else if seeded_code.is_some() {
+            seeded_code
+        } else {
+            Some(
+                crate::device::new_pairing_code(state, door_id)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        let handle = door::spawn(
+            DoorOptions {
+                name: name.clone(),
+                server: Some(server.clone()),
+                pairing_code: code,
+                ntp: config.ntp.clone(),
+                rtc: true,
+                sync_interval_s: Some(10),
+                setup_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+            store,
+            out.clone(),
+        )
+        .map_err(|e| format!("door {door_id}: {e}"))?;
+        println!("virtual door \"{name}\": {server}/doors/{door_id}/virtual");
+        started.push(VirtualDoor {
+            door_id,
+            name,
+            handle,
+        });
+    }
+    if let Ok(mut doors) = state.virtual_doors.write() {
+        *doors = started;
+    }
+    Ok(())
+}

@@ -45,6 +45,10 @@ pub struct ServeConfig {
     pub database_url: Option<String>,
     /// Seed the demo site ([`demo::seed`]) if the database has no site yet.
     pub demo: bool,
+    /// With `demo`: run the demo doors as virtual doors in this process ([`demo::start_virtual_doors`]).
+    pub virtual_doors: bool,
+    /// NTP servers (`host:port`) for the virtual doors.
+    pub ntp: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -54,6 +58,8 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("chronolock-data"),
             database_url: None,
             demo: false,
+            virtual_doors: true,
+            ntp: vec!["pool.ntp.org:123".into()],
         }
     }
 }
@@ -71,6 +77,8 @@ pub struct AppState {
     pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
     /// Door statuses from syncs, written behind in batches.
     pub door_status: std::sync::Arc<device_api::StatusBuffer>,
+    /// Virtual doors this process runs (`serve --demo`), for their panels in the admin UI.
+    pub virtual_doors: std::sync::Arc<std::sync::RwLock<Vec<demo::VirtualDoor>>>,
 }
 
 impl AppState {
@@ -89,6 +97,7 @@ impl AppState {
             signing_key: std::sync::Arc::new(signing_key),
             webhook_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
             door_status: std::sync::Arc::default(),
+            virtual_doors: std::sync::Arc::default(),
         })
     }
 }
@@ -131,11 +140,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     auth::admin_from_env(&state)
         .await
         .map_err(|e| ServeError::Setup(e.to_string()))?;
-    if config.demo {
+    let seeded = if config.demo {
         demo::seed(&state)
             .await
-            .map_err(|e| ServeError::Setup(format!("demo: {e}")))?;
-    }
+            .map_err(|e| ServeError::Setup(format!("demo: {e}")))?
+    } else {
+        None
+    };
     let db = state.db.clone();
     let background = [
         tokio::spawn(webhooks::run(state.clone())),
@@ -154,6 +165,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         source,
     })?;
     tracing::info!(%addr, database = db.backend().as_str(), "chronolock server listening");
+    if config.demo && config.virtual_doors {
+        demo::start_virtual_doors(&state, addr, &config, seeded.as_ref())
+            .await
+            .map_err(|e| ServeError::Setup(format!("virtual doors: {e}")))?;
+    }
     let mut app = router(state.clone());
     if config.demo {
         app = app.merge(demo::routes().with_state(state.clone()));

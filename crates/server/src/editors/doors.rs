@@ -157,6 +157,11 @@ async fn door_page(
             section {
                 h3 { "Device" }
                 p { (device_status(site, door, now)) "; last sync: " (last_sync(site, door)) }
+                @if super::virtual_door::has_virtual(state, door.id) {
+                    p { "This door is a virtual door run by the demo: "
+                        a #virtual-panel href={ "/doors/" (door.id) "/virtual" } { "open its panel" }
+                        " to tap cards, type codes and cut its power or network." }
+                }
                 form method="post" action={ "/doors/" (door.id) "/pair" } {
                     (super::csrf(admin))
                     p.hint { "A pairing code lets one device enrol as this door within 24 hours. \

@@ -19,6 +19,7 @@ mod people;
 mod rules;
 mod schedules;
 mod site;
+pub mod virtual_door;
 
 use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
@@ -45,6 +46,7 @@ pub fn routes() -> Router<AppState> {
         .merge(groups::routes())
         .merge(schedules::routes())
         .merge(rules::routes())
+        .merge(virtual_door::routes())
 }
 
 /// Why an editor could not answer with its page.

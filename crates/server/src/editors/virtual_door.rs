@@ -1,0 +1,201 @@
+//! `/doors/{id}/virtual`: the panel of a virtual door run by `serve --demo` — tap a card, type
+//! keypad keys, see the LEDs, the lock and the decision, power-cycle it, cut its network or its
+//! NTP. The door is the same core `Controller` the firmware runs, in this process, talking to
+//! this server over real HTTP.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Form, Json, Router};
+use chronolock_sim::live::DoorView;
+use maud::{html, Markup, PreEscaped};
+
+use super::{editor_page, guard, parse_id, see, the_site, Fields, UiError, UiResult};
+use crate::auth::Admin;
+use crate::{directory, AppState};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/doors/{id}/virtual", get(panel).post(control))
+        .route("/doors/{id}/virtual/state", get(state_json))
+}
+
+/// The virtual door for a door id, if this process runs one.
+fn handle(state: &AppState, door_id: i64) -> Option<chronolock_sim::live::DoorHandle> {
+    state
+        .virtual_doors
+        .read()
+        .ok()?
+        .iter()
+        .find(|v| v.door_id == door_id)
+        .map(|v| v.handle.clone())
+}
+
+/// Whether a door has a virtual door here (for links).
+pub fn has_virtual(state: &AppState, door_id: i64) -> bool {
+    handle(state, door_id).is_some()
+}
+
+fn leds(v: &DoorView) -> Markup {
+    let green = v.feedback.as_deref() == Some("granted");
+    let red = !green && v.feedback.is_some();
+    let blink = v.feedback.as_deref() == Some("clock_unsynced");
+    html! {
+        span #led-green .led .green[green] title="green LED" {}
+        span #led-red .led .red[red] .blink[blink] title="red LED" {}
+    }
+}
+
+fn view_rows(v: &DoorView) -> Markup {
+    html! {
+        table #virtual-state {
+            tr { th { "Power" } td #power { (if v.powered { "on" } else { "off" }) } }
+            tr { th { "Network" } td #network { (if v.network { "connected" } else { "cut" }) } }
+            tr { th { "NTP" } td #ntp { (if v.ntp { "reachable" } else { "blocked" }) } }
+            tr { th { "Clock" } td #clock {
+                @if v.clock_valid {
+                    (v.clock_utc.as_deref().unwrap_or("")) " ± " (v.clock_error_ms.unwrap_or(0)) " ms, from "
+                    (v.clock_source.as_deref().unwrap_or("?"))
+                } @else { "not set" }
+            } }
+            tr { th { "Lock" } td #lock { (if v.unlocked { "open" } else { "locked" }) } }
+            tr { th { "LEDs / buzzer" } td { (leds(v)) " " span #feedback { (v.feedback.as_deref().unwrap_or("—")) } } }
+            tr { th { "Last decision" } td #decision {
+                @if let Some((who, what)) = &v.last_decision { code { (who) } " → " strong { (what) } } @else { "—" }
+            } }
+            tr { th { "List generation" } td #generation { (v.generation) } }
+            tr { th { "Events waiting" } td #outbox { (v.outbox) } }
+            tr { th { "Last sync" } td #last-sync { (v.last_sync.as_deref().unwrap_or("—")) } }
+            tr { th { "Battery" } td #battery { (v.battery_mv) " mV" } }
+        }
+    }
+}
+
+async fn panel(State(state): State<AppState>, admin: Admin, Path(id): Path<String>) -> UiResult {
+    let site = the_site(&state, &admin).await?;
+    let door = directory::door(&state, site.id, parse_id(&id)?).await?;
+    let Some(h) = handle(&state, door.id) else {
+        return Err(UiError::NotFound);
+    };
+    let v = h.view();
+    let action = format!("/doors/{}/virtual", door.id);
+    let button = |what: &str, label: &str| {
+        html! {
+            form.inline method="post" action=(action) {
+                (super::csrf(&admin))
+                input type="hidden" name="do" value=(what);
+                button type="submit" name="button" value=(what) { (label) }
+            }
+        }
+    };
+    Ok(editor_page(
+        &format!("Virtual door: {}", door.name),
+        &admin,
+        html! {
+            style { (PreEscaped(".led{display:inline-block;width:1.1em;height:1.1em;border-radius:50%;background:#ccc;margin-right:.3em;vertical-align:middle}.led.green{background:#2a2}.led.red{background:#d22}.blink{animation:b .15s step-start 6}@keyframes b{50%{opacity:.1}}")) }
+            p { "A simulated door controller running the same core as the firmware, talking to this server over HTTP. "
+                a href={ "/doors/" (door.id) } { "Door settings" } }
+            (view_rows(&v))
+            h2 { "Card and keypad" }
+            form method="post" action=(action) {
+                (super::csrf(&admin))
+                input type="hidden" name="do" value="card";
+                label for="uid" { "Card UID (hex)" }
+                input #uid name="uid" placeholder="04A1B2C3" required;
+                button type="submit" #tap { "Tap card" }
+            }
+            form method="post" action=(action) {
+                (super::csrf(&admin))
+                input type="hidden" name="do" value="keys";
+                label for="keys" { "Keys (digits, * and #)" }
+                input #keys name="keys" placeholder="1234*123456#" required;
+                button type="submit" #type-keys { "Type" }
+            }
+            h2 { "Power and network" }
+            p {
+                @if v.powered { (button("power_cycle", "Power cycle")) (button("power_off", "Power off")) }
+                @else { (button("power_on", "Power on")) }
+                @if v.network { (button("network_down", "Cut network")) } @else { (button("network_up", "Restore network")) }
+                @if v.ntp { (button("ntp_down", "Block NTP")) } @else { (button("ntp_up", "Unblock NTP")) }
+            }
+            script { (PreEscaped(format!(r#"
+(function(){{
+  var url = "/doors/{id}/virtual/state";
+  function set(id, text){{ var e = document.getElementById(id); if (e && e.textContent !== text) e.textContent = text; }}
+  function tick(){{
+    fetch(url, {{credentials: "same-origin"}}).then(function(r){{ return r.ok ? r.json() : null; }}).then(function(v){{
+      if (!v) return;
+      set("power", v.powered ? "on" : "off");
+      set("network", v.network ? "connected" : "cut");
+      set("ntp", v.ntp ? "reachable" : "blocked");
+      set("clock", v.clock_valid ? (v.clock_utc + " \u00b1 " + v.clock_error_ms + " ms, from " + v.clock_source) : "not set");
+      set("lock", v.unlocked ? "open" : "locked");
+      set("feedback", v.feedback || "\u2014");
+      set("decision", v.last_decision ? (v.last_decision[0] + " \u2192 " + v.last_decision[1]) : "\u2014");
+      set("generation", String(v.generation));
+      set("outbox", String(v.outbox));
+      set("last-sync", v.last_sync || "\u2014");
+      var green = v.feedback === "granted";
+      document.getElementById("led-green").classList.toggle("green", green);
+      document.getElementById("led-red").classList.toggle("red", !green && !!v.feedback);
+    }}).catch(function(){{}});
+  }}
+  setInterval(tick, 1000);
+}})();
+"#, id = door.id))) }
+        },
+    )
+    .into_response())
+}
+
+async fn state_json(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<DoorView>, UiError> {
+    let site = the_site(&state, &admin).await?;
+    let door = directory::door(&state, site.id, parse_id(&id)?).await?;
+    let h = handle(&state, door.id).ok_or(UiError::NotFound)?;
+    Ok(Json(h.view()))
+}
+
+async fn control(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> UiResult {
+    let f = Fields(fields);
+    guard(&admin, &headers, &f)?;
+    let site = the_site(&state, &admin).await?;
+    let door = directory::door(&state, site.id, parse_id(&id)?).await?;
+    let h = handle(&state, door.id).ok_or(UiError::NotFound)?;
+    let line = match f.get("do") {
+        "card" => serde_json::json!({"do": "card", "uid": f.get("uid").trim()}),
+        "keys" => serde_json::json!({"do": "keys", "keys": f.get("keys").trim()}),
+        "power_on" => serde_json::json!({"do": "power", "on": true}),
+        "power_off" => serde_json::json!({"do": "power", "on": false}),
+        "power_cycle" => serde_json::json!({"do": "power_cycle"}),
+        "network_up" => serde_json::json!({"do": "network", "up": true}),
+        "network_down" => serde_json::json!({"do": "network", "up": false}),
+        "ntp_up" => serde_json::json!({"do": "ntp", "up": true}),
+        "ntp_down" => serde_json::json!({"do": "ntp", "up": false}),
+        other => {
+            return Err(UiError::App(crate::error::AppError::BadRequest(format!(
+                "unknown control {other:?}"
+            ))))
+        }
+    };
+    let (_, command) = chronolock_sim::live::parse_command(&line.to_string())
+        .map_err(|e| UiError::App(crate::error::AppError::BadRequest(e)))?;
+    if !h.send(command) {
+        return Err(UiError::App(crate::error::AppError::Internal(
+            "the virtual door has stopped".into(),
+        )));
+    }
+    // Give the door a moment so the page shows the outcome.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    Ok(see(&format!("/doors/{}/virtual", door.id)))
+}
