@@ -328,3 +328,208 @@ async fn admins(b: &Browser) -> Vec<String> {
         .await
         .unwrap()
 }
+
+/// Lines a virtual door prints, kept for the test to read.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(v) = serde_json::from_slice(line) {
+                self.0.lock().unwrap().push(v);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    async fn wait(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = self.0.lock().unwrap().iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what}: {:?}",
+                self.0.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `serve --demo`'s virtual doors in the admin UI: the door page links to the panel; a tapped
+/// staff card is granted (green) and an unknown one denied; cutting the network and a power
+/// cycle show on the panel. Then the phone setup page of a new, unpaired virtual door, as the
+/// ESP32 serves it from its access point: the browser's time sets the door's clock and the
+/// door pairs with the code from the admin UI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_door_panel_and_phone_setup() {
+    harness::bounded(LIMIT, async {
+        let Some(mut b) = Browser::start("virtual_doors").await else {
+            return;
+        };
+        create_admin(&b).await;
+        let seeded = chronolock_server::demo::seed(&b.state).await.unwrap();
+        let config = chronolock_server::ServeConfig {
+            data_dir: common::sqlite_config("virtual_doors_data").data_dir,
+            ntp: vec![],
+            ..chronolock_server::ServeConfig::default()
+        };
+        let addr: std::net::SocketAddr = b.url("").trim_start_matches("http://").parse().unwrap();
+        chronolock_server::demo::start_virtual_doors(&b.state, addr, &config, seeded.as_ref())
+            .await
+            .unwrap();
+        let front = chronolock_server::demo::doors(&b.state).await.unwrap()[0].1;
+
+        b.goto(&format!("/doors/{front}")).await;
+        b.click("#virtual-panel").await;
+        b.wait_path(&format!("/doors/{front}/virtual")).await;
+        // Paired over HTTP, the list installed, the clock set from the backend's signed time.
+        b.wait_text("#generation", "2").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !b.text("#clock").await.contains("from backend") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "clock: {}",
+                b.text("#clock").await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        b.shot("panel-ready").await;
+
+        b.fill("#uid", "04A1B2C3").await;
+        b.click("#tap").await;
+        b.wait_text("#decision", "card:04A1B2C3 → GRANTED").await;
+        assert!(b.has("#led-green.green").await, "green LED on");
+        b.shot("card-granted").await;
+
+        b.fill("#uid", "DEADBEEF").await;
+        b.click("#tap").await;
+        b.wait_text("#decision", "card:DEADBEEF → DENIED_UNKNOWN")
+            .await;
+        assert!(b.has("#led-red.red").await, "red LED on");
+        b.shot("card-denied").await;
+
+        b.click("button[value=network_down]").await;
+        b.wait_text("#network", "cut").await;
+        b.click("button[value=power_cycle]").await;
+        b.wait_text("#power", "on").await;
+        // Back from the cut: the RTC written at the first sync gives the time at once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !b.text("#clock").await.contains("from rtc") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "clock: {}",
+                b.text("#clock").await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        b.shot("offline-after-power-cycle").await;
+
+        // A new door, and a virtual device for it in setup mode.
+        let site = chronolock_server::demo::doors(&b.state).await.unwrap();
+        let site_id: (i64,) = sqlx::query_as("SELECT site_id FROM doors WHERE id = $1")
+            .bind(site[0].1)
+            .fetch_one(b.state.db.pool())
+            .await
+            .unwrap();
+        let back = chronolock_server::model::create_door(&b.state, site_id.0, "Back door")
+            .await
+            .unwrap();
+        let code = chronolock_server::device::new_pairing_code(&b.state, back)
+            .await
+            .unwrap();
+        let events = Captured::default();
+        let door = chronolock_sim::live::door::spawn(
+            chronolock_sim::live::DoorOptions {
+                name: "back".into(),
+                server: None,
+                pairing_code: None,
+                ntp: vec![],
+                rtc: true,
+                sync_interval_s: Some(5),
+                setup_listen: "127.0.0.1:0".parse().unwrap(),
+            },
+            chronolock_sim::live::store::Store::open(&config.data_dir.join("back")).unwrap(),
+            chronolock_sim::live::Output::to(Box::new(events.clone())),
+        )
+        .unwrap();
+        let page = events
+            .wait("setup page", |v| v["event"] == "setup_page")
+            .await;
+        let setup_url = page["url"].as_str().unwrap().to_string();
+        assert!(door.view().setup_mode, "unpaired: setup mode");
+        // A bad form is refused and names the field (the page's script fills the time itself).
+        let bad = reqwest_post(
+            &setup_url,
+            "time_ms=12&ssid=x&server=http://x&code=ABCDEFGHJKMN",
+        )
+        .await;
+        assert!(bad.contains("time_ms is not the phone"), "{bad}");
+        assert!(door.view().setup_mode, "still in setup mode");
+        b.client.goto(&setup_url).await.unwrap();
+        assert_eq!(b.text("h1").await, "Door setup");
+        b.shot("phone-setup-page").await;
+        b.fill("#ssid", "Makerspace").await;
+        b.fill("#password", "wifi password").await;
+        b.fill("#server", &b.url("")).await;
+        b.fill("#code", &code.to_lowercase()).await;
+        b.shot("phone-setup-filled").await;
+        let before = chronolock_server::now_micros();
+        b.click("#save").await;
+        b.wait_text("#result", "Saved").await;
+        b.shot("phone-setup-saved").await;
+        // The phone's clock set the door's: valid at once, from the phone, within a second.
+        let clock = events
+            .wait("the phone's time", |v| {
+                v["event"] == "clock" && v["source"] == "phone"
+            })
+            .await;
+        assert_eq!(clock["valid"], true);
+        let after = chronolock_server::now_micros();
+        let utc: jiff::Timestamp = clock["utc"].as_str().unwrap().parse().unwrap();
+        let utc_us = utc.as_microsecond();
+        assert!(
+            utc_us > before - 1_000_000 && utc_us < after + 1_000_000,
+            "{clock}"
+        );
+        // And the door paired with the code typed on the phone.
+        let paired = events.wait("pairing", |v| v["event"] == "pairing").await;
+        assert_eq!(paired["ok"], true, "{paired}");
+        assert_eq!(paired["door_id"], back);
+        events
+            .wait("its list", |v| v["event"] == "list_installed")
+            .await;
+        // Paired: the setup page is gone, as the door's access point would be.
+        let gone = reqwest::Client::new().get(&setup_url).send().await;
+        assert!(gone.is_err(), "the setup page closes after pairing");
+        assert!(!door.view().setup_mode);
+    })
+    .await;
+}
+
+/// Posts a form body with a plain HTTP client (no browser), returning the page.
+async fn reqwest_post(base: &str, body: &str) -> String {
+    reqwest::Client::new()
+        .post(format!("{base}setup"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
