@@ -633,7 +633,7 @@ impl Door {
                 if let Err(e) = self.store.save_outbox(&outbox) {
                     self.emit(json!({"event": "error", "error": format!("outbox: {e}")}));
                 }
-                self.last_sync = Some(format!("ok, {acked} events acknowledged"));
+                self.last_sync = Some(format!("ok; events acknowledged: {acked}"));
                 self.emit(json!({
                     "event": "sync", "ok": true, "acked": acked, "generation": answer.generation,
                     "list_bytes": answer.list_len,

@@ -12,6 +12,7 @@
 //! (`"on": bool`), `power_cycle`, `network` (`"up": bool`), `ntp` (`"up": bool`), `battery`
 //! (`"mv": 3700`), `cut_power_during_list_download`, `status`.
 
+pub mod bench;
 pub mod door;
 pub mod net;
 pub mod setup;
@@ -56,8 +57,10 @@ impl Output {
         if let Value::Object(fields) = event {
             line.extend(fields);
         }
+        // One write per line, so a reader that takes whole writes sees whole lines.
+        let text = format!("{}\n", Value::Object(line));
         if let Ok(mut sink) = self.sink.lock() {
-            let _ = writeln!(sink, "{}", Value::Object(line));
+            let _ = sink.write_all(text.as_bytes());
             let _ = sink.flush();
         }
     }

@@ -1,0 +1,142 @@
+//! `chronolock sim bench-boot`: how long a virtual door without RTC takes from network-up (its
+//! boot, network connected) to a valid clock from a real NTP server, and how far that clock is
+//! from the server's, over many boots.
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::door::{self, Command, DoorOptions};
+use super::store::Store;
+use super::Output;
+
+/// What the boots measured.
+#[derive(Clone, Debug)]
+pub struct BootFigures {
+    /// Boots measured.
+    pub boots: usize,
+    /// Network-up to valid clock, microseconds, sorted.
+    pub to_valid_us: Vec<u64>,
+    /// |door UTC − host UTC| right after the clock became valid, microseconds, sorted. The NTP
+    /// server must serve this machine's clock (chronyd with `local`), so this is the offset
+    /// error against it.
+    pub offset_us: Vec<u64>,
+    /// The door's own error bound then, microseconds, sorted.
+    pub bound_us: Vec<u64>,
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+impl BootFigures {
+    /// A short report.
+    pub fn report(&self) -> Value {
+        let f = |v: &[u64]| json!({"median_us": pct(v, 0.5), "p99_us": pct(v, 0.99), "max_us": v.last().copied().unwrap_or(0)});
+        json!({
+            "boots": self.boots,
+            "network_up_to_valid_clock": f(&self.to_valid_us),
+            "offset_from_ntp_server": f(&self.offset_us),
+            "door_error_bound": f(&self.bound_us),
+        })
+    }
+}
+
+struct Lines(mpsc::Sender<Value>);
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(v) = serde_json::from_slice(line) {
+                let _ = self.0.send(v);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Boots one door `boots` times against `ntp` (no RTC, no backend) in `data`.
+pub async fn boot_to_valid(
+    ntp: &str,
+    boots: usize,
+    data: &std::path::Path,
+) -> Result<BootFigures, String> {
+    let (tx, rx) = mpsc::channel();
+    let out = Output::to(Box::new(Lines(tx)));
+    let store = Store::open(data).map_err(|e| e.to_string())?;
+    let door = door::spawn(
+        DoorOptions {
+            name: "bench".into(),
+            server: None,
+            pairing_code: None,
+            ntp: vec![ntp.to_string()],
+            rtc: false,
+            sync_interval_s: None,
+            setup_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        },
+        store,
+        out,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut figures = BootFigures {
+        boots: 0,
+        to_valid_us: Vec::new(),
+        offset_us: Vec::new(),
+        bound_us: Vec::new(),
+    };
+    let next = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Result<Value, String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(v) if pred(&v) => return Ok(v),
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(format!(
+                        "no {what} within 30 s: is the NTP server at {ntp} answering?"
+                    ))
+                }
+            }
+        }
+    };
+    for i in 0..boots {
+        if i > 0 {
+            door.send(Command::PowerCycle);
+        }
+        let valid = tokio::task::block_in_place(|| {
+            next("valid clock", &|v| {
+                v["event"] == "clock" && v["valid"] == true
+            })
+        })?;
+        door.send(Command::Status);
+        let status = tokio::task::block_in_place(|| next("status", &|v| v["event"] == "status"))?;
+        let to_valid = valid["uptime_us"]
+            .as_u64()
+            .ok_or("clock event without uptime")?;
+        let utc = status["utc_us"].as_i64().ok_or("status without utc")?;
+        let host = status["host_utc_us"]
+            .as_i64()
+            .ok_or("status without host utc")?;
+        figures.to_valid_us.push(to_valid);
+        figures.offset_us.push((utc - host).unsigned_abs());
+        figures
+            .bound_us
+            .push(status["error_us"].as_u64().unwrap_or(0));
+        figures.boots += 1;
+    }
+    door.send(Command::Power(false));
+    figures.to_valid_us.sort_unstable();
+    figures.offset_us.sort_unstable();
+    figures.bound_us.sort_unstable();
+    Ok(figures)
+}
