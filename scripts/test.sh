@@ -50,6 +50,9 @@ cargo build -p chronolock-core --target "$TARGET" --release --locked
 say "fuzz targets compile (run them with cargo fuzz on nightly: see fuzz/README.md)"
 cargo build --manifest-path fuzz/Cargo.toml --locked --quiet
 
+say "ESP32-C3 firmware: release build, flash and static RAM budgets, flashable image"
+bash scripts/firmware.sh
+
 say "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
