@@ -60,6 +60,7 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
         "network_outage",
         "backend_outage",
         "sync_answer_lost",
+        "slow_sync",
         "ntp_outage",
         "ntp_liar",
         "ntp_lie_delivered",

@@ -906,8 +906,20 @@ impl<'w> DoorRun<'w> {
         }
         self.tally.syncs += 1;
         let boot = self.dev.as_ref().map_or(0, |d| d.boot);
-        let out = self.rng.range(10_000, 150_000);
-        let back = self.rng.range(10_000, 150_000);
+        let (out, back) = if self.rng.chance(20_000) {
+            // A congested uplink: some answers come close to or after the controller's 10 s
+            // deadline (a late answer's time is refused; its acknowledgement still counts).
+            self.fault("slow_sync");
+            (
+                self.rng.range(10_000, 9_000_000),
+                self.rng.range(10_000, 9_000_000),
+            )
+        } else {
+            (
+                self.rng.range(10_000, 150_000),
+                self.rng.range(10_000, 150_000),
+            )
+        };
         let arrive = self.t + out;
         if !self.w.backend_up(arrive) {
             self.schedule(arrive + back, Ev::BackendFailed { boot });
