@@ -142,6 +142,14 @@ fn a_doubled_report_is_caught() {
 }
 
 #[test]
+fn a_backend_that_ignores_the_site_zone_breaks_the_local_schedule() {
+    let f = planted(Plant::BackendIgnoresZone);
+    assert!(f.report.intent_mismatches > 0, "{f}");
+    assert_eq!(f.first.invariant, "local_schedule_intent", "{f}");
+    assert_eq!(f.report.wrong_grants, 0, "the door still follows its list");
+}
+
+#[test]
 fn forgetting_used_codes_at_reboot_lets_a_code_in_twice() {
     let c = FleetConfig {
         plant: Some(Plant::ForgetKeypadUse),

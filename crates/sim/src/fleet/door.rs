@@ -61,6 +61,8 @@ pub(crate) struct Tally {
     pub misled_grants: u64,
     pub decision_mismatches: u64,
     pub intent_mismatches: u64,
+    pub intent_checks: u64,
+    pub intent_checks_across_dst: u64,
     pub lost_events: u64,
     pub clock_bound_violations: u64,
     pub misled_clock_steps: u64,
@@ -1149,6 +1151,12 @@ impl<'w> DoorRun<'w> {
         let intent = |s: i64| reference::local_intent(entry, &self.site.zone, s);
         let within_horizon = version.is_some_and(|v| hi < v.horizon_end);
         if honest && within_horizon && intent(lo).is_some() {
+            self.tally.intent_checks += 1;
+            // The list was compiled before a DST change that has happened since: the door is
+            // on the slots of a later stretch.
+            if entry.slots.iter().any(|s| s.from != 0 && s.from <= lo) {
+                self.tally.intent_checks_across_dst += 1;
+            }
             let judged = if decision.is_granted() {
                 reference::any_in(entry, lo, hi, |s| intent(s) == Some(true))
             } else if decision == Decision::DeniedTimeRestriction {

@@ -12,9 +12,9 @@
 //! without (Asia/Tokyo); 24 people per site with UNRESTRICTED, EMERGENCY, CONDITIONAL, weekly
 //! local schedules (office hours, night shifts across midnight and DST changes, weekends),
 //! date-ranged and revoked rules. Six of them also have keypad codes (TOTP and HOTP secrets)
-//! under the same rule. Admins change one or two rules every 1–12 hours; each change compiles
-//! and signs a new list (the generation goes up). Runs start a few weeks before a DST change.
-//! Five doors share a site.
+//! under the same rule. Admins change one or two rules every 1–12 hours (at quiet sites every
+//! hour to five days); each change compiles and signs a new list (the generation goes up). Runs
+//! start a few weeks before a DST change. Five doors share a site.
 //!
 //! Presentations (24 a day per door on average, three in ten within two minutes of a local
 //! schedule edge): known cards, unknown cards, and keypad entries: the TOTP code of the true
@@ -105,6 +105,8 @@ pub enum Plant {
     DuplicateReport,
     /// The shell does not keep keypad code usage in flash, so a reboot forgets used codes.
     ForgetKeypadUse,
+    /// The backend compiles local schedules as if the site were in UTC.
+    BackendIgnoresZone,
 }
 
 /// What to simulate.
@@ -255,6 +257,10 @@ pub struct FleetReport {
     pub decision_mismatches: u64,
     /// Schedule decisions against the admin's local-time intent (goal: zero).
     pub intent_mismatches: u64,
+    /// Schedule decisions checked against the local-time intent.
+    pub intent_checks: u64,
+    /// Of which with a list compiled before a DST change that has happened since.
+    pub intent_checks_across_dst: u64,
     /// Steps with a clock outside its bound not explained by a lie (goal: zero).
     pub clock_bound_violations: u64,
     /// Steps with a clock outside its bound because a lying NTP server set it.
@@ -303,6 +309,8 @@ impl FleetReport {
         self.missed_reports += t.missed_reports;
         self.decision_mismatches += t.decision_mismatches;
         self.intent_mismatches += t.intent_mismatches;
+        self.intent_checks += t.intent_checks;
+        self.intent_checks_across_dst += t.intent_checks_across_dst;
         self.clock_bound_violations += t.clock_bound_violations;
         self.misled_clock_steps += t.misled_clock_steps;
         self.misled_grants += t.misled_grants;
@@ -360,7 +368,9 @@ impl fmt::Display for FleetReport {
         )?;
         write!(
             f,
-            "  misled by lying NTP: {} clock steps, {} grants; stale-list decisions {}; fail-safe grants true time denies {}",
+            "  local-schedule checks {} ({} across a DST change); misled by lying NTP: {} clock steps, {} grants; stale-list decisions {}; fail-safe grants true time denies {}",
+            self.intent_checks,
+            self.intent_checks_across_dst,
             self.misled_clock_steps,
             self.misled_grants,
             self.stale_list_decisions,

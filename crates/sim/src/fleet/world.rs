@@ -274,7 +274,15 @@ impl World {
                 keypad: Vec::new(),
                 versions: Vec::new(),
             };
-            draw_rules_and_lists(&mut site, rng, start_secs, fault_end, &mut faults)?;
+            let ignore_zone = cfg.plant == Some(super::Plant::BackendIgnoresZone);
+            draw_rules_and_lists(
+                &mut site,
+                rng,
+                start_secs,
+                fault_end,
+                ignore_zone,
+                &mut faults,
+            )?;
             sites.push(site);
         }
         Ok(World {
@@ -378,6 +386,7 @@ fn draw_rules_and_lists(
     rng: &mut Rng,
     start_secs: i64,
     fault_end: i64,
+    ignore_zone: bool,
     faults: &mut BTreeMap<&'static str, u64>,
 ) -> Result<(), FleetError> {
     let mut uids = BTreeSet::new();
@@ -408,13 +417,27 @@ fn draw_rules_and_lists(
         .map(|_| draw_rule(rng, start_secs))
         .collect();
     let signing = SigningKey::from_bytes(&site.key);
+    // Busy sites change rules every few hours; quiet ones every few days, so that their doors
+    // cross DST changes on a list compiled before them.
+    let max_gap = if rng.below(2) == 0 {
+        12 * HOUR
+    } else {
+        5 * DAY
+    };
     let mut t = 0;
     loop {
         let at_secs = start_secs + t / SEC;
         let generation = site.versions.len() as u64 + 1;
-        site.versions
-            .push(compile(site, &rules, generation, t, at_secs, &signing)?);
-        t += rng.range(HOUR, 12 * HOUR);
+        site.versions.push(compile(
+            site,
+            &rules,
+            generation,
+            t,
+            at_secs,
+            &signing,
+            ignore_zone,
+        )?);
+        t += rng.range(HOUR, max_gap);
         if t >= fault_end {
             break;
         }
@@ -435,6 +458,7 @@ fn compile(
     t: i64,
     at_secs: i64,
     signing: &SigningKey,
+    ignore_zone: bool,
 ) -> Result<ListVersion, FleetError> {
     let from = Timestamp::from_second(at_secs).map_err(|e| FleetError::Zone {
         zone: site.zone_name,
@@ -456,11 +480,14 @@ fn compile(
         let slots = if local.is_empty() {
             vec![]
         } else {
-            schedule::compile(&site.zone, &local, from, HORIZON_DAYS).map_err(|e| {
-                FleetError::Zone {
-                    zone: site.zone_name,
-                    message: e.to_string(),
-                }
+            let zone = if ignore_zone {
+                TimeZone::UTC
+            } else {
+                site.zone.clone()
+            };
+            schedule::compile(&zone, &local, from, HORIZON_DAYS).map_err(|e| FleetError::Zone {
+                zone: site.zone_name,
+                message: e.to_string(),
             })?
         };
         let policy = Policy::new(access, valid_from, valid_until);
