@@ -1,6 +1,7 @@
 //! Runs the fleet simulation and prints its report and speed in door-days per second:
 //! `cargo run --release -p chronolock-sim --example fleet -- --seed 7 --doors 200 --days 365`
-//! (add `--door N` to replay one door, `--json` for the report as JSON).
+//! (add `--door N` to replay one door, `--threads N` to use N threads instead of one per CPU,
+//! `--json` for the report as JSON).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -8,7 +9,10 @@ use std::time::Instant;
 use chronolock_sim::fleet::{self, FleetConfig, RunFailure};
 
 fn main() -> ExitCode {
-    let mut cfg = FleetConfig::default();
+    let mut cfg = FleetConfig {
+        threads: 0,
+        ..FleetConfig::default()
+    };
     let mut json = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
             "--door" => value("--door")
                 .map(|v| cfg.only_door = Some(v as u32))
                 .is_some(),
+            "--threads" => value("--threads").map(|v| cfg.threads = v as u32).is_some(),
             "--json" => {
                 json = true;
                 true
@@ -60,6 +65,9 @@ fn main() -> ExitCode {
         println!("{report}");
         for v in report.violations.iter().take(20) {
             println!("  ! {v}");
+        }
+        for v in &report.misled_examples {
+            println!("  ~ {v}");
         }
     }
     eprintln!(

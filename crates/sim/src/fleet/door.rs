@@ -74,6 +74,7 @@ pub(crate) struct Tally {
     pub list_installs: u64,
     pub max_outbox: u64,
     pub faults: BTreeMap<&'static str, u64>,
+    pub misled_examples: Vec<Violation>,
 }
 
 /// What a keypad user typed after the user code.
@@ -221,8 +222,9 @@ pub(crate) struct DoorRun<'w> {
     emitted: BTreeMap<u64, Stored>,
     report_days: BTreeMap<i64, u32>,
     /// Errors of lies told to this boot's clock (NTP answers off by these).
-    lies_seen: Vec<i64>,
-    /// The clock's error when it last wrote the RTC, if it was outside its bound then.
+    lies_seen: Vec<(i64, &'static str)>,
+    /// The RTC's error when it last became wrong beyond its bounds (written by a misled
+    /// clock, or its registers corrupted).
     rtc_taint: Option<i64>,
     /// While handling a CONDITIONAL answer: the card and the backend's verdict.
     conditional_ctx: Option<(CredKey, bool)>,
@@ -465,9 +467,15 @@ impl<'w> DoorRun<'w> {
 
     /// Whether a clock error outside the bound is explained by a lie the door was told.
     fn explained_by_lie(&self, error: i64, bound: i64) -> bool {
+        self.lie_source(error, bound).is_some()
+    }
+
+    /// Which kind of source told the lie that explains a clock error, if any.
+    fn lie_source(&self, error: i64, bound: i64) -> Option<&'static str> {
         self.lies_seen
             .iter()
-            .any(|&lie| (error - lie).abs() <= bound + LIE_MATCH_US)
+            .find(|&&(lie, _)| (error - lie).abs() <= bound + LIE_MATCH_US)
+            .map(|&(_, source)| source)
     }
 
     // ----- the run -------------------------------------------------------------------------
@@ -540,6 +548,17 @@ impl<'w> DoorRun<'w> {
                             rtc.osf = true;
                             self.fault("rtc_oscillator_stop");
                         }
+                    } else if self.rng.chance(20_000) {
+                        let jump = self.rng.range(10 * SEC, 2 * HOUR)
+                            * if self.rng.below(2) == 0 { 1 } else { -1 };
+                        if let Some(rtc) = &mut self.rtc {
+                            // A brown-out corrupts the registers without stopping the
+                            // oscillator: the RTC lies, and its flag says nothing.
+                            rtc.base_utc += jump;
+                            let error = rtc.utc_at(self.t) - self.true_utc_us();
+                            self.rtc_taint = Some(error);
+                            self.fault("rtc_glitch");
+                        }
                     }
                 }
                 self.schedule(until, Ev::PowerOn);
@@ -595,7 +614,7 @@ impl<'w> DoorRun<'w> {
             } => {
                 if boot == Some(b) && online {
                     if let Some(lie) = lie {
-                        self.lies_seen.push(lie);
+                        self.lies_seen.push((lie, "ntp"));
                         self.fault("ntp_lie_delivered");
                     }
                     if let Some(dev) = &mut self.dev {
@@ -728,7 +747,7 @@ impl<'w> DoorRun<'w> {
         self.lies_seen.clear();
         if self.rtc.is_some() {
             if let Some(lie) = self.rtc_taint {
-                self.lies_seen.push(lie);
+                self.lies_seen.push((lie, "rtc"));
             }
         }
         self.dev = Some(Dev {
@@ -1135,6 +1154,19 @@ impl<'w> DoorRun<'w> {
                 Some(true) => {}
                 Some(false) if !honest && self.explained_by_lie(err, bound) => {
                     self.tally.misled_grants += 1;
+                    if self.tally.misled_examples.len() < 4 {
+                        let source = self.lie_source(err, bound).unwrap_or("?");
+                        self.tally.misled_examples.push(Violation {
+                            door: self.door,
+                            t_us: self.t,
+                            utc: format_utc(true_us),
+                            invariant: "misled_grant",
+                            detail: format!(
+                                "{credential} {} by a clock off by {err} µs (bound {bound} µs), set from a lying {source}",
+                                decision.as_str()
+                            ),
+                        });
+                    }
                 }
                 Some(false) => {
                     self.tally.wrong_grants += 1;

@@ -22,7 +22,8 @@
 //! backend's raising of base counters is not modelled), the last entry again, or a wrong code.
 //!
 //! Faults: power cuts (5 s–4 h) and reboots (1–3 s) at any moment, including between a list's
-//! download and its installation; the RTC's coin cell failing in a power cut; doors without an
+//! download and its installation; the RTC's coin cell failing in a power cut, or its registers
+//! corrupted by a brown-out without the oscillator-stop flag (a lying RTC); doors without an
 //! RTC; network outages per door; backend outages (5 min–36 h) for the whole fleet; lost sync
 //! answers; NTP server outages; NTP servers that lie (1 s to 3 h off, either way, for 10 min to
 //! a day); NTP answers delayed beyond plausibility; the device oscillator's drift changing with
@@ -34,11 +35,12 @@
 //!
 //! - **Clock within its bound**, after every step: a valid clock's reading differs from true
 //!   time by at most its stated error bound. A clock outside its bound is *misled* (counted, not
-//!   a failure) only when its error matches, within its bound plus one second, a lie an NTP
-//!   server told this boot (or told an earlier boot whose clock then wrote the RTC): the trust
-//!   rules let one NTP server set a clock that no network source has set yet, so a lying server
-//!   that answers first wins until the backend's signed time corrects it. Anything else is a
-//!   failure.
+//!   a failure) only when its error matches, within its bound plus one second, a lie it was
+//!   told: an NTP server's answer this boot, or an RTC read at boot that a brown-out corrupted
+//!   or that a misled clock wrote. The trust rules let one NTP server set a clock that no
+//!   network source has set yet, and let the RTC set it at boot, so a lie that comes first wins
+//!   until a network source (for NTP: the backend's signed time) corrects it. Anything else is
+//!   a failure.
 //! - **Decision matches the reference** at the door's own reading: with the list the door has
 //!   installed (the backend's intent for that generation, not the bytes), a door with a valid
 //!   clock must decide exactly what the reference decides at the Unix second its clock shows;
@@ -125,6 +127,9 @@ pub struct FleetConfig {
     pub only_door: Option<u32>,
     /// A planted bug, for testing the checkers; `None` in real runs.
     pub plant: Option<Plant>,
+    /// Threads to simulate doors on (0: one per CPU). Doors are independent and their results
+    /// are merged in door order, so the report does not depend on it.
+    pub threads: u32,
 }
 
 impl Default for FleetConfig {
@@ -136,6 +141,7 @@ impl Default for FleetConfig {
             presentations_per_day: 24,
             only_door: None,
             plant: None,
+            threads: 1,
         }
     }
 }
@@ -275,6 +281,8 @@ pub struct FleetReport {
     pub unjudged_decisions: u64,
     /// Invariants broken (at most 16 per door kept).
     pub violations: Vec<Violation>,
+    /// The first misled grants (at most 4 per door), for reading: not failures.
+    pub misled_examples: Vec<Violation>,
 }
 
 impl FleetReport {
@@ -317,6 +325,12 @@ impl FleetReport {
         self.stale_list_decisions += t.stale_list_decisions;
         self.unsynced_grants_denied_at_true_time += t.unsynced_grants_denied_at_true_time;
         self.unjudged_decisions += t.unjudged_decisions;
+        self.misled_examples.extend(
+            t.misled_examples
+                .iter()
+                .take(16 - self.misled_examples.len().min(16))
+                .cloned(),
+        );
         for (k, v) in &t.faults {
             *self.faults.entry(k).or_default() += v;
         }
@@ -368,7 +382,7 @@ impl fmt::Display for FleetReport {
         )?;
         write!(
             f,
-            "  local-schedule checks {} ({} across a DST change); misled by lying NTP: {} clock steps, {} grants; stale-list decisions {}; fail-safe grants true time denies {}",
+            "  local-schedule checks {} ({} across a DST change); misled by a lying source: {} clock steps, {} grants; stale-list decisions {}; fail-safe grants true time denies {}",
             self.intent_checks,
             self.intent_checks_across_dst,
             self.misled_clock_steps,
@@ -451,15 +465,44 @@ pub fn run_report(cfg: &FleetConfig) -> Result<FleetReport, FleetError> {
         faults: w.faults.clone(),
         ..FleetReport::default()
     };
-    for d in 0..cfg.doors {
-        if cfg.only_door.is_some_and(|only| only != d) {
-            continue;
-        }
+    let doors: Vec<u32> = (0..cfg.doors)
+        .filter(|d| cfg.only_door.is_none_or(|only| only == *d))
+        .collect();
+    let threads = match cfg.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    }
+    .clamp(1, doors.len().max(1));
+    let run_door = |d: u32| {
         let mut door = door::DoorRun::new(&w, cfg, d, world::stream(cfg.seed, u64::from(d) + 1));
         door.run();
+        (d, door.tally, door.violations)
+    };
+    let mut results: Vec<(u32, door::Tally, Vec<Violation>)> = if threads == 1 {
+        doors.iter().map(|&d| run_door(d)).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let mine: Vec<u32> = doors.iter().copied().skip(i).step_by(threads).collect();
+                    scope.spawn(move || mine.into_iter().map(run_door).collect::<Vec<_>>())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| match h.join() {
+                    Ok(done) => done,
+                    // A door that panicked is a bug: let it surface as it would unthreaded.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
+    };
+    results.sort_by_key(|(d, _, _)| *d);
+    for (_, tally, violations) in results {
         report.door_days += u64::from(cfg.days);
-        report.add(&door.tally);
-        report.violations.extend(door.violations.iter().cloned());
+        report.add(&tally);
+        report.violations.extend(violations);
     }
     Ok(report)
 }
