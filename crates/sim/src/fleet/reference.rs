@@ -150,3 +150,89 @@ pub(crate) fn any_in(
             .any(pred),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // 2026-11-24 is a Tuesday.
+    const TUE: i64 = 1_795_478_400;
+
+    fn scheduled(slots: Vec<Slot>, local: Vec<LocalSlot>) -> RefEntry {
+        RefEntry {
+            access: AccessType::Scheduled,
+            valid_from: 0,
+            valid_until: 0,
+            slots,
+            local,
+        }
+    }
+
+    #[test]
+    fn calendar_and_night_slots() {
+        assert_eq!(weekday(TUE / 86_400), 1);
+        // Tuesday 22:00 → Wednesday 06:00 UTC.
+        let night = Slot {
+            days: 0b10,
+            start_min: 22 * 60,
+            end_min: 6 * 60,
+            from: 0,
+            until: 0,
+        };
+        let e = scheduled(vec![night], vec![]);
+        assert!(!grants(&e, TUE + 21 * 3600 + 3599));
+        assert!(grants(&e, TUE + 22 * 3600));
+        assert!(grants(&e, TUE + 29 * 3600 + 3599));
+        assert!(!grants(&e, TUE + 30 * 3600));
+        assert_eq!(
+            at_secs(&e, TUE + 12 * 3600),
+            Want::Decided(Decision::DeniedTimeRestriction)
+        );
+        assert_eq!(unsynced(&e), Want::Decided(Decision::DeniedTimeRestriction));
+    }
+
+    #[test]
+    fn any_in_finds_an_edge_inside_the_interval() {
+        let nine = Slot {
+            days: 0b10,
+            start_min: 9 * 60,
+            end_min: 10 * 60,
+            from: 0,
+            until: 0,
+        };
+        let e = scheduled(vec![nine], vec![]);
+        let edge = TUE + 9 * 3600;
+        // Neither end is open, the minute start between them is.
+        assert_eq!(
+            any_in(&e, edge - 2, edge - 1, |s| grants(&e, s)),
+            Some(false)
+        );
+        assert_eq!(
+            any_in(&e, edge - 30, edge - 1, |s| grants(&e, s)),
+            Some(false)
+        );
+        assert_eq!(
+            any_in(&e, edge - 30, edge + 1, |s| grants(&e, s)),
+            Some(true)
+        );
+        assert_eq!(any_in(&e, 0, MAX_JUDGED_SECS + 1, |_| false), None);
+    }
+
+    #[test]
+    fn local_intent_follows_berlin_summer_time() {
+        let zone = TimeZone::get("Europe/Berlin").expect("zone");
+        let office = LocalSlot {
+            days: 0b001_1111,
+            start_min: 8 * 60,
+            end_min: 18 * 60,
+        };
+        let e = scheduled(vec![], vec![office]);
+        // 2026-06-02 (Tuesday) 06:30 UTC is 08:30 in Berlin (CEST); 2026-11-24 07:30 UTC is
+        // 08:30 (CET).
+        let june = 1_780_358_400 + 6 * 3600 + 1800;
+        assert_eq!(local_intent(&e, &zone, june), Some(true));
+        assert_eq!(local_intent(&e, &zone, june - 3600), Some(false));
+        assert_eq!(local_intent(&e, &zone, TUE + 7 * 3600 + 1800), Some(true));
+        assert_eq!(local_intent(&e, &zone, TUE + 6 * 3600 + 1800), Some(false));
+    }
+}

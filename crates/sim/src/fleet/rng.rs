@@ -45,3 +45,24 @@ impl Rng {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::world::stream;
+
+    #[test]
+    fn draws_stay_in_range_and_replay() {
+        let mut a = stream(7, 3);
+        let mut b = stream(7, 3);
+        for n in [1u64, 2, 3, 10, 1 << 40] {
+            for _ in 0..100 {
+                let x = a.below(n);
+                assert!(x < n.max(1));
+                assert_eq!(x, b.below(n));
+            }
+        }
+        assert_eq!(a.range(5, 5), 5);
+        assert!((-3..4).contains(&a.range(-3, 4)));
+        assert_ne!(stream(7, 3).below(1 << 40), stream(7, 4).below(1 << 40));
+    }
+}
