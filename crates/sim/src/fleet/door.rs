@@ -1156,13 +1156,24 @@ impl<'w> DoorRun<'w> {
                     self.tally.misled_grants += 1;
                     if self.tally.misled_examples.len() < 4 {
                         let source = self.lie_source(err, bound).unwrap_or("?");
+                        let backend = if self.w.backend_up(self.t) {
+                            "backend up"
+                        } else {
+                            "backend down"
+                        };
+                        let network = if self.network_up {
+                            "network up"
+                        } else {
+                            "network down"
+                        };
+                        let rtc = if self.rtc.is_some() { "RTC" } else { "no RTC" };
                         self.tally.misled_examples.push(Violation {
                             door: self.door,
                             t_us: self.t,
                             utc: format_utc(true_us),
                             invariant: "misled_grant",
                             detail: format!(
-                                "{credential} {} by a clock off by {err} µs (bound {bound} µs), set from a lying {source}",
+                                "{credential} {} by a clock off by {err} µs (bound {bound} µs), set from a lying {source} ({network}, {backend}, {rtc})",
                                 decision.as_str()
                             ),
                         });
