@@ -24,11 +24,12 @@
 //! Faults: power cuts (5 s–4 h) and reboots (1–3 s) at any moment, including between a list's
 //! download and its installation; the RTC's coin cell failing in a power cut, or its registers
 //! corrupted by a brown-out without the oscillator-stop flag (a lying RTC); doors without an
-//! RTC; network outages per door; backend outages (5 min–36 h) for the whole fleet; lost sync
-//! answers; NTP server outages; NTP servers that lie (1 s to 3 h off, either way, for 10 min to
-//! a day); NTP answers delayed beyond plausibility; the device oscillator's drift changing with
-//! temperature (within ±9.5 ppm, the controller assumes 10) and the RTC's (within ±1.9 ppm, it
-//! assumes 2); a factory-set RTC up to 1.5 s off. After `days`, faults stop and a quiet period
+//! RTC; network outages per door (one in ten lasting days); backend outages (5 min–36 h) for
+//! the whole fleet; lost sync answers and slow ones (some past the controller's 10 s deadline);
+//! outages of the three NTP servers; NTP servers that lie (1 s to 3 h off, either way, for
+//! 10 min to a day); NTP answers delayed beyond plausibility; the device oscillator's drift
+//! changing with temperature (within ±9.5 ppm; the controller assumes 10); RTCs drifting at a
+//! fixed rate within ±1.9 ppm (it assumes 2) and set at the factory up to 1.5 s off. After `days`, faults stop and a quiet period
 //! of three hours with everything up lets queued events drain.
 //!
 //! # What is checked, and what "wrong" means
