@@ -157,6 +157,21 @@ fn a_backend_that_ignores_the_site_zone_breaks_the_local_schedule() {
 }
 
 #[test]
+fn an_oscillator_worse_than_configured_breaks_the_clock_bound() {
+    let f = planted(Plant::OscillatorOutOfSpec);
+    assert!(f.report.clock_bound_violations > 0, "{f}");
+    assert_eq!(f.first.invariant, "clock_within_bound", "{f}");
+}
+
+#[test]
+fn a_report_never_made_is_a_missed_day() {
+    let f = planted(Plant::IgnoreBatteryRead);
+    assert_eq!(f.report.reports, 0, "{f}");
+    assert!(f.report.missed_reports > 0, "{f}");
+    assert_eq!(f.first.invariant, "daily_report", "{f}");
+}
+
+#[test]
 fn forgetting_used_codes_at_reboot_lets_a_code_in_twice() {
     let c = FleetConfig {
         plant: Some(Plant::ForgetKeypadUse),

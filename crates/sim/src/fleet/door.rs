@@ -589,7 +589,9 @@ impl<'w> DoorRun<'w> {
                     dev.seg_mono = Self::mono_at(dev, self.osc_ppb, self.t);
                     dev.seg_t = self.t;
                 }
-                self.osc_ppb = ppb;
+                // Planted: a crystal three times worse than the controller is told.
+                let out_of_spec = self.cfg.plant == Some(Plant::OscillatorOutOfSpec);
+                self.osc_ppb = if out_of_spec { ppb * 3 } else { ppb };
                 self.fault("oscillator_drift_change");
             }
             Ev::Battery(mv) => self.battery_mv = mv,
@@ -843,7 +845,8 @@ impl<'w> DoorRun<'w> {
                 } => self.ask_backend(request, credential),
                 Action::ReadBattery => {
                     let mv = self.battery_mv;
-                    if let Some(dev) = &mut self.dev {
+                    let ignored = self.cfg.plant == Some(Plant::IgnoreBatteryRead);
+                    if let Some(dev) = self.dev.as_mut().filter(|_| !ignored) {
                         dev.ctl.handle_battery(mv, now);
                     }
                 }

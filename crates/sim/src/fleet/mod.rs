@@ -110,6 +110,10 @@ pub enum Plant {
     ForgetKeypadUse,
     /// The backend compiles local schedules as if the site were in UTC.
     BackendIgnoresZone,
+    /// Oscillators drift three times more than the controller's configured bound.
+    OscillatorOutOfSpec,
+    /// The shell never measures the battery when asked, so no report is made.
+    IgnoreBatteryRead,
 }
 
 /// What to simulate.
