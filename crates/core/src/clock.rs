@@ -11,7 +11,8 @@
 //!   away, however often it answers.
 //! - A sample that does not overlap is judged by trust, RTC and phone < NTP < backend:
 //!   the backend's authenticated time always wins; NTP corrects a clock set from the RTC or a
-//!   phone freely, but once a network source has set the clock (this boot), one NTP server that
+//!   phone freely (though within one round, answers that agree with such a clock are heard
+//!   first, so a fast liar does not beat honest servers that agree with the RTC), but once a network source has set the clock (this boot), one NTP server that
 //!   disagrees is held until a second, independent server agrees with it, and it never overrides
 //!   the backend; the RTC and a phone never override a network-set clock.
 
@@ -183,6 +184,16 @@ impl Clock {
     /// Whether NTP or the backend has set the clock since boot.
     pub fn network_set(&self) -> bool {
         self.network_set
+    }
+
+    /// Whether `sample` is consistent with the clock at `now` (their intervals overlap); false
+    /// while the clock is not valid.
+    pub fn agrees(&self, sample: &Sample, now: Instant) -> bool {
+        let (Some(utc), Some(err)) = (self.utc(now), self.error_us(now)) else {
+            return false;
+        };
+        let (s_mid, s_err) = self.project(sample, now);
+        intersect(utc.as_micros(), err, s_mid, s_err).is_some()
     }
 
     /// When the backend last gave a sample the clock accepted or found consistent.

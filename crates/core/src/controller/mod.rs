@@ -730,13 +730,24 @@ impl Controller {
         }
     }
 
-    /// Offers the round's answers best first (lowest delay), then schedules the next round: the
-    /// poll interval after a usable answer, a doubling backoff otherwise.
+    /// Offers the round's answers best first, then schedules the next round: the poll interval
+    /// after a usable answer, a doubling backoff otherwise.
+    ///
+    /// Best first is lowest delay first, except while the clock holds a time no network source
+    /// has confirmed this boot (from the RTC or the phone): then answers that agree with it go
+    /// first. Otherwise one lying server that happens to answer fastest would set the clock (NTP
+    /// may correct an RTC) and leave the honest servers, which agree with the RTC, held as the
+    /// ones awaiting a second source.
     fn finish_ntp_round(&mut self, now: Instant) {
         self.ntp.round_deadline = None;
         self.ntp.requests = [None; MAX_NTP_SERVERS];
         let mut samples = core::mem::take(&mut self.ntp.samples);
-        samples.sort_unstable_by_key(|(server, s, _)| (s.delay_us, *server));
+        let unconfirmed = self.clock.utc(now).is_some() && !self.clock.network_set();
+        let clock = &self.clock;
+        samples.sort_unstable_by_key(|(server, s, _)| {
+            let disagrees = unconfirmed && !clock.agrees(&ntp_clock_sample(*server, s), now);
+            (disagrees, s.delay_us, *server)
+        });
         for (server, sample, offered) in &samples {
             if !offered {
                 self.offer(ntp_clock_sample(*server, sample), now);
