@@ -38,10 +38,11 @@ if ! "$venv/bin/esptool" version 2>/dev/null | grep -q "$ESPTOOL_VERSION"; then
 fi
 
 echo "firmware: host tests of its parsing (firmware/host-tests)"
-(cd "$root/firmware/host-tests" && cargo test --locked --quiet)
+(cd "$root/firmware/host-tests" && CARGO_TARGET_DIR="$root/firmware/host-tests/target" cargo test --locked --quiet)
 
 echo "firmware: cargo build --release --locked (firmware/esp32c3)"
-(cd "$fw" && cargo build --release --locked --quiet)
+# Its own target directory whatever CARGO_TARGET_DIR says: the ELF is looked for there.
+(cd "$fw" && CARGO_TARGET_DIR="$fw/target" cargo build --release --locked --quiet)
 
 "$venv/bin/esptool" --chip esp32c3 elf2image --flash-mode dio --flash-size 4MB \
     --output "$image" "$elf" >/dev/null
