@@ -174,3 +174,30 @@ fn keygen_compile_inspect() {
         "a failed compile leaves the old list alone"
     );
 }
+
+#[test]
+fn fleet_runs_a_seed_and_replays_it_identically() {
+    let args = [
+        "sim", "fleet", "--seed", "11", "--doors", "4", "--days", "4", "--json",
+    ];
+    let a = chronolock(&args);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&a.stdout).expect("JSON report");
+    assert_eq!(report["door_days"], 16);
+    for invariant in ["wrong_grants", "lost_events", "duplicate_reports"] {
+        assert_eq!(report[invariant], 0, "{invariant}");
+    }
+    assert!(report["decisions"].as_u64() > Some(0));
+    let b = chronolock(&args);
+    assert_eq!(a.stdout, b.stdout, "one seed, one run");
+}
+
+#[test]
+fn live_commands_are_checked_with_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chronolock"))
+        .args(["sim", "live", "--duration", "0"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--duration"));
+}

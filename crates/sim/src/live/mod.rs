@@ -254,3 +254,32 @@ pub async fn run(
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_why() {
+        assert!(matches!(
+            parse_command(r#"{"door": 2, "do": "card", "uid": "04a1b2c3"}"#),
+            Ok((2, Command::Card(uid))) if uid == [0x04, 0xa1, 0xb2, 0xc3]
+        ));
+        assert!(matches!(
+            parse_command(r#"{"do": "network", "up": false}"#),
+            Ok((0, Command::Network(false)))
+        ));
+        for (line, says) in [
+            ("not json", "not a command"),
+            (r#"{"do": "card"}"#, "needs \"uid\""),
+            (r#"{"do": "card", "uid": "xyz"}"#, "not hex"),
+            (r#"{"do": "keys", "keys": "12a"}"#, "not on a keypad"),
+            (r#"{"do": "network"}"#, "needs \"up\""),
+            (r#"{"do": "fly"}"#, "unknown command"),
+            (r#"{"do": "status", "colour": 1}"#, "unknown field"),
+        ] {
+            let e = parse_command(line).expect_err(line);
+            assert!(e.contains(says), "{line}: {e}");
+        }
+    }
+}
