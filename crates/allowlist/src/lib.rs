@@ -3,6 +3,8 @@
 //!
 //! Source errors name the entry (0-based index) and the field, so an admin can fix them.
 
+pub mod schedule;
+
 use std::fmt::Write as _;
 use std::path::Path;
 

@@ -19,7 +19,7 @@ pub mod error;
 pub mod model;
 pub mod monitor;
 pub mod pages;
-pub mod schedule;
+pub use chronolock_allowlist::schedule;
 pub mod site;
 pub mod webhooks;
 

@@ -82,12 +82,9 @@ mod reference;
 mod rng;
 mod world;
 
-// The server's compiler of local-time schedules into UTC slots, shared by path rather than
-// copied so that the fleet exercises the code the backend runs. It depends only on the core,
-// jiff and thiserror.
-#[path = "../../../server/src/schedule.rs"]
-#[allow(dead_code, missing_docs)]
-mod schedule;
+// The backend's compiler of local-time schedules into UTC slots: the fleet exercises the code
+// the server runs.
+use chronolock_allowlist::schedule;
 
 use std::collections::BTreeMap;
 use std::fmt;
