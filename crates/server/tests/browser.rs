@@ -422,6 +422,16 @@ async fn virtual_door_panel_and_phone_setup() {
         assert!(b.has("#led-red.red").await, "red LED on");
         b.shot("card-denied").await;
 
+        // Ada's keypad code: her user code, then the TOTP code an authenticator shows now.
+        let secret = data_encoding::BASE32_NOPAD
+            .decode(b"JBSWY3DPEHPK3PXP")
+            .unwrap();
+        let code = otp::totp(&secret, chronolock_server::now_unix(), OtpParams::default()).unwrap();
+        b.fill("#keys", &format!("1234*{code:06}#")).await;
+        b.click("#type-keys").await;
+        b.wait_text("#decision", "keypad:1234 → GRANTED").await;
+        b.shot("keypad-granted").await;
+
         b.click("button[value=network_down]").await;
         b.wait_text("#network", "cut").await;
         b.click("button[value=power_cycle]").await;
