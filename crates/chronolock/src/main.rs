@@ -273,13 +273,7 @@ fn fleet(cfg: chronolock_sim::fleet::FleetConfig, json: bool) -> ExitCode {
     if json {
         println!("{}", report.to_json());
     } else {
-        println!("{report}");
-        for v in report.violations.iter().take(20) {
-            println!("  ! {v}");
-        }
-        for v in &report.misled_examples {
-            println!("  ~ {v}");
-        }
+        println!("{}", report.text_with_examples());
     }
     code
 }

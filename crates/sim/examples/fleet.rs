@@ -62,13 +62,7 @@ fn main() -> ExitCode {
     if json {
         println!("{}", report.to_json());
     } else {
-        println!("{report}");
-        for v in report.violations.iter().take(20) {
-            println!("  ! {v}");
-        }
-        for v in &report.misled_examples {
-            println!("  ~ {v}");
-        }
+        println!("{}", report.text_with_examples());
     }
     eprintln!(
         "{} door-days in {secs:.2} s: {:.0} door-days/s",

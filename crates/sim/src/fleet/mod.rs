@@ -339,6 +339,21 @@ impl FleetReport {
     }
 }
 
+impl FleetReport {
+    /// The summary, then the first violations and the examples of grants misled by a lying
+    /// source: what `chronolock sim fleet` prints.
+    pub fn text_with_examples(&self) -> String {
+        let mut out = self.to_string();
+        for v in self.violations.iter().take(20) {
+            out.push_str(&format!("\n  ! {v}"));
+        }
+        for v in &self.misled_examples {
+            out.push_str(&format!("\n  ~ {v}"));
+        }
+        out
+    }
+}
+
 impl fmt::Display for FleetReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
