@@ -333,7 +333,8 @@ impl std::fmt::Debug for VirtualDoor {
 
 /// Starts a virtual door for each demo door, paired with this server at `addr` (a fresh
 /// pairing code for any door whose virtual device is not paired yet). Their flash and RTC live
-/// in `<data>/virtual-doors/door-<id>`; their events go to `events.jsonl` there.
+/// in `<data>/virtual-doors/door-<id>`; their events go to `events.jsonl` there (rotated at
+/// 10 MB, the previous file kept as `events.jsonl.1`).
 pub async fn start_virtual_doors(
     state: &AppState,
     addr: std::net::SocketAddr,
@@ -349,10 +350,8 @@ pub async fn start_virtual_doors(
     let server = format!("http://{host}");
     let base = config.data_dir.join("virtual-doors");
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(base.join("events.jsonl"))
+    // 10 MB, then one previous file: about two days of three doors syncing every 10 s.
+    let log = chronolock_sim::live::RotatingFile::open(&base.join("events.jsonl"), 10_000_000)
         .map_err(|e| format!("{}: {e}", base.display()))?;
     let out = Output::to(Box::new(log));
     let mut started = Vec::new();

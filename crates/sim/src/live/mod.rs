@@ -66,6 +66,59 @@ impl Output {
     }
 }
 
+/// A log file that starts afresh when it passes `max_bytes`, keeping the previous one as
+/// `<name>.1`: a long-running demo's door events never fill the disk.
+pub struct RotatingFile {
+    path: PathBuf,
+    file: std::fs::File,
+    written: u64,
+    max_bytes: u64,
+}
+
+impl RotatingFile {
+    /// Opens `path` for appending.
+    pub fn open(path: &std::path::Path, max_bytes: u64) -> std::io::Result<RotatingFile> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let written = file.metadata()?.len();
+        Ok(RotatingFile {
+            path: path.to_path_buf(),
+            file,
+            written,
+            max_bytes,
+        })
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&self.path, &old)?;
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written > 0 && self.written + buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// `chronolock sim live`'s options.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -258,6 +311,28 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_rotates_and_keeps_one_old_file() {
+        let dir = std::env::temp_dir().join(format!("chronolock-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("events.jsonl");
+        let out = Output::to(Box::new(RotatingFile::open(&path, 200).expect("open")));
+        for i in 0..20 {
+            out.emit("d", serde_json::json!({"event": "x", "i": i}));
+        }
+        let now = std::fs::read_to_string(&path).expect("current");
+        let old = std::fs::read_to_string(dir.join("events.jsonl.1")).expect("previous");
+        assert!(now.len() <= 200 && old.len() <= 200, "{now}\n{old}");
+        assert!(
+            now.contains("\"i\":19"),
+            "the newest line is in the current file"
+        );
+        for line in now.lines().chain(old.lines()) {
+            serde_json::from_str::<Value>(line).expect("whole lines only");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn commands_parse_and_bad_ones_say_why() {
