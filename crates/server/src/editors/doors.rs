@@ -175,19 +175,7 @@ async fn door_page(
                 (super::rules::rules_table(admin, &site.zone(), &rules, &from, false))
                 p { a href={ "/rules/new?door=" (door.id) } id="add-rule" { "Add a rule for this door" } }
             }
-            section {
-                h3 { "Rename" }
-                form method="post" action={ "/doors/" (door.id) } {
-                    (super::csrf(admin))
-                    label for="name" { "Name" }
-                    input id="name" name="name" value=(f.or("name", &door.name)) required maxlength="100";
-                    (field_error(err, "name"))
-                    button type="submit" id="rename" { "Rename" }
-                }
-            }
-            section {
-                a href={ "/doors/" (door.id) "/delete" } id="delete" { "Delete this door…" }
-            }
+            (super::rename_and_delete(admin, &format!("/doors/{}", door.id), &door.name, "door", f, err))
         },
     ))
 }

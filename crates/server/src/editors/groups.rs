@@ -146,19 +146,7 @@ async fn group_page(
                 (super::rules::rules_table(admin, &site.zone(), &rules, &from, true))
                 p { a href={ "/rules/new?group=" (group.id) } id="add-rule" { "Add a rule for this group" } }
             }
-            section {
-                h3 { "Rename" }
-                form method="post" action=(base) {
-                    (super::csrf(admin))
-                    label for="name" { "Name" }
-                    input id="name" name="name" value=(f.or("name", &group.name)) required maxlength="100";
-                    (field_error(err, "name"))
-                    button type="submit" id="rename" { "Rename" }
-                }
-            }
-            section {
-                a href={ (base) "/delete" } id="delete" { "Delete this group…" }
-            }
+            (super::rename_and_delete(admin, &base, &group.name, "group", f, err))
         },
     ))
 }

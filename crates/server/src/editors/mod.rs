@@ -192,6 +192,33 @@ fn button_form(admin: &Admin, action: &str, label: &str, hidden: &[(&str, &str)]
     }
 }
 
+/// The last sections of an entity's page: rename it (the form keeps the admin's input and shows
+/// the name's error), and the link to delete it. `base` is the entity's page, `noun` what it is.
+fn rename_and_delete(
+    admin: &Admin,
+    base: &str,
+    name: &str,
+    noun: &str,
+    f: &Fields,
+    err: FieldError<'_>,
+) -> Markup {
+    html! {
+        section {
+            h3 { "Rename" }
+            form method="post" action=(base) {
+                (csrf(admin))
+                label for="name" { "Name" }
+                input id="name" name="name" value=(f.or("name", name)) required maxlength="100";
+                (crate::pages::field_error(err, "name"))
+                button type="submit" id="rename" { "Rename" }
+            }
+        }
+        section {
+            a href={ (base) "/delete" } id="delete" { "Delete this " (noun) "…" }
+        }
+    }
+}
+
 /// The page again with the admin's input and the error: 422.
 fn unprocessable(markup: Markup) -> Response {
     (StatusCode::UNPROCESSABLE_ENTITY, markup).into_response()

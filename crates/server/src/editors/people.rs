@@ -216,19 +216,7 @@ pub(super) async fn person_page(
                 (super::rules::rules_table(admin, &site.zone(), &rules, &from, true))
                 p { a href={ "/rules/new?person=" (person.id) } id="add-rule" { "Add a rule for this person" } }
             }
-            section {
-                h3 { "Rename" }
-                form method="post" action=(base) {
-                    (super::csrf(admin))
-                    label for="name" { "Name" }
-                    input id="name" name="name" value=(f.or("name", &person.name)) required maxlength="100";
-                    (field_error(err, "name"))
-                    button type="submit" id="rename" { "Rename" }
-                }
-            }
-            section {
-                a href={ (base) "/delete" } id="delete" { "Delete this person…" }
-            }
+            (super::rename_and_delete(admin, &base, &person.name, "person", f, err))
         },
     ))
 }

@@ -167,19 +167,7 @@ async fn schedule_page(
                 h3 { "Rules using this schedule" }
                 (super::rules::rules_table(admin, &site.zone(), &rules, &from, true))
             }
-            section {
-                h3 { "Rename" }
-                form method="post" action=(base) {
-                    (super::csrf(admin))
-                    label for="name" { "Name" }
-                    input id="name" name="name" value=(f.or("name", &schedule.name)) required maxlength="100";
-                    (field_error(err, "name"))
-                    button type="submit" id="rename" { "Rename" }
-                }
-            }
-            section {
-                a href={ (base) "/delete" } id="delete" { "Delete this schedule…" }
-            }
+            (super::rename_and_delete(admin, &base, &schedule.name, "schedule", f, err))
         },
     ))
 }
