@@ -53,7 +53,7 @@ pub enum Command {
 }
 
 /// What the admin UI shows of a door.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DoorView {
     /// Door name (its data directory).
     pub name: String,
@@ -197,9 +197,12 @@ pub fn spawn(opts: DoorOptions, store: Store, out: Output) -> std::io::Result<Do
     let slots = Slots::new(store.flash()?, 0, store::SLOT_SIZE)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
+    let outbox = store.outbox();
     let door = Door {
         opts,
         store,
+        settings,
+        outbox,
         out,
         slots: Arc::new(Mutex::new(slots)),
         list: None,
@@ -229,6 +232,10 @@ pub fn spawn(opts: DoorOptions, store: Store, out: Output) -> std::io::Result<Do
 struct Door {
     opts: DoorOptions,
     store: Store,
+    /// The stored settings, kept in memory; [`Door::save_settings`] writes them through.
+    settings: store::Settings,
+    /// The stored event outbox, kept in memory; [`Door::save_outbox`] writes it through.
+    outbox: Outbox,
     out: Output,
     slots: Arc<Mutex<Slots<store::FileFlash>>>,
     /// The active list's bytes, read from its slot at boot and after each install.
@@ -299,7 +306,10 @@ impl Door {
             return;
         }
         let boot = self.boots.fetch_add(1, Ordering::SeqCst) + 1;
-        let settings = self.store.settings();
+        // RAM starts from what flash kept.
+        self.settings = self.store.settings();
+        self.outbox = self.store.outbox();
+        let settings = &self.settings;
         let credential = settings.device.as_ref().and_then(stored_credential);
         let mut cfg = match Config::with_ntp_servers(self.opts.ntp.iter().map(String::as_str)) {
             Ok(c) => c,
@@ -468,11 +478,27 @@ impl Door {
                     "error_us": wall.map(|w| w.error_bound_ms * 1000),
                     "host_utc_us": host_utc_us,
                     "generation": r.ctl.persisted().list_generation,
-                    "outbox": self.store.outbox().events.len(),
-                    "paired": self.store.settings().device.is_some(),
+                    "outbox": self.outbox.events.len(),
+                    "paired": self.settings.device.is_some(),
                 });
                 self.emit(status);
             }
+        }
+    }
+
+    /// Writes the settings through to flash; false (and an `error` event) if that failed.
+    fn save_settings(&self) -> bool {
+        let saved = self.store.save_settings(&self.settings);
+        if let Err(e) = &saved {
+            self.emit(json!({"event": "error", "error": format!("settings: {e}")}));
+        }
+        saved.is_ok()
+    }
+
+    /// Writes the outbox through to flash.
+    fn save_outbox(&self) {
+        if let Err(e) = self.store.save_outbox(&self.outbox) {
+            self.emit(json!({"event": "error", "error": format!("outbox: {e}")}));
         }
     }
 
@@ -481,14 +507,11 @@ impl Door {
         let now = instant(r.started);
         let utc = UnixTime::from_micros(form.phone_time_ms as i64 * 1000);
         r.ctl.handle_phone_time(utc, now);
-        let mut settings = self.store.settings();
-        settings.ssid = form.ssid.to_string();
-        settings.server = form.server_url.to_string();
-        settings.pairing_code = Some(form.pairing_code.to_string());
-        if let Err(e) = self.store.save_settings(&settings) {
-            self.emit(json!({"event": "error", "error": format!("settings: {e}")}));
-        }
-        self.emit(json!({"event": "setup", "server": settings.server}));
+        self.settings.ssid = form.ssid.to_string();
+        self.settings.server = form.server_url.to_string();
+        self.settings.pairing_code = Some(form.pairing_code.to_string());
+        self.save_settings();
+        self.emit(json!({"event": "setup", "server": self.settings.server}));
         self.maybe_enrol();
     }
 
@@ -498,7 +521,7 @@ impl Door {
         if r.enrolling || !self.network {
             return;
         }
-        let settings = self.store.settings();
+        let settings = &self.settings;
         if settings.device.is_some() {
             return;
         }
@@ -576,16 +599,14 @@ impl Door {
                 return;
             }
         };
-        let mut settings = self.store.settings();
-        settings.pairing_code = None;
-        settings.device = Some(DeviceCredential {
+        self.settings.pairing_code = None;
+        self.settings.device = Some(DeviceCredential {
             door_id: enrolled.door_id,
             device_key: data_encoding::HEXLOWER.encode(&enrolled.device_key),
             site_key: data_encoding::HEXLOWER.encode(&enrolled.site_key),
             sync_interval_s: enrolled.sync_interval_s,
         });
-        if let Err(e) = self.store.save_settings(&settings) {
-            self.emit(json!({"event": "error", "error": format!("settings: {e}")}));
+        if !self.save_settings() {
             return;
         }
         self.emit(json!({"event": "pairing", "ok": true, "door_id": enrolled.door_id}));
@@ -627,12 +648,9 @@ impl Door {
             } => {
                 r.ctl.handle_backend_time(&answer.time, now);
                 let acked = usize::from(answer.acked.min(sent));
-                let mut outbox = self.store.outbox();
-                let acked = acked.min(outbox.events.len());
-                outbox.events.drain(..acked);
-                if let Err(e) = self.store.save_outbox(&outbox) {
-                    self.emit(json!({"event": "error", "error": format!("outbox: {e}")}));
-                }
+                let acked = acked.min(self.outbox.events.len());
+                self.outbox.events.drain(..acked);
+                self.save_outbox();
                 self.last_sync = Some(format!("ok; events acknowledged: {acked}"));
                 self.emit(json!({
                     "event": "sync", "ok": true, "acked": acked, "generation": answer.generation,
@@ -819,7 +837,7 @@ impl Door {
                 .wall_time(instant(r.started))
                 .map(|w| w.utc.as_micros())
         });
-        let mut outbox: Outbox = self.store.outbox();
+        let outbox = &mut self.outbox;
         if outbox.events.len() >= OUTBOX_MAX {
             outbox.events.remove(0);
             outbox.dropped += 1;
@@ -830,17 +848,14 @@ impl Door {
             body,
         });
         outbox.next_id += 1;
-        if let Err(e) = self.store.save_outbox(&outbox) {
-            self.emit(json!({"event": "error", "error": format!("outbox: {e}")}));
-        }
+        self.save_outbox();
     }
 
     fn start_sync(&mut self, nonce: [u8; chronolock_core::controller::NONCE_LEN]) {
         let Some(r) = &mut self.running else { return };
         let now = instant(r.started);
-        let settings = self.store.settings();
-        let credential = settings.device.as_ref().and_then(stored_credential);
-        let backend = Backend::new(&settings.server);
+        let credential = self.settings.device.as_ref().and_then(stored_credential);
+        let backend = Backend::new(&self.settings.server);
         let (Some(credential), Ok(backend), true) = (credential, backend, self.network) else {
             // Not paired yet, or offline: the exchange fails at once.
             r.ctl.handle_backend_failed(now);
@@ -859,7 +874,13 @@ impl Door {
             credential,
             nonce,
             status,
-            events: self.store.outbox().events,
+            events: self
+                .outbox
+                .events
+                .iter()
+                .take(net::EVENTS_PER_SYNC)
+                .cloned()
+                .collect(),
             slots: self.slots.clone(),
             cut_after_first_chunk: self.cut_during_download.clone(),
         };
@@ -873,9 +894,8 @@ impl Door {
 
     fn ask(&mut self, request: u32, who: Credential) {
         let Some(r) = &mut self.running else { return };
-        let settings = self.store.settings();
-        let credential = settings.device.as_ref().and_then(stored_credential);
-        let backend = Backend::new(&settings.server);
+        let credential = self.settings.device.as_ref().and_then(stored_credential);
+        let backend = Backend::new(&self.settings.server);
         let tx = self.inputs_tx.clone();
         let boot = r.boot;
         let wall_us = r
@@ -901,8 +921,8 @@ impl Door {
     }
 
     fn publish(&mut self) {
-        let outbox = self.store.outbox().events.len();
-        let settings = self.store.settings();
+        let outbox = self.outbox.events.len();
+        let door_id = self.settings.device.as_ref().map(|d| d.door_id);
         let (powered, clock, generation, setup) = match &self.running {
             Some(r) => {
                 let now = instant(r.started);
@@ -928,7 +948,7 @@ impl Door {
                 powered,
                 network,
                 ntp,
-                door_id: settings.device.as_ref().map(|d| d.door_id),
+                door_id,
                 setup_mode: setup,
                 setup_url: if setup { v.setup_url.clone() } else { None },
                 clock_valid: clock.is_some(),
@@ -943,7 +963,7 @@ impl Door {
                 battery_mv,
                 last_sync,
             };
-            let changed = serde_json::to_value(&new).ok() != serde_json::to_value(&*v).ok();
+            let changed = new != *v;
             *v = new;
             changed
         });
