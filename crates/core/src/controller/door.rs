@@ -181,6 +181,17 @@ impl Controller {
         self.cfg.site_key = Some(key);
     }
 
+    /// The door has just paired (or its backend changed): sync now, if online and no exchange
+    /// is under way, instead of waiting out the retry backoff of the syncs that failed before.
+    pub fn handle_backend_configured(&mut self, now: Instant) {
+        self.tick(now);
+        self.backend.backoff = self.cfg.backend_retry_initial;
+        if self.backend.pending.is_none() {
+            self.backend.next_sync = Some(now);
+        }
+        self.handle_timeout(now);
+    }
+
     /// Restores a keypad user's code usage persisted by an earlier boot.
     pub fn restore_keypad_use(&mut self, state: KeypadUse) {
         self.keypad.restore(state);

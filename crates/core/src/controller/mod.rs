@@ -844,6 +844,44 @@ mod tests {
     }
 
     #[test]
+    fn pairing_syncs_at_once_instead_of_after_the_backoff() {
+        let syncs = |actions: &[Action]| {
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::SyncBackend { .. }))
+                .count()
+        };
+        let mut c = boot(RtcReading::Absent);
+        c.handle_network(true, Instant::ZERO);
+        assert_eq!(syncs(&drain(&mut c)), 1);
+        // Unpaired, the exchanges fail and the retries back off.
+        let mut now = Instant::ZERO;
+        let mut retries = Vec::new();
+        for _ in 0..4 {
+            c.handle_backend_failed(now);
+            drain(&mut c);
+            // Wake as asked (NTP retries too) until the next sync goes out.
+            for _ in 0..100 {
+                now = c.poll_timeout().expect("something is due");
+                c.handle_timeout(now);
+                if syncs(&drain(&mut c)) == 1 {
+                    break;
+                }
+            }
+            retries.push(now.as_micros() / 1_000_000);
+        }
+        assert_eq!(retries, [5, 15, 35, 75], "doubling backoff");
+        c.handle_backend_failed(now);
+        drain(&mut c);
+        let paired = now + Duration::from_millis(300);
+        c.handle_backend_configured(paired);
+        assert_eq!(syncs(&drain(&mut c)), 1, "synced the moment it paired");
+        // An exchange under way is not doubled.
+        c.handle_backend_configured(paired);
+        assert_eq!(syncs(&drain(&mut c)), 0);
+    }
+
+    #[test]
     fn unanswered_rounds_back_off_doubling_to_the_cap() {
         let mut c = boot(RtcReading::Absent);
         c.handle_network(true, Instant::ZERO);

@@ -619,13 +619,7 @@ impl Door {
             s.abort();
         }
         self.view.send_modify(|v| v.setup_url = None);
-        // Reconnecting makes the core sync with its new backend now rather than at the next
-        // retry.
-        let now = instant(r.started);
-        if self.network {
-            r.ctl.handle_network(false, now);
-            r.ctl.handle_network(true, now);
-        }
+        r.ctl.handle_backend_configured(instant(r.started));
     }
 
     fn synced(&mut self, outcome: SyncOutcome) {
