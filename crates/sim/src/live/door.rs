@@ -203,6 +203,7 @@ pub fn spawn(opts: DoorOptions, store: Store, out: Output) -> std::io::Result<Do
         store,
         settings,
         outbox,
+        backend: None,
         out,
         slots: Arc::new(Mutex::new(slots)),
         list: None,
@@ -236,6 +237,8 @@ struct Door {
     settings: store::Settings,
     /// The stored event outbox, kept in memory; [`Door::save_outbox`] writes it through.
     outbox: Outbox,
+    /// The HTTP client for the configured server, kept so that connections are reused.
+    backend: Option<Backend>,
     out: Output,
     slots: Arc<Mutex<Slots<store::FileFlash>>>,
     /// The active list's bytes, read from its slot at boot and after each install.
@@ -495,6 +498,18 @@ impl Door {
         saved.is_ok()
     }
 
+    /// The HTTP client for the configured server (made again only when the address changes).
+    fn backend(&mut self) -> Result<Backend, String> {
+        match &self.backend {
+            Some(b) if b.serves(&self.settings.server) => Ok(b.clone()),
+            _ => {
+                let b = Backend::new(&self.settings.server)?;
+                self.backend = Some(b.clone());
+                Ok(b)
+            }
+        }
+    }
+
     /// Writes the outbox through to flash.
     fn save_outbox(&self) {
         if let Err(e) = self.store.save_outbox(&self.outbox) {
@@ -517,8 +532,7 @@ impl Door {
 
     /// Pairs when the door has a code and a server but no credential, and the network is up.
     fn maybe_enrol(&mut self) {
-        let Some(r) = &mut self.running else { return };
-        if r.enrolling || !self.network {
+        if self.running.as_ref().is_none_or(|r| r.enrolling) || !self.network {
             return;
         }
         let settings = &self.settings;
@@ -529,13 +543,14 @@ impl Door {
         else {
             return;
         };
-        let backend = match Backend::new(&settings.server) {
+        let backend = match self.backend() {
             Ok(b) => b,
             Err(e) => {
                 self.emit(json!({"event": "error", "error": e}));
                 return;
             }
         };
+        let Some(r) = &mut self.running else { return };
         r.enrolling = true;
         let boot = r.boot;
         let tx = self.inputs_tx.clone();
@@ -832,7 +847,8 @@ impl Door {
                 .map(|w| w.utc.as_micros())
         });
         let outbox = &mut self.outbox;
-        if outbox.events.len() >= OUTBOX_MAX {
+        let full = outbox.events.len() >= OUTBOX_MAX;
+        if full {
             outbox.events.remove(0);
             outbox.dropped += 1;
         }
@@ -842,14 +858,18 @@ impl Door {
             body,
         });
         outbox.next_id += 1;
+        let dropped = outbox.dropped;
         self.save_outbox();
+        if full {
+            self.emit(json!({"event": "outbox_full", "dropped": dropped}));
+        }
     }
 
     fn start_sync(&mut self, nonce: [u8; chronolock_core::controller::NONCE_LEN]) {
+        let backend = self.backend();
         let Some(r) = &mut self.running else { return };
         let now = instant(r.started);
         let credential = self.settings.device.as_ref().and_then(stored_credential);
-        let backend = Backend::new(&self.settings.server);
         let (Some(credential), Ok(backend), true) = (credential, backend, self.network) else {
             // Not paired yet, or offline: the exchange fails at once.
             r.ctl.handle_backend_failed(now);
@@ -887,9 +907,9 @@ impl Door {
     }
 
     fn ask(&mut self, request: u32, who: Credential) {
+        let backend = self.backend();
         let Some(r) = &mut self.running else { return };
         let credential = self.settings.device.as_ref().and_then(stored_credential);
-        let backend = Backend::new(&self.settings.server);
         let tx = self.inputs_tx.clone();
         let boot = r.boot;
         let wall_us = r

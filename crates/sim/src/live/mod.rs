@@ -5,7 +5,7 @@
 //! process is a power cycle. Doors print JSON Lines in the scenario contract's vocabulary, with
 //! `t` (milliseconds since start) and `door` added, plus their own: `boot`, `power_off`,
 //! `pairing`, `sync`, `list_installed`, `list_rejected`, `setup_page`, `setup`, `network`,
-//! `ntp_reachable`, `lock`, `power_cut`, `error`.
+//! `ntp_reachable`, `lock`, `power_cut`, `outbox_full`, `error`.
 //!
 //! Commands come as JSON Lines too (stdin for `chronolock sim live`, buttons in the admin UI):
 //! `{"door": 0, "do": "card", "uid": "04A1B2C3"}`, `keys` (`"keys": "1234#"`), `power`

@@ -169,6 +169,11 @@ impl Backend {
         })
     }
 
+    /// Whether this client talks to the server at `base`.
+    pub fn serves(&self, base: &str) -> bool {
+        self.base == base.trim_end_matches('/')
+    }
+
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<reqwest::Response, String> {
         let response = self
             .http
