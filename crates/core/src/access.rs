@@ -38,6 +38,44 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Every decision, in wire-code order.
+    pub const ALL: [Decision; 11] = [
+        Decision::Granted,
+        Decision::GrantedEmergency,
+        Decision::DeniedUnknown,
+        Decision::DeniedNotYetValid,
+        Decision::DeniedExpired,
+        Decision::DeniedTimeRestriction,
+        Decision::DeniedOffline,
+        Decision::DeniedBadCode,
+        Decision::DeniedClockUnsynced,
+        Decision::DeniedLockedOut,
+        Decision::DeniedReplay,
+    ];
+
+    /// The device protocol's code (one definition: [`from_code`](Self::from_code) is its
+    /// inverse, and a new decision cannot compile without a code of its own).
+    pub fn code(self) -> u8 {
+        match self {
+            Decision::Granted => 0,
+            Decision::GrantedEmergency => 1,
+            Decision::DeniedUnknown => 2,
+            Decision::DeniedNotYetValid => 3,
+            Decision::DeniedExpired => 4,
+            Decision::DeniedTimeRestriction => 5,
+            Decision::DeniedOffline => 6,
+            Decision::DeniedBadCode => 7,
+            Decision::DeniedClockUnsynced => 8,
+            Decision::DeniedLockedOut => 9,
+            Decision::DeniedReplay => 10,
+        }
+    }
+
+    /// The decision with this wire code.
+    pub fn from_code(code: u8) -> Option<Decision> {
+        Decision::ALL.into_iter().find(|d| d.code() == code)
+    }
+
     /// The contract's upper-case name.
     pub fn as_str(self) -> &'static str {
         match self {

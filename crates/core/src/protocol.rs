@@ -467,6 +467,11 @@ pub enum EventBody {
         /// Why, as a short name.
         reason: heapless::String<32>,
     },
+    /// The controller could not queue this many actions for its shell.
+    ActionsDropped {
+        /// How many.
+        count: u32,
+    },
 }
 
 impl EventBody {
@@ -493,6 +498,7 @@ impl EventBody {
             },
             Event::Notify { credential } => EventBody::Notify { credential },
             Event::Report { mv, basis } => EventBody::Report { mv, basis },
+            Event::ActionsDropped { count } => EventBody::ActionsDropped { count },
             Event::TimeRejected {
                 source,
                 server,
@@ -513,8 +519,18 @@ impl EventBody {
         }
     }
 
-    /// The short kind name the server stores: `decision`, `notify`, `report`, `clock`,
-    /// `rtc_write`, `time_rejected`.
+    /// Every kind name, in wire-code order (code 1 first).
+    pub const KINDS: [&'static str; 7] = [
+        "decision",
+        "notify",
+        "report",
+        "clock",
+        "rtc_write",
+        "time_rejected",
+        "actions_dropped",
+    ];
+
+    /// The short kind name the server stores: one of [`KINDS`](Self::KINDS).
     pub fn kind_name(&self) -> &'static str {
         match self {
             EventBody::Decision { .. } => "decision",
@@ -523,10 +539,12 @@ impl EventBody {
             EventBody::Clock { .. } => "clock",
             EventBody::RtcWrite { .. } => "rtc_write",
             EventBody::TimeRejected { .. } => "time_rejected",
+            EventBody::ActionsDropped { .. } => "actions_dropped",
         }
     }
 
-    fn code(&self) -> u8 {
+    /// The kind's wire code.
+    pub fn code(&self) -> u8 {
         match self {
             EventBody::Decision { .. } => 1,
             EventBody::Notify { .. } => 2,
@@ -534,27 +552,9 @@ impl EventBody {
             EventBody::Clock { .. } => 4,
             EventBody::RtcWrite { .. } => 5,
             EventBody::TimeRejected { .. } => 6,
+            EventBody::ActionsDropped { .. } => 7,
         }
     }
-}
-
-/// Decision codes on the wire (their position here).
-const DECISIONS: [Decision; 11] = [
-    Decision::Granted,
-    Decision::GrantedEmergency,
-    Decision::DeniedUnknown,
-    Decision::DeniedNotYetValid,
-    Decision::DeniedExpired,
-    Decision::DeniedTimeRestriction,
-    Decision::DeniedOffline,
-    Decision::DeniedBadCode,
-    Decision::DeniedClockUnsynced,
-    Decision::DeniedLockedOut,
-    Decision::DeniedReplay,
-];
-
-fn decision_code(d: Decision) -> u8 {
-    DECISIONS.iter().position(|x| *x == d).unwrap_or(0) as u8
 }
 
 fn source_code(s: Option<Source>) -> u8 {
@@ -619,7 +619,7 @@ impl WireEvent {
                 decision,
             } => {
                 let n = put_credential(credential, &mut payload);
-                payload[n] = decision_code(*decision);
+                payload[n] = decision.code();
                 n + 1
             }
             EventBody::Notify { credential } => put_credential(credential, &mut payload),
@@ -654,6 +654,10 @@ impl WireEvent {
                 payload[2] = reason.len() as u8;
                 payload[3..3 + reason.len()].copy_from_slice(reason.as_bytes());
                 3 + reason.len()
+            }
+            EventBody::ActionsDropped { count } => {
+                payload[..4].copy_from_slice(&count.to_le_bytes());
+                4
             }
         };
         let total = EVENT_HEAD_LEN + len;
@@ -693,9 +697,8 @@ impl WireEvent {
             1 => {
                 let (credential, n) = get_credential(p)?;
                 need(n + 1)?;
-                let decision = *DECISIONS
-                    .get(usize::from(p[n]))
-                    .ok_or(ProtocolError::Malformed("decision"))?;
+                let decision =
+                    Decision::from_code(p[n]).ok_or(ProtocolError::Malformed("decision"))?;
                 EventBody::Decision {
                     credential,
                     decision,
@@ -749,6 +752,12 @@ impl WireEvent {
                     source: source_from(p[0])?.ok_or(ProtocolError::Malformed("source"))?,
                     server: p[1],
                     reason,
+                }
+            }
+            7 => {
+                need(4)?;
+                EventBody::ActionsDropped {
+                    count: u32_at(p, 0),
                 }
             }
             _ => return Err(ProtocolError::Malformed("event_kind")),

@@ -215,6 +215,13 @@ fn event_columns(
             None,
             Some(serde_json::json!({"utc_us": utc_us}).to_string()),
         ),
+        EventBody::ActionsDropped { count } => (
+            kind,
+            None,
+            None,
+            None,
+            Some(serde_json::json!({"count": count}).to_string()),
+        ),
         EventBody::TimeRejected {
             source,
             server,

@@ -344,30 +344,15 @@ pub struct EventQuery {
 /// The filter parameters' names.
 pub const FILTER_PARAMS: [&str; 6] = ["door", "kind", "decision", "credential", "from", "until"];
 
-/// Event kinds devices send (more may come; the filter takes any lower-case word).
-pub const KINDS: [&str; 6] = [
-    "decision",
-    "notify",
-    "report",
-    "clock",
-    "rtc_write",
-    "time_rejected",
-];
+/// Event kinds devices send: the device protocol's own list.
+pub const KINDS: [&str; 7] = chronolock_core::protocol::EventBody::KINDS;
 
-/// Decisions devices report (see the scenario contract).
-pub const DECISIONS: [&str; 11] = [
-    "GRANTED",
-    "GRANTED_EMERGENCY",
-    "DENIED_UNKNOWN",
-    "DENIED_NOT_YET_VALID",
-    "DENIED_EXPIRED",
-    "DENIED_TIME_RESTRICTION",
-    "DENIED_OFFLINE",
-    "DENIED_BAD_CODE",
-    "DENIED_CLOCK_UNSYNCED",
-    "DENIED_LOCKED_OUT",
-    "DENIED_REPLAY",
-];
+/// Decisions devices report (see the scenario contract), from the core's one definition.
+pub fn decisions() -> impl Iterator<Item = &'static str> {
+    chronolock_core::access::Decision::ALL
+        .into_iter()
+        .map(|d| d.as_str())
+}
 
 impl EventQuery {
     /// Takes the filter parameters out of `params`.
@@ -1146,7 +1131,7 @@ async fn log_page(
                         option value="" { "all" }
                         option value="granted" selected[selected(&q.decision, "granted")] { "granted (any)" }
                         option value="denied" selected[selected(&q.decision, "denied")] { "denied (any)" }
-                        @for d in DECISIONS { option value=(d) selected[selected(&q.decision, d)] { (d) } }
+                        @for d in decisions() { option value=(d) selected[selected(&q.decision, d)] { (d) } }
                     }
                 }
                 label { "Credential or name"

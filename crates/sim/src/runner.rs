@@ -678,6 +678,10 @@ pub fn event_json(e: &Event) -> Value {
             "mv": mv,
             "basis": basis.as_str(),
         }),
+        Event::ActionsDropped { count } => json!({
+            "event": "actions_dropped",
+            "count": count,
+        }),
         Event::TimeRejected {
             source,
             server,

@@ -176,8 +176,17 @@ impl Controller {
     }
 
     /// Gives the controller the site's Ed25519 public key that signs its allow-lists, learnt at
-    /// enrolment (the configured key, if any, is replaced).
+    /// enrolment (the configured key, if any, is replaced). The generation floor belongs to the
+    /// key: paired to another site, whose generations start again at 1, the door takes that
+    /// site's lists, while a list of the old site no longer verifies.
     pub fn set_site_key(&mut self, key: [u8; 32]) {
+        if self.cfg.site_key != Some(key) {
+            if self.persisted.list_generation != 0 {
+                self.persisted.list_generation = 0;
+                self.push(Action::Persist(self.persisted));
+            }
+            self.list_created = None;
+        }
         self.cfg.site_key = Some(key);
     }
 

@@ -131,6 +131,12 @@ pub enum Event {
         /// Whether it fired by the wall clock or by uptime.
         basis: Basis,
     },
+    /// The shell did not drain the action queue and this many actions were lost (reported as
+    /// soon as there is room again).
+    ActionsDropped {
+        /// How many.
+        count: u32,
+    },
     /// A time from a source was not used.
     TimeRejected {
         /// The source.
@@ -517,7 +523,12 @@ impl Controller {
 
     /// The next thing the shell should do, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if self.dropped_actions > 0 && self.actions.is_empty() {
+            let count = core::mem::take(&mut self.dropped_actions);
+            self.push(Action::Event(Event::ActionsDropped { count }));
+        }
+        action
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
@@ -555,7 +566,8 @@ impl Controller {
         &self.persisted
     }
 
-    /// Actions dropped because the shell did not drain the queue (should stay zero).
+    /// Actions dropped because the shell did not drain the queue, not yet reported by an
+    /// [`Event::ActionsDropped`] (should stay zero).
     pub fn dropped_actions(&self) -> u32 {
         self.dropped_actions
     }
@@ -882,6 +894,23 @@ mod tests {
     }
 
     #[test]
+    fn actions_the_shell_did_not_take_are_reported_not_lost_silently() {
+        let mut c = boot(RtcReading::Absent);
+        // Each unknown card queues a decision and its feedback; nobody drains the queue.
+        for i in 0..20u8 {
+            c.handle_card(&[i, 1, 2, 3], None, Instant::from_secs(1));
+        }
+        let actions = drain(&mut c);
+        assert_eq!(actions.len(), ACTION_QUEUE_LEN + 1);
+        let lost = 1 + 2 * 20 - ACTION_QUEUE_LEN as u32;
+        assert_eq!(
+            actions.last(),
+            Some(&Action::Event(Event::ActionsDropped { count: lost }))
+        );
+        assert_eq!(c.dropped_actions(), 0);
+    }
+
+    #[test]
     fn unanswered_rounds_back_off_doubling_to_the_cap() {
         let mut c = boot(RtcReading::Absent);
         c.handle_network(true, Instant::ZERO);
@@ -1060,5 +1089,19 @@ mod tests {
         // The generation survives a reboot.
         let again = Controller::new(c.cfg.clone(), *c.persisted(), [0; 32], Instant::ZERO);
         assert_eq!(again.check_allowlist(&five).unwrap_err(), stale(5));
+        // Paired again with the same site: the floor stays.
+        c.set_site_key(site.verifying_key().to_bytes());
+        assert_eq!(c.check_allowlist(&five).unwrap_err(), stale(5));
+        // Paired to another site, whose generations start at 1: its lists are taken, the old
+        // site's no longer verify, and the new floor is persisted.
+        c.set_site_key(foreign.verifying_key().to_bytes());
+        assert!(drain(&mut c)
+            .iter()
+            .any(|a| matches!(a, Action::Persist(p) if p.list_generation == 0)));
+        assert!(c.check_allowlist(&list(1, &foreign)).is_ok());
+        assert_eq!(
+            c.check_allowlist(&list(6, &site)).unwrap_err(),
+            ListError::BadSignature
+        );
     }
 }
