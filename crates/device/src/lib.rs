@@ -6,12 +6,17 @@
 //!   complete and checked, so a power cut mid-download keeps the previous list;
 //! - [`setup`]: the setup page a door in setup mode serves from its access point, and the form it
 //!   posts (the phone's time, Wi-Fi, server and pairing code);
+//! - [`door`]: the door itself, sans IO: the controller, its flash, and its exchanges with the
+//!   backend, driven by every shell;
+//! - [`flash`]: blocking NOR flash for `sequential-storage`, and host flash (memory, file);
 //! - [`wiegand`]: Wiegand 26/34 card frames and keypad keys from the reader's D0/D1 pulses.
 //!
 //! `no_std`, no heap: everything here runs on the door.
 
 #![no_std]
 
+pub mod door;
+pub mod flash;
 pub mod setup;
 pub mod slots;
 pub mod wiegand;

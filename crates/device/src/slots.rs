@@ -156,7 +156,7 @@ pub struct Slots<F> {
 impl<F: NorFlash> Slots<F> {
     /// Two slots of `slot_size` bytes each at `base..base + 2 * slot_size`.
     pub fn new(flash: F, base: u32, slot_size: u32) -> Result<Self, SlotError> {
-        if F::WRITE_SIZE > MAX_WRITE_SIZE || DATA_OFFSET as usize % F::WRITE_SIZE != 0 {
+        if F::WRITE_SIZE > MAX_WRITE_SIZE || !(DATA_OFFSET as usize).is_multiple_of(F::WRITE_SIZE) {
             return Err(SlotError::WriteSizeTooLarge);
         }
         let end = slot_size
@@ -164,8 +164,8 @@ impl<F: NorFlash> Slots<F> {
             .and_then(|s| s.checked_add(base))
             .ok_or(SlotError::BadGeometry)?;
         if slot_size <= DATA_OFFSET
-            || slot_size as usize % F::ERASE_SIZE != 0
-            || base as usize % F::ERASE_SIZE != 0
+            || !(slot_size as usize).is_multiple_of(F::ERASE_SIZE)
+            || !(base as usize).is_multiple_of(F::ERASE_SIZE)
             || end as usize > flash.capacity()
         {
             return Err(SlotError::BadGeometry);

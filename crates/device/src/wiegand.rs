@@ -177,7 +177,7 @@ fn card(format: Format, bits: u64) -> Result<Frame, WiegandError> {
     let odd = bits & 1;
     let first = data >> half;
     let second = data & ((1u64 << half) - 1);
-    if (first.count_ones() as u64 + even) % 2 != 0 {
+    if !(first.count_ones() as u64 + even).is_multiple_of(2) {
         return Err(WiegandError::BadEvenParity);
     }
     if (second.count_ones() as u64 + odd) % 2 != 1 {

@@ -96,7 +96,7 @@ impl NorFlash for SimFlash {
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), SimError> {
         let o = offset as usize;
-        if o % Self::WRITE_SIZE != 0 || bytes.len() % Self::WRITE_SIZE != 0 {
+        if !o.is_multiple_of(Self::WRITE_SIZE) || !bytes.len().is_multiple_of(Self::WRITE_SIZE) {
             return Err(SimError::Misaligned);
         }
         if self.mem[o..o + bytes.len()]

@@ -1,0 +1,1109 @@
+//! The door, sans IO: everything a door controller keeps and does between the core
+//! [`Controller`] and its hardware, once, for every shell (the ESP32-C3 firmware, the virtual
+//! doors, the fleet simulation).
+//!
+//! A [`Door`] owns the controller, its flash ([`Store`]: the A/B allow-list slots, the settings,
+//! the identity from pairing, the core's persisted record, keypad code use, and the event outbox
+//! with the one event-id scheme), and the device protocol's exchanges with the backend: pairing,
+//! sync (status and events up, signed time, acknowledgements and a new list down, streamed into
+//! the spare slot and installed only if it is the list the answer announced and the core accepts
+//! it) and CONDITIONAL checks.
+//!
+//! Flash is reached directly through `embedded-storage`'s blocking [`NorFlash`]. Everything else
+//! goes out as a [`Request`] ([`Door::poll_request`]) — send this NTP datagram, POST this
+//! exchange's body, read or write the RTC, open the lock, show this feedback, wake me at
+//! ([`Door::poll_timeout`]) — and comes back in through a `handle_*` call with the monotonic
+//! `now`, as in the core. The shell never decides anything.
+//!
+//! Event ids: every event gets the next id when it is written to the outbox; the outbox and the
+//! id of the newest acknowledged event (kept before the outbox is popped) give the next id at
+//! boot. Ids never repeat on a door, so the backend stores a resent event once.
+
+mod store;
+
+use chronolock_core::allowlist::{AllowList, ListError, ListInfo};
+use chronolock_core::controller::{Credential, Feedback, NONCE_LEN};
+use chronolock_core::ntp::PACKET_LEN;
+use chronolock_core::protocol::{
+    self, DeviceStatus, Enrolled, Enrolment, EventBody, ProtocolError, SyncRequestWriter,
+    SyncResponse, WireEvent, CHECK_RESPONSE_LEN, ENROL_RESPONSE_LEN, EVENT_HEAD_LEN, MAC_LEN,
+    MAX_EVENT_PAYLOAD, SYNC_REQUEST_FIXED, SYNC_RESPONSE_LEN,
+};
+use chronolock_core::{Action, Config, Controller, Event, Instant, RtcReading, UnixTime};
+use core::time::Duration;
+use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
+use heapless::{Deque, Vec};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+pub use store::{Layout, Settings, Store, StoreError, EVENT_MAX};
+
+use crate::setup::SetupForm;
+use crate::slots::Download;
+
+/// Events carried by one sync at most; the rest wait for the next.
+pub const SYNC_EVENTS_MAX: usize = 64;
+
+/// A buffer this large holds any request body [`Door::write_body`] writes.
+pub const BODY_MAX: usize =
+    SYNC_REQUEST_FIXED + MAC_LEN + SYNC_EVENTS_MAX * (EVENT_HEAD_LEN + MAX_EVENT_PAYLOAD);
+
+/// Requests waiting for the shell at most; the shell drains them after every call.
+pub const REQUEST_QUEUE_LEN: usize = 32;
+
+/// CONDITIONAL checks in flight at most (as many as the controller keeps).
+const CHECKS_MAX: usize = 4;
+
+/// First wait before pairing again after the backend could not be reached; it doubles up to
+/// [`ENROL_RETRY_MAX`].
+const ENROL_RETRY_INITIAL: Duration = Duration::from_secs(5);
+const ENROL_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// An exchange with the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exchange {
+    /// Pairing with a one-time code.
+    Enrol,
+    /// The periodic sync.
+    Sync,
+    /// A CONDITIONAL credential's check, by the controller's request id.
+    Check {
+        /// The controller's request id.
+        request: u32,
+    },
+}
+
+impl Exchange {
+    /// The path under the server's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Exchange::Enrol => "/device/v1/enrol",
+            Exchange::Sync => "/device/v1/sync",
+            Exchange::Check { .. } => "/device/v1/check",
+        }
+    }
+}
+
+/// How an exchange failed, as the shell saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer: the server could not be reached, the connection broke, or it took too long.
+    Unreachable,
+    /// The server answered with an error status (e.g. a spent pairing code).
+    Refused {
+        /// The HTTP status.
+        status: u16,
+    },
+}
+
+/// What the door asks the shell to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Read the RTC and call [`Door::handle_rtc_read`]; with `at_tick`, at the next tick of its
+    /// seconds register (at most a second).
+    ReadRtc {
+        /// Read at the next tick.
+        at_tick: bool,
+    },
+    /// Write this time to the RTC (aligned to the second) and clear its oscillator-stop flag.
+    WriteRtc {
+        /// The time at the moment the request is taken.
+        utc: UnixTime,
+    },
+    /// Send this datagram to NTP server `server` (an index into the configured servers) and
+    /// hand any answer to [`Door::handle_ntp_response`] with the moment it arrived.
+    SendNtp {
+        /// Index of the server.
+        server: u8,
+        /// The request.
+        packet: [u8; PACKET_LEN],
+    },
+    /// POST the body [`Door::write_body`] writes for this exchange to the server's base URL
+    /// ([`Door::server_url`]) plus [`Exchange::path`]; hand the answer's bytes to
+    /// [`Door::handle_answer`] as they arrive, then call [`Door::handle_answer_end`], or
+    /// [`Door::handle_exchange_failed`].
+    Post(Exchange),
+    /// Measure the battery and call [`Door::handle_battery`].
+    ReadBattery,
+    /// Open the lock for this long.
+    Unlock {
+        /// Milliseconds.
+        ms: u32,
+    },
+    /// Show this on the LEDs and buzzer.
+    Feedback(Feedback),
+    /// Something to log or show; the door has already stored what must be stored.
+    Notice(Notice),
+}
+
+/// What the door tells the outside world (logs, the virtual door's panel).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A controller event, now in the outbox under this id.
+    Event {
+        /// Its outbox id.
+        id: u64,
+        /// The event.
+        event: Event,
+    },
+    /// The RTC was written (also in the outbox).
+    RtcWritten {
+        /// The time written.
+        utc: UnixTime,
+    },
+    /// Paired with a backend.
+    Paired {
+        /// The door's id there.
+        door_id: u64,
+        /// Whether the site key changed (a new site: its lists start afresh).
+        new_site: bool,
+    },
+    /// Pairing failed.
+    PairingFailed(ExchangeError),
+    /// A sync answer checked out.
+    Synced {
+        /// Events the backend stored and the door dropped from its outbox.
+        acked: u16,
+        /// The door's list generation on the server.
+        generation: u64,
+        /// Length of the list that follows (0: none).
+        list_len: u32,
+    },
+    /// A sync failed.
+    SyncFailed(ExchangeError),
+    /// A new list is active.
+    ListInstalled {
+        /// Its generation.
+        generation: u64,
+        /// The slot (0: A, 1: B).
+        slot: u8,
+        /// Its length in bytes.
+        len: u32,
+    },
+    /// A list was not installed (a downloaded one), or not used (the one in flash at boot).
+    ListRejected(ListRejection),
+    /// The outbox was full: the oldest events were dropped, this many this boot.
+    OutboxFull {
+        /// Events dropped since boot.
+        dropped: u64,
+    },
+    /// Requests could not be queued for the shell (it did not drain them): this many.
+    RequestsDropped {
+        /// How many.
+        count: u32,
+    },
+    /// A flash operation failed.
+    Storage(StoreError),
+}
+
+/// Why an exchange failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeError {
+    /// The shell could not complete it.
+    Failed(Failure),
+    /// The answer did not check out.
+    Answer(ProtocolError),
+    /// The answer ended early.
+    Truncated,
+    /// The door is not paired, or not online.
+    NotReady,
+}
+
+impl core::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ExchangeError::Failed(Failure::Unreachable) => f.write_str("backend unreachable"),
+            ExchangeError::Failed(Failure::Refused { status }) => {
+                write!(f, "backend refused: HTTP {status}")
+            }
+            ExchangeError::Answer(e) => write!(f, "answer refused: {e}"),
+            ExchangeError::Truncated => f.write_str("answer ends early"),
+            ExchangeError::NotReady => f.write_str("not paired or offline"),
+        }
+    }
+}
+
+/// Why a list was not installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListRejection {
+    /// The bytes are not the list the sync answer announced (length and SHA-256).
+    Digest,
+    /// The download ended before the announced length.
+    Incomplete {
+        /// Bytes received.
+        written: u32,
+        /// Bytes announced.
+        len: u32,
+    },
+    /// The core refused it (signature, records, generation).
+    List(ListError),
+    /// Flash refused it (too large for a slot, or a flash error).
+    Store(StoreError),
+    /// Larger than the RAM this door checks lists in.
+    TooLarge {
+        /// Its length.
+        len: u32,
+    },
+}
+
+impl core::fmt::Display for ListRejection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ListRejection::Digest => f.write_str("not the list the answer announced"),
+            ListRejection::Incomplete { written, len } => {
+                write!(f, "list ends after {written} of {len} bytes")
+            }
+            ListRejection::List(e) => f.write_str(e.as_str()),
+            ListRejection::Store(e) => write!(f, "{e}"),
+            ListRejection::TooLarge { len } => write!(f, "list of {len} bytes is too large"),
+        }
+    }
+}
+
+/// How a door boots: the shell's part of its configuration.
+#[derive(Clone, Debug)]
+pub struct BootConfig {
+    /// The controller's configuration (NTP servers, intervals, build-time floor). The site key
+    /// and, unless `sync_interval_s` is set, the sync interval come from the stored identity.
+    pub core: Config,
+    /// Seconds between syncs, overriding what the backend asked for at pairing.
+    pub sync_interval_s: Option<u32>,
+    /// The setup button is held: the phone may set the time, and a new pairing is possible.
+    pub setup_button: bool,
+}
+
+struct SyncExchange {
+    nonce: [u8; NONCE_LEN],
+    /// Ids of the events the request carried, oldest first.
+    sent: Vec<u64, SYNC_EVENTS_MAX>,
+    fixed: Vec<u8, SYNC_RESPONSE_LEN>,
+    answer: Option<SyncResponse>,
+    download: Option<Download>,
+    /// The list the answer announced cannot be taken (the rest of the answer is ignored).
+    refused: bool,
+}
+
+struct CheckExchange {
+    request: u32,
+    nonce: [u8; NONCE_LEN],
+    credential: Credential,
+    wall_us: Option<i64>,
+    answer: Vec<u8, CHECK_RESPONSE_LEN>,
+}
+
+struct EnrolExchange {
+    enrolment: Enrolment,
+    answer: Vec<u8, ENROL_RESPONSE_LEN>,
+}
+
+/// One door, from boot to power-off. A power cut drops it; the next boot starts from its flash.
+pub struct Door<'a, F> {
+    store: Store<F>,
+    ctl: Controller,
+    settings: Settings,
+    identity: Option<Enrolled>,
+    /// RAM the active list is checked and searched in (the firmware's is a static buffer).
+    list_ram: &'a mut [u8],
+    list_len: Option<usize>,
+    rng: ChaCha8Rng,
+    requests: Deque<Request, REQUEST_QUEUE_LEN>,
+    dropped_requests: u32,
+    next_event_id: u64,
+    outbox_len: usize,
+    outbox_dropped: u64,
+    battery_mv: u16,
+    network_up: bool,
+    enrol: Option<EnrolExchange>,
+    enrol_at: Option<Instant>,
+    enrol_backoff: Duration,
+    sync: Option<SyncExchange>,
+    checks: Vec<CheckExchange, CHECKS_MAX>,
+    last_now: Instant,
+}
+
+impl<'a, F: NorFlash + MultiwriteNorFlash> Door<'a, F> {
+    /// Boots a door at `now` (normally zero) from what its flash holds, with 32 bytes from the
+    /// hardware RNG and RAM for the active list. The first request asks for the RTC.
+    pub fn boot(
+        mut store: Store<F>,
+        config: BootConfig,
+        rng_seed: [u8; 32],
+        list_ram: &'a mut [u8],
+        now: Instant,
+    ) -> Self {
+        let mut notices: Vec<Notice, 4> = Vec::new();
+        let mut note = |r: Result<(), StoreError>| {
+            if let Err(e) = r {
+                let _ = notices.push(Notice::Storage(e));
+            }
+        };
+        let settings = store.settings().unwrap_or_else(|e| {
+            note(Err(e));
+            None
+        });
+        let identity = store.identity().unwrap_or_else(|e| {
+            note(Err(e));
+            None
+        });
+        let persisted = store.persisted().unwrap_or_else(|e| {
+            note(Err(e));
+            Default::default()
+        });
+        let mut cfg = config.core;
+        if let Some(id) = &identity {
+            cfg.site_key = Some(id.site_key);
+        }
+        if let Some(s) = config
+            .sync_interval_s
+            .or(identity.as_ref().map(|i| i.sync_interval_s))
+        {
+            cfg.backend_sync_interval = Duration::from_secs(u64::from(s.max(1)));
+        }
+        let mut ctl = Controller::new(cfg, persisted, rng_seed, now);
+        if let Some(id) = &identity {
+            ctl.set_list_key(Some(protocol::list_key(&id.device_key)));
+        }
+        note(store.keypad_uses(|u| ctl.restore_keypad_use(u)));
+        ctl.set_setup_mode(identity.is_none() || config.setup_button);
+        // The outbox and the last acknowledged id give the next event id.
+        let mut newest = store.acked().unwrap_or_else(|e| {
+            note(Err(e));
+            0
+        });
+        let mut outbox_len = 0;
+        note(store.peek_events(|bytes| {
+            if let Ok((e, _)) = WireEvent::read(bytes) {
+                newest = newest.max(e.id);
+            }
+            outbox_len += 1;
+            true
+        }));
+        let mut rng = ChaCha8Rng::from_seed(rng_seed);
+        // A stream of its own: the controller's nonces and the door's never coincide.
+        rng.set_stream(1);
+        let mut door = Door {
+            store,
+            ctl,
+            settings: settings.unwrap_or_default(),
+            identity,
+            list_ram,
+            list_len: None,
+            rng,
+            requests: Deque::new(),
+            dropped_requests: 0,
+            next_event_id: newest + 1,
+            outbox_len,
+            outbox_dropped: 0,
+            battery_mv: 0,
+            network_up: false,
+            enrol: None,
+            enrol_at: None,
+            enrol_backoff: ENROL_RETRY_INITIAL,
+            sync: None,
+            checks: Vec::new(),
+            last_now: now,
+        };
+        for n in notices {
+            door.push(Request::Notice(n));
+        }
+        door.load_active_list(now);
+        door.drain(now);
+        door
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// A card was presented.
+    pub fn handle_card(&mut self, uid: &[u8], now: Instant) {
+        let list = self
+            .list_len
+            .and_then(|n| AllowList::open(&self.list_ram[..n]).ok());
+        self.ctl.handle_card(uid, list.as_ref(), now);
+        self.drain(now);
+    }
+
+    /// Keypad keys were pressed (`0`–`9`, `*`, `#`).
+    pub fn handle_keys(&mut self, keys: &[u8], now: Instant) {
+        let list = self
+            .list_len
+            .and_then(|n| AllowList::open(&self.list_ram[..n]).ok());
+        for &k in keys {
+            self.ctl.handle_key(k, list.as_ref(), now);
+        }
+        self.drain(now);
+    }
+
+    /// The RTC's answer to [`Request::ReadRtc`].
+    pub fn handle_rtc_read(&mut self, reading: RtcReading, now: Instant) {
+        self.ctl.handle_rtc_read(reading, now);
+        self.drain(now);
+    }
+
+    /// The network came up or went down. Going down abandons every exchange in flight (a
+    /// partly downloaded list is dropped; the active one is untouched).
+    pub fn handle_network(&mut self, up: bool, now: Instant) {
+        self.network_up = up;
+        if !up {
+            self.enrol = None;
+            self.sync = None;
+        } else {
+            self.enrol_backoff = ENROL_RETRY_INITIAL;
+            self.enrol_at = Some(now);
+        }
+        self.ctl.handle_network(up, now);
+        self.enrol_if_due(now);
+        self.drain(now);
+    }
+
+    /// An NTP answer from server `server` arrived at `at`.
+    pub fn handle_ntp_response(&mut self, server: u8, packet: &[u8], at: Instant) {
+        self.ctl.handle_ntp_response(server, packet, at);
+        self.drain(at);
+    }
+
+    /// The battery voltage (after [`Request::ReadBattery`], or whenever the shell measures it).
+    pub fn handle_battery(&mut self, mv: u16, now: Instant) {
+        self.battery_mv = mv;
+        self.ctl.handle_battery(mv, now);
+        self.drain(now);
+    }
+
+    /// The setup page was submitted: the phone's time (heard only in setup mode) and the
+    /// settings; a pairing code starts pairing (again, for a door already paired).
+    pub fn handle_setup(&mut self, form: &SetupForm, now: Instant) {
+        let utc = UnixTime::from_micros((form.phone_time_ms as i64).saturating_mul(1000));
+        self.ctl.handle_phone_time(utc, now);
+        self.settings = Settings {
+            ssid: form.ssid.clone(),
+            password: form.password.clone(),
+            server_url: form.server_url.clone(),
+            pairing_code: form.pairing_code.clone(),
+        };
+        let saved = self.store.set_settings(&self.settings);
+        self.stored(saved);
+        self.enrol = None;
+        self.enrol_backoff = ENROL_RETRY_INITIAL;
+        self.enrol_at = Some(now);
+        self.handle_timeout(now);
+    }
+
+    /// Runs every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ctl.handle_timeout(now);
+        self.enrol_if_due(now);
+        self.drain(now);
+    }
+
+    /// Writes the body of `exchange` (just asked for by [`Request::Post`]) into `buf`, at least
+    /// [`BODY_MAX`] bytes; returns its length, or `None` if the exchange is no longer wanted.
+    pub fn write_body(
+        &mut self,
+        exchange: Exchange,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> Option<usize> {
+        match exchange {
+            Exchange::Enrol => {
+                let request = self.enrol.as_ref()?.enrolment.request();
+                let out = buf.get_mut(..request.len())?;
+                out.copy_from_slice(&request);
+                Some(request.len())
+            }
+            Exchange::Sync => self.write_sync(buf, now),
+            Exchange::Check { request } => {
+                let id = self.identity.as_ref()?;
+                let c = self.checks.iter().find(|c| c.request == request)?;
+                let body = protocol::check_request(
+                    id.door_id,
+                    c.nonce,
+                    c.wall_us,
+                    &c.credential,
+                    &id.device_key,
+                );
+                let out = buf.get_mut(..body.len())?;
+                out.copy_from_slice(&body);
+                Some(body.len())
+            }
+        }
+    }
+
+    /// The next bytes of the answer to `exchange`.
+    pub fn handle_answer(&mut self, exchange: Exchange, bytes: &[u8], now: Instant) {
+        match exchange {
+            Exchange::Enrol => {
+                if let Some(e) = &mut self.enrol {
+                    take_into(&mut e.answer, bytes);
+                }
+            }
+            Exchange::Check { request } => {
+                if let Some(c) = self.checks.iter_mut().find(|c| c.request == request) {
+                    take_into(&mut c.answer, bytes);
+                }
+            }
+            Exchange::Sync => self.sync_answer(bytes, now),
+        }
+        self.drain(now);
+    }
+
+    /// The answer to `exchange` is complete.
+    pub fn handle_answer_end(&mut self, exchange: Exchange, now: Instant) {
+        match exchange {
+            Exchange::Enrol => {
+                if let Some(e) = self.enrol.take() {
+                    match e.enrolment.finish(&e.answer) {
+                        Ok(enrolled) => self.pair(enrolled, now),
+                        Err(err) => {
+                            // A wrong or spent code will not get better by retrying: setup is
+                            // needed again.
+                            self.push(Request::Notice(Notice::PairingFailed(
+                                ExchangeError::Answer(err),
+                            )));
+                        }
+                    }
+                }
+            }
+            Exchange::Check { request } => {
+                if let Some(c) = self.take_check(request) {
+                    let verdict = self.identity.as_ref().map(|id| {
+                        protocol::check_response(&c.answer, &id.device_key, id.door_id, &c.nonce)
+                    });
+                    match verdict {
+                        Some(Ok(granted)) => {
+                            self.ctl.handle_conditional_answer(request, granted, now)
+                        }
+                        _ => self.ctl.handle_conditional_failed(request, now),
+                    }
+                }
+            }
+            Exchange::Sync => self.sync_end(now),
+        }
+        self.drain(now);
+    }
+
+    /// `exchange` failed.
+    pub fn handle_exchange_failed(&mut self, exchange: Exchange, failure: Failure, now: Instant) {
+        match exchange {
+            Exchange::Enrol => {
+                if self.enrol.take().is_some() {
+                    self.push(Request::Notice(Notice::PairingFailed(
+                        ExchangeError::Failed(failure),
+                    )));
+                    if failure == Failure::Unreachable {
+                        self.enrol_at = Some(now + self.enrol_backoff);
+                        self.enrol_backoff = (self.enrol_backoff * 2).min(ENROL_RETRY_MAX);
+                    }
+                }
+            }
+            Exchange::Check { request } => {
+                if self.take_check(request).is_some() {
+                    self.ctl.handle_conditional_failed(request, now);
+                }
+            }
+            Exchange::Sync => {
+                if self.sync.take().is_some() {
+                    self.sync_failed(ExchangeError::Failed(failure), now);
+                }
+            }
+        }
+        self.drain(now);
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    /// The next thing the shell should do.
+    pub fn poll_request(&mut self) -> Option<Request> {
+        let r = self.requests.pop_front();
+        if self.dropped_requests > 0 && self.requests.is_empty() {
+            let count = core::mem::take(&mut self.dropped_requests);
+            self.push(Request::Notice(Notice::RequestsDropped { count }));
+        }
+        r
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let enrol = self.enrol_at.filter(|_| self.network_up);
+        match (self.ctl.poll_timeout(), enrol) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The controller, to read its clock and state.
+    pub fn controller(&self) -> &Controller {
+        &self.ctl
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The server's base URL.
+    pub fn server_url(&self) -> &str {
+        self.settings.server_url.as_str()
+    }
+
+    /// The identity from pairing, if paired.
+    pub fn identity(&self) -> Option<&Enrolled> {
+        self.identity.as_ref()
+    }
+
+    /// Whether the door is in setup mode (not paired, or the setup button held).
+    pub fn setup_mode(&self) -> bool {
+        self.ctl.setup_mode()
+    }
+
+    /// Events waiting in the outbox.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox_len
+    }
+
+    /// The active list's header, if a list is in use.
+    pub fn list_info(&self) -> Option<ListInfo> {
+        let n = self.list_len?;
+        AllowList::open(&self.list_ram[..n]).ok().map(|l| l.info())
+    }
+
+    /// The last battery reading, millivolts (0: none yet).
+    pub fn battery_mv(&self) -> u16 {
+        self.battery_mv
+    }
+
+    /// The store, for the shell's own reads (e.g. a status page) and tests.
+    pub fn store(&mut self) -> &mut Store<F> {
+        &mut self.store
+    }
+
+    /// Ends this boot and gives the flash back (what a power cut keeps).
+    pub fn into_store(self) -> Store<F> {
+        self.store
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+
+    fn push(&mut self, r: Request) {
+        if self.requests.push_back(r).is_err() {
+            self.dropped_requests = self.dropped_requests.saturating_add(1);
+        }
+    }
+
+    fn stored(&mut self, r: Result<(), StoreError>) {
+        if let Err(e) = r {
+            self.push(Request::Notice(Notice::Storage(e)));
+        }
+    }
+
+    /// Carries out what the controller asked for: flash here, the rest to the shell.
+    fn drain(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        while let Some(action) = self.ctl.poll_action() {
+            match action {
+                Action::ReadRtc { at_tick } => self.push(Request::ReadRtc { at_tick }),
+                Action::WriteRtc { utc } => {
+                    self.record(
+                        EventBody::RtcWrite {
+                            utc_us: utc.as_micros(),
+                        },
+                        now,
+                    );
+                    self.push(Request::WriteRtc { utc });
+                    self.push(Request::Notice(Notice::RtcWritten { utc }));
+                }
+                Action::SendNtp { server, packet } => {
+                    self.push(Request::SendNtp { server, packet })
+                }
+                Action::SyncBackend { nonce } => self.start_sync(nonce, now),
+                Action::Persist(p) => {
+                    let r = self.store.set_persisted(&p);
+                    self.stored(r);
+                }
+                Action::PersistKeypadUse(u) => {
+                    let r = self.store.set_keypad_use(&u);
+                    self.stored(r);
+                }
+                Action::Unlock { ms } => self.push(Request::Unlock { ms }),
+                Action::Feedback(f) => self.push(Request::Feedback(f)),
+                Action::AskBackend {
+                    request,
+                    credential,
+                } => self.start_check(request, credential, now),
+                Action::ReadBattery => self.push(Request::ReadBattery),
+                Action::Event(event) => {
+                    let id = self.record(EventBody::from_event(&event), now);
+                    self.push(Request::Notice(Notice::Event { id, event }));
+                }
+            }
+        }
+    }
+
+    /// Writes an event to the outbox; returns its id. A full outbox gives up its oldest events
+    /// (the backend has been unreachable for very long; the newest matter most then).
+    fn record(&mut self, body: EventBody, now: Instant) -> u64 {
+        let id = self.next_event_id;
+        self.next_event_id += 1;
+        let wire = WireEvent {
+            id,
+            device_us: self.ctl.wall_time(now).map(|w| w.utc.as_micros()),
+            body,
+        };
+        let mut buf = [0u8; EVENT_MAX];
+        let n = match wire.write(&mut buf) {
+            Ok(n) => n,
+            Err(_) => {
+                self.stored(Err(StoreError::Full));
+                return id;
+            }
+        };
+        let mut dropped = 0;
+        let result = loop {
+            match self.store.push_event(&buf[..n]) {
+                Err(StoreError::Full) if dropped < 64 && self.outbox_len > 0 => {
+                    if let Err(e) = self.store.drop_oldest(1) {
+                        break Err(e);
+                    }
+                    self.outbox_len -= 1;
+                    dropped += 1;
+                }
+                other => break other,
+            }
+        };
+        if dropped > 0 {
+            self.outbox_dropped += dropped;
+            self.push(Request::Notice(Notice::OutboxFull {
+                dropped: self.outbox_dropped,
+            }));
+        }
+        match result {
+            Ok(()) => self.outbox_len += 1,
+            Err(e) => self.stored(Err(e)),
+        }
+        id
+    }
+
+    /// Reads the active slot's list into RAM and checks it in full against the site key.
+    fn load_active_list(&mut self, now: Instant) {
+        self.list_len = None;
+        let info = match self.store.active_list() {
+            Ok(Some(info)) => info,
+            Ok(None) => return,
+            Err(e) => return self.stored(Err(e)),
+        };
+        let Some(id) = self.identity else {
+            return; // Not paired: no key to check it with, and no site to serve.
+        };
+        let len = info.len as usize;
+        if len > self.list_ram.len() {
+            let reason = ListRejection::TooLarge { len: info.len };
+            return self.push(Request::Notice(Notice::ListRejected(reason)));
+        }
+        if let Err(e) = self.store.read_list(&info, self.list_ram) {
+            return self.stored(Err(e));
+        }
+        let checked = ed25519_dalek::VerifyingKey::from_bytes(&id.site_key)
+            .map_err(|_| ListError::BadSignature)
+            .and_then(|key| AllowList::verify(&self.list_ram[..len], &key).map(|l| l.info()));
+        match checked {
+            Ok(info) => {
+                self.ctl.allowlist_installed(info, now);
+                self.list_len = Some(len);
+            }
+            Err(e) => self.push(Request::Notice(Notice::ListRejected(ListRejection::List(
+                e,
+            )))),
+        }
+    }
+
+    fn enrol_if_due(&mut self, now: Instant) {
+        if self.enrol_at.is_some_and(|t| t <= now) {
+            self.enrol_at = None;
+            self.start_enrol();
+        }
+    }
+
+    fn start_enrol(&mut self) {
+        if !self.network_up
+            || self.enrol.is_some()
+            || self.settings.pairing_code.is_empty()
+            || self.settings.server_url.is_empty()
+        {
+            return;
+        }
+        let mut secret = [0u8; 32];
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill_bytes(&mut secret);
+        self.rng.fill_bytes(&mut nonce);
+        self.enrol = Some(EnrolExchange {
+            enrolment: Enrolment::new(secret, nonce, &self.settings.pairing_code),
+            answer: Vec::new(),
+        });
+        self.push(Request::Post(Exchange::Enrol));
+    }
+
+    /// The enrolment answer checked out: keep the identity, forget the code, and sync at once.
+    /// Paired to another site, the door stops using the old site's list at once, and its list
+    /// generation floor starts again with the new site's key.
+    fn pair(&mut self, enrolled: Enrolled, now: Instant) {
+        let new_site = self
+            .identity
+            .as_ref()
+            .is_none_or(|old| old.site_key != enrolled.site_key);
+        // The new site's generation floor reaches flash before its identity does, so a power
+        // cut between never leaves the new site held to the old site's generations.
+        self.ctl.set_site_key(enrolled.site_key);
+        self.drain(now);
+        let saved = self.store.set_identity(&enrolled);
+        if saved.is_err() {
+            return self.stored(saved);
+        }
+        self.settings.pairing_code.clear();
+        let saved = self.store.set_settings(&self.settings);
+        self.stored(saved);
+        self.identity = Some(enrolled);
+        if self.sync.take().is_some() {
+            // A sync under the old identity was under way: it is void.
+            self.ctl.handle_backend_failed(now);
+        }
+        self.ctl
+            .set_list_key(Some(protocol::list_key(&enrolled.device_key)));
+        self.ctl.set_setup_mode(false);
+        if new_site {
+            self.list_len = None;
+        }
+        self.push(Request::Notice(Notice::Paired {
+            door_id: enrolled.door_id,
+            new_site,
+        }));
+        self.ctl.handle_backend_configured(now);
+    }
+
+    fn start_sync(&mut self, nonce: [u8; NONCE_LEN], now: Instant) {
+        if self.identity.is_none() || !self.network_up {
+            // Not paired yet, or offline: the exchange fails at once.
+            self.ctl.handle_backend_failed(now);
+            return;
+        }
+        self.sync = Some(SyncExchange {
+            nonce,
+            sent: Vec::new(),
+            fixed: Vec::new(),
+            answer: None,
+            download: None,
+            refused: false,
+        });
+        self.push(Request::Post(Exchange::Sync));
+    }
+
+    fn write_sync(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
+        let id = self.identity?;
+        let sync = self.sync.as_mut()?;
+        let wall = self.ctl.wall_time(now);
+        let status = DeviceStatus {
+            wall_us: wall.map(|w| w.utc.as_micros()),
+            uptime_us: now.as_micros(),
+            generation: self.ctl.persisted().list_generation,
+            source: self.ctl.clock_source(),
+            error_us: wall.map_or(0, |w| w.error_bound_ms.saturating_mul(1000)),
+            battery_mv: self.battery_mv,
+        };
+        let mut w = SyncRequestWriter::new(buf, id.door_id, sync.nonce, &status).ok()?;
+        sync.sent.clear();
+        let sent = &mut sync.sent;
+        let peeked = self.store.peek_events(|bytes| {
+            let Ok((event, _)) = WireEvent::read(bytes) else {
+                return false;
+            };
+            if sent.is_full() || w.push(&event).is_err() {
+                return false;
+            }
+            let _ = sent.push(event.id);
+            true
+        });
+        if let Err(e) = peeked {
+            self.push(Request::Notice(Notice::Storage(e)));
+        }
+        Some(w.finish(&id.device_key))
+    }
+
+    fn sync_answer(&mut self, mut bytes: &[u8], now: Instant) {
+        let Some(id) = self.identity else { return };
+        let Some(sync) = &mut self.sync else { return };
+        if sync.refused {
+            return;
+        }
+        if sync.answer.is_none() {
+            bytes = take_into(&mut sync.fixed, bytes);
+            if !sync.fixed.is_full() {
+                return;
+            }
+            let parsed = ed25519_dalek::VerifyingKey::from_bytes(&id.site_key)
+                .map_err(|_| ProtocolError::BadSignature)
+                .and_then(|site| {
+                    SyncResponse::parse(&sync.fixed, &id.device_key, &site, id.door_id, &sync.nonce)
+                });
+            let answer = match parsed {
+                Ok(a) => a,
+                Err(e) => {
+                    self.sync = None;
+                    return self.sync_failed(ExchangeError::Answer(e), now);
+                }
+            };
+            sync.answer = Some(answer);
+            let sent = core::mem::take(&mut sync.sent);
+            self.ctl.handle_backend_time(&answer.time, now);
+            let acked = usize::from(answer.acked).min(sent.len());
+            if let Some(&last) = acked.checked_sub(1).and_then(|i| sent.get(i)) {
+                match self.store.pop_events(acked, last) {
+                    Ok(()) => self.outbox_len = self.outbox_len.saturating_sub(acked),
+                    Err(e) => self.stored(Err(e)),
+                }
+            }
+            self.push(Request::Notice(Notice::Synced {
+                acked: acked as u16,
+                generation: answer.generation,
+                list_len: answer.list_len,
+            }));
+            if answer.list_len > 0 {
+                self.begin_download(answer.list_len);
+            }
+        }
+        let Some(sync) = &mut self.sync else { return };
+        if bytes.is_empty() || sync.refused {
+            return;
+        }
+        let Some(d) = &mut sync.download else { return };
+        if let Err(e) = self.store.write_list(d, bytes) {
+            sync.refused = true;
+            sync.download = None;
+            self.push(Request::Notice(Notice::ListRejected(ListRejection::Store(
+                e,
+            ))));
+        }
+    }
+
+    fn begin_download(&mut self, len: u32) {
+        let refusal = if len as usize > self.list_ram.len() {
+            Some(ListRejection::TooLarge { len })
+        } else {
+            match self.store.begin_list(len) {
+                Ok(d) => {
+                    if let Some(s) = &mut self.sync {
+                        s.download = Some(d);
+                    }
+                    None
+                }
+                Err(e) => Some(ListRejection::Store(e)),
+            }
+        };
+        if let Some(r) = refusal {
+            if let Some(s) = &mut self.sync {
+                s.refused = true;
+            }
+            self.push(Request::Notice(Notice::ListRejected(r)));
+        }
+    }
+
+    fn sync_end(&mut self, now: Instant) {
+        let Some(sync) = self.sync.take() else { return };
+        if sync.answer.is_none() {
+            return self.sync_failed(ExchangeError::Truncated, now);
+        }
+        if let Some(d) = sync.download {
+            self.install(d, sync.answer, now);
+        }
+    }
+
+    fn sync_failed(&mut self, e: ExchangeError, now: Instant) {
+        self.ctl.handle_backend_failed(now);
+        self.push(Request::Notice(Notice::SyncFailed(e)));
+    }
+
+    /// Checks a downloaded list against the sync answer and the core, then switches slots. The
+    /// RAM of the active list is used to check it; on refusal the active list is read back.
+    fn install(&mut self, mut d: Download, answer: Option<SyncResponse>, now: Instant) {
+        if d.written() != d.len() {
+            let reason = ListRejection::Incomplete {
+                written: d.written(),
+                len: d.len(),
+            };
+            return self.push(Request::Notice(Notice::ListRejected(reason)));
+        }
+        let checked = self
+            .store
+            .staged_list(&mut d)
+            .and_then(|staged| self.store.read_list(&staged, self.list_ram))
+            .map_err(ListRejection::Store)
+            .and_then(|bytes| {
+                if !answer.is_some_and(|a| a.list_matches(bytes)) {
+                    return Err(ListRejection::Digest);
+                }
+                self.ctl
+                    .check_allowlist(bytes)
+                    .map(|l| l.info())
+                    .map_err(ListRejection::List)
+            });
+        let outcome = checked.and_then(|info| {
+            self.store
+                .commit_list(d)
+                .map(|slot| (info, slot))
+                .map_err(ListRejection::Store)
+        });
+        match outcome {
+            Ok((info, slot)) => {
+                self.list_len = Some(slot.len as usize);
+                self.ctl.allowlist_installed(info, now);
+                self.push(Request::Notice(Notice::ListInstalled {
+                    generation: info.generation,
+                    slot: slot.index,
+                    len: slot.len,
+                }));
+            }
+            Err(reason) => {
+                self.push(Request::Notice(Notice::ListRejected(reason)));
+                // Back to the list that is still active (unless the door just changed sites).
+                if self.list_len.is_some() {
+                    self.load_active_list(now);
+                }
+            }
+        }
+    }
+
+    fn start_check(&mut self, request: u32, credential: Credential, now: Instant) {
+        if self.identity.is_none() || !self.network_up {
+            self.ctl.handle_conditional_failed(request, now);
+            return;
+        }
+        if self.checks.is_full() {
+            // The controller gave up on the oldest long ago (its deadline is 3 s).
+            let old = self.checks.remove(0);
+            self.ctl.handle_conditional_failed(old.request, now);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill_bytes(&mut nonce);
+        let check = CheckExchange {
+            request,
+            nonce,
+            credential,
+            wall_us: self.ctl.wall_time(now).map(|w| w.utc.as_micros()),
+            answer: Vec::new(),
+        };
+        if self.checks.push(check).is_ok() {
+            self.push(Request::Post(Exchange::Check { request }));
+        }
+    }
+
+    fn take_check(&mut self, request: u32) -> Option<CheckExchange> {
+        let i = self.checks.iter().position(|c| c.request == request)?;
+        Some(self.checks.remove(i))
+    }
+}
+
+/// Appends as much of `bytes` as fits; returns the rest.
+fn take_into<'b, const N: usize>(buf: &mut Vec<u8, N>, bytes: &'b [u8]) -> &'b [u8] {
+    let n = (N - buf.len()).min(bytes.len());
+    let _ = buf.extend_from_slice(&bytes[..n]);
+    &bytes[n..]
+}
+
+#[cfg(test)]
+mod tests;

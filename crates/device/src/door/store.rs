@@ -1,0 +1,543 @@
+//! Everything a door keeps in flash, and where ([`Layout`]).
+//!
+//! - the two allow-list slots of [`crate::slots`]: a new list is streamed into the spare slot and
+//!   switched to only after the core has checked it;
+//! - a `sequential-storage` map (wear-levelled, safe against power cuts at any point) holding
+//!   the settings from setup mode, the identity from pairing, the core's [`Persisted`] record,
+//!   each keypad user's code use, and the id of the last event the backend acknowledged;
+//! - a `sequential-storage` queue: the outbox of events not yet acknowledged, oldest first.
+//!
+//! Every operation is blocking (see [`crate::flash`]); the store keeps no state in RAM that the
+//! flash does not hold, so a power cut at any instant leaves a store that opens.
+
+use core::ops::Range;
+
+use chronolock_core::keypad::KeypadUse;
+use chronolock_core::protocol::Enrolled;
+use chronolock_core::Persisted;
+use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash, NorFlashErrorKind};
+use heapless::String;
+use sequential_storage::cache::{Cache, Uncached};
+use sequential_storage::map::{MapConfig, MapStorage};
+use sequential_storage::queue::{QueueConfig, QueueStorage};
+
+use crate::flash::{block_on, Blocking};
+use crate::slots::{Download, SlotError, SlotInfo, Slots};
+
+/// Where the door's three regions lie in its flash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// First byte of the two allow-list slots.
+    pub lists: u32,
+    /// Size of one slot (a multiple of the erase size).
+    pub slot_size: u32,
+    /// The settings map (whole erase sectors, at least two).
+    pub map: Range<u32>,
+    /// The event outbox (whole erase sectors, at least two).
+    pub outbox: Range<u32>,
+}
+
+impl Layout {
+    /// Regions one after the other from offset 0: two slots, a 16 KiB map, then the outbox.
+    pub const fn packed(slot_size: u32, outbox: u32) -> Layout {
+        let map_start = 2 * slot_size;
+        let map_end = map_start + 16 * 1024;
+        Layout {
+            lists: 0,
+            slot_size,
+            map: map_start..map_end,
+            outbox: map_end..map_end + outbox,
+        }
+    }
+
+    /// The flash size [`packed`](Self::packed) needs.
+    pub const fn end(&self) -> u32 {
+        let a = self.lists + 2 * self.slot_size;
+        let b = if self.map.end > self.outbox.end {
+            self.map.end
+        } else {
+            self.outbox.end
+        };
+        if a > b {
+            a
+        } else {
+            b
+        }
+    }
+}
+
+/// Largest value in the map (settings: four length-prefixed strings), with its key, rounded up.
+const MAP_BUF: usize = 320;
+/// Largest queued event (a [`chronolock_core::protocol::WireEvent`] is at most 68 bytes).
+pub const EVENT_MAX: usize = 96;
+
+/// Map keys: a kind byte, then (keypad use only) the user's sort key.
+type Key = [u8; 10];
+const KEY_SETTINGS: Key = key(1);
+const KEY_IDENTITY: Key = key(2);
+const KEY_PERSISTED: Key = key(3);
+const KEY_ACKED: Key = key(4);
+const KIND_KEYPAD: u8 = 5;
+
+const fn key(kind: u8) -> Key {
+    let mut k = [0u8; 10];
+    k[0] = kind;
+    k
+}
+
+/// Why a flash operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The flash driver failed.
+    Flash(NorFlashErrorKind),
+    /// The map or the queue is full, or an item does not fit its buffer.
+    Full,
+    /// Stored bytes do not decode (another layout, or corruption the store could not repair).
+    Corrupt,
+    /// A region does not fit the flash's geometry.
+    Layout,
+    /// The allow-list slots refused.
+    Slots(SlotError),
+}
+
+impl core::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StoreError::Flash(kind) => write!(f, "flash error: {kind:?}"),
+            StoreError::Full => f.write_str("storage full"),
+            StoreError::Corrupt => f.write_str("stored data does not decode"),
+            StoreError::Layout => f.write_str("flash layout does not fit the flash"),
+            StoreError::Slots(e) => write!(f, "allow-list slots: {e}"),
+        }
+    }
+}
+
+impl<E: embedded_storage::nor_flash::NorFlashError> From<sequential_storage::Error<E>>
+    for StoreError
+{
+    fn from(e: sequential_storage::Error<E>) -> Self {
+        match e {
+            sequential_storage::Error::Storage { value, .. } => StoreError::Flash(value.kind()),
+            sequential_storage::Error::FullStorage
+            | sequential_storage::Error::BufferTooSmall(_) => StoreError::Full,
+            _ => StoreError::Corrupt,
+        }
+    }
+}
+
+impl From<SlotError> for StoreError {
+    fn from(e: SlotError) -> Self {
+        StoreError::Slots(e)
+    }
+}
+
+impl From<crate::flash::WouldBlock> for StoreError {
+    fn from(_: crate::flash::WouldBlock) -> Self {
+        StoreError::Flash(NorFlashErrorKind::Other)
+    }
+}
+
+/// What the installer entered on the setup page (the phone's time is used once, not kept).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Wi-Fi network.
+    pub ssid: String<32>,
+    /// Wi-Fi password (empty: open network).
+    pub password: String<64>,
+    /// The backend, `http://host[:port]`.
+    pub server_url: String<128>,
+    /// The one-time pairing code, kept until pairing succeeds.
+    pub pairing_code: String<16>,
+}
+
+impl Settings {
+    fn encode(&self, out: &mut [u8]) -> usize {
+        let mut at = 0;
+        for field in [
+            self.ssid.as_str(),
+            self.password.as_str(),
+            self.server_url.as_str(),
+            self.pairing_code.as_str(),
+        ] {
+            let n = field.len().min(255);
+            if at + 1 + n > out.len() {
+                break;
+            }
+            out[at] = n as u8;
+            out[at + 1..at + 1 + n].copy_from_slice(&field.as_bytes()[..n]);
+            at += 1 + n;
+        }
+        at
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Settings> {
+        let mut fields: [&str; 4] = [""; 4];
+        let mut at = 0;
+        for field in &mut fields {
+            let n = usize::from(*bytes.get(at)?);
+            *field = core::str::from_utf8(bytes.get(at + 1..at + 1 + n)?).ok()?;
+            at += 1 + n;
+        }
+        Some(Settings {
+            ssid: String::try_from(fields[0]).ok()?,
+            password: String::try_from(fields[1]).ok()?,
+            server_url: String::try_from(fields[2]).ok()?,
+            pairing_code: String::try_from(fields[3]).ok()?,
+        })
+    }
+}
+
+const IDENTITY_LEN: usize = 8 + 32 + 32 + 4;
+
+fn encode_identity(e: &Enrolled) -> [u8; IDENTITY_LEN] {
+    let mut out = [0u8; IDENTITY_LEN];
+    out[..8].copy_from_slice(&e.door_id.to_le_bytes());
+    out[8..40].copy_from_slice(&e.device_key);
+    out[40..72].copy_from_slice(&e.site_key);
+    out[72..76].copy_from_slice(&e.sync_interval_s.to_le_bytes());
+    out
+}
+
+fn decode_identity(b: &[u8]) -> Option<Enrolled> {
+    if b.len() != IDENTITY_LEN {
+        return None;
+    }
+    let mut device_key = [0u8; 32];
+    let mut site_key = [0u8; 32];
+    device_key.copy_from_slice(&b[8..40]);
+    site_key.copy_from_slice(&b[40..72]);
+    Some(Enrolled {
+        door_id: u64::from_le_bytes(b[..8].try_into().ok()?),
+        device_key,
+        site_key,
+        sync_interval_s: u32::from_le_bytes(b[72..76].try_into().ok()?),
+    })
+}
+
+const KEYPAD_USE_LEN: usize = 9 + 1 + 8 + 8;
+
+fn encode_keypad_use(u: &KeypadUse) -> [u8; KEYPAD_USE_LEN] {
+    let mut out = [0u8; KEYPAD_USE_LEN];
+    out[..9].copy_from_slice(&u.user);
+    out[9] = u8::from(u.last_totp_step.is_some());
+    out[10..18].copy_from_slice(&u.last_totp_step.unwrap_or(0).to_le_bytes());
+    out[18..26].copy_from_slice(&u.hotp_next.to_le_bytes());
+    out
+}
+
+fn decode_keypad_use(b: &[u8]) -> Option<KeypadUse> {
+    if b.len() != KEYPAD_USE_LEN {
+        return None;
+    }
+    let mut user = [0u8; 9];
+    user.copy_from_slice(&b[..9]);
+    let step = u64::from_le_bytes(b[10..18].try_into().ok()?);
+    Some(KeypadUse {
+        user,
+        last_totp_step: (b[9] == 1).then_some(step),
+        hotp_next: u64::from_le_bytes(b[18..26].try_into().ok()?),
+    })
+}
+
+/// Word-aligned buffer, as flash drivers prefer.
+#[repr(align(4))]
+struct Aligned<const N: usize>([u8; N]);
+
+/// The door's flash and what lives in it.
+pub struct Store<F> {
+    flash: F,
+    layout: Layout,
+}
+
+type Map<'a, F> = MapStorage<Key, Blocking<&'a mut F>, Cache<Uncached, Uncached, Uncached, Key>>;
+type Queue<'a, F> = QueueStorage<Blocking<&'a mut F>, Cache<Uncached, Uncached, Uncached, ()>>;
+
+impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
+    /// Takes the flash; checks that every region fits it.
+    pub fn new(flash: F, layout: Layout) -> Result<Self, StoreError> {
+        let erase = F::ERASE_SIZE as u32;
+        let capacity = flash.capacity() as u64;
+        let fits = |r: &Range<u32>| {
+            r.start.is_multiple_of(erase)
+                && r.end.is_multiple_of(erase)
+                && r.end >= r.start + 2 * erase
+                && u64::from(r.end) <= capacity
+        };
+        let lists_end = u64::from(layout.lists) + 2 * u64::from(layout.slot_size);
+        if !fits(&layout.map) || !fits(&layout.outbox) || lists_end > capacity {
+            return Err(StoreError::Layout);
+        }
+        MapConfig::<Blocking<&mut F>>::try_new(layout.map.clone())
+            .map_err(|_| StoreError::Layout)?;
+        QueueConfig::<Blocking<&mut F>>::try_new(layout.outbox.clone())
+            .map_err(|_| StoreError::Layout)?;
+        let mut store = Store { flash, layout };
+        store.slots()?;
+        Ok(store)
+    }
+
+    /// The flash, for the shell (e.g. to cut its power in a test).
+    pub fn flash(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
+    /// Gives the flash back.
+    pub fn into_flash(self) -> F {
+        self.flash
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn map(&mut self) -> Result<Map<'_, F>, StoreError> {
+        let config = MapConfig::try_new(self.layout.map.clone()).map_err(|_| StoreError::Layout)?;
+        Ok(MapStorage::new(
+            Blocking(&mut self.flash),
+            config,
+            Cache::new_uncached(),
+        ))
+    }
+
+    fn queue(&mut self) -> Result<Queue<'_, F>, StoreError> {
+        let config =
+            QueueConfig::try_new(self.layout.outbox.clone()).map_err(|_| StoreError::Layout)?;
+        Ok(QueueStorage::new(
+            Blocking(&mut self.flash),
+            config,
+            Cache::new_uncached(),
+        ))
+    }
+
+    fn fetch(&mut self, key: &Key, out: &mut [u8]) -> Result<Option<usize>, StoreError> {
+        let mut buf = Aligned([0u8; MAP_BUF]);
+        let mut map = self.map()?;
+        let found: Option<&[u8]> = block_on(map.fetch_item(&mut buf.0, key))??;
+        Ok(found.map(|v| {
+            let n = v.len().min(out.len());
+            out[..n].copy_from_slice(&v[..n]);
+            n
+        }))
+    }
+
+    fn put(&mut self, key: &Key, value: &[u8]) -> Result<(), StoreError> {
+        let mut buf = Aligned([0u8; MAP_BUF]);
+        let mut map = self.map()?;
+        block_on(map.store_item::<&[u8]>(&mut buf.0, key, &value))??;
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &Key) -> Result<(), StoreError> {
+        let mut buf = Aligned([0u8; MAP_BUF]);
+        let mut map = self.map()?;
+        block_on(map.remove_item(&mut buf.0, key))??;
+        Ok(())
+    }
+
+    /// The settings from setup mode, if any.
+    pub fn settings(&mut self) -> Result<Option<Settings>, StoreError> {
+        let mut v = [0u8; MAP_BUF];
+        match self.fetch(&KEY_SETTINGS, &mut v)? {
+            Some(n) => Settings::decode(&v[..n])
+                .map(Some)
+                .ok_or(StoreError::Corrupt),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the settings.
+    pub fn set_settings(&mut self, s: &Settings) -> Result<(), StoreError> {
+        let mut v = [0u8; MAP_BUF - 16];
+        let n = s.encode(&mut v);
+        self.put(&KEY_SETTINGS, &v[..n])
+    }
+
+    /// The identity from pairing, if paired.
+    pub fn identity(&mut self) -> Result<Option<Enrolled>, StoreError> {
+        let mut v = [0u8; IDENTITY_LEN];
+        match self.fetch(&KEY_IDENTITY, &mut v)? {
+            Some(n) => decode_identity(&v[..n])
+                .map(Some)
+                .ok_or(StoreError::Corrupt),
+            None => Ok(None),
+        }
+    }
+
+    /// Keeps the identity from pairing.
+    pub fn set_identity(&mut self, e: &Enrolled) -> Result<(), StoreError> {
+        self.put(&KEY_IDENTITY, &encode_identity(e))
+    }
+
+    /// Forgets the identity (the door goes back to setup mode at its next boot).
+    pub fn forget_identity(&mut self) -> Result<(), StoreError> {
+        self.remove(&KEY_IDENTITY)
+    }
+
+    /// The core's record from the previous boot; a record that does not decode is the default
+    /// (the core then behaves as on first boot, which is safe: the list's own generation and
+    /// signature are checked again when it is opened).
+    pub fn persisted(&mut self) -> Result<Persisted, StoreError> {
+        let mut v = [0u8; Persisted::LEN];
+        Ok(match self.fetch(&KEY_PERSISTED, &mut v)? {
+            Some(n) => Persisted::decode(&v[..n]).unwrap_or_default(),
+            None => Persisted::default(),
+        })
+    }
+
+    /// Stores the core's record.
+    pub fn set_persisted(&mut self, p: &Persisted) -> Result<(), StoreError> {
+        self.put(&KEY_PERSISTED, &p.encode())
+    }
+
+    /// Stores one keypad user's code use.
+    pub fn set_keypad_use(&mut self, u: &KeypadUse) -> Result<(), StoreError> {
+        let mut k = key(KIND_KEYPAD);
+        k[1..].copy_from_slice(&u.user);
+        self.put(&k, &encode_keypad_use(u))
+    }
+
+    /// Calls `f` with every stored keypad use.
+    pub fn keypad_uses(&mut self, mut f: impl FnMut(KeypadUse)) -> Result<(), StoreError> {
+        let mut buf = Aligned([0u8; MAP_BUF]);
+        let mut item = Aligned([0u8; MAP_BUF]);
+        let mut map = self.map()?;
+        block_on(async {
+            let mut iter = map.fetch_all_items(&mut buf.0).await?;
+            while let Some((k, v)) = iter.next::<&[u8]>(&mut item.0).await? {
+                if k[0] == KIND_KEYPAD {
+                    if let Some(u) = decode_keypad_use(v) {
+                        f(u);
+                    }
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?
+    }
+
+    /// The id of the newest event the backend acknowledged (0: none yet).
+    pub fn acked(&mut self) -> Result<u64, StoreError> {
+        let mut v = [0u8; 8];
+        Ok(match self.fetch(&KEY_ACKED, &mut v)? {
+            Some(8) => u64::from_le_bytes(v),
+            Some(_) => return Err(StoreError::Corrupt),
+            None => 0,
+        })
+    }
+
+    fn set_acked(&mut self, id: u64) -> Result<(), StoreError> {
+        self.put(&KEY_ACKED, &id.to_le_bytes())
+    }
+
+    // ----- outbox ---------------------------------------------------------------------------
+
+    /// Appends an encoded event. A full outbox refuses ([`StoreError::Full`]); the door then
+    /// makes room itself and says so.
+    pub fn push_event(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut queue = self.queue()?;
+        block_on(queue.push(bytes, false))??;
+        Ok(())
+    }
+
+    /// Calls `f` with the waiting events, oldest first, until it returns `false`.
+    pub fn peek_events(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), StoreError> {
+        let mut buf = Aligned([0u8; EVENT_MAX + 8]);
+        let mut queue = self.queue()?;
+        block_on(async {
+            let mut iter = queue.iter().await?;
+            while let Some(entry) = iter.next(&mut buf.0).await? {
+                if !f(&entry) {
+                    break;
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?
+    }
+
+    /// Drops the `n` oldest events, the newest of which has id `last_id`: the backend stored
+    /// them. The id is kept first, so that ids stay unique even if the power fails between.
+    pub fn pop_events(&mut self, n: usize, last_id: u64) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        if last_id > self.acked()? {
+            self.set_acked(last_id)?;
+        }
+        self.drop_oldest(n)
+    }
+
+    /// Drops the `n` oldest events without acknowledgement (a full outbox).
+    pub fn drop_oldest(&mut self, n: usize) -> Result<(), StoreError> {
+        let mut buf = Aligned([0u8; EVENT_MAX + 8]);
+        let mut queue = self.queue()?;
+        block_on(async {
+            for _ in 0..n {
+                if queue.pop(&mut buf.0).await?.is_none() {
+                    break;
+                }
+            }
+            Ok::<(), StoreError>(())
+        })?
+    }
+
+    // ----- allow-list slots -----------------------------------------------------------------
+
+    fn slots(&mut self) -> Result<Slots<&mut F>, StoreError> {
+        Ok(Slots::new(
+            &mut self.flash,
+            self.layout.lists,
+            self.layout.slot_size,
+        )?)
+    }
+
+    /// Bytes one slot holds.
+    pub fn list_capacity(&self) -> u32 {
+        self.layout
+            .slot_size
+            .saturating_sub(crate::slots::DATA_OFFSET)
+    }
+
+    /// The slot in use, if one holds a complete list.
+    pub fn active_list(&mut self) -> Result<Option<SlotInfo>, StoreError> {
+        Ok(self.slots()?.active()?)
+    }
+
+    /// Starts streaming a list of `len` bytes into the spare slot.
+    pub fn begin_list(&mut self, len: u32) -> Result<Download, StoreError> {
+        Ok(self.slots()?.begin(len)?)
+    }
+
+    /// Appends downloaded list bytes.
+    pub fn write_list(&mut self, d: &mut Download, chunk: &[u8]) -> Result<(), StoreError> {
+        Ok(self.slots()?.write(d, chunk)?)
+    }
+
+    /// Where the staged list lies (flushes its last bytes).
+    pub fn staged_list(&mut self, d: &mut Download) -> Result<SlotInfo, StoreError> {
+        Ok(self.slots()?.staged(d)?)
+    }
+
+    /// Switches to the staged list; call only after the core accepted it.
+    pub fn commit_list(&mut self, d: Download) -> Result<SlotInfo, StoreError> {
+        Ok(self.slots()?.commit(d)?)
+    }
+
+    /// Reads a slot's list into `buf`.
+    pub fn read_list<'b>(
+        &mut self,
+        info: &SlotInfo,
+        buf: &'b mut [u8],
+    ) -> Result<&'b [u8], StoreError> {
+        let len = info.len as usize;
+        let capacity = buf.len() as u32;
+        let dst = buf
+            .get_mut(..len)
+            .ok_or(StoreError::Slots(SlotError::TooLarge {
+                len: info.len,
+                capacity,
+            }))?;
+        self.slots()?.read(info.data_offset, dst)?;
+        Ok(dst)
+    }
+}

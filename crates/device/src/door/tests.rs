@@ -1,0 +1,444 @@
+//! The door against a backend built from the same protocol code the server uses, over NOR flash
+//! in memory that can lose power at any byte.
+
+extern crate std;
+
+use std::collections::BTreeMap;
+use std::vec;
+use std::vec::Vec;
+
+use chronolock_core::access::Decision;
+use chronolock_core::allowlist::{AccessType, Builder, CardEntry, Policy};
+use chronolock_core::protocol::{
+    pairing_code_hash, verify_mac, EnrolRequest, SyncAnswer, SyncRequest,
+};
+use ed25519_dalek::SigningKey;
+
+use super::*;
+use crate::flash::MemFlash;
+
+const LAYOUT: Layout = Layout::packed(64 * 1024, 16 * 1024);
+const CODE: &str = "ABCD-EFGH-JKLM";
+const T0_US: i64 = 1_795_510_800_000_000;
+
+/// A backend: one site, its doors' keys, the events it stored, the list it serves.
+struct Backend {
+    site: SigningKey,
+    codes: Vec<[u8; 32]>,
+    keys: BTreeMap<u64, [u8; 32]>,
+    stored: BTreeMap<u64, WireEvent>,
+    resent: usize,
+    list: Option<(u64, Vec<u8>)>,
+    /// Planted: announce one list and send another.
+    swap_list: Option<Vec<u8>>,
+}
+
+impl Backend {
+    fn new(seed: u8) -> Self {
+        Backend {
+            site: SigningKey::from_bytes(&[seed; 32]),
+            codes: vec![pairing_code_hash(CODE)],
+            keys: BTreeMap::new(),
+            stored: BTreeMap::new(),
+            resent: 0,
+            list: None,
+            swap_list: None,
+        }
+    }
+
+    fn publish(&mut self, generation: u64, cards: &[&[u8]]) {
+        let mut b = Builder::new();
+        for uid in cards {
+            b.card(&CardEntry {
+                uid: uid.to_vec(),
+                policy: Policy::new(AccessType::Unrestricted, 0, 0),
+                slots: vec![],
+            })
+            .expect("card");
+        }
+        let bytes = b
+            .build(generation, T0_US / 1_000_000 - 3600, &self.site)
+            .expect("list");
+        self.list = Some((generation, bytes));
+    }
+
+    fn answer(&mut self, exchange: Exchange, body: &[u8], now: Instant) -> Option<Vec<u8>> {
+        match exchange {
+            Exchange::Enrol => {
+                let req = EnrolRequest::parse(body).ok()?;
+                let code = *self.codes.iter().find(|c| req.proves(c))?;
+                self.codes.retain(|c| *c != code);
+                let door_id = 7 + self.keys.len() as u64;
+                let (answer, key) = req
+                    .answer(
+                        [9; 32],
+                        &code,
+                        door_id,
+                        &self.site.verifying_key().to_bytes(),
+                        300,
+                    )
+                    .ok()?;
+                self.keys.insert(door_id, key);
+                Some(answer.to_vec())
+            }
+            Exchange::Sync => {
+                let header = protocol::Header::read(body).ok()?;
+                let key = *self.keys.get(&header.door_id)?;
+                verify_mac(body, &key).ok()?;
+                let req = SyncRequest::parse(body).ok()?;
+                let mut acked = 0;
+                for e in req.events() {
+                    if self.stored.insert(e.id, e).is_some() {
+                        self.resent += 1;
+                    }
+                    acked += 1;
+                }
+                let t = T0_US + now.as_micros() as i64;
+                let list = self
+                    .list
+                    .as_ref()
+                    .filter(|(g, _)| *g > req.status.generation);
+                let fixed = SyncAnswer {
+                    door_id: header.door_id,
+                    nonce: header.nonce,
+                    receive_us: t,
+                    transmit_us: t + 100,
+                    acked,
+                    sync_interval_s: 300,
+                    generation: self.list.as_ref().map_or(0, |l| l.0),
+                    list: list.map(|(_, b)| b.as_slice()),
+                }
+                .write(&self.site, &key);
+                let mut out = fixed.to_vec();
+                if let Some((_, bytes)) = list {
+                    out.extend_from_slice(self.swap_list.as_deref().unwrap_or(bytes));
+                }
+                Some(out)
+            }
+            Exchange::Check { .. } => None,
+        }
+    }
+}
+
+/// A door on the bench: its flash, its RAM for the list, what it said.
+struct Bench {
+    flash: Option<MemFlash>,
+    ram: Vec<u8>,
+    notices: Vec<Notice>,
+    decisions: Vec<Decision>,
+    now: Instant,
+    boots: u8,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let mut store = Store::new(MemFlash::new(LAYOUT.end() as usize), LAYOUT).expect("layout");
+        let mut settings = Settings::default();
+        settings.server_url.push_str("http://backend").unwrap();
+        settings.pairing_code.push_str(CODE).unwrap();
+        store.set_settings(&settings).expect("settings");
+        Bench {
+            flash: Some(store.into_flash()),
+            ram: vec![0; 64 * 1024],
+            notices: Vec::new(),
+            decisions: Vec::new(),
+            now: Instant::ZERO,
+            boots: 0,
+        }
+    }
+
+    /// Boots, runs `f` on the running door, then cuts the power.
+    fn boot<R>(&mut self, f: impl FnOnce(&mut Running<'_>) -> R) -> R {
+        self.boots += 1;
+        let store = Store::new(self.flash.take().expect("flash"), LAYOUT).expect("layout");
+        let config = BootConfig {
+            core: Config::default(),
+            sync_interval_s: None,
+            setup_button: false,
+        };
+        let door = Door::boot(
+            store,
+            config,
+            [self.boots; 32],
+            &mut self.ram,
+            Instant::ZERO,
+        );
+        let mut running = Running {
+            door,
+            notices: &mut self.notices,
+            decisions: &mut self.decisions,
+            now: Instant::ZERO,
+        };
+        running.settle();
+        let r = f(&mut running);
+        self.now = running.now;
+        let mut flash = running.door.into_store().into_flash();
+        flash.cut_after(None);
+        self.flash = Some(flash);
+        r
+    }
+}
+
+struct Running<'a> {
+    door: Door<'a, MemFlash>,
+    notices: &'a mut Vec<Notice>,
+    decisions: &'a mut Vec<Decision>,
+    now: Instant,
+}
+
+impl Running<'_> {
+    /// Carries out what the door asks, with no network.
+    fn settle(&mut self) {
+        while let Some(r) = self.door.poll_request() {
+            self.take(r, None);
+        }
+    }
+
+    fn take(&mut self, r: Request, backend: Option<&mut Backend>) {
+        let now = self.now;
+        match r {
+            Request::ReadRtc { .. } => self.door.handle_rtc_read(RtcReading::Absent, now),
+            Request::Post(exchange) => {
+                let mut body = vec![0u8; BODY_MAX];
+                let Some(n) = self.door.write_body(exchange, &mut body, now) else {
+                    return;
+                };
+                let answer = backend.and_then(|b| b.answer(exchange, &body[..n], now));
+                let at = now + Duration::from_millis(40);
+                match answer {
+                    Some(bytes) => {
+                        for chunk in bytes.chunks(1000) {
+                            self.door.handle_answer(exchange, chunk, at);
+                            if self.door.store().flash().is_cut() {
+                                return;
+                            }
+                        }
+                        self.door.handle_answer_end(exchange, at);
+                    }
+                    None => self
+                        .door
+                        .handle_exchange_failed(exchange, Failure::Unreachable, at),
+                }
+            }
+            Request::Notice(Notice::Event {
+                event: Event::Decision { decision, .. },
+                ..
+            }) => self.decisions.push(decision),
+            Request::Notice(n) => self.notices.push(n),
+            _ => {}
+        }
+    }
+
+    /// Brings the network up and runs every exchange against `backend`.
+    fn online(&mut self, backend: &mut Backend) {
+        self.door.handle_network(true, self.now);
+        self.exchange(backend);
+    }
+
+    fn exchange(&mut self, backend: &mut Backend) {
+        for _ in 0..100 {
+            match self.door.poll_request() {
+                Some(r) => self.take(r, Some(backend)),
+                None => return,
+            }
+            if self.door.store().flash().is_cut() {
+                return;
+            }
+        }
+    }
+
+    /// Lets time pass to the next sync and runs it.
+    fn next_sync(&mut self, backend: &mut Backend) {
+        self.now = self.now + Duration::from_secs(301);
+        self.door.handle_timeout(self.now);
+        self.exchange(backend);
+    }
+
+    fn card(&mut self, uid: &[u8]) -> Decision {
+        self.door.handle_card(uid, self.now);
+        self.settle();
+        *self.decisions.last().expect("a decision")
+    }
+}
+
+fn installed(notices: &[Notice]) -> Vec<u64> {
+    notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::ListInstalled { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pairs_syncs_installs_a_list_and_decides_from_it() {
+    let mut backend = Backend::new(1);
+    backend.publish(1, &[&[4, 0xA1, 0xB2, 0xC3]]);
+    let mut bench = Bench::new();
+    bench.boot(|door| {
+        assert!(door.door.setup_mode());
+        assert_eq!(door.card(&[4, 0xA1, 0xB2, 0xC3]), Decision::DeniedUnknown);
+        door.online(&mut backend);
+        assert!(!door.door.setup_mode());
+        assert_eq!(door.door.identity().map(|i| i.door_id), Some(7));
+        assert_eq!(door.card(&[4, 0xA1, 0xB2, 0xC3]), Decision::Granted);
+        assert_eq!(door.card(&[9, 9, 9, 9]), Decision::DeniedUnknown);
+        // The pairing code is spent and forgotten.
+        assert!(door.door.settings().pairing_code.is_empty());
+    });
+    assert!(bench.notices.iter().any(|n| matches!(
+        n,
+        Notice::Paired {
+            door_id: 7,
+            new_site: true
+        }
+    )));
+    assert_eq!(installed(&bench.notices), [1]);
+    // After a power cut the door comes back paired, with its list, and syncs its events.
+    bench.boot(|door| {
+        assert!(!door.door.setup_mode());
+        assert_eq!(door.door.list_info().map(|i| i.generation), Some(1));
+        assert_eq!(door.card(&[4, 0xA1, 0xB2, 0xC3]), Decision::Granted);
+        door.online(&mut backend);
+        // The clock event of this sync's answer goes with the next one.
+        door.next_sync(&mut backend);
+        assert_eq!(door.door.outbox_len(), 0);
+    });
+    let decisions = backend
+        .stored
+        .values()
+        .filter(|e| matches!(e.body, EventBody::Decision { .. }))
+        .count();
+    assert_eq!(decisions, 4, "every decision reached the backend once");
+}
+
+#[test]
+fn event_ids_never_repeat_across_reboots_and_acknowledgements() {
+    let mut backend = Backend::new(1);
+    let mut bench = Bench::new();
+    let mut ids = Vec::new();
+    for round in 0..6 {
+        bench.boot(|door| {
+            door.card(&[round, 1, 2, 3]);
+            if round % 2 == 1 {
+                door.online(&mut backend);
+            }
+        });
+        ids.extend(bench.notices.drain(..).filter_map(|n| match n {
+            Notice::Event { id, .. } => Some(id),
+            _ => None,
+        }));
+    }
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "ids repeat: {ids:?}");
+    assert_eq!(backend.resent, 0);
+}
+
+#[test]
+fn a_list_that_is_not_the_announced_one_is_refused_and_the_old_list_stays() {
+    let mut backend = Backend::new(1);
+    backend.publish(1, &[&[1, 1, 1, 1]]);
+    let mut bench = Bench::new();
+    bench.boot(|door| door.online(&mut backend));
+    // A list properly signed by the site, but not the one the authenticated answer announced
+    // (e.g. swapped on the way): the digest check refuses it.
+    backend.publish(2, &[&[2, 2, 2, 2]]);
+    let mut other = Backend::new(1);
+    other.publish(3, &[&[3, 3, 3, 3]]);
+    backend.swap_list = other.list.map(|(_, b)| b);
+    bench.boot(|door| {
+        door.online(&mut backend);
+        assert_eq!(
+            door.card(&[1, 1, 1, 1]),
+            Decision::Granted,
+            "old list in use"
+        );
+        assert_eq!(door.card(&[3, 3, 3, 3]), Decision::DeniedUnknown);
+    });
+    assert!(bench
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::ListRejected(ListRejection::Digest))));
+    assert_eq!(installed(&bench.notices), [1]);
+}
+
+#[test]
+fn a_power_cut_anywhere_in_a_download_keeps_the_old_list_and_the_next_sync_installs() {
+    let cards: Vec<[u8; 4]> = (0..300u32).map(|i| i.to_be_bytes()).collect();
+    let refs: Vec<&[u8]> = cards.iter().map(|c| &c[..]).collect();
+    let mut step = 0;
+    while step < 12_000 {
+        let mut backend = Backend::new(1);
+        backend.publish(1, &[&[1, 1, 1, 1]]);
+        let mut bench = Bench::new();
+        bench.boot(|door| door.online(&mut backend));
+        backend.publish(2, &refs);
+        bench.boot(|door| {
+            door.door.store().flash().cut_after(Some(step));
+            door.online(&mut backend);
+        });
+        bench.boot(|door| {
+            let list = door.door.list_info().map(|i| i.generation);
+            assert!(
+                matches!(list, Some(1 | 2)),
+                "cut after {step} bytes: a whole list, old or new: {list:?}"
+            );
+            door.online(&mut backend);
+            assert_eq!(door.door.list_info().map(|i| i.generation), Some(2));
+            assert_eq!(door.card(&cards[299]), Decision::Granted);
+        });
+        step += 997;
+    }
+}
+
+#[test]
+fn a_door_paired_to_another_server_takes_that_servers_lists() {
+    let mut first = Backend::new(1);
+    first.publish(40, &[&[1, 1, 1, 1]]);
+    let mut bench = Bench::new();
+    bench.boot(|door| door.online(&mut first));
+    assert_eq!(installed(&bench.notices), [40]);
+    // The installer holds the setup button and pairs it with the new server's code.
+    let mut second = Backend::new(2);
+    second.publish(1, &[&[2, 2, 2, 2]]);
+    bench.boot(|door| {
+        let mut form = SetupForm::default();
+        form.server_url.push_str("http://other").unwrap();
+        form.pairing_code.push_str(CODE).unwrap();
+        form.phone_time_ms = (T0_US / 1000) as u64;
+        door.door.handle_setup(&form, door.now);
+        door.online(&mut second);
+        assert_eq!(door.card(&[2, 2, 2, 2]), Decision::Granted);
+        assert_eq!(
+            door.card(&[1, 1, 1, 1]),
+            Decision::DeniedUnknown,
+            "old site's card"
+        );
+    });
+    assert_eq!(installed(&bench.notices), [40, 1]);
+    assert!(bench
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::Paired { new_site: true, .. })));
+    // The new site's list is the one the door boots with.
+    bench.boot(|door| assert_eq!(door.card(&[2, 2, 2, 2]), Decision::Granted));
+}
+
+#[test]
+fn a_full_outbox_drops_its_oldest_events_and_says_so() {
+    let mut bench = Bench::new();
+    bench.boot(|door| {
+        for i in 0..2_000u32 {
+            door.door.handle_card(&i.to_be_bytes(), door.now);
+            door.settle();
+        }
+        assert!(door.door.outbox_len() < 2 * 2_000);
+    });
+    assert!(bench
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::OutboxFull { .. })));
+}
