@@ -358,10 +358,7 @@ pub async fn start_virtual_doors(
     for (name, door_id) in doors(state).await.map_err(|e| e.to_string())? {
         let store = Store::open(&base.join(format!("door-{door_id}")))
             .map_err(|e| format!("door {door_id}: {e}"))?;
-        let paired = store
-            .settings()
-            .device
-            .is_some_and(|d| d.door_id == door_id as u64);
+        let paired = store.paired_door_id() == Some(door_id as u64);
         let seeded_code = seeded
             .and_then(|d| d.doors.iter().find(|(_, id, _)| *id == door_id))
             .map(|(_, _, code)| code.clone());

@@ -297,13 +297,13 @@ struct EnrolExchange {
 }
 
 /// One door, from boot to power-off. A power cut drops it; the next boot starts from its flash.
-pub struct Door<'a, F> {
+pub struct Door<F, L> {
     store: Store<F>,
     ctl: Controller,
     settings: Settings,
     identity: Option<Enrolled>,
     /// RAM the active list is checked and searched in (the firmware's is a static buffer).
-    list_ram: &'a mut [u8],
+    list_ram: L,
     list_len: Option<usize>,
     rng: ChaCha8Rng,
     requests: Deque<Request, REQUEST_QUEUE_LEN>,
@@ -321,14 +321,14 @@ pub struct Door<'a, F> {
     last_now: Instant,
 }
 
-impl<'a, F: NorFlash + MultiwriteNorFlash> Door<'a, F> {
+impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> {
     /// Boots a door at `now` (normally zero) from what its flash holds, with 32 bytes from the
     /// hardware RNG and RAM for the active list. The first request asks for the RTC.
     pub fn boot(
         mut store: Store<F>,
         config: BootConfig,
         rng_seed: [u8; 32],
-        list_ram: &'a mut [u8],
+        list_ram: L,
         now: Instant,
     ) -> Self {
         let mut notices: Vec<Notice, 4> = Vec::new();
@@ -417,7 +417,7 @@ impl<'a, F: NorFlash + MultiwriteNorFlash> Door<'a, F> {
     pub fn handle_card(&mut self, uid: &[u8], now: Instant) {
         let list = self
             .list_len
-            .and_then(|n| AllowList::open(&self.list_ram[..n]).ok());
+            .and_then(|n| AllowList::open(&self.list_ram.as_ref()[..n]).ok());
         self.ctl.handle_card(uid, list.as_ref(), now);
         self.drain(now);
     }
@@ -426,7 +426,7 @@ impl<'a, F: NorFlash + MultiwriteNorFlash> Door<'a, F> {
     pub fn handle_keys(&mut self, keys: &[u8], now: Instant) {
         let list = self
             .list_len
-            .and_then(|n| AllowList::open(&self.list_ram[..n]).ok());
+            .and_then(|n| AllowList::open(&self.list_ram.as_ref()[..n]).ok());
         for &k in keys {
             self.ctl.handle_key(k, list.as_ref(), now);
         }
@@ -662,7 +662,9 @@ impl<'a, F: NorFlash + MultiwriteNorFlash> Door<'a, F> {
     /// The active list's header, if a list is in use.
     pub fn list_info(&self) -> Option<ListInfo> {
         let n = self.list_len?;
-        AllowList::open(&self.list_ram[..n]).ok().map(|l| l.info())
+        AllowList::open(&self.list_ram.as_ref()[..n])
+            .ok()
+            .map(|l| l.info())
     }
 
     /// The last battery reading, millivolts (0: none yet).
@@ -678,6 +680,11 @@ impl<'a, F: NorFlash + MultiwriteNorFlash> Door<'a, F> {
     /// Ends this boot and gives the flash back (what a power cut keeps).
     pub fn into_store(self) -> Store<F> {
         self.store
+    }
+
+    /// Ends this boot and gives back the flash and the list RAM.
+    pub fn into_parts(self) -> (Store<F>, L) {
+        (self.store, self.list_ram)
     }
 
     // ----- internals ----------------------------------------------------------------------
@@ -793,16 +800,18 @@ impl<'a, F: NorFlash + MultiwriteNorFlash> Door<'a, F> {
             return; // Not paired: no key to check it with, and no site to serve.
         };
         let len = info.len as usize;
-        if len > self.list_ram.len() {
+        if len > self.list_ram.as_ref().len() {
             let reason = ListRejection::TooLarge { len: info.len };
             return self.push(Request::Notice(Notice::ListRejected(reason)));
         }
-        if let Err(e) = self.store.read_list(&info, self.list_ram) {
+        if let Err(e) = self.store.read_list(&info, self.list_ram.as_mut()) {
             return self.stored(Err(e));
         }
         let checked = ed25519_dalek::VerifyingKey::from_bytes(&id.site_key)
             .map_err(|_| ListError::BadSignature)
-            .and_then(|key| AllowList::verify(&self.list_ram[..len], &key).map(|l| l.info()));
+            .and_then(|key| {
+                AllowList::verify(&self.list_ram.as_ref()[..len], &key).map(|l| l.info())
+            });
         match checked {
             Ok(info) => {
                 self.ctl.allowlist_installed(info, now);
@@ -982,7 +991,7 @@ impl<'a, F: NorFlash + MultiwriteNorFlash> Door<'a, F> {
     }
 
     fn begin_download(&mut self, len: u32) {
-        let refusal = if len as usize > self.list_ram.len() {
+        let refusal = if len as usize > self.list_ram.as_ref().len() {
             Some(ListRejection::TooLarge { len })
         } else {
             match self.store.begin_list(len) {
@@ -1031,7 +1040,7 @@ impl<'a, F: NorFlash + MultiwriteNorFlash> Door<'a, F> {
         let checked = self
             .store
             .staged_list(&mut d)
-            .and_then(|staged| self.store.read_list(&staged, self.list_ram))
+            .and_then(|staged| self.store.read_list(&staged, self.list_ram.as_mut()))
             .map_err(ListRejection::Store)
             .and_then(|bytes| {
                 if !answer.is_some_and(|a| a.list_matches(bytes)) {

@@ -180,7 +180,7 @@ impl Bench {
 }
 
 struct Running<'a> {
-    door: Door<'a, MemFlash>,
+    door: Door<MemFlash, &'a mut Vec<u8>>,
     notices: &'a mut Vec<Notice>,
     decisions: &'a mut Vec<Decision>,
     now: Instant,

@@ -1,28 +1,26 @@
-//! One virtual door: the core [`Controller`] in a task, with files for flash and RTC, real UDP
-//! for NTP and real HTTP for the backend. It carries out the controller's actions and nothing
-//! more; every decision is the core's.
+//! One virtual door: the shared [`Door`] (the code the firmware runs, from the controller to
+//! the flash layout and the device protocol) in a task, with a file for its flash and one for
+//! its RTC, real UDP for NTP and real HTTP for the backend. This shell only moves bytes: it
+//! carries out the door's requests and hands back what came of them.
 //!
-//! A power cut drops the controller and everything in flight (RAM) and keeps the data directory
+//! A power cut drops the door and everything in flight (RAM) and keeps the data directory
 //! (flash, RTC); the next boot starts from there, as the firmware does.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chronolock_core::allowlist::AllowList;
-use chronolock_core::controller::Credential;
-use chronolock_core::protocol::{self, DeviceStatus, EventBody, WireEvent};
-use chronolock_core::{Action, Config, Controller, Event, Instant, RtcReading, UnixTime};
+use chronolock_core::protocol::SYNC_RESPONSE_LEN;
+use chronolock_core::{Config, Event, Instant, RtcReading};
+use chronolock_device::door::{BootConfig, Door, Exchange, Failure, Notice, Request, BODY_MAX};
+use chronolock_device::flash::FileFlash;
 use chronolock_device::setup::SetupForm;
-use chronolock_device::slots::{Download, Slots};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::net::{self, Backend, StoredCredential, SyncJob, SyncOutcome};
-use super::store::{self, DeviceCredential, Outbox, RtcState, Store, OUTBOX_MAX};
+use super::net::{self, Backend};
+use super::store::{self, RtcState, Store};
 use super::Output;
 use crate::runner::event_json;
 
@@ -138,7 +136,7 @@ impl DoorHandle {
     }
 }
 
-/// Results of background exchanges, tagged with the boot they belong to.
+/// Results of background work, tagged with the boot they belong to.
 enum Input {
     Ntp {
         boot: u64,
@@ -150,31 +148,52 @@ enum Input {
         boot: u64,
         reading: RtcReading,
     },
-    Synced {
+    Answer {
         boot: u64,
-        outcome: SyncOutcome,
+        exchange: Exchange,
+        bytes: Vec<u8>,
     },
-    Enrolled {
+    AnswerEnd {
         boot: u64,
-        result: Result<protocol::Enrolled, String>,
+        exchange: Exchange,
     },
-    Conditional {
+    Failed {
         boot: u64,
-        request: u32,
-        granted: Option<bool>,
+        exchange: Exchange,
+        failure: Failure,
+        error: String,
     },
     Relock {
         boot: u64,
     },
 }
 
+impl Input {
+    fn boot(&self) -> u64 {
+        match self {
+            Input::Ntp { boot, .. }
+            | Input::Rtc { boot, .. }
+            | Input::Answer { boot, .. }
+            | Input::AnswerEnd { boot, .. }
+            | Input::Failed { boot, .. }
+            | Input::Relock { boot } => *boot,
+        }
+    }
+}
+
+/// The list RAM of a virtual door: as large as a slot.
+type Ram = Vec<u8>;
+
 struct Running {
-    ctl: Controller,
+    door: Door<FileFlash, Ram>,
     boot: u64,
     started: tokio::time::Instant,
     tasks: JoinSet<()>,
     setup_server: Option<tokio::task::JoinHandle<()>>,
-    enrolling: bool,
+    /// Bytes of the current sync answer received (for the injected power cut).
+    sync_bytes: usize,
+    /// The list length the current sync answer announced.
+    list_len: u32,
 }
 
 /// Starts a door; it boots at once.
@@ -184,35 +203,19 @@ pub fn spawn(opts: DoorOptions, store: Store, out: Output) -> std::io::Result<Do
         name: opts.name.clone(),
         ..DoorView::default()
     });
-    let mut settings = store.settings();
-    if let Some(server) = &opts.server {
-        settings.server = server.clone();
-    }
-    if settings.device.is_none() {
-        if let Some(code) = &opts.pairing_code {
-            settings.pairing_code = Some(code.clone());
-        }
-    }
-    store.save_settings(&settings)?;
-    let slots = Slots::new(store.flash()?, 0, store::SLOT_SIZE)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    store.configure(opts.server.as_deref(), opts.pairing_code.as_deref())?;
     let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
-    let outbox = store.outbox();
-    let door = Door {
+    let door = Shell {
         opts,
         store,
-        settings,
-        outbox,
         backend: None,
         out,
-        slots: Arc::new(Mutex::new(slots)),
-        list: None,
         running: None,
-        boots: Arc::new(AtomicU64::new(0)),
+        boots: 0,
         network: true,
         ntp_up: true,
         battery_mv: 3700,
-        cut_during_download: Arc::default(),
+        cut_during_download: false,
         inputs_tx,
         view: view_tx,
         commands_tx: tx.clone(),
@@ -230,26 +233,19 @@ pub fn spawn(opts: DoorOptions, store: Store, out: Output) -> std::io::Result<Do
     })
 }
 
-struct Door {
+struct Shell {
     opts: DoorOptions,
     store: Store,
-    /// The stored settings, kept in memory; [`Door::save_settings`] writes them through.
-    settings: store::Settings,
-    /// The stored event outbox, kept in memory; [`Door::save_outbox`] writes it through.
-    outbox: Outbox,
     /// The HTTP client for the configured server, kept so that connections are reused.
     backend: Option<Backend>,
     out: Output,
-    slots: Arc<Mutex<Slots<store::FileFlash>>>,
-    /// The active list's bytes, read from its slot at boot and after each install.
-    list: Option<Vec<u8>>,
     running: Option<Running>,
-    boots: Arc<AtomicU64>,
+    boots: u64,
     network: bool,
     ntp_up: bool,
     battery_mv: u16,
     /// Armed by [`Command::CutPowerDuringListDownload`]; the next list download takes it.
-    cut_during_download: Arc<std::sync::atomic::AtomicBool>,
+    cut_during_download: bool,
     inputs_tx: mpsc::UnboundedSender<Input>,
     view: watch::Sender<DoorView>,
     commands_tx: mpsc::UnboundedSender<Command>,
@@ -259,7 +255,7 @@ struct Door {
     last_sync: Option<String>,
 }
 
-impl Door {
+impl Shell {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
@@ -267,10 +263,10 @@ impl Door {
     ) {
         self.boot();
         loop {
-            self.drain();
+            self.carry_out();
             self.publish();
             let deadline = self.running.as_ref().and_then(|r| {
-                r.ctl
+                r.door
                     .poll_timeout()
                     .map(|at| r.started + Duration::from_micros(at.as_micros()))
             });
@@ -289,7 +285,7 @@ impl Door {
                 () = sleep => {
                     if let Some(r) = &mut self.running {
                         let now = instant(r.started);
-                        r.ctl.handle_timeout(now);
+                        r.door.handle_timeout(now);
                     }
                 }
             }
@@ -308,81 +304,49 @@ impl Door {
         if self.running.is_some() {
             return;
         }
-        let boot = self.boots.fetch_add(1, Ordering::SeqCst) + 1;
-        // RAM starts from what flash kept.
-        self.settings = self.store.settings();
-        self.outbox = self.store.outbox();
-        let settings = &self.settings;
-        let credential = settings.device.as_ref().and_then(stored_credential);
-        let mut cfg = match Config::with_ntp_servers(self.opts.ntp.iter().map(String::as_str)) {
+        self.boots += 1;
+        let boot = self.boots;
+        let store = match self.store.flash() {
+            Ok(s) => s,
+            Err(e) => {
+                self.emit(json!({"event": "error", "error": format!("flash: {e}")}));
+                return;
+            }
+        };
+        let core = match Config::with_ntp_servers(self.opts.ntp.iter().map(String::as_str)) {
             Ok(c) => c,
             Err(e) => {
                 self.emit(json!({"event": "error", "error": format!("ntp servers: {e:?}")}));
                 Config::default()
             }
         };
-        if let Some(s) = self
-            .opts
-            .sync_interval_s
-            .or(settings.device.as_ref().map(|d| d.sync_interval_s))
-        {
-            cfg.backend_sync_interval = Duration::from_secs(u64::from(s.max(1)));
-        }
-        if let Some(c) = &credential {
-            cfg.site_key = Some(c.site_key);
-        }
+        let config = BootConfig {
+            core,
+            sync_interval_s: self.opts.sync_interval_s,
+            setup_button: false,
+        };
         let started = tokio::time::Instant::now();
-        let mut ctl = Controller::new(cfg, self.store.persisted(), rand::random(), Instant::ZERO);
-        if let Some(c) = &credential {
-            ctl.set_list_key(Some(protocol::list_key(&c.device_key)));
-        }
-        for u in self.store.keypad_uses() {
-            ctl.restore_keypad_use(u);
-        }
-        let setup = credential.is_none();
-        ctl.set_setup_mode(setup);
-        // The list in the active slot: checked in full (signature, records) once per boot.
-        self.list = None;
-        let active = self.slots.lock().ok().and_then(|mut s| {
-            let info = s.active().ok()??;
-            let mut bytes = vec![0u8; info.len as usize];
-            s.read(info.data_offset, &mut bytes).ok()?;
-            Some(bytes)
-        });
-        if let Some(bytes) = active {
-            let key = credential
-                .as_ref()
-                .and_then(|c| ed25519_dalek::VerifyingKey::from_bytes(&c.site_key).ok());
-            let checked = match key {
-                Some(k) => AllowList::verify(&bytes, &k).map(|l| l.info()),
-                None => Err(chronolock_core::allowlist::ListError::BadSignature),
-            };
-            match checked {
-                Ok(info) => {
-                    ctl.allowlist_installed(info, Instant::ZERO);
-                    self.list = Some(bytes);
-                }
-                Err(e) => self.emit(json!({"event": "list_rejected", "reason": e.as_str()})),
-            }
-        }
-        self.emit(json!({"event": "boot", "boot": boot, "paired": !setup}));
+        let ram = vec![0u8; store::SLOT_SIZE as usize];
+        let door = Door::boot(store, config, rand::random(), ram, Instant::ZERO);
+        let setup = door.setup_mode();
         self.running = Some(Running {
-            ctl,
+            door,
             boot,
             started,
             tasks: JoinSet::new(),
             setup_server: None,
-            enrolling: false,
+            sync_bytes: 0,
+            list_len: 0,
         });
+        self.emit(json!({"event": "boot", "boot": boot, "paired": !setup}));
         if setup {
             self.start_setup_page();
         }
-        self.drain();
+        self.carry_out();
         if self.network {
             if let Some(r) = &mut self.running {
-                r.ctl.handle_network(true, Instant::ZERO);
+                r.door.handle_network(true, Instant::ZERO);
             }
-            self.maybe_enrol();
         }
     }
 
@@ -437,16 +401,8 @@ impl Door {
         };
         let now = instant(r.started);
         match c {
-            Command::Card(uid) => {
-                let list = self.list.as_deref().and_then(|b| AllowList::open(b).ok());
-                r.ctl.handle_card(&uid, list.as_ref(), now);
-            }
-            Command::Keys(keys) => {
-                let list = self.list.as_deref().and_then(|b| AllowList::open(b).ok());
-                for k in keys.bytes() {
-                    r.ctl.handle_key(k, list.as_ref(), now);
-                }
-            }
+            Command::Card(uid) => r.door.handle_card(&uid, now),
+            Command::Keys(keys) => r.door.handle_keys(keys.as_bytes(), now),
             Command::Power(true) => {}
             Command::Power(false) => self.power_off(),
             Command::PowerCycle => {
@@ -455,147 +411,102 @@ impl Door {
             }
             Command::Network(up) => {
                 self.network = up;
-                r.ctl.handle_network(up, now);
+                r.door.handle_network(up, now);
                 self.emit(json!({"event": "network", "up": up}));
-                if up {
-                    self.maybe_enrol();
-                }
             }
             Command::Ntp(up) => {
                 self.ntp_up = up;
                 self.emit(json!({"event": "ntp_reachable", "up": up}));
             }
             Command::Battery(mv) => self.battery_mv = mv,
-            Command::CutPowerDuringListDownload => {
-                self.cut_during_download.store(true, Ordering::SeqCst);
+            Command::CutPowerDuringListDownload => self.cut_during_download = true,
+            Command::Setup(form) => {
+                r.door.handle_setup(&form, now);
+                let server = r.door.server_url().to_string();
+                self.emit(json!({"event": "setup", "server": server}));
             }
-            Command::Setup(form) => self.setup(*form),
             Command::Status => {
-                let wall = r.ctl.wall_time(now);
-                let host_utc_us = store::host_utc_us();
+                let ctl = r.door.controller();
+                let wall = ctl.wall_time(now);
                 let status = json!({
                     "event": "status",
                     "valid": wall.is_some(),
-                    "source": r.ctl.clock_source().map(|s| s.as_str()),
+                    "source": ctl.clock_source().map(|s| s.as_str()),
                     "utc_us": wall.map(|w| w.utc.as_micros()),
                     "error_us": wall.map(|w| w.error_bound_ms * 1000),
-                    "host_utc_us": host_utc_us,
-                    "generation": r.ctl.persisted().list_generation,
-                    "outbox": self.outbox.events.len(),
-                    "paired": self.settings.device.is_some(),
+                    "host_utc_us": store::host_utc_us(),
+                    "generation": ctl.persisted().list_generation,
+                    "outbox": r.door.outbox_len(),
+                    "paired": r.door.identity().is_some(),
                 });
                 self.emit(status);
             }
         }
     }
 
-    /// Writes the settings through to flash; false (and an `error` event) if that failed.
-    fn save_settings(&self) -> bool {
-        let saved = self.store.save_settings(&self.settings);
-        if let Err(e) = &saved {
-            self.emit(json!({"event": "error", "error": format!("settings: {e}")}));
-        }
-        saved.is_ok()
-    }
-
     /// The HTTP client for the configured server (made again only when the address changes).
-    fn backend(&mut self) -> Result<Backend, String> {
+    fn backend(&mut self, base: &str) -> Result<Backend, String> {
         match &self.backend {
-            Some(b) if b.serves(&self.settings.server) => Ok(b.clone()),
+            Some(b) if b.serves(base) => Ok(b.clone()),
             _ => {
-                let b = Backend::new(&self.settings.server)?;
+                let b = Backend::new(base)?;
                 self.backend = Some(b.clone());
                 Ok(b)
             }
         }
     }
 
-    /// Writes the outbox through to flash.
-    fn save_outbox(&self) {
-        if let Err(e) = self.store.save_outbox(&self.outbox) {
-            self.emit(json!({"event": "error", "error": format!("outbox: {e}")}));
-        }
-    }
-
-    fn setup(&mut self, form: SetupForm) {
-        let Some(r) = &mut self.running else { return };
-        let now = instant(r.started);
-        let utc = UnixTime::from_micros(form.phone_time_ms as i64 * 1000);
-        r.ctl.handle_phone_time(utc, now);
-        self.settings.ssid = form.ssid.to_string();
-        self.settings.server = form.server_url.to_string();
-        self.settings.pairing_code = Some(form.pairing_code.to_string());
-        self.save_settings();
-        self.emit(json!({"event": "setup", "server": self.settings.server}));
-        self.maybe_enrol();
-    }
-
-    /// Pairs when the door has a code and a server but no credential, and the network is up.
-    fn maybe_enrol(&mut self) {
-        if self.running.as_ref().is_none_or(|r| r.enrolling) || !self.network {
-            return;
-        }
-        let settings = &self.settings;
-        if settings.device.is_some() {
-            return;
-        }
-        let (Some(code), false) = (settings.pairing_code.clone(), settings.server.is_empty())
-        else {
-            return;
-        };
-        let backend = match self.backend() {
-            Ok(b) => b,
-            Err(e) => {
-                self.emit(json!({"event": "error", "error": e}));
-                return;
-            }
-        };
-        let Some(r) = &mut self.running else { return };
-        r.enrolling = true;
-        let boot = r.boot;
-        let tx = self.inputs_tx.clone();
-        r.tasks.spawn(async move {
-            let result = backend.enrol(&code).await;
-            let _ = tx.send(Input::Enrolled { boot, result });
-        });
-    }
-
     fn input(&mut self, i: Input) {
-        let boot = match &i {
-            Input::Ntp { boot, .. }
-            | Input::Rtc { boot, .. }
-            | Input::Synced { boot, .. }
-            | Input::Enrolled { boot, .. }
-            | Input::Conditional { boot, .. }
-            | Input::Relock { boot } => *boot,
-        };
         let Some(r) = &mut self.running else { return };
-        if r.boot != boot {
+        if r.boot != i.boot() {
             return; // An answer to a door that has since lost power.
         }
+        let now = instant(r.started);
         match i {
             Input::Ntp {
                 server, packet, at, ..
+            } => r
+                .door
+                .handle_ntp_response(server, &packet, instant_at(r.started, at)),
+            Input::Rtc { reading, .. } => r.door.handle_rtc_read(reading, now),
+            Input::Answer {
+                exchange, bytes, ..
             } => {
-                let at = instant_at(r.started, at);
-                r.ctl.handle_ntp_response(server, &packet, at);
+                if exchange != Exchange::Sync || !self.cut_during_download {
+                    return r.door.handle_answer(exchange, &bytes, now);
+                }
+                // The injected cut strikes once the first 4 KiB of a list are in flash.
+                let before = r.sync_bytes;
+                r.sync_bytes += bytes.len();
+                let cut_at = SYNC_RESPONSE_LEN + 4096;
+                if r.sync_bytes < cut_at || r.list_len == 0 && before >= SYNC_RESPONSE_LEN {
+                    return r.door.handle_answer(exchange, &bytes, now);
+                }
+                let take = cut_at.saturating_sub(before).min(bytes.len());
+                r.door.handle_answer(exchange, &bytes[..take], now);
+                self.carry_out();
+                let Some(r) = &self.running else { return };
+                if r.list_len == 0 {
+                    return;
+                }
+                let (written, len) = (cut_at - SYNC_RESPONSE_LEN, r.list_len);
+                self.cut_during_download = false;
+                self.emit(json!({"event": "power_cut", "during": "list_download", "written": written, "len": len}));
+                self.power_off();
             }
-            Input::Rtc { reading, .. } => {
-                let now = instant(r.started);
-                r.ctl.handle_rtc_read(reading, now);
-            }
-            Input::Enrolled { result, .. } => {
-                r.enrolling = false;
-                self.enrolled(result);
-            }
-            Input::Synced { outcome, .. } => self.synced(outcome),
-            Input::Conditional {
-                request, granted, ..
+            Input::AnswerEnd { exchange, .. } => r.door.handle_answer_end(exchange, now),
+            Input::Failed {
+                exchange,
+                failure,
+                error,
+                ..
             } => {
-                let now = instant(r.started);
-                match granted {
-                    Some(g) => r.ctl.handle_conditional_answer(request, g, now),
-                    None => r.ctl.handle_conditional_failed(request, now),
+                r.door.handle_exchange_failed(exchange, failure, now);
+                if exchange == Exchange::Enrol {
+                    self.emit(json!({"event": "pairing", "ok": false, "error": error}));
+                } else if exchange == Exchange::Sync {
+                    self.last_sync = Some(format!("failed: {error}"));
+                    self.emit(json!({"event": "sync", "ok": false, "error": error}));
                 }
             }
             Input::Relock { .. } => {
@@ -605,140 +516,29 @@ impl Door {
         }
     }
 
-    fn enrolled(&mut self, result: Result<protocol::Enrolled, String>) {
-        let enrolled = match result {
-            Ok(e) => e,
-            Err(e) => {
-                self.emit(json!({"event": "pairing", "ok": false, "error": e}));
-                // A spent or wrong code will not get better by retrying: setup is needed again.
-                return;
-            }
-        };
-        self.settings.pairing_code = None;
-        self.settings.device = Some(DeviceCredential {
-            door_id: enrolled.door_id,
-            device_key: data_encoding::HEXLOWER.encode(&enrolled.device_key),
-            site_key: data_encoding::HEXLOWER.encode(&enrolled.site_key),
-            sync_interval_s: enrolled.sync_interval_s,
-        });
-        if !self.save_settings() {
-            return;
-        }
-        self.emit(json!({"event": "pairing", "ok": true, "door_id": enrolled.door_id}));
-        let Some(r) = &mut self.running else { return };
-        r.ctl.set_site_key(enrolled.site_key);
-        r.ctl
-            .set_list_key(Some(protocol::list_key(&enrolled.device_key)));
-        r.ctl.set_setup_mode(false);
-        if let Some(s) = r.setup_server.take() {
-            s.abort();
-        }
-        self.view.send_modify(|v| v.setup_url = None);
-        r.ctl.handle_backend_configured(instant(r.started));
-    }
-
-    fn synced(&mut self, outcome: SyncOutcome) {
-        let Some(r) = &mut self.running else { return };
-        let now = instant(r.started);
-        match outcome {
-            SyncOutcome::Failed(e) => {
-                r.ctl.handle_backend_failed(now);
-                self.last_sync = Some(format!("failed: {e}"));
-                self.emit(json!({"event": "sync", "ok": false, "error": e}));
-            }
-            SyncOutcome::PowerCut { written, len } => {
-                self.emit(json!({"event": "power_cut", "during": "list_download", "written": written, "len": len}));
-                self.power_off();
-            }
-            SyncOutcome::Done {
-                answer,
-                sent,
-                download,
-            } => {
-                r.ctl.handle_backend_time(&answer.time, now);
-                let acked = usize::from(answer.acked.min(sent));
-                let acked = acked.min(self.outbox.events.len());
-                self.outbox.events.drain(..acked);
-                self.save_outbox();
-                self.last_sync = Some(format!("ok; events acknowledged: {acked}"));
-                self.emit(json!({
-                    "event": "sync", "ok": true, "acked": acked, "generation": answer.generation,
-                    "list_bytes": answer.list_len,
-                }));
-                if let Some(d) = download {
-                    self.install(d);
-                }
-            }
-        }
-    }
-
-    /// Checks the staged list with the core and switches slots only if it passes.
-    fn install(&mut self, mut d: Download) {
-        let Some(r) = &mut self.running else { return };
-        let now = instant(r.started);
-        let staged = {
-            let Ok(mut s) = self.slots.lock() else { return };
-            s.staged(&mut d).and_then(|info| {
-                let mut bytes = vec![0u8; info.len as usize];
-                s.read(info.data_offset, &mut bytes).map(|()| bytes)
-            })
-        };
-        let bytes = match staged {
-            Ok(b) => b,
-            Err(e) => {
-                self.emit(json!({"event": "list_rejected", "reason": e.to_string()}));
-                return;
-            }
-        };
-        let info = match r.ctl.check_allowlist(&bytes) {
-            Ok(list) => list.info(),
-            Err(e) => {
-                self.emit(json!({"event": "list_rejected", "reason": e.as_str()}));
-                return;
-            }
-        };
-        let committed = self
-            .slots
-            .lock()
-            .map_err(|_| "flash lock poisoned".to_string())
-            .and_then(|mut s| s.commit(d).map_err(|e| e.to_string()));
-        match committed {
-            Ok(slot) => {
-                r.ctl.allowlist_installed(info, now);
-                self.list = Some(bytes);
-                self.emit(json!({
-                    "event": "list_installed", "generation": info.generation,
-                    "slot": if slot.index == 0 { "A" } else { "B" }, "bytes": slot.len,
-                }));
-            }
-            Err(e) => self.emit(json!({"event": "list_rejected", "reason": e})),
-        }
-    }
-
-    /// Carries out what the controller asked for.
-    fn drain(&mut self) {
+    /// Carries out what the door asked for.
+    fn carry_out(&mut self) {
         loop {
             let Some(r) = &mut self.running else { return };
-            let Some(action) = r.ctl.poll_action() else {
+            let Some(request) = r.door.poll_request() else {
                 return;
             };
             let now = instant(r.started);
             let boot = r.boot;
-            let (out, name) = (&self.out, self.opts.name.as_str());
-            let emit = |v: Value| out.emit(name, v);
-            match action {
-                Action::ReadRtc { at_tick } => {
+            match request {
+                Request::ReadRtc { at_tick } => {
                     let rtc = match self.store.rtc(self.opts.rtc) {
                         Ok(rtc) => rtc,
                         Err(e) => {
-                            emit(json!({"event": "error", "error": format!("rtc: {e}")}));
+                            self.emit(json!({"event": "error", "error": format!("rtc: {e}")}));
                             None
                         }
                     };
+                    let Some(r) = &mut self.running else { return };
                     let tx = self.inputs_tx.clone();
                     match rtc {
-                        None => r.ctl.handle_rtc_read(RtcReading::Absent, now),
-                        Some(rtc) if !at_tick => r.ctl.handle_rtc_read(rtc.read(), now),
+                        None => r.door.handle_rtc_read(RtcReading::Absent, now),
+                        Some(rtc) if !at_tick => r.door.handle_rtc_read(rtc.read(), now),
                         Some(rtc) => {
                             // Wait for the seconds register to tick, then read.
                             let into_second = rtc.utc_us().rem_euclid(1_000_000);
@@ -751,7 +551,7 @@ impl Door {
                         }
                     }
                 }
-                Action::WriteRtc { utc } => {
+                Request::WriteRtc { utc } => {
                     if self.opts.rtc {
                         let state = RtcState {
                             offset_us: utc.as_micros() - store::host_utc_us(),
@@ -760,15 +560,9 @@ impl Door {
                         if let Err(e) = self.store.save_rtc(&state) {
                             self.emit(json!({"event": "error", "error": format!("rtc: {e}")}));
                         }
-                        self.emit(
-                            json!({"event": "rtc_write", "utc": crate::scenario::format_utc(utc)}),
-                        );
-                        self.queue(EventBody::RtcWrite {
-                            utc_us: utc.as_micros(),
-                        });
                     }
                 }
-                Action::SendNtp { server, packet } => {
+                Request::SendNtp { server, packet } => {
                     if !(self.network && self.ntp_up) {
                         continue; // Lost on the way; the core's round times out.
                     }
@@ -791,163 +585,183 @@ impl Door {
                         }
                     });
                 }
-                Action::SyncBackend { nonce } => self.start_sync(nonce),
-                Action::Persist(p) => {
-                    if let Err(e) = self.store.save_persisted(&p) {
-                        self.emit(json!({"event": "error", "error": format!("persist: {e}")}));
-                    }
+                Request::Post(exchange) => self.post(exchange, now),
+                Request::ReadBattery => {
+                    let mv = self.battery_mv;
+                    r.door.handle_battery(mv, now);
                 }
-                Action::PersistKeypadUse(u) => {
-                    if let Err(e) = self.store.save_keypad_use(&u) {
-                        self.emit(json!({"event": "error", "error": format!("keypad: {e}")}));
-                    }
-                }
-                Action::Unlock { ms } => {
+                Request::Unlock { ms } => {
                     self.unlocked = true;
-                    emit(json!({"event": "unlock", "ms": ms}));
                     let tx = self.inputs_tx.clone();
                     r.tasks.spawn(async move {
                         tokio::time::sleep(Duration::from_millis(u64::from(ms))).await;
                         let _ = tx.send(Input::Relock { boot });
                     });
+                    self.emit(json!({"event": "unlock", "ms": ms}));
                 }
-                Action::Feedback(f) => {
+                Request::Feedback(f) => {
                     self.feedback = Some(f.as_str().to_string());
                     self.emit(json!({"event": "feedback", "pattern": f.as_str()}));
                 }
-                Action::AskBackend {
-                    request,
-                    credential,
-                } => self.ask(request, credential),
-                Action::ReadBattery => {
-                    let mv = self.battery_mv;
-                    r.ctl.handle_battery(mv, now);
-                }
-                Action::Event(e) => {
-                    if let Event::Decision {
-                        credential,
-                        decision,
-                    } = e
-                    {
-                        self.last_decision =
-                            Some((credential.to_string(), decision.as_str().to_string()));
-                    }
-                    // Into the outbox before anything else: an event is never lost to a cut.
-                    self.queue(EventBody::from_event(&e));
-                    self.emit(event_json(&e));
-                }
+                Request::Notice(n) => self.notice(n),
             }
         }
     }
 
-    fn queue(&mut self, body: EventBody) {
-        let device_us = self.running.as_ref().and_then(|r| {
-            r.ctl
-                .wall_time(instant(r.started))
-                .map(|w| w.utc.as_micros())
-        });
-        let outbox = &mut self.outbox;
-        let full = outbox.events.len() >= OUTBOX_MAX;
-        if full {
-            outbox.events.remove(0);
-            outbox.dropped += 1;
-        }
-        outbox.events.push(WireEvent {
-            id: outbox.next_id,
-            device_us,
-            body,
-        });
-        outbox.next_id += 1;
-        let dropped = outbox.dropped;
-        self.save_outbox();
-        if full {
-            self.emit(json!({"event": "outbox_full", "dropped": dropped}));
-        }
-    }
-
-    fn start_sync(&mut self, nonce: [u8; chronolock_core::controller::NONCE_LEN]) {
-        let backend = self.backend();
+    /// Posts an exchange's body; its answer streams back as inputs.
+    fn post(&mut self, exchange: Exchange, now: Instant) {
         let Some(r) = &mut self.running else { return };
-        let now = instant(r.started);
-        let credential = self.settings.device.as_ref().and_then(stored_credential);
-        let (Some(credential), Ok(backend), true) = (credential, backend, self.network) else {
-            // Not paired yet, or offline: the exchange fails at once.
-            r.ctl.handle_backend_failed(now);
+        let mut body = vec![0u8; BODY_MAX];
+        let Some(n) = r.door.write_body(exchange, &mut body, now) else {
             return;
         };
-        let wall = r.ctl.wall_time(now);
-        let status = DeviceStatus {
-            wall_us: wall.map(|w| w.utc.as_micros()),
-            uptime_us: now.as_micros(),
-            generation: r.ctl.persisted().list_generation,
-            source: r.ctl.clock_source(),
-            error_us: wall.map_or(0, |w| w.error_bound_ms * 1000),
-            battery_mv: self.battery_mv,
-        };
-        let job = SyncJob {
-            credential,
-            nonce,
-            status,
-            events: self
-                .outbox
-                .events
-                .iter()
-                .take(net::EVENTS_PER_SYNC)
-                .cloned()
-                .collect(),
-            slots: self.slots.clone(),
-            cut_after_first_chunk: self.cut_during_download.clone(),
-        };
-        let tx = self.inputs_tx.clone();
+        body.truncate(n);
+        if exchange == Exchange::Sync {
+            r.sync_bytes = 0;
+            r.list_len = 0;
+        }
         let boot = r.boot;
+        let tx = self.inputs_tx.clone();
+        let base = r.door.server_url().to_string();
+        let backend = if self.network {
+            self.backend(&base)
+        } else {
+            Err("network cut".to_string())
+        };
+        let Some(r) = &mut self.running else { return };
         r.tasks.spawn(async move {
-            let outcome = backend.sync(job).await;
-            let _ = tx.send(Input::Synced { boot, outcome });
+            let failed = |failure, error| Input::Failed {
+                boot,
+                exchange,
+                failure,
+                error,
+            };
+            let backend = match backend {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(failed(Failure::Unreachable, e));
+                    return;
+                }
+            };
+            let mut response = match backend.post(exchange.path(), body).await {
+                Ok(r) => r,
+                Err((failure, error)) => {
+                    let _ = tx.send(failed(failure, error));
+                    return;
+                }
+            };
+            loop {
+                match response.chunk().await {
+                    Ok(Some(bytes)) => {
+                        let _ = tx.send(Input::Answer {
+                            boot,
+                            exchange,
+                            bytes: bytes.to_vec(),
+                        });
+                    }
+                    Ok(None) => {
+                        let _ = tx.send(Input::AnswerEnd { boot, exchange });
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(failed(Failure::Unreachable, net::without_url(&e)));
+                        return;
+                    }
+                }
+            }
         });
     }
 
-    fn ask(&mut self, request: u32, who: Credential) {
-        let backend = self.backend();
-        let Some(r) = &mut self.running else { return };
-        let credential = self.settings.device.as_ref().and_then(stored_credential);
-        let tx = self.inputs_tx.clone();
-        let boot = r.boot;
-        let wall_us = r
-            .ctl
-            .wall_time(instant(r.started))
-            .map(|w| w.utc.as_micros());
-        let (Some(credential), Ok(backend), true) = (credential, backend, self.network) else {
-            let _ = tx.send(Input::Conditional {
-                boot,
-                request,
-                granted: None,
-            });
-            return;
-        };
-        r.tasks.spawn(async move {
-            let granted = backend.check(&credential, wall_us, who).await.ok();
-            let _ = tx.send(Input::Conditional {
-                boot,
-                request,
-                granted,
-            });
-        });
+    /// Shows what the door said, in the scenario contract's vocabulary where it has one.
+    fn notice(&mut self, n: Notice) {
+        match n {
+            Notice::Event { event, .. } => {
+                if let Event::Decision {
+                    credential,
+                    decision,
+                } = event
+                {
+                    self.last_decision =
+                        Some((credential.to_string(), decision.as_str().to_string()));
+                }
+                self.emit(event_json(&event));
+            }
+            Notice::RtcWritten { utc } => {
+                self.emit(json!({"event": "rtc_write", "utc": crate::scenario::format_utc(utc)}))
+            }
+            Notice::Paired { door_id, new_site } => {
+                if let Some(r) = &mut self.running {
+                    if let Some(s) = r.setup_server.take() {
+                        s.abort();
+                    }
+                }
+                self.view.send_modify(|v| v.setup_url = None);
+                self.emit(json!({"event": "pairing", "ok": true, "door_id": door_id, "new_site": new_site}));
+            }
+            Notice::PairingFailed(e) => {
+                // Transport failures are reported with their detail by the input that saw them.
+                if !matches!(e, chronolock_device::door::ExchangeError::Failed(_)) {
+                    self.emit(json!({"event": "pairing", "ok": false, "error": e.to_string()}));
+                }
+            }
+            Notice::Synced {
+                acked,
+                generation,
+                list_len,
+            } => {
+                if let Some(r) = &mut self.running {
+                    r.list_len = list_len;
+                }
+                self.last_sync = Some(format!("ok; events acknowledged: {acked}"));
+                self.emit(json!({
+                    "event": "sync", "ok": true, "acked": acked, "generation": generation,
+                    "list_bytes": list_len,
+                }));
+            }
+            Notice::SyncFailed(e) => {
+                if !matches!(e, chronolock_device::door::ExchangeError::Failed(_)) {
+                    self.last_sync = Some(format!("failed: {e}"));
+                    self.emit(json!({"event": "sync", "ok": false, "error": e.to_string()}));
+                }
+            }
+            Notice::ListInstalled {
+                generation,
+                slot,
+                len,
+            } => self.emit(json!({
+                "event": "list_installed", "generation": generation,
+                "slot": if slot == 0 { "A" } else { "B" }, "bytes": len,
+            })),
+            Notice::ListRejected(reason) => {
+                self.emit(json!({"event": "list_rejected", "reason": reason.to_string()}))
+            }
+            Notice::OutboxFull { dropped } => {
+                self.emit(json!({"event": "outbox_full", "dropped": dropped}))
+            }
+            Notice::RequestsDropped { count } => {
+                self.emit(json!({"event": "requests_dropped", "count": count}))
+            }
+            Notice::Storage(e) => {
+                self.emit(json!({"event": "error", "error": format!("flash: {e}")}))
+            }
+        }
     }
 
     fn publish(&mut self) {
-        let outbox = self.outbox.events.len();
-        let door_id = self.settings.device.as_ref().map(|d| d.door_id);
-        let (powered, clock, generation, setup) = match &self.running {
+        let (powered, clock, generation, setup, outbox, door_id) = match &self.running {
             Some(r) => {
                 let now = instant(r.started);
+                let ctl = r.door.controller();
                 (
                     true,
-                    r.ctl.wall_time(now).map(|w| (w, r.ctl.clock_source())),
-                    r.ctl.persisted().list_generation,
-                    r.ctl.setup_mode(),
+                    ctl.wall_time(now).map(|w| (w, ctl.clock_source())),
+                    ctl.persisted().list_generation,
+                    r.door.setup_mode(),
+                    r.door.outbox_len(),
+                    r.door.identity().map(|i| i.door_id),
                 )
             }
-            None => (false, None, 0, false),
+            None => (false, None, 0, false, 0, None),
         };
         let network = self.network;
         let ntp = self.ntp_up;
@@ -962,7 +776,7 @@ impl Door {
                 powered,
                 network,
                 ntp,
-                door_id,
+                door_id: door_id.or(if powered { None } else { v.door_id }),
                 setup_mode: setup,
                 setup_url: if setup { v.setup_url.clone() } else { None },
                 clock_valid: clock.is_some(),
@@ -982,14 +796,6 @@ impl Door {
             changed
         });
     }
-}
-
-fn stored_credential(d: &DeviceCredential) -> Option<StoredCredential> {
-    Some(StoredCredential {
-        door_id: d.door_id,
-        device_key: d.device_key()?,
-        site_key: d.site_key()?,
-    })
 }
 
 /// Monotonic microseconds since this boot.

@@ -1,28 +1,16 @@
 //! A virtual door's network exchanges: SNTP over real UDP with `sntpc`, and the device protocol
 //! over real HTTP. Each runs as its own task and reports back to the door; none decides
-//! anything: the answers go to the core as they arrived.
+//! anything: the answers go to the shared door as they arrived.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use chronolock_core::controller::Credential;
-use chronolock_core::controller::NONCE_LEN;
 use chronolock_core::ntp::{NtpRequest, PACKET_LEN};
-use chronolock_core::protocol::{
-    self, DeviceStatus, Enrolled, Enrolment, SyncRequestWriter, SyncResponse, WireEvent,
-    EVENT_HEAD_LEN, MAX_EVENT_PAYLOAD, SYNC_REQUEST_FIXED, SYNC_RESPONSE_LEN,
-};
 use chronolock_core::Instant;
-use chronolock_device::slots::{Download, Slots};
-use ed25519_dalek::VerifyingKey;
+use chronolock_device::door::Failure;
 use sntpc::{NtpContext, NtpTimestampGenerator, NtpUdpSocket};
 use tokio::net::UdpSocket;
-
-use super::store::FileFlash;
-
-/// Events sent in one sync at most; the rest wait for the next.
-pub const EVENTS_PER_SYNC: usize = 64;
 
 /// NTP seconds between 1900 and 1970.
 const NTP_UNIX_DELTA: u64 = 2_208_988_800;
@@ -148,7 +136,8 @@ pub async fn ntp_exchange(
     }
 }
 
-/// An HTTP client for the device protocol.
+/// An HTTP client for the device protocol: it only carries bytes; the shared door writes every
+/// request and judges every answer.
 #[derive(Clone)]
 pub struct Backend {
     http: reqwest::Client,
@@ -174,7 +163,13 @@ impl Backend {
         self.base == base.trim_end_matches('/')
     }
 
-    async fn post(&self, path: &str, body: Vec<u8>) -> Result<reqwest::Response, String> {
+    /// POSTs `body` to `path`; the answer streams from the response. An error status is a
+    /// refusal, with the server's text.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, (Failure, String)> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -182,203 +177,26 @@ impl Backend {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("{path}: {}", without_url(&e)))?;
-        if !response.status().is_success() {
-            let status = response.status();
+            .map_err(|e| (Failure::Unreachable, format!("{path}: {}", without_url(&e))))?;
+        let status = response.status();
+        if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            return Err(format!("{path}: {status}: {}", text.trim()));
+            return Err((
+                Failure::Refused {
+                    status: status.as_u16(),
+                },
+                format!("{path}: {status}: {}", text.trim()),
+            ));
         }
         Ok(response)
     }
-
-    /// Pairs with a one-time code.
-    pub async fn enrol(&self, code: &str) -> Result<Enrolled, String> {
-        let enrolment = Enrolment::new(rand::random(), rand::random(), code);
-        let body = self
-            .post("/device/v1/enrol", enrolment.request().to_vec())
-            .await?
-            .bytes()
-            .await
-            .map_err(|e| e.to_string())?;
-        enrolment
-            .finish(&body)
-            .map_err(|e| format!("enrolment answer refused: {e:?}"))
-    }
-
-    /// One sync exchange. A list that follows the answer is streamed into the spare flash slot
-    /// as it arrives; `cut_after_first_chunk` simulates the power failing during that download.
-    pub async fn sync(&self, req: SyncJob) -> SyncOutcome {
-        match self.sync_inner(req).await {
-            Ok(o) => o,
-            Err(e) => SyncOutcome::Failed(e),
-        }
-    }
-
-    async fn sync_inner(&self, req: SyncJob) -> Result<SyncOutcome, String> {
-        let SyncJob {
-            credential,
-            nonce,
-            status,
-            events,
-            slots,
-            cut_after_first_chunk,
-        } = req;
-        let device_key = credential.device_key;
-        let mut buf =
-            vec![0u8; SYNC_REQUEST_FIXED + EVENTS_PER_SYNC * (EVENT_HEAD_LEN + MAX_EVENT_PAYLOAD)];
-        let mut w = SyncRequestWriter::new(&mut buf, credential.door_id, nonce, &status)
-            .map_err(|e| format!("{e:?}"))?;
-        for e in events.iter().take(EVENTS_PER_SYNC) {
-            if w.push(e).is_err() {
-                break;
-            }
-        }
-        let sent = w.events();
-        let n = w.finish(&device_key);
-        buf.truncate(n);
-        let mut response = self.post("/device/v1/sync", buf).await?;
-        let mut fixed = Vec::with_capacity(SYNC_RESPONSE_LEN);
-        let mut rest = Vec::new();
-        while fixed.len() < SYNC_RESPONSE_LEN {
-            let chunk = response
-                .chunk()
-                .await
-                .map_err(|e| without_url(&e))?
-                .ok_or("answer ends early")?;
-            let take = (SYNC_RESPONSE_LEN - fixed.len()).min(chunk.len());
-            fixed.extend_from_slice(&chunk[..take]);
-            rest.extend_from_slice(&chunk[take..]);
-        }
-        let site = VerifyingKey::from_bytes(&credential.site_key)
-            .map_err(|_| "stored site key is not a key")?;
-        let answer = SyncResponse::parse(&fixed, &device_key, &site, credential.door_id, &nonce)
-            .map_err(|e| format!("answer refused: {e:?}"))?;
-        if answer.list_len == 0 {
-            return Ok(SyncOutcome::Done {
-                answer,
-                sent,
-                download: None,
-            });
-        }
-        // Stream the list into the spare slot while it arrives.
-        let mut download = {
-            let mut s = slots.lock().map_err(|_| "flash lock poisoned")?;
-            s.begin(answer.list_len).map_err(|e| e.to_string())?
-        };
-        let mut first = true;
-        let mut pending = rest;
-        loop {
-            if !pending.is_empty() {
-                let mut s = slots.lock().map_err(|_| "flash lock poisoned")?;
-                s.write(&mut download, &pending)
-                    .map_err(|e| format!("list: {e}"))?;
-                if first && cut_after_first_chunk.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                    return Ok(SyncOutcome::PowerCut {
-                        written: download.written(),
-                        len: download.len(),
-                    });
-                }
-                first = false;
-            }
-            match response.chunk().await.map_err(|e| without_url(&e))? {
-                Some(chunk) => pending = chunk.to_vec(),
-                None => break,
-            }
-        }
-        if download.written() != download.len() {
-            return Err(format!(
-                "list ends after {} of {} bytes",
-                download.written(),
-                download.len()
-            ));
-        }
-        Ok(SyncOutcome::Done {
-            answer,
-            sent,
-            download: Some(download),
-        })
-    }
-
-    /// Asks about a CONDITIONAL credential.
-    pub async fn check(
-        &self,
-        credential: &StoredCredential,
-        wall_us: Option<i64>,
-        who: Credential,
-    ) -> Result<bool, String> {
-        let nonce: [u8; NONCE_LEN] = rand::random();
-        let body = protocol::check_request(
-            credential.door_id,
-            nonce,
-            wall_us,
-            &who,
-            &credential.device_key,
-        );
-        let answer = self
-            .post("/device/v1/check", body.to_vec())
-            .await?
-            .bytes()
-            .await
-            .map_err(|e| without_url(&e))?;
-        protocol::check_response(&answer, &credential.device_key, credential.door_id, &nonce)
-            .map_err(|e| format!("check answer refused: {e:?}"))
-    }
 }
 
-fn without_url(e: &reqwest::Error) -> String {
+/// An error without the URL reqwest puts in front (the path is named instead).
+pub fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(src) = std::error::Error::source(e) {
         s = format!("{s}: {src}");
     }
     s
-}
-
-/// The door's identity, decoded.
-#[derive(Clone, Copy, Debug)]
-pub struct StoredCredential {
-    /// Door id at the backend.
-    pub door_id: u64,
-    /// Shared key.
-    pub device_key: [u8; 32],
-    /// Site public key.
-    pub site_key: [u8; 32],
-}
-
-/// What one sync sends.
-pub struct SyncJob {
-    /// Who the door is.
-    pub credential: StoredCredential,
-    /// The core's nonce.
-    pub nonce: [u8; NONCE_LEN],
-    /// The door's status.
-    pub status: DeviceStatus,
-    /// Events waiting, oldest first.
-    pub events: Vec<WireEvent>,
-    /// The flash slots the list goes to.
-    pub slots: Arc<Mutex<Slots<FileFlash>>>,
-    /// Fault injection: when set, the power fails after the first chunk of a list (and the
-    /// flag is cleared).
-    pub cut_after_first_chunk: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// How a sync ended.
-pub enum SyncOutcome {
-    /// The answer checked out; a new list, if any, is staged (not yet checked by the core).
-    Done {
-        /// The answer's fixed part.
-        answer: SyncResponse,
-        /// Events sent.
-        sent: u16,
-        /// The staged list.
-        download: Option<Download>,
-    },
-    /// The injected power failure struck mid-download.
-    PowerCut {
-        /// Bytes written before it.
-        written: u32,
-        /// Bytes announced.
-        len: u32,
-    },
-    /// No usable answer.
-    Failed(String),
 }

@@ -1,31 +1,27 @@
-//! What a virtual door keeps across power cycles, as files in its data directory: the flash (A/B
-//! allow-list slots, the persisted record, keypad code use, the event outbox, settings) and its
+//! What a virtual door keeps across power cycles, in its data directory: its flash, a file
+//! holding the same regions the firmware's partitions hold (A/B allow-list slots, the settings
+//! map, the event outbox), laid out and used by the shared [`chronolock_device::door`], and its
 //! DS3231, which keeps time while the door is off.
 //!
-//! Every file is replaced atomically (written beside, then renamed), as the firmware's flash
-//! records are checksummed: a kill at any instant leaves either the old or the new content.
+//! The flash file clears bits as NOR flash does and reaches the disk before a write returns, so
+//! killing the process is a power cut; the RTC file is replaced atomically.
 
-use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chronolock_core::keypad::KeypadUse;
-use chronolock_core::protocol::WireEvent;
-use chronolock_core::{Persisted, RtcReading, UnixTime};
-use embedded_storage::nor_flash::{
-    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
-};
+use chronolock_core::{RtcReading, UnixTime};
+use chronolock_device::door::{self, Layout, Settings};
+use chronolock_device::flash::FileFlash;
 use serde::{Deserialize, Serialize};
 
 /// Size of one allow-list slot: room for a list of about 130,000 people.
 pub const SLOT_SIZE: u32 = 2 * 1024 * 1024;
 
-/// Most events waiting for the backend; beyond this the oldest are dropped and counted (the
-/// firmware's outbox partition is bounded the same way).
-pub const OUTBOX_MAX: usize = 10_000;
+/// The flash file's regions: two slots, the settings map, and a 1 MiB outbox (about 10,000
+/// events; beyond that the oldest give way, and the door says so).
+pub const LAYOUT: Layout = Layout::packed(SLOT_SIZE, 1024 * 1024);
 
 /// Writes `bytes` to `path` atomically.
 pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -33,64 +29,6 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::write(&tmp, bytes)?;
     File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, path)
-}
-
-/// The door's settings, set at setup or on the command line.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Settings {
-    /// Wi-Fi network (kept for the setup page; a virtual door has no radio).
-    #[serde(default)]
-    pub ssid: String,
-    /// The backend's base URL.
-    #[serde(default)]
-    pub server: String,
-    /// A pairing code not spent yet.
-    #[serde(default)]
-    pub pairing_code: Option<String>,
-    /// What enrolment gave, once paired.
-    #[serde(default)]
-    pub device: Option<DeviceCredential>,
-}
-
-/// The door's identity at its backend.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DeviceCredential {
-    /// Door id at the backend.
-    pub door_id: u64,
-    /// Shared HMAC key, hex.
-    pub device_key: String,
-    /// The site's Ed25519 public key, hex.
-    pub site_key: String,
-    /// Seconds between syncs the backend asked for.
-    pub sync_interval_s: u32,
-}
-
-impl DeviceCredential {
-    /// The device key's bytes.
-    pub fn device_key(&self) -> Option<[u8; 32]> {
-        hex32(&self.device_key)
-    }
-
-    /// The site key's bytes.
-    pub fn site_key(&self) -> Option<[u8; 32]> {
-        hex32(&self.site_key)
-    }
-}
-
-fn hex32(s: &str) -> Option<[u8; 32]> {
-    data_encoding::HEXLOWER_PERMISSIVE
-        .decode(s.as_bytes())
-        .ok()?
-        .try_into()
-        .ok()
-}
-
-/// A keypad user's code use, as stored.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-struct StoredUse {
-    user: [u8; 9],
-    last_totp_step: Option<u64>,
-    hotp_next: u64,
 }
 
 /// The virtual DS3231: its offset from the host's clock and its oscillator-stop flag. Absent
@@ -147,67 +85,34 @@ impl Store {
         self.dir.join(name)
     }
 
-    /// The settings (defaults when none are stored or they are unreadable).
-    pub fn settings(&self) -> Settings {
-        fs::read(self.path("settings.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    /// The door's flash, as the shared door's store.
+    pub fn flash(&self) -> io::Result<door::Store<FileFlash>> {
+        let flash = FileFlash::open(&self.path("flash.bin"), LAYOUT.end())?;
+        door::Store::new(flash, LAYOUT).map_err(|e| io::Error::other(e.to_string()))
     }
 
-    /// Stores the settings.
-    pub fn save_settings(&self, s: &Settings) -> io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(s).map_err(io::Error::other)?;
-        replace(&self.path("settings.json"), &bytes)
+    /// The door id this door is paired with, if any.
+    pub fn paired_door_id(&self) -> Option<u64> {
+        self.flash().ok()?.identity().ok()?.map(|i| i.door_id)
     }
 
-    /// The persisted record; a torn or foreign one gives defaults, as on the door.
-    pub fn persisted(&self) -> Persisted {
-        fs::read(self.path("persisted.bin"))
-            .ok()
-            .and_then(|b| Persisted::decode(&b).ok())
-            .unwrap_or_default()
-    }
-
-    /// Stores the persisted record.
-    pub fn save_persisted(&self, p: &Persisted) -> io::Result<()> {
-        replace(&self.path("persisted.bin"), &p.encode())
-    }
-
-    /// Keypad code use by user.
-    pub fn keypad_uses(&self) -> Vec<KeypadUse> {
-        let stored: BTreeMap<String, StoredUse> = fs::read(self.path("keypad.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        stored
-            .into_values()
-            .map(|s| KeypadUse {
-                user: s.user,
-                last_totp_step: s.last_totp_step,
-                hotp_next: s.hotp_next,
-            })
-            .collect()
-    }
-
-    /// Stores one user's code use.
-    pub fn save_keypad_use(&self, u: &KeypadUse) -> io::Result<()> {
-        let path = self.path("keypad.json");
-        let mut stored: BTreeMap<String, StoredUse> = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let key = data_encoding::HEXLOWER.encode(&u.user);
-        stored.insert(
-            key,
-            StoredUse {
-                user: u.user,
-                last_totp_step: u.last_totp_step,
-                hotp_next: u.hotp_next,
-            },
-        );
-        let bytes = serde_json::to_vec(&stored).map_err(io::Error::other)?;
-        replace(&path, &bytes)
+    /// Sets the server (when given) and, for a door not paired yet, the pairing code, as an
+    /// installer would on the setup page.
+    pub fn configure(&self, server: Option<&str>, pairing_code: Option<&str>) -> io::Result<()> {
+        let mut flash = self.flash()?;
+        let err = |e: door::StoreError| io::Error::other(e.to_string());
+        let mut settings: Settings = flash.settings().map_err(err)?.unwrap_or_default();
+        if let Some(server) = server {
+            settings.server_url = heapless::String::try_from(server)
+                .map_err(|_| io::Error::other("server URL longer than 128 bytes"))?;
+        }
+        if flash.identity().map_err(err)?.is_none() {
+            if let Some(code) = pairing_code {
+                settings.pairing_code = heapless::String::try_from(code)
+                    .map_err(|_| io::Error::other("pairing code longer than 16 bytes"))?;
+            }
+        }
+        flash.set_settings(&settings).map_err(err)
     }
 
     /// The RTC, if fitted. `fitted` creates one on first use (oscillator-stop flag set, as a
@@ -238,136 +143,5 @@ impl Store {
     pub fn save_rtc(&self, r: &RtcState) -> io::Result<()> {
         let bytes = serde_json::to_vec(r).map_err(io::Error::other)?;
         replace(&self.path("rtc.json"), &bytes)
-    }
-
-    /// The event outbox and the next event id.
-    pub fn outbox(&self) -> Outbox {
-        let mut outbox = Outbox::default();
-        let Ok(bytes) = fs::read(self.path("outbox.bin")) else {
-            return outbox;
-        };
-        if bytes.len() < 8 {
-            return outbox;
-        }
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&bytes[..8]);
-        outbox.next_id = u64::from_le_bytes(id);
-        let mut at = 8;
-        while at < bytes.len() {
-            match WireEvent::read(&bytes[at..]) {
-                Ok((e, n)) => {
-                    outbox.events.push(e);
-                    at += n;
-                }
-                Err(_) => break,
-            }
-        }
-        outbox
-    }
-
-    /// Stores the outbox.
-    pub fn save_outbox(&self, o: &Outbox) -> io::Result<()> {
-        let mut bytes = o.next_id.to_le_bytes().to_vec();
-        let mut buf = [0u8; 128];
-        for e in &o.events {
-            let n = e
-                .write(&mut buf)
-                .map_err(|e| io::Error::other(format!("{e:?}")))?;
-            bytes.extend_from_slice(&buf[..n]);
-        }
-        replace(&self.path("outbox.bin"), &bytes)
-    }
-
-    /// The flash file holding the two allow-list slots.
-    pub fn flash(&self) -> io::Result<FileFlash> {
-        FileFlash::open(&self.path("flash.bin"), 2 * SLOT_SIZE)
-    }
-}
-
-/// Events not yet acknowledged by the backend, oldest first.
-#[derive(Clone, Debug, Default)]
-pub struct Outbox {
-    /// The id the next event gets: ids are never reused, so a resend is recognised.
-    pub next_id: u64,
-    /// Waiting events.
-    pub events: Vec<WireEvent>,
-    /// Events dropped because the outbox was full (this boot).
-    pub dropped: u64,
-}
-
-/// NOR flash emulated by a file: erased bytes read 0xFF, writes land as given.
-#[derive(Debug)]
-pub struct FileFlash {
-    file: File,
-    size: u32,
-}
-
-/// A file operation failed.
-#[derive(Debug)]
-pub struct FlashIo;
-
-impl NorFlashError for FlashIo {
-    fn kind(&self) -> NorFlashErrorKind {
-        NorFlashErrorKind::Other
-    }
-}
-
-impl FileFlash {
-    /// Opens (creating) a flash file of `size` bytes.
-    pub fn open(path: &Path, size: u32) -> io::Result<FileFlash> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        if file.metadata()?.len() != u64::from(size) {
-            file.set_len(u64::from(size))?;
-        }
-        Ok(FileFlash { file, size })
-    }
-}
-
-impl ErrorType for FileFlash {
-    type Error = FlashIo;
-}
-
-impl ReadNorFlash for FileFlash {
-    const READ_SIZE: usize = 1;
-
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashIo> {
-        self.file
-            .read_exact_at(bytes, u64::from(offset))
-            .map_err(|_| FlashIo)
-    }
-
-    fn capacity(&self) -> usize {
-        self.size as usize
-    }
-}
-
-impl NorFlash for FileFlash {
-    const WRITE_SIZE: usize = 1;
-    const ERASE_SIZE: usize = 4096;
-
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashIo> {
-        let ones = vec![0xffu8; 64 * 1024];
-        let mut at = from;
-        while at < to {
-            let n = (to - at).min(ones.len() as u32);
-            self.file
-                .write_all_at(&ones[..n as usize], u64::from(at))
-                .map_err(|_| FlashIo)?;
-            at += n;
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashIo> {
-        self.file
-            .write_all_at(bytes, u64::from(offset))
-            .map_err(|_| FlashIo)?;
-        // The slot header is the commit point: it must be on disk before the door says so.
-        self.file.sync_data().map_err(|_| FlashIo)
     }
 }
