@@ -20,7 +20,7 @@ for component in rustfmt clippy; do
 done
 
 # Debian packages the suite needs, installed only when missing: oathtool cross-checks keypad codes;
-# chromium and chromium-driver run the admin UI's browser tests (crates/server/tests/browser.rs);
+# chromium and chromium-driver run the admin UI's browser tests (crates/chronolock/tests/browser.rs);
 # chrony serves time on a loopback port (started with -x: it never touches this machine's clock)
 # for the virtual doors' end-to-end tests (crates/chronolock/tests/live.rs).
 APT_PACKAGES=(oathtool chromium chromium-driver chrony)

@@ -233,6 +233,7 @@ fn main() -> ExitCode {
             database_url,
             demo,
             virtual_doors: !no_virtual_doors,
+            door_host: Some(chronolock::virtual_doors::host()),
             ntp,
         }),
         Command::Keygen { out } => report(keygen(&out)),

@@ -311,58 +311,161 @@ async fn fresh_pairing_codes(
     Ok(axum::Json(serde_json::Value::Array(out)))
 }
 
+/// What the admin UI's panel shows of a virtual door.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PanelView {
+    /// Door name.
+    pub name: String,
+    /// Powered on.
+    pub powered: bool,
+    /// Network connected.
+    pub network: bool,
+    /// NTP reachable.
+    pub ntp: bool,
+    /// Door id at the backend, once paired.
+    pub door_id: Option<u64>,
+    /// In setup mode (not paired yet).
+    pub setup_mode: bool,
+    /// The setup page's address while in setup mode.
+    pub setup_url: Option<String>,
+    /// Whether the clock is valid.
+    pub clock_valid: bool,
+    /// Its source.
+    pub clock_source: Option<String>,
+    /// The door's UTC, RFC 3339.
+    pub clock_utc: Option<String>,
+    /// Its error bound, milliseconds.
+    pub clock_error_ms: Option<u64>,
+    /// The lock is open.
+    pub unlocked: bool,
+    /// What the LEDs and buzzer last showed.
+    pub feedback: Option<String>,
+    /// The last decision: credential and outcome.
+    pub last_decision: Option<(String, String)>,
+    /// Installed list generation.
+    pub generation: u64,
+    /// Events waiting for the backend.
+    pub outbox: usize,
+    /// Battery millivolts.
+    pub battery_mv: u16,
+    /// Last sync outcome.
+    pub last_sync: Option<String>,
+}
+
+/// What the panel's buttons do to a virtual door.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PanelCommand {
+    /// Present a card (UID bytes).
+    Card(Vec<u8>),
+    /// Press keypad keys.
+    Keys(String),
+    /// Switch the power on or off.
+    Power(bool),
+    /// Cut the power, then switch it back on.
+    PowerCycle,
+    /// Connect or cut the network.
+    Network(bool),
+    /// Let NTP through or block it.
+    Ntp(bool),
+}
+
+/// A virtual door this process runs, as the admin UI sees it. The server only shows and
+/// commands it; the door itself lives in another crate (the `chronolock` binary wires it in).
+pub trait VirtualDoor: Send + Sync {
+    /// What it shows now.
+    fn view(&self) -> PanelView;
+    /// Sends a command; false when the door has stopped.
+    fn send(&self, command: PanelCommand) -> bool;
+}
+
+/// One demo door to run as a virtual door.
+#[derive(Clone, Debug)]
+pub struct DoorSpec {
+    /// The door's id here.
+    pub door_id: i64,
+    /// Its name.
+    pub name: String,
+    /// This server's base URL.
+    pub server: String,
+    /// A pairing code, for a virtual door not paired yet.
+    pub pairing_code: Option<String>,
+    /// Its data directory (flash and RTC).
+    pub dir: std::path::PathBuf,
+    /// NTP servers, `host:port`.
+    pub ntp: Vec<String>,
+}
+
+/// Runs virtual doors for `serve --demo`.
+pub trait VirtualDoorHost: Send + Sync {
+    /// The door id the virtual door in `dir` is paired with, if any.
+    fn paired_door_id(&self, dir: &std::path::Path) -> Option<u64>;
+    /// Starts the doors; their events go to `log_dir`.
+    fn start(
+        &self,
+        doors: Vec<DoorSpec>,
+        log_dir: &std::path::Path,
+    ) -> Result<Vec<std::sync::Arc<dyn VirtualDoor>>, String>;
+}
+
+/// A [`VirtualDoorHost`] in a [`ServeConfig`](crate::ServeConfig).
+#[derive(Clone)]
+pub struct DoorHost(pub std::sync::Arc<dyn VirtualDoorHost>);
+
+impl std::fmt::Debug for DoorHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DoorHost")
+    }
+}
+
 /// A demo door run as a virtual door by this process.
 #[derive(Clone)]
-pub struct VirtualDoor {
+pub struct RunningDoor {
     /// The door's id.
     pub door_id: i64,
     /// Its name.
     pub name: String,
     /// The running virtual door.
-    pub handle: chronolock_sim::live::DoorHandle,
+    pub handle: std::sync::Arc<dyn VirtualDoor>,
 }
 
-impl std::fmt::Debug for VirtualDoor {
+impl std::fmt::Debug for RunningDoor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VirtualDoor")
+        f.debug_struct("RunningDoor")
             .field("door_id", &self.door_id)
             .field("name", &self.name)
             .finish()
     }
 }
 
-/// Starts a virtual door for each demo door, paired with this server at `addr` (a fresh
-/// pairing code for any door whose virtual device is not paired yet). Their flash and RTC live
-/// in `<data>/virtual-doors/door-<id>`; their events go to `events.jsonl` there (rotated at
-/// 10 MB, the previous file kept as `events.jsonl.1`).
+/// Starts a virtual door for each demo door through the configured host, paired with this
+/// server at `addr` (a fresh pairing code for any door whose virtual device is not paired yet).
+/// Their flash and RTC live in `<data>/virtual-doors/door-<id>`, their events in
+/// `<data>/virtual-doors`. Without a host, nothing is started.
 pub async fn start_virtual_doors(
     state: &AppState,
     addr: std::net::SocketAddr,
     config: &crate::ServeConfig,
     seeded: Option<&Demo>,
 ) -> Result<(), String> {
-    use chronolock_sim::live::{door, store::Store, DoorOptions, Output};
-    let host = if addr.ip().is_unspecified() {
+    let Some(DoorHost(host)) = &config.door_host else {
+        return Ok(());
+    };
+    let host_addr = if addr.ip().is_unspecified() {
         std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
     } else {
         addr
     };
-    let server = format!("http://{host}");
+    let server = format!("http://{host_addr}");
     let base = config.data_dir.join("virtual-doors");
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
-    // 10 MB, then one previous file: about two days of three doors syncing every 10 s.
-    let log = chronolock_sim::live::RotatingFile::open(&base.join("events.jsonl"), 10_000_000)
-        .map_err(|e| format!("{}: {e}", base.display()))?;
-    let out = Output::to(Box::new(log));
-    let mut started = Vec::new();
+    let mut specs = Vec::new();
     for (name, door_id) in doors(state).await.map_err(|e| e.to_string())? {
-        let store = Store::open(&base.join(format!("door-{door_id}")))
-            .map_err(|e| format!("door {door_id}: {e}"))?;
-        let paired = store.paired_door_id() == Some(door_id as u64);
+        let dir = base.join(format!("door-{door_id}"));
+        let paired = host.paired_door_id(&dir) == Some(door_id as u64);
         let seeded_code = seeded
             .and_then(|d| d.doors.iter().find(|(_, id, _)| *id == door_id))
             .map(|(_, _, code)| code.clone());
-        let code = if paired {
+        let pairing_code = if paired {
             None
         } else if seeded_code.is_some() {
             seeded_code
@@ -373,24 +476,25 @@ pub async fn start_virtual_doors(
                     .map_err(|e| e.to_string())?,
             )
         };
-        let handle = door::spawn(
-            DoorOptions {
-                name: name.clone(),
-                server: Some(server.clone()),
-                pairing_code: code,
-                ntp: config.ntp.clone(),
-                rtc: true,
-                sync_interval_s: Some(10),
-                setup_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            },
-            store,
-            out.clone(),
-        )
-        .map_err(|e| format!("door {door_id}: {e}"))?;
-        println!("virtual door \"{name}\": {server}/doors/{door_id}/virtual");
-        started.push(VirtualDoor {
+        specs.push(DoorSpec {
             door_id,
             name,
+            server: server.clone(),
+            pairing_code,
+            dir,
+            ntp: config.ntp.clone(),
+        });
+    }
+    let handles = host.start(specs.clone(), &base)?;
+    let mut started = Vec::new();
+    for (spec, handle) in specs.into_iter().zip(handles) {
+        println!(
+            "virtual door \"{}\": {server}/doors/{}/virtual",
+            spec.name, spec.door_id
+        );
+        started.push(RunningDoor {
+            door_id: spec.door_id,
+            name: spec.name,
             handle,
         });
     }

@@ -47,6 +47,8 @@ pub struct ServeConfig {
     pub demo: bool,
     /// With `demo`: run the demo doors as virtual doors in this process ([`demo::start_virtual_doors`]).
     pub virtual_doors: bool,
+    /// What runs the virtual doors (the `chronolock` binary gives one; without it, none run).
+    pub door_host: Option<demo::DoorHost>,
     /// NTP servers (`host:port`) for the virtual doors.
     pub ntp: Vec<String>,
 }
@@ -59,6 +61,7 @@ impl Default for ServeConfig {
             database_url: None,
             demo: false,
             virtual_doors: true,
+            door_host: None,
             ntp: vec!["pool.ntp.org:123".into()],
         }
     }
@@ -78,7 +81,7 @@ pub struct AppState {
     /// Door statuses from syncs, written behind in batches.
     pub door_status: std::sync::Arc<device_api::StatusBuffer>,
     /// Virtual doors this process runs (`serve --demo`), for their panels in the admin UI.
-    pub virtual_doors: std::sync::Arc<std::sync::RwLock<Vec<demo::VirtualDoor>>>,
+    pub virtual_doors: std::sync::Arc<std::sync::RwLock<Vec<demo::RunningDoor>>>,
 }
 
 impl AppState {

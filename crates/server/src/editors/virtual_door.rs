@@ -8,11 +8,11 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Form, Json, Router};
-use chronolock_sim::live::DoorView;
 use maud::{html, Markup, PreEscaped};
 
 use super::{editor_page, guard, parse_id, see, the_site, Fields, UiError, UiResult};
 use crate::auth::Admin;
+use crate::demo::{PanelCommand, PanelView as DoorView, VirtualDoor};
 use crate::{directory, AppState};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -22,7 +22,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// The virtual door for a door id, if this process runs one.
-fn handle(state: &AppState, door_id: i64) -> Option<chronolock_sim::live::DoorHandle> {
+fn handle(state: &AppState, door_id: i64) -> Option<std::sync::Arc<dyn VirtualDoor>> {
     state
         .virtual_doors
         .read()
@@ -172,24 +172,47 @@ async fn control(
     let site = the_site(&state, &admin).await?;
     let door = directory::door(&state, site.id, parse_id(&id)?).await?;
     let h = handle(&state, door.id).ok_or(UiError::NotFound)?;
-    let line = match f.get("do") {
-        "card" => serde_json::json!({"do": "card", "uid": f.get("uid").trim()}),
-        "keys" => serde_json::json!({"do": "keys", "keys": f.get("keys").trim()}),
-        "power_on" => serde_json::json!({"do": "power", "on": true}),
-        "power_off" => serde_json::json!({"do": "power", "on": false}),
-        "power_cycle" => serde_json::json!({"do": "power_cycle"}),
-        "network_up" => serde_json::json!({"do": "network", "up": true}),
-        "network_down" => serde_json::json!({"do": "network", "up": false}),
-        "ntp_up" => serde_json::json!({"do": "ntp", "up": true}),
-        "ntp_down" => serde_json::json!({"do": "ntp", "up": false}),
+    let command = match f.get("do") {
+        "card" => {
+            let uid = f.get("uid").trim();
+            let bytes = data_encoding::HEXUPPER_PERMISSIVE
+                .decode(uid.as_bytes())
+                .ok()
+                .filter(|b| matches!(b.len(), 4 | 7 | 10))
+                .ok_or_else(|| {
+                    UiError::App(crate::error::AppError::BadRequest(format!(
+                        "uid: {uid:?} is not a card UID (4, 7 or 10 bytes in hex)"
+                    )))
+                })?;
+            PanelCommand::Card(bytes)
+        }
+        "keys" => {
+            let keys = f.get("keys").trim();
+            if keys.is_empty()
+                || keys.len() > 32
+                || !keys
+                    .bytes()
+                    .all(|k| k.is_ascii_digit() || k == b'*' || k == b'#')
+            {
+                return Err(UiError::App(crate::error::AppError::BadRequest(format!(
+                    "keys: {keys:?} is not keypad input (digits, * and #)"
+                ))));
+            }
+            PanelCommand::Keys(keys.to_string())
+        }
+        "power_on" => PanelCommand::Power(true),
+        "power_off" => PanelCommand::Power(false),
+        "power_cycle" => PanelCommand::PowerCycle,
+        "network_up" => PanelCommand::Network(true),
+        "network_down" => PanelCommand::Network(false),
+        "ntp_up" => PanelCommand::Ntp(true),
+        "ntp_down" => PanelCommand::Ntp(false),
         other => {
             return Err(UiError::App(crate::error::AppError::BadRequest(format!(
                 "unknown control {other:?}"
             ))))
         }
     };
-    let (_, command) = chronolock_sim::live::parse_command(&line.to_string())
-        .map_err(|e| UiError::App(crate::error::AppError::BadRequest(e)))?;
     if !h.send(command) {
         return Err(UiError::App(crate::error::AppError::Internal(
             "the virtual door has stopped".into(),

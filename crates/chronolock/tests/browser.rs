@@ -5,6 +5,7 @@
 //! chromedriver the tests are skipped with a note, except under CI, where they must run.
 #![allow(clippy::unwrap_used)] // test code: a failed step should fail the test loudly
 
+#[path = "../../server/tests/common/mod.rs"]
 mod common;
 #[path = "browser/harness.rs"]
 mod harness;
@@ -385,6 +386,7 @@ async fn virtual_door_panel_and_phone_setup() {
         let config = chronolock_server::ServeConfig {
             data_dir: common::sqlite_config("virtual_doors_data").data_dir,
             ntp: vec![],
+            door_host: Some(chronolock::virtual_doors::host()),
             ..chronolock_server::ServeConfig::default()
         };
         let addr: std::net::SocketAddr = b.url("").trim_start_matches("http://").parse().unwrap();

@@ -1,0 +1,5 @@
+//! The `chronolock` command's wiring: what the binary joins together that its crates do not
+//! know of each other. The server shows and commands virtual doors through its own trait; the
+//! doors themselves are the simulator's, which the server does not link.
+
+pub mod virtual_doors;
