@@ -1,29 +1,35 @@
 //! The channels between the tasks. Each is a `static` with one reader:
 //!
-//! - [`INPUTS`]: everything that happened, for the door task, which owns the
-//!   [`Controller`](chronolock_core::Controller) and hands each input to it with `now`;
-//! - [`NET`]: what the controller asked of the network (NTP packets, backend syncs and checks);
+//! - [`INPUTS`]: everything that happened, for the door task, which owns the shared
+//!   [`Door`](chronolock_device::door::Door) and hands each input to it with `now`;
+//! - [`NET`]: the exchanges the door asked of the backend, with their bodies;
 //! - [`NTP`]: NTP packets, for the NTP task (one UDP socket);
 //! - [`RTC`]: reads and writes for the DS3231 task;
 //! - [`LOCK`] and [`FEEDBACK`]: the relay and the LEDs/buzzer, each with its own task.
 //!
-//! No task makes a decision: the door task passes inputs in and carries actions out; the others
-//! only do I/O.
+//! No task makes a decision: the door task passes inputs in and carries requests out; the others
+//! only move bytes and pins.
 
-use chronolock_core::controller::{Credential, Feedback, NONCE_LEN};
+use chronolock_core::controller::Feedback;
 use chronolock_core::ntp::PACKET_LEN;
-use chronolock_core::protocol::{DeviceStatus, Enrolled, SyncResponse};
-use chronolock_core::{BackendTime, Instant, RtcReading, UnixTime};
-use chronolock_device::slots::Download;
+use chronolock_core::{Instant, RtcReading, UnixTime};
+use chronolock_device::door::{Exchange, Failure};
+use chronolock_device::setup::SetupForm;
 use chronolock_device::wiegand::Card;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::channel::Channel;
 use embassy_sync::signal::Signal;
 
-/// The monotonic clock the controller sees: microseconds since boot.
+/// The monotonic clock the door sees: microseconds since boot.
 pub fn now() -> Instant {
     Instant::from_micros(embassy_time::Instant::now().as_micros())
 }
+
+/// Bytes of an answer passed to the door task at a time.
+pub const ANSWER_CHUNK: usize = 256;
+
+/// Largest request body the backend task sends (a sync carries as many events as fit).
+pub const BODY: usize = 2048;
 
 /// Something that happened, for the door task.
 pub enum Input {
@@ -46,53 +52,24 @@ pub enum Input {
         /// When it arrived.
         at: Instant,
     },
-    /// A sync answer's authenticated times (already checked by the protocol layer).
-    BackendTime(BackendTime, Instant),
-    /// A sync exchange failed.
-    BackendFailed,
-    /// The backend's answer about a CONDITIONAL credential (`None`: no answer).
-    Conditional {
-        /// The controller's request id.
-        request: u32,
-        /// Granted or not.
-        granted: Option<bool>,
-    },
-    /// A new list lies in the spare slot, announced by this sync answer.
-    ListStaged(Download, SyncResponse),
-    /// Pairing succeeded: the site key verifies lists from now on, the device key opens their
-    /// keypad secrets.
-    Enrolled(Enrolled),
-    /// The phone sent its time (setup mode), received at `at`.
-    PhoneTime(UnixTime, Instant),
+    /// The next bytes of the answer to an exchange.
+    Answer(Exchange, heapless::Vec<u8, ANSWER_CHUNK>),
+    /// The answer to an exchange is complete.
+    AnswerEnd(Exchange),
+    /// An exchange failed.
+    Failed(Exchange, Failure),
+    /// The setup page was submitted (setup mode), received at `at`.
+    Setup(SetupForm, Instant),
     /// The door contact opened (`true`) or closed.
     DoorContact(bool),
 }
 
 /// Inputs for the door task.
-pub static INPUTS: Channel<CriticalSectionRawMutex, Input, 16> = Channel::new();
+pub static INPUTS: Channel<CriticalSectionRawMutex, Input, 8> = Channel::new();
 
-/// What the controller asks of the backend.
-pub enum NetRequest {
-    /// A sync exchange with this nonce and status.
-    Sync {
-        /// The controller's nonce.
-        nonce: [u8; NONCE_LEN],
-        /// The door's status now.
-        status: DeviceStatus,
-    },
-    /// A CONDITIONAL check.
-    Check {
-        /// The controller's request id.
-        request: u32,
-        /// Who.
-        credential: Credential,
-        /// Device UTC now, if valid.
-        wall_us: Option<i64>,
-    },
-}
-
-/// Requests for the backend task.
-pub static NET: Channel<CriticalSectionRawMutex, NetRequest, 4> = Channel::new();
+/// Exchanges for the backend task: what to POST, and where the answer goes.
+pub static NET: Channel<CriticalSectionRawMutex, (Exchange, heapless::Vec<u8, BODY>), 2> =
+    Channel::new();
 
 /// An NTP request for the NTP task: server index and packet.
 pub static NTP: Channel<CriticalSectionRawMutex, (u8, [u8; PACKET_LEN]), 4> = Channel::new();
@@ -123,7 +100,7 @@ pub static LOCK: Signal<CriticalSectionRawMutex, u32> = Signal::new();
 /// Show this on the LEDs and buzzer.
 pub static FEEDBACK: Signal<CriticalSectionRawMutex, Feedback> = Signal::new();
 
-/// Sends an input; when the door task is far behind (16 inputs queued) the input waits.
+/// Sends an input; when the door task is far behind (8 inputs queued) the input waits.
 pub async fn input(i: Input) {
     INPUTS.send(i).await;
 }

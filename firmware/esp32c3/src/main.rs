@@ -1,8 +1,8 @@
 //! chronolock door controller firmware for the ESP32-C3.
 //!
-//! A thin shell around [`chronolock_core::Controller`]: `main` sets up the peripherals, reads
-//! what flash keeps, boots the controller and spawns one task per piece of I/O. The door task
-//! ([`door`]) is the only one that talks to the controller; the others ([`reader`], [`rtc`],
+//! A thin shell around the shared [`chronolock_device::door::Door`]: `main` sets up the
+//! peripherals, boots the door from what flash keeps and spawns one task per piece of I/O. The
+//! door task ([`door`]) is the only one that talks to the door; the others ([`reader`], [`rtc`],
 //! [`board`], [`net`], [`setup`]) carry packets, pulses and pin levels through the channels in
 //! [`bus`]. Nothing here decides who may enter or which time to trust.
 //!
@@ -23,14 +23,10 @@ mod rtc;
 mod setup;
 mod store;
 
-use core::time::Duration as CoreDuration;
-
-use chronolock_core::allowlist::AllowList;
-use chronolock_core::{protocol, Config, Controller, Instant};
-use ed25519_dalek::VerifyingKey;
+use chronolock_core::Config;
+use chronolock_device::door::{BootConfig, Door};
 use embassy_executor::Spawner;
 use embassy_net::{Ipv4Cidr, StackResources, StaticConfigV4};
-use embassy_sync::mutex::Mutex;
 use esp_backtrace as _;
 use esp_hal::analog::adc::{Adc, AdcCalCurve, AdcConfig, Attenuation};
 use esp_hal::clock::CpuClock;
@@ -45,21 +41,19 @@ use esp_radio::wifi::{
     AuthenticationMethodConfig, Config as WifiConfig, ControllerConfig, Interface, WifiController,
 };
 use esp_storage::FlashStorage;
-use log::{info, warn};
+use log::{error, info, warn};
 use static_cell::StaticCell;
 
 use crate::board::{Battery, Indicators};
-use crate::door::{Door, LIST_RAM};
+use crate::door::LIST_RAM;
 use crate::http::{Buffers, Server};
-use crate::store::{SharedStore, Store};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
-/// The flash, shared by the door task (records, list install) and the backend task (outbox,
-/// list download).
-static STORE: StaticCell<SharedStore> = StaticCell::new();
 /// The active allow-list's bytes.
 static LIST: StaticCell<[u8; LIST_RAM]> = StaticCell::new();
+/// The door: controller, flash, exchanges.
+static DOOR: StaticCell<door::FirmwareDoor> = StaticCell::new();
 /// The IP stack's sockets: DHCP, DNS, NTP, one TCP exchange, spare.
 static NET_RESOURCES: StaticCell<StackResources<6>> = StaticCell::new();
 /// The backend client's socket buffers.
@@ -104,68 +98,41 @@ async fn main(spawner: Spawner) -> ! {
 
     let setup_held = setup_button.is_low();
 
-    // ----- what flash keeps ----------------------------------------------------------------
-    let store: &'static SharedStore =
-        STORE.init(Mutex::new(Store::new(FlashStorage::new(peripherals.FLASH))));
-    let list = LIST.init([0; LIST_RAM]);
-    let (settings, identity, persisted, boot) = {
-        let mut s = store.lock().await;
-        let settings = s.settings().await.unwrap_or_else(|e| {
-            warn!("settings unreadable: {e:?}");
-            None
-        });
-        let identity = s.identity().await.unwrap_or_else(|e| {
-            warn!("identity unreadable: {e:?}");
-            None
-        });
-        let persisted = s.persisted().await.unwrap_or_default();
-        let boot = s.next_boot().await.unwrap_or(0);
-        (settings, identity, persisted, boot)
-    };
-
-    // ----- the controller ------------------------------------------------------------------
-    let mut cfg = Config::default();
-    if let Some(id) = &identity {
-        cfg.site_key = Some(id.site_key);
-        if id.sync_interval_s > 0 {
-            cfg.backend_sync_interval = CoreDuration::from_secs(u64::from(id.sync_interval_s));
-        }
-    }
-    let ntp_servers = cfg.ntp_servers.clone();
-    let mut seed = [0u8; 32];
-    Rng::new().read(&mut seed);
-    let mut ctl = Controller::new(cfg, persisted, seed, bus::now());
-    let setup_mode = setup_held || settings.is_none();
-    if setup_held {
-        ctl.set_setup_mode(true);
-    }
-    if let Some(id) = &identity {
-        ctl.set_list_key(Some(protocol::list_key(&id.device_key)));
-    }
-    {
-        let mut s = store.lock().await;
-        if let Err(e) = s.keypad_uses(|u| ctl.restore_keypad_use(u)).await {
-            warn!("keypad uses unreadable: {e:?}");
-        }
-        // The active list, checked against the site key it was installed under.
-        let site = identity.and_then(|id| VerifyingKey::from_bytes(&id.site_key).ok());
-        let mut list_len = None;
-        if let (Some(site), Ok(Some(active))) = (site, s.active_list()) {
-            if let Ok(bytes) = s.read_list(&active, &mut list[..]) {
-                match AllowList::verify(bytes, &site) {
-                    Ok(l) => {
-                        ctl.allowlist_installed(l.info(), Instant::ZERO);
-                        list_len = Some(bytes.len());
-                        info!("list generation {} active", l.info().generation);
-                    }
-                    Err(e) => warn!("list in flash refused: {}", e.as_str()),
-                }
+    // ----- the door: everything flash keeps, read once ------------------------------------
+    let store = match store::open(FlashStorage::new(peripherals.FLASH)) {
+        Ok(s) => s,
+        Err(e) => {
+            // Fail secure: a door that cannot keep its list, its clock record or its events
+            // stays locked and says why.
+            error!("flash unusable ({e:?}): the partition table must be partitions.csv");
+            loop {
+                bus::FEEDBACK.signal(chronolock_core::controller::Feedback::Denied);
+                embassy_time::Timer::after(embassy_time::Duration::from_secs(10)).await;
             }
         }
-        drop(s);
-        let door = Door::new(ctl, store, list, list_len, battery, boot);
-        spawner.spawn(door::door_task(door).expect("door task spawned once"));
+    };
+    let mut seed = [0u8; 32];
+    Rng::new().read(&mut seed);
+    let config = BootConfig {
+        core: Config::default(),
+        sync_interval_s: None,
+        setup_button: setup_held,
+    };
+    let ntp_servers = config.core.ntp_servers.clone();
+    let door = DOOR.init(Door::boot(
+        store,
+        config,
+        seed,
+        LIST.init([0; LIST_RAM]),
+        bus::now(),
+    ));
+    let settings = door.settings().clone();
+    let configured = !settings.ssid.is_empty();
+    let setup_mode = setup_held || !configured;
+    if let Some(info) = door.list_info() {
+        info!("list generation {} active", info.generation);
     }
+    spawner.spawn(door::door_task(door, battery).expect("door task spawned once"));
 
     // ----- I/O tasks -----------------------------------------------------------------------
     spawner.spawn(rtc::rtc_task(i2c).expect("RTC task spawned once"));
@@ -207,8 +174,8 @@ async fn main(spawner: Spawner) -> ! {
         spawner.spawn(net::net_task(runner).expect("net task spawned once"));
         spawner.spawn(setup::ap_task(wifi).expect("AP task spawned once"));
         spawner.spawn(setup::dhcp_task(stack).expect("DHCP task spawned once"));
-        spawner.spawn(setup::http_task(stack, store).expect("HTTP task spawned once"));
-    } else if let Some(settings) = settings {
+        spawner.spawn(setup::http_task(stack).expect("HTTP task spawned once"));
+    } else {
         info!("station mode: joining {}", settings.ssid);
         let auth = if settings.password.is_empty() {
             AuthenticationMethodConfig::Open
@@ -241,10 +208,7 @@ async fn main(spawner: Spawner) -> ! {
         };
         let backend = net::Backend {
             stack,
-            store,
             server,
-            pairing_code: settings.pairing_code.clone(),
-            identity,
             bufs: HTTP_BUFFERS.init(Buffers::new()),
         };
         spawner.spawn(net::net_task(runner).expect("net task spawned once"));

@@ -1,32 +1,24 @@
-//! The door's network side in station mode: Wi-Fi, the IP stack, NTP over UDP and the device
-//! protocol client over HTTP. These tasks carry packets; the core judges them (NTP answers are
-//! validated by the controller, sync answers by `chronolock_core::protocol`).
+//! The door's network side in station mode: Wi-Fi, the IP stack, NTP over UDP and HTTP to the
+//! backend. These tasks carry packets; the shared door writes every request and judges every
+//! answer (NTP answers in the controller, the device protocol in the door).
 
 use core::net::SocketAddr;
 
 use chronolock_core::config::{HostName, MAX_NTP_SERVERS};
-use chronolock_core::controller::NONCE_LEN;
 use chronolock_core::ntp::PACKET_LEN;
-use chronolock_core::protocol::{
-    self, DeviceStatus, Enrolled, Enrolment, SyncRequestWriter, SyncResponse, WireEvent,
-    CHECK_RESPONSE_LEN, ENROL_RESPONSE_LEN, SYNC_RESPONSE_LEN,
-};
-use ed25519_dalek::VerifyingKey;
+use chronolock_device::door::{Exchange, Failure};
 use embassy_futures::select::{select, Either};
 use embassy_net::dns::DnsQueryType;
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{Runner, Stack};
 use embassy_time::{with_timeout, Duration, Timer};
-use esp_hal::rng::Rng;
 use esp_radio::wifi::{Interface, WifiController};
 use log::{info, warn};
 use sntpc::NtpUdpSocket;
 use sntpc_net_embassy::UdpSocketWrapper;
 
-use crate::bus::{self, Input, NetRequest, NET, NTP};
-use crate::door::LIST_RAM;
+use crate::bus::{self, Input, ANSWER_CHUNK, NET, NTP};
 use crate::http::{self, Buffers, HttpError, Server};
-use crate::store::{SharedStore, StoreError, EVENT_MAX};
 
 /// Runs the IP stack.
 #[embassy_executor::task]
@@ -113,238 +105,62 @@ pub async fn ntp_task(
     }
 }
 
-/// Why a backend exchange failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NetError {
-    /// HTTP or the connection.
-    Http(HttpError),
-    /// The answer did not verify or parse.
-    Protocol(protocol::ProtocolError),
-    /// Flash (events or the list slot).
-    Store(StoreError),
-    /// The exchange took too long.
-    Timeout,
-    /// The door is not paired, or its pairing code was refused.
-    NotPaired,
-}
-
-impl From<HttpError> for NetError {
-    fn from(e: HttpError) -> Self {
-        NetError::Http(e)
-    }
-}
-
-impl From<protocol::ProtocolError> for NetError {
-    fn from(e: protocol::ProtocolError) -> Self {
-        NetError::Protocol(e)
-    }
-}
-
-impl From<StoreError> for NetError {
-    fn from(e: StoreError) -> Self {
-        NetError::Store(e)
-    }
-}
-
 /// What the backend task needs to talk to the server.
 pub struct Backend {
     /// The IP stack.
     pub stack: Stack<'static>,
-    /// Flash: the event outbox and the list slots.
-    pub store: &'static SharedStore,
     /// The server's address (`None`: the setting is unusable, logged at boot).
     pub server: Option<Server>,
-    /// The pairing code from setup, used once.
-    pub pairing_code: heapless::String<16>,
-    /// Door id and keys, once paired.
-    pub identity: Option<Enrolled>,
     /// Socket buffers.
     pub bufs: &'static mut Buffers,
 }
 
-fn random<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    Rng::new().read(&mut out);
-    out
-}
+/// Longest an exchange may take before it counts as failed.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Carries out the controller's sync and check requests, pairing first if needed.
+/// POSTs the door's exchanges and streams each answer back to the door task, which checks it
+/// (this task only moves bytes).
 #[embassy_executor::task]
 pub async fn backend_task(mut b: Backend) -> ! {
     loop {
-        let request = NET.receive().await;
-        if b.identity.is_none() {
-            match with_timeout(Duration::from_secs(20), b.enrol()).await {
-                Ok(Ok(id)) => {
-                    info!("paired as door {}", id.door_id);
-                    if let Err(e) = b.store.lock().await.set_identity(&id).await {
-                        warn!("identity not stored: {e:?}");
-                    }
-                    b.identity = Some(id);
-                    bus::input(Input::Enrolled(id)).await;
-                }
-                Ok(Err(e)) => warn!("pairing failed: {e:?}"),
-                Err(_) => warn!("pairing timed out"),
+        let (exchange, body) = NET.receive().await;
+        let outcome = with_timeout(EXCHANGE_TIMEOUT, b.exchange(exchange, &body)).await;
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                warn!("{}: {e:?}", exchange.path());
+                Some(match e {
+                    HttpError::Status(status) => Failure::Refused { status },
+                    _ => Failure::Unreachable,
+                })
             }
-        }
-        match request {
-            NetRequest::Sync { nonce, status } => {
-                let r = with_timeout(Duration::from_secs(60), b.sync(nonce, &status)).await;
-                let r = r.unwrap_or(Err(NetError::Timeout));
-                if let Err(e) = r {
-                    warn!("sync failed: {e:?}");
-                    bus::input(Input::BackendFailed).await;
-                }
+            Err(_) => {
+                warn!("{}: timed out", exchange.path());
+                Some(Failure::Unreachable)
             }
-            NetRequest::Check {
-                request,
-                credential,
-                wall_us,
-            } => {
-                let r = with_timeout(Duration::from_secs(5), b.check(&credential, wall_us)).await;
-                let granted = match r.unwrap_or(Err(NetError::Timeout)) {
-                    Ok(g) => Some(g),
-                    Err(e) => {
-                        warn!("check failed: {e:?}");
-                        None
-                    }
-                };
-                bus::input(Input::Conditional { request, granted }).await;
-            }
+        };
+        if let Some(f) = failure {
+            bus::input(Input::Failed(exchange, f)).await;
         }
     }
 }
 
 impl Backend {
-    async fn enrol(&mut self) -> Result<Enrolled, NetError> {
-        let server = self.server.as_ref().ok_or(NetError::NotPaired)?;
-        if self.pairing_code.is_empty() {
-            return Err(NetError::NotPaired);
-        }
-        let enrolment = Enrolment::new(random(), random(), &self.pairing_code);
-        let (mut ex, len) = http::post(
-            self.stack,
-            self.bufs,
-            server,
-            "/device/v1/enrol",
-            &enrolment.request(),
-        )
-        .await?;
-        if len < ENROL_RESPONSE_LEN {
-            return Err(NetError::Http(HttpError::Truncated));
-        }
-        let mut answer = [0u8; ENROL_RESPONSE_LEN];
-        ex.read_exact(&mut answer).await?;
-        ex.close().await;
-        Ok(enrolment.finish(&answer)?)
-    }
-
-    async fn sync(
-        &mut self,
-        nonce: [u8; NONCE_LEN],
-        status: &DeviceStatus,
-    ) -> Result<(), NetError> {
-        let id = self.identity.ok_or(NetError::NotPaired)?;
-        let server = self.server.as_ref().ok_or(NetError::NotPaired)?;
-        let site = VerifyingKey::from_bytes(&id.site_key)
-            .map_err(|_| NetError::Protocol(protocol::ProtocolError::BadSignature))?;
-
-        // The request: status, then the oldest queued events that fit.
-        let mut body = [0u8; 2048];
-        let mut writer = SyncRequestWriter::new(&mut body, id.door_id, nonce, status)?;
-        {
-            let mut store = self.store.lock().await;
-            // An entry that does not decode (a torn write) would block the queue: drop it.
-            let mut corrupt_front = false;
-            store
-                .peek_events(|bytes| {
-                    corrupt_front = WireEvent::read(bytes).is_err();
-                    false
-                })
-                .await?;
-            if corrupt_front {
-                store.pop_events(1).await?;
-            }
-            store
-                .peek_events(|bytes| match WireEvent::read(bytes) {
-                    Ok((event, _)) => writer.push(&event).is_ok(),
-                    Err(_) => false,
-                })
-                .await?;
-        }
-        let sent = writer.events();
-        let n = writer.finish(&id.device_key);
-
+    async fn exchange(&mut self, exchange: Exchange, body: &[u8]) -> Result<(), HttpError> {
+        let server = self.server.as_ref().ok_or(HttpError::Dns)?;
         let (mut ex, len) =
-            http::post(self.stack, self.bufs, server, "/device/v1/sync", &body[..n]).await?;
-        if len < SYNC_RESPONSE_LEN {
-            return Err(NetError::Http(HttpError::Truncated));
-        }
-        let mut fixed = [0u8; SYNC_RESPONSE_LEN];
-        ex.read_exact(&mut fixed).await?;
-        let at = bus::now();
-        let answer = SyncResponse::parse(&fixed, &id.device_key, &site, id.door_id, &nonce)?;
-        bus::input(Input::BackendTime(answer.time, at)).await;
-        self.store
-            .lock()
-            .await
-            .pop_events(answer.acked.min(sent))
-            .await?;
-
-        let list_len = answer.list_len as usize;
-        if list_len > 0 && len.saturating_sub(SYNC_RESPONSE_LEN) >= list_len {
-            if answer.list_len as usize > LIST_RAM {
-                warn!(
-                    "list of {} bytes is larger than the door holds",
-                    answer.list_len
-                );
-            } else {
-                let mut download = self.store.lock().await.begin_list(answer.list_len)?;
-                let mut left = answer.list_len as usize;
-                let mut chunk = [0u8; 512];
-                while left > 0 {
-                    let n = left.min(chunk.len());
-                    ex.read_exact(&mut chunk[..n]).await?;
-                    self.store
-                        .lock()
-                        .await
-                        .write_list(&mut download, &chunk[..n])?;
-                    left -= n;
-                }
-                bus::input(Input::ListStaged(download, answer)).await;
-            }
+            http::post(self.stack, self.bufs, server, exchange.path(), body).await?;
+        let mut left = len;
+        while left > 0 {
+            let mut chunk: heapless::Vec<u8, ANSWER_CHUNK> = heapless::Vec::new();
+            let n = left.min(ANSWER_CHUNK);
+            let _ = chunk.resize(n, 0);
+            ex.read_exact(&mut chunk).await?;
+            left -= n;
+            bus::input(Input::Answer(exchange, chunk)).await;
         }
         ex.close().await;
+        bus::input(Input::AnswerEnd(exchange)).await;
         Ok(())
     }
-
-    async fn check(
-        &mut self,
-        credential: &chronolock_core::controller::Credential,
-        wall_us: Option<i64>,
-    ) -> Result<bool, NetError> {
-        let id = self.identity.ok_or(NetError::NotPaired)?;
-        let server = self.server.as_ref().ok_or(NetError::NotPaired)?;
-        let nonce = random();
-        let request =
-            protocol::check_request(id.door_id, nonce, wall_us, credential, &id.device_key);
-        let (mut ex, len) =
-            http::post(self.stack, self.bufs, server, "/device/v1/check", &request).await?;
-        if len < CHECK_RESPONSE_LEN {
-            return Err(NetError::Http(HttpError::Truncated));
-        }
-        let mut answer = [0u8; CHECK_RESPONSE_LEN];
-        ex.read_exact(&mut answer).await?;
-        ex.close().await;
-        Ok(protocol::check_response(
-            &answer,
-            &id.device_key,
-            id.door_id,
-            &nonce,
-        )?)
-    }
 }
-
-/// Keeps an event no larger than the outbox takes (checked at compile time).
-const _: () = assert!(protocol::EVENT_HEAD_LEN + protocol::MAX_EVENT_PAYLOAD <= EVENT_MAX);

@@ -6,7 +6,6 @@
 use core::fmt::Write as _;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
-use chronolock_core::UnixTime;
 use chronolock_device::setup::{self, SetupForm};
 use edge_dhcp::io::{self as dhcp_io, DEFAULT_SERVER_PORT};
 use edge_dhcp::server::{Server as DhcpServer, ServerOptions};
@@ -21,7 +20,6 @@ use log::{info, warn};
 
 use crate::bus::{self, Input};
 use crate::parse::{route, RequestError, Route, REQUEST_MAX};
-use crate::store::{Settings, SharedStore};
 
 /// The access point's own address; phones get 192.168.4.x from its DHCP server.
 pub const AP_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 4, 1);
@@ -75,7 +73,7 @@ pub async fn dhcp_task(stack: Stack<'static>) -> ! {
 
 /// Serves the setup page on port 80, one phone at a time.
 #[embassy_executor::task]
-pub async fn http_task(stack: Stack<'static>, store: &'static SharedStore) -> ! {
+pub async fn http_task(stack: Stack<'static>) -> ! {
     let mut rx = [0u8; 1536];
     let mut tx = [0u8; 1536];
     let mut req = [0u8; REQUEST_MAX];
@@ -113,7 +111,7 @@ pub async fn http_task(stack: Stack<'static>, store: &'static SharedStore) -> ! 
                 let mut page: heapless::String<1024> = heapless::String::new();
                 match setup::parse_form(body) {
                     Ok(form) => {
-                        accept(&form, store, at).await;
+                        accept(&form, at).await;
                         let _ = setup::write_answer(&mut page, Ok(&form));
                         restart = true;
                     }
@@ -142,33 +140,10 @@ pub async fn http_task(stack: Stack<'static>, store: &'static SharedStore) -> ! 
     }
 }
 
-/// Keeps the settings and gives the phone's time to the controller.
-async fn accept(form: &SetupForm, store: &'static SharedStore, at: chronolock_core::Instant) {
-    let settings = Settings {
-        ssid: form.ssid.clone(),
-        password: form.password.clone(),
-        server_url: form.server_url.clone(),
-        pairing_code: form.pairing_code.clone(),
-    };
-    {
-        let mut store = store.lock().await;
-        let old = store.settings().await.ok().flatten();
-        // A new pairing code pairs the door again (to this server or another).
-        if old.is_none_or(|o| o.pairing_code != settings.pairing_code) {
-            if let Err(e) = store.forget_pairing().await {
-                warn!("old pairing not removed: {e:?}");
-            }
-        }
-        if let Err(e) = store.set_settings(&settings).await {
-            warn!("settings not stored: {e:?}");
-        }
-    }
-    let ms = i64::try_from(form.phone_time_ms).unwrap_or(i64::MAX / 1000);
-    bus::input(Input::PhoneTime(
-        UnixTime::from_micros(ms.saturating_mul(1000)),
-        at,
-    ))
-    .await;
+/// Hands the form to the door task: the door keeps the settings (a new pairing code pairs it
+/// again at the next start, to this server or another) and takes the phone's time.
+async fn accept(form: &SetupForm, at: chronolock_core::Instant) {
+    bus::input(Input::Setup(form.clone(), at)).await;
 }
 
 async fn respond(

@@ -274,8 +274,9 @@ pub struct BootConfig {
 
 struct SyncExchange {
     nonce: [u8; NONCE_LEN],
-    /// Ids of the events the request carried, oldest first.
-    sent: Vec<u64, SYNC_EVENTS_MAX>,
+    /// How many events the request carried, and the newest one's id.
+    sent: usize,
+    newest_sent: u64,
     fixed: Vec<u8, SYNC_RESPONSE_LEN>,
     answer: Option<SyncResponse>,
     download: Option<Download>,
@@ -894,7 +895,8 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         }
         self.sync = Some(SyncExchange {
             nonce,
-            sent: Vec::new(),
+            sent: 0,
+            newest_sent: 0,
             fixed: Vec::new(),
             answer: None,
             download: None,
@@ -916,16 +918,17 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             battery_mv: self.battery_mv,
         };
         let mut w = SyncRequestWriter::new(buf, id.door_id, sync.nonce, &status).ok()?;
-        sync.sent.clear();
-        let sent = &mut sync.sent;
+        sync.sent = 0;
+        let (sent, newest) = (&mut sync.sent, &mut sync.newest_sent);
         let peeked = self.store.peek_events(|bytes| {
             let Ok((event, _)) = WireEvent::read(bytes) else {
                 return false;
             };
-            if sent.is_full() || w.push(&event).is_err() {
+            if *sent == SYNC_EVENTS_MAX || w.push(&event).is_err() {
                 return false;
             }
-            let _ = sent.push(event.id);
+            *sent += 1;
+            *newest = event.id;
             true
         });
         if let Err(e) = peeked {
@@ -958,11 +961,13 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 }
             };
             sync.answer = Some(answer);
-            let sent = core::mem::take(&mut sync.sent);
+            let (sent, newest) = (core::mem::take(&mut sync.sent), sync.newest_sent);
             self.ctl.handle_backend_time(&answer.time, now);
-            let acked = usize::from(answer.acked).min(sent.len());
-            if let Some(&last) = acked.checked_sub(1).and_then(|i| sent.get(i)) {
-                match self.store.pop_events(acked, last) {
+            let acked = usize::from(answer.acked).min(sent);
+            if acked > 0 {
+                // The server stores all of a request's events or none; should it ever take
+                // fewer, keeping the newest sent id as acknowledged only skips some ids.
+                match self.store.pop_events(acked, newest) {
                     Ok(()) => self.outbox_len = self.outbox_len.saturating_sub(acked),
                     Err(e) => self.stored(Err(e)),
                 }
