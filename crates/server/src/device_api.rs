@@ -12,12 +12,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use chronolock_backend::{DoorList, Pairing};
 use chronolock_core::allowlist::AccessType;
 use chronolock_core::controller::Credential;
-use chronolock_core::protocol::{
-    self, CheckRequest, EnrolRequest, EventBody, Header, Kind, ProtocolError, SyncAnswer,
-    SyncRequest,
-};
+use chronolock_core::protocol::{DeviceStatus, EventBody, ProtocolError, WireEvent};
 use rand::RngCore;
 
 use crate::AppState;
@@ -74,86 +72,179 @@ fn binary(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
 }
 
-fn expect_kind(body: &[u8], kind: Kind) -> Result<Header, DeviceError> {
-    let header = Header::read(body)?;
-    if header.kind != kind {
-        return Err(ProtocolError::UnexpectedKind(header.kind as u8).into());
+/// The doors in the database, as the device protocol's logic ([`chronolock_backend`]) sees
+/// them.
+pub struct SqlDevices<'a>(pub &'a AppState);
+
+impl From<chronolock_backend::DeviceError> for DeviceError {
+    fn from(e: chronolock_backend::DeviceError) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        DeviceError(status, e.reason)
     }
-    Ok(header)
+}
+
+fn internal(e: impl std::fmt::Display) -> chronolock_backend::DeviceError {
+    chronolock_backend::DeviceError::internal(e)
+}
+
+impl chronolock_backend::Devices for SqlDevices<'_> {
+    type List = Vec<u8>;
+
+    async fn pending_pairings(
+        &self,
+        now_unix: i64,
+    ) -> Result<Vec<Pairing>, chronolock_backend::DeviceError> {
+        let pending: Vec<(i64, String, i32)> = sqlx::query_as(
+            "SELECT id, pairing_hash, sync_interval_s FROM doors \
+             WHERE pairing_hash IS NOT NULL AND pairing_expires > $1",
+        )
+        .bind(now_unix)
+        .fetch_all(self.0.db.pool())
+        .await
+        .map_err(internal)?;
+        Ok(pending
+            .into_iter()
+            .filter_map(|(door_id, hash, interval)| {
+                let code_hash = data_encoding::HEXLOWER
+                    .decode(hash.as_bytes())
+                    .ok()?
+                    .try_into()
+                    .ok()?;
+                Some(Pairing {
+                    door_id,
+                    code_hash,
+                    sync_interval_s: interval.max(1) as u32,
+                })
+            })
+            .collect())
+    }
+
+    async fn claim_pairing(
+        &self,
+        pairing: &Pairing,
+        device_key: [u8; 32],
+        now_unix: i64,
+    ) -> Result<bool, chronolock_backend::DeviceError> {
+        // One use only, even with several server processes: the update names the code it
+        // consumes.
+        let claimed = sqlx::query(
+            "UPDATE doors SET device_key = $1, paired_at = $2, pairing_hash = NULL, \
+             pairing_expires = NULL, list_dirty = 1, device_generation = NULL \
+             WHERE id = $3 AND pairing_hash = $4",
+        )
+        .bind(device_key.to_vec())
+        .bind(now_unix)
+        .bind(pairing.door_id)
+        .bind(data_encoding::HEXLOWER.encode(&pairing.code_hash))
+        .execute(self.0.db.pool())
+        .await
+        .map_err(internal)?
+        .rows_affected();
+        if claimed != 1 {
+            return Ok(false);
+        }
+        // The list is sealed to the new device: compile it now so the first sync gets it.
+        crate::model::refresh_door(self.0, pairing.door_id, now_unix)
+            .await
+            .map_err(internal)?;
+        tracing::info!(door_id = pairing.door_id, "device paired");
+        Ok(true)
+    }
+
+    async fn device_key(
+        &self,
+        door_id: i64,
+    ) -> Result<Option<[u8; 32]>, chronolock_backend::DeviceError> {
+        let row: Option<(Option<Vec<u8>>,)> =
+            sqlx::query_as("SELECT device_key FROM doors WHERE id = $1")
+                .bind(door_id)
+                .fetch_optional(self.0.db.pool())
+                .await
+                .map_err(internal)?;
+        Ok(row
+            .and_then(|(k,)| k)
+            .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()))
+    }
+
+    async fn store_events(
+        &self,
+        door_id: i64,
+        events: &[WireEvent],
+        received_us: i64,
+    ) -> Result<(), chronolock_backend::DeviceError> {
+        store_events(self.0, door_id, events, received_us)
+            .await
+            .map_err(internal)
+    }
+
+    fn record_status(&self, door_id: i64, status: &DeviceStatus, received_us: i64) {
+        // Written behind, a second later, batched with every other door's.
+        self.0.door_status.record(
+            door_id,
+            DoorStatus {
+                at: received_us.div_euclid(1_000_000),
+                generation: status.generation as i64,
+                clock_valid: status.wall_us.is_some(),
+                source: status.source.map(|s| s.as_str()),
+                offset_us: status.wall_us.map(|w| w - received_us),
+                error_us: status.error_us as i64,
+                battery_mv: i32::from(status.battery_mv),
+            },
+        );
+    }
+
+    async fn door_list(
+        &self,
+        door_id: i64,
+        device_generation: u64,
+    ) -> Result<DoorList<Vec<u8>>, chronolock_backend::DeviceError> {
+        let (generation, interval): (i64, i32) =
+            sqlx::query_as("SELECT generation, sync_interval_s FROM doors WHERE id = $1")
+                .bind(door_id)
+                .fetch_one(self.0.db.pool())
+                .await
+                .map_err(internal)?;
+        let generation = generation as u64;
+        let list = if device_generation < generation {
+            crate::model::door_list(self.0, door_id)
+                .await
+                .map_err(internal)?
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, bytes)| bytes)
+        } else {
+            None
+        };
+        Ok(DoorList {
+            generation,
+            sync_interval_s: interval.max(1) as u32,
+            list,
+        })
+    }
+
+    async fn conditional_granted(
+        &self,
+        door_id: i64,
+        credential: &Credential,
+        now_unix: i64,
+    ) -> Result<bool, chronolock_backend::DeviceError> {
+        conditional_granted(self.0, door_id, credential, now_unix)
+            .await
+            .map_err(|e| internal(e.1))
+    }
 }
 
 async fn enrol(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {
-    expect_kind(&body, Kind::EnrolRequest)?;
-    let request = EnrolRequest::parse(&body)?;
-    let now = crate::now_unix();
-    let pending: Vec<(i64, String, i32)> = sqlx::query_as(
-        "SELECT id, pairing_hash, sync_interval_s FROM doors \
-         WHERE pairing_hash IS NOT NULL AND pairing_expires > $1",
-    )
-    .bind(now)
-    .fetch_all(state.db.pool())
-    .await?;
-    let found = pending.into_iter().find_map(|(id, hash, interval)| {
-        let bytes: [u8; 32] = data_encoding::HEXLOWER
-            .decode(hash.as_bytes())
-            .ok()?
-            .try_into()
-            .ok()?;
-        request
-            .proves(&bytes)
-            .then_some((id, hash, bytes, interval))
-    });
-    let Some((door_id, hash, code_hash, interval)) = found else {
-        return Err(DeviceError(
-            StatusCode::FORBIDDEN,
-            "unknown or expired pairing code".into(),
-        ));
-    };
     let mut random = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut random);
-    let (answer, device_key) = request.answer(
-        random,
-        &code_hash,
-        door_id as u64,
+    let (answer, _) = chronolock_backend::enrol(
+        &SqlDevices(&state),
         &state.site_public_key,
-        interval.max(1) as u32,
-    )?;
-    // One use only, even with several server processes: the update names the code it consumes.
-    let claimed = sqlx::query(
-        "UPDATE doors SET device_key = $1, paired_at = $2, pairing_hash = NULL, \
-         pairing_expires = NULL, list_dirty = 1, device_generation = NULL WHERE id = $3 AND pairing_hash = $4",
+        &body,
+        crate::now_unix(),
+        random,
     )
-    .bind(device_key.to_vec())
-    .bind(now)
-    .bind(door_id)
-    .bind(hash)
-    .execute(state.db.pool())
-    .await?
-    .rows_affected();
-    if claimed != 1 {
-        return Err(DeviceError(
-            StatusCode::CONFLICT,
-            "this pairing code was used meanwhile".into(),
-        ));
-    }
-    // The list is sealed to the new device: compile it now so the first sync gets it.
-    crate::model::refresh_door(&state, door_id, now).await?;
-    tracing::info!(door_id, "device paired");
-    Ok(binary(answer.to_vec()))
-}
-
-/// The door's key, or 401.
-async fn door_key(state: &AppState, door_id: u64) -> Result<[u8; 32], DeviceError> {
-    let unknown = || DeviceError(StatusCode::UNAUTHORIZED, "unknown device".into());
-    let door_id = i64::try_from(door_id).map_err(|_| unknown())?;
-    let row: Option<(Option<Vec<u8>>,)> =
-        sqlx::query_as("SELECT device_key FROM doors WHERE id = $1")
-            .bind(door_id)
-            .fetch_optional(state.db.pool())
-            .await?;
-    row.and_then(|(k,)| k)
-        .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
-        .ok_or_else(unknown)
+    .await?;
+    Ok(binary(answer))
 }
 
 /// One event's columns: kind, credential, decision, mv, detail (JSON).
@@ -240,117 +331,72 @@ fn event_columns(
     }
 }
 
+/// Stores a sync's events once per (door, device event id), with the webhook deliveries they
+/// cause, in one transaction: none is acknowledged before it is stored.
+async fn store_events(
+    state: &AppState,
+    door_id: i64,
+    events: &[WireEvent],
+    receive_us: i64,
+) -> Result<(), sqlx::Error> {
+    let now = receive_us.div_euclid(1_000_000);
+    let mut stored = Vec::new();
+    let mut tx = state.db.pool().begin().await?;
+    for event in events {
+        let (kind, credential, decision, mv, detail) = event_columns(&event.body);
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO events (door_id, device_event_id, kind, device_us, received_us, credential, decision, mv, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (door_id, device_event_id) DO NOTHING RETURNING id",
+        )
+        .bind(door_id)
+        // Stored as the same 64 bits; ids above i64::MAX read back negative, and stay unique.
+        .bind(event.id as i64)
+        .bind(kind)
+        .bind(event.device_us)
+        .bind(receive_us)
+        .bind(credential)
+        .bind(decision)
+        .bind(mv)
+        .bind(detail)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((id,)) = inserted {
+            stored.push((id, kind));
+        }
+    }
+    // Webhook deliveries are queued with the events they carry: none is lost in a crash.
+    let (hooks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhooks")
+        .fetch_one(&mut *tx)
+        .await?;
+    if hooks > 0 {
+        for (id, kind) in &stored {
+            crate::webhooks::enqueue(&mut tx, *id, kind, now).await?;
+        }
+    }
+    tx.commit().await?;
+    if hooks > 0 && !stored.is_empty() {
+        state.webhook_wake.notify_one();
+    }
+    Ok(())
+}
+
 async fn sync(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {
     let receive_us = crate::now_micros();
-    let header = expect_kind(&body, Kind::SyncRequest)?;
-    let key = door_key(&state, header.door_id).await?;
-    protocol::verify_mac(&body, &key)?;
-    let request = SyncRequest::parse(&body)?;
-    let door_id = header.door_id as i64;
-    let status = request.status;
-    let now = receive_us.div_euclid(1_000_000);
-
-    // Events are stored before the answer acknowledges them; the door's status (last sync,
-    // clock, battery) is written behind, a second later, batched with every other door's.
-    let mut stored = Vec::new();
-    if request.event_count > 0 {
-        let mut tx = state.db.pool().begin().await?;
-        for event in request.events() {
-            let (kind, credential, decision, mv, detail) = event_columns(&event.body);
-            let inserted: Option<(i64,)> = sqlx::query_as(
-                "INSERT INTO events (door_id, device_event_id, kind, device_us, received_us, credential, decision, mv, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (door_id, device_event_id) DO NOTHING RETURNING id",
-            )
-            .bind(door_id)
-            // Stored as the same 64 bits; ids above i64::MAX read back negative, and stay unique.
-            .bind(event.id as i64)
-            .bind(kind)
-            .bind(event.device_us)
-            .bind(receive_us)
-            .bind(credential)
-            .bind(decision)
-            .bind(mv)
-            .bind(detail)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((id,)) = inserted {
-                stored.push((id, kind));
-            }
-        }
-        // Webhook deliveries are queued with the events they carry: none is lost in a crash.
-        let (hooks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhooks")
-            .fetch_one(&mut *tx)
-            .await?;
-        if hooks > 0 {
-            for (id, kind) in &stored {
-                crate::webhooks::enqueue(&mut tx, *id, kind, now).await?;
-            }
-        }
-        tx.commit().await?;
-        if hooks > 0 && !stored.is_empty() {
-            state.webhook_wake.notify_one();
-        }
-    }
-    let offset_us = status.wall_us.map(|w| w - receive_us);
-    state.door_status.record(
-        door_id,
-        DoorStatus {
-            at: now,
-            generation: status.generation as i64,
-            clock_valid: status.wall_us.is_some(),
-            source: status.source.map(|s| s.as_str()),
-            offset_us,
-            error_us: status.error_us as i64,
-            battery_mv: i32::from(status.battery_mv),
-        },
-    );
-    let row: (i64, i32) =
-        sqlx::query_as("SELECT generation, sync_interval_s FROM doors WHERE id = $1")
-            .bind(door_id)
-            .fetch_one(state.db.pool())
-            .await?;
-    let (generation, interval) = (row.0 as u64, row.1.max(1) as u32);
-    let list = if status.generation < generation {
-        crate::model::door_list(&state, door_id)
-            .await?
-            .filter(|(g, _)| *g == generation)
-            .map(|(_, bytes)| bytes)
-    } else {
-        None
-    };
-    let answer = SyncAnswer {
-        door_id: header.door_id,
-        nonce: header.nonce,
+    let answer = chronolock_backend::sync(
+        &SqlDevices(&state),
+        &state.signing_key,
+        &body,
         receive_us,
-        transmit_us: crate::now_micros().max(receive_us),
-        acked: request.event_count,
-        sync_interval_s: interval,
-        generation,
-        list: list.as_deref(),
-    }
-    .write(&state.signing_key, &key);
-    let mut out = Vec::with_capacity(answer.len() + list.as_ref().map_or(0, Vec::len));
-    out.extend_from_slice(&answer);
-    if let Some(list) = &list {
-        out.extend_from_slice(list);
-    }
-    Ok(binary(out))
+        crate::now_micros,
+    )
+    .await?;
+    Ok(binary(answer))
 }
 
 async fn check(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {
-    let header = expect_kind(&body, Kind::CheckRequest)?;
-    let key = door_key(&state, header.door_id).await?;
-    protocol::verify_mac(&body, &key)?;
-    let request = CheckRequest::parse(&body)?;
-    let granted = conditional_granted(
-        &state,
-        header.door_id as i64,
-        &request.credential,
-        crate::now_unix(),
-    )
-    .await?;
-    Ok(binary(request.answer(granted, &key).to_vec()))
+    let answer = chronolock_backend::check(&SqlDevices(&state), &body, crate::now_unix()).await?;
+    Ok(binary(answer))
 }
 
 /// The online check of a CONDITIONAL credential: granted when the credential's winning rule for

@@ -1,0 +1,233 @@
+//! The backend's side of the device protocol ([`chronolock_core::protocol`],
+//! `docs/protocol.md`), sans IO: given a request's bytes and a [`Devices`] store, what the
+//! server stores and answers. The HTTP server runs it over its SQL database; the fleet
+//! simulation runs the very same code over doors kept in memory, in virtual time, so the doors
+//! it simulates exchange real protocol bytes with the server's logic.
+//!
+//! Nothing here reads a clock or an RNG: the caller passes the receive time, a clock for the
+//! transmit time, and randomness for enrolment.
+
+use chronolock_core::controller::Credential;
+use chronolock_core::protocol::{
+    self, CheckRequest, DeviceStatus, EnrolRequest, Header, Kind, ProtocolError, SyncAnswer,
+    SyncRequest, WireEvent,
+};
+use ed25519_dalek::SigningKey;
+
+/// Why a request was refused, as an HTTP status and a one-line reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceError {
+    /// 400 malformed, 401 unknown device or bad MAC, 403 unknown or expired pairing code, 409
+    /// the code was used meanwhile, 500 the store failed.
+    pub status: u16,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl DeviceError {
+    fn new(status: u16, reason: impl Into<String>) -> Self {
+        DeviceError {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    /// The store failed (details for the log, not the device).
+    pub fn internal(detail: impl core::fmt::Display) -> Self {
+        DeviceError::new(500, detail.to_string())
+    }
+}
+
+impl From<ProtocolError> for DeviceError {
+    fn from(e: ProtocolError) -> Self {
+        let status = match e {
+            ProtocolError::BadMac => 401,
+            _ => 400,
+        };
+        DeviceError::new(status, e.to_string())
+    }
+}
+
+impl core::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} {}", self.status, self.reason)
+    }
+}
+
+/// A door waiting to be paired with a one-time code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pairing {
+    /// The door.
+    pub door_id: i64,
+    /// SHA-256 of the code.
+    pub code_hash: [u8; 32],
+    /// Seconds between syncs the door is told.
+    pub sync_interval_s: u32,
+}
+
+/// What the backend knows of a door's list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoorList<L> {
+    /// The door's current list generation.
+    pub generation: u64,
+    /// Seconds between syncs.
+    pub sync_interval_s: u32,
+    /// The list's bytes, when the door's generation is older than `generation`.
+    pub list: Option<L>,
+}
+
+/// The doors, as the backend keeps them. Each method is one step of an exchange; the server
+/// implements them with SQL, the fleet simulation in memory.
+#[allow(async_fn_in_trait)]
+pub trait Devices {
+    /// The list bytes a sync hands out (shared, not copied, where the store can).
+    type List: AsRef<[u8]>;
+
+    /// Doors with a pairing code that has not expired at `now_unix`.
+    async fn pending_pairings(&self, now_unix: i64) -> Result<Vec<Pairing>, DeviceError>;
+
+    /// Spends the pairing's code and keeps the new device key; false when the code was spent
+    /// meanwhile (by another request or server process).
+    async fn claim_pairing(
+        &self,
+        pairing: &Pairing,
+        device_key: [u8; 32],
+        now_unix: i64,
+    ) -> Result<bool, DeviceError>;
+
+    /// A paired door's device key.
+    async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError>;
+
+    /// Stores a sync's events, once per (door, event id), before they are acknowledged.
+    async fn store_events(
+        &self,
+        door_id: i64,
+        events: &[WireEvent],
+        received_us: i64,
+    ) -> Result<(), DeviceError>;
+
+    /// Keeps what a sync says of the door (its clock, list, battery).
+    fn record_status(&self, door_id: i64, status: &DeviceStatus, received_us: i64);
+
+    /// The door's list generation, sync interval and, if `device_generation` is older, its list.
+    async fn door_list(
+        &self,
+        door_id: i64,
+        device_generation: u64,
+    ) -> Result<DoorList<Self::List>, DeviceError>;
+
+    /// Whether a CONDITIONAL credential may enter at this door now.
+    async fn conditional_granted(
+        &self,
+        door_id: i64,
+        credential: &Credential,
+        now_unix: i64,
+    ) -> Result<bool, DeviceError>;
+}
+
+fn expect_kind(body: &[u8], kind: Kind) -> Result<Header, DeviceError> {
+    let header = Header::read(body)?;
+    if header.kind != kind {
+        return Err(ProtocolError::UnexpectedKind(header.kind as u8).into());
+    }
+    Ok(header)
+}
+
+/// `POST /device/v1/enrol`: a door proves a pending pairing code; both ends derive its device
+/// key; the code is spent once, even with several server processes.
+pub async fn enrol<D: Devices>(
+    devices: &D,
+    site_public_key: &[u8; 32],
+    body: &[u8],
+    now_unix: i64,
+    random: [u8; 32],
+) -> Result<(Vec<u8>, i64), DeviceError> {
+    expect_kind(body, Kind::EnrolRequest)?;
+    let request = EnrolRequest::parse(body)?;
+    let pending = devices.pending_pairings(now_unix).await?;
+    let Some(pairing) = pending.into_iter().find(|p| request.proves(&p.code_hash)) else {
+        return Err(DeviceError::new(403, "unknown or expired pairing code"));
+    };
+    let (answer, device_key) = request.answer(
+        random,
+        &pairing.code_hash,
+        pairing.door_id as u64,
+        site_public_key,
+        pairing.sync_interval_s.max(1),
+    )?;
+    if !devices
+        .claim_pairing(&pairing, device_key, now_unix)
+        .await?
+    {
+        return Err(DeviceError::new(
+            409,
+            "this pairing code was used meanwhile",
+        ));
+    }
+    Ok((answer.to_vec(), pairing.door_id))
+}
+
+async fn door_key<D: Devices>(devices: &D, door_id: u64) -> Result<[u8; 32], DeviceError> {
+    let unknown = || DeviceError::new(401, "unknown device");
+    let door_id = i64::try_from(door_id).map_err(|_| unknown())?;
+    devices.device_key(door_id).await?.ok_or_else(unknown)
+}
+
+/// `POST /device/v1/sync`: the door's events are stored, its status kept, and the answer
+/// carries the site-signed time bound to the request's nonce, the acknowledgement, and the list
+/// when the door's is older. `transmit_us` is read when the answer is written.
+pub async fn sync<D: Devices>(
+    devices: &D,
+    site: &SigningKey,
+    body: &[u8],
+    receive_us: i64,
+    transmit_us: impl Fn() -> i64,
+) -> Result<Vec<u8>, DeviceError> {
+    let header = expect_kind(body, Kind::SyncRequest)?;
+    let key = door_key(devices, header.door_id).await?;
+    protocol::verify_mac(body, &key)?;
+    let request = SyncRequest::parse(body)?;
+    let door_id = header.door_id as i64;
+    if request.event_count > 0 {
+        let events: Vec<WireEvent> = request.events().collect();
+        devices.store_events(door_id, &events, receive_us).await?;
+    }
+    devices.record_status(door_id, &request.status, receive_us);
+    let door = devices
+        .door_list(door_id, request.status.generation)
+        .await?;
+    let list = door.list.as_ref().map(AsRef::as_ref);
+    let answer = SyncAnswer {
+        door_id: header.door_id,
+        nonce: header.nonce,
+        receive_us,
+        transmit_us: transmit_us().max(receive_us),
+        acked: request.event_count,
+        sync_interval_s: door.sync_interval_s.max(1),
+        generation: door.generation,
+        list,
+    }
+    .write(site, &key);
+    let mut out = Vec::with_capacity(answer.len() + list.map_or(0, <[u8]>::len));
+    out.extend_from_slice(&answer);
+    if let Some(list) = list {
+        out.extend_from_slice(list);
+    }
+    Ok(out)
+}
+
+/// `POST /device/v1/check`: may this CONDITIONAL credential enter now?
+pub async fn check<D: Devices>(
+    devices: &D,
+    body: &[u8],
+    now_unix: i64,
+) -> Result<Vec<u8>, DeviceError> {
+    let header = expect_kind(body, Kind::CheckRequest)?;
+    let key = door_key(devices, header.door_id).await?;
+    protocol::verify_mac(body, &key)?;
+    let request = CheckRequest::parse(body)?;
+    let granted = devices
+        .conditional_granted(header.door_id as i64, &request.credential, now_unix)
+        .await?;
+    Ok(request.answer(granted, &key).to_vec())
+}
