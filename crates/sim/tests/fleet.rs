@@ -57,10 +57,11 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
     for kind in [
         "power_cut",
         "reboot",
-        "power_cut_during_list_install",
+        "power_cut_during_list_download",
+        "torn_flash_write",
         "network_outage",
         "backend_outage",
-        "sync_answer_lost",
+        "answer_lost",
         "slow_sync",
         "ntp_outage",
         "ntp_liar",
@@ -121,8 +122,8 @@ fn planted(plant: Plant) -> Box<fleet::FleetFailure> {
 }
 
 #[test]
-fn a_dropped_outbox_entry_is_a_lost_event() {
-    let f = planted(Plant::DropOutboxEntry);
+fn a_backend_that_acknowledges_without_storing_loses_events() {
+    let f = planted(Plant::BackendLosesEvent);
     assert!(f.report.lost_events > 0, "{f}");
     assert!(
         f.report

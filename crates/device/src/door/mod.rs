@@ -59,13 +59,20 @@ const CHECKS_MAX: usize = 4;
 const ENROL_RETRY_INITIAL: Duration = Duration::from_secs(5);
 const ENROL_RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// An exchange with the backend.
+/// An exchange with the backend. Each carries an id, so that an answer or a failure that comes
+/// after the door has given up on its exchange (and started another) is recognised and ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exchange {
     /// Pairing with a one-time code.
-    Enrol,
+    Enrol {
+        /// This attempt's id.
+        id: u32,
+    },
     /// The periodic sync.
-    Sync,
+    Sync {
+        /// This exchange's id.
+        id: u32,
+    },
     /// A CONDITIONAL credential's check, by the controller's request id.
     Check {
         /// The controller's request id.
@@ -77,8 +84,8 @@ impl Exchange {
     /// The path under the server's base URL.
     pub fn path(self) -> &'static str {
         match self {
-            Exchange::Enrol => "/device/v1/enrol",
-            Exchange::Sync => "/device/v1/sync",
+            Exchange::Enrol { .. } => "/device/v1/enrol",
+            Exchange::Sync { .. } => "/device/v1/sync",
             Exchange::Check { .. } => "/device/v1/check",
         }
     }
@@ -146,8 +153,10 @@ pub enum Notice {
         /// The event.
         event: Event,
     },
-    /// The RTC was written (also in the outbox).
+    /// The RTC was written (also in the outbox, under this id).
     RtcWritten {
+        /// Its outbox id.
+        id: u64,
         /// The time written.
         utc: UnixTime,
     },
@@ -273,6 +282,7 @@ pub struct BootConfig {
 }
 
 struct SyncExchange {
+    id: u32,
     nonce: [u8; NONCE_LEN],
     /// How many events the request carried, and the newest one's id.
     sent: usize,
@@ -293,6 +303,7 @@ struct CheckExchange {
 }
 
 struct EnrolExchange {
+    id: u32,
     enrolment: Enrolment,
     answer: Vec<u8, ENROL_RESPONSE_LEN>,
 }
@@ -303,6 +314,9 @@ pub struct Door<F, L> {
     ctl: Controller,
     settings: Settings,
     identity: Option<Enrolled>,
+    /// The site's key from the identity, decompressed once (every sync answer is checked
+    /// against it).
+    site: Option<ed25519_dalek::VerifyingKey>,
     /// RAM the active list is checked and searched in (the firmware's is a static buffer).
     list_ram: L,
     list_len: Option<usize>,
@@ -319,6 +333,8 @@ pub struct Door<F, L> {
     enrol_backoff: Duration,
     sync: Option<SyncExchange>,
     checks: Vec<CheckExchange, CHECKS_MAX>,
+    /// The id the next enrolment or sync exchange gets.
+    next_exchange: u32,
     last_now: Instant,
 }
 
@@ -386,6 +402,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             store,
             ctl,
             settings: settings.unwrap_or_default(),
+            site: identity
+                .as_ref()
+                .and_then(|i| ed25519_dalek::VerifyingKey::from_bytes(&i.site_key).ok()),
             identity,
             list_ram,
             list_len: None,
@@ -402,6 +421,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             enrol_backoff: ENROL_RETRY_INITIAL,
             sync: None,
             checks: Vec::new(),
+            next_exchange: 0,
             last_now: now,
         };
         for n in notices {
@@ -504,13 +524,18 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         now: Instant,
     ) -> Option<usize> {
         match exchange {
-            Exchange::Enrol => {
-                let request = self.enrol.as_ref()?.enrolment.request();
+            Exchange::Enrol { id } => {
+                let request = self
+                    .enrol
+                    .as_ref()
+                    .filter(|e| e.id == id)?
+                    .enrolment
+                    .request();
                 let out = buf.get_mut(..request.len())?;
                 out.copy_from_slice(&request);
                 Some(request.len())
             }
-            Exchange::Sync => self.write_sync(buf, now),
+            Exchange::Sync { id } => self.write_sync(id, buf, now),
             Exchange::Check { request } => {
                 let id = self.identity.as_ref()?;
                 let c = self.checks.iter().find(|c| c.request == request)?;
@@ -531,8 +556,8 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     /// The next bytes of the answer to `exchange`.
     pub fn handle_answer(&mut self, exchange: Exchange, bytes: &[u8], now: Instant) {
         match exchange {
-            Exchange::Enrol => {
-                if let Some(e) = &mut self.enrol {
+            Exchange::Enrol { id } => {
+                if let Some(e) = self.enrol.as_mut().filter(|e| e.id == id) {
                     take_into(&mut e.answer, bytes);
                 }
             }
@@ -541,7 +566,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                     take_into(&mut c.answer, bytes);
                 }
             }
-            Exchange::Sync => self.sync_answer(bytes, now),
+            Exchange::Sync { id } => self.sync_answer(id, bytes, now),
         }
         self.drain(now);
     }
@@ -549,8 +574,8 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     /// The answer to `exchange` is complete.
     pub fn handle_answer_end(&mut self, exchange: Exchange, now: Instant) {
         match exchange {
-            Exchange::Enrol => {
-                if let Some(e) = self.enrol.take() {
+            Exchange::Enrol { id } => {
+                if let Some(e) = self.take_enrol(id) {
                     match e.enrolment.finish(&e.answer) {
                         Ok(enrolled) => self.pair(enrolled, now),
                         Err(err) => {
@@ -576,7 +601,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                     }
                 }
             }
-            Exchange::Sync => self.sync_end(now),
+            Exchange::Sync { id } => self.sync_end(id, now),
         }
         self.drain(now);
     }
@@ -584,8 +609,8 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     /// `exchange` failed.
     pub fn handle_exchange_failed(&mut self, exchange: Exchange, failure: Failure, now: Instant) {
         match exchange {
-            Exchange::Enrol => {
-                if self.enrol.take().is_some() {
+            Exchange::Enrol { id } => {
+                if self.take_enrol(id).is_some() {
                     self.push(Request::Notice(Notice::PairingFailed(
                         ExchangeError::Failed(failure),
                     )));
@@ -600,8 +625,8 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                     self.ctl.handle_conditional_failed(request, now);
                 }
             }
-            Exchange::Sync => {
-                if self.sync.take().is_some() {
+            Exchange::Sync { id } => {
+                if self.take_sync(id).is_some() {
                     self.sync_failed(ExchangeError::Failed(failure), now);
                 }
             }
@@ -709,14 +734,12 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             match action {
                 Action::ReadRtc { at_tick } => self.push(Request::ReadRtc { at_tick }),
                 Action::WriteRtc { utc } => {
-                    self.record(
-                        EventBody::RtcWrite {
-                            utc_us: utc.as_micros(),
-                        },
-                        now,
-                    );
+                    let body = EventBody::RtcWrite {
+                        utc_us: utc.as_micros(),
+                    };
+                    let id = self.record(body, now);
                     self.push(Request::WriteRtc { utc });
-                    self.push(Request::Notice(Notice::RtcWritten { utc }));
+                    self.push(Request::Notice(Notice::RtcWritten { id, utc }));
                 }
                 Action::SendNtp { server, packet } => {
                     self.push(Request::SendNtp { server, packet })
@@ -797,9 +820,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             Ok(None) => return,
             Err(e) => return self.stored(Err(e)),
         };
-        let Some(id) = self.identity else {
+        if self.identity.is_none() {
             return; // Not paired: no key to check it with, and no site to serve.
-        };
+        }
         let len = info.len as usize;
         if len > self.list_ram.as_ref().len() {
             let reason = ListRejection::TooLarge { len: info.len };
@@ -808,11 +831,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         if let Err(e) = self.store.read_list(&info, self.list_ram.as_mut()) {
             return self.stored(Err(e));
         }
-        let checked = ed25519_dalek::VerifyingKey::from_bytes(&id.site_key)
-            .map_err(|_| ListError::BadSignature)
-            .and_then(|key| {
-                AllowList::verify(&self.list_ram.as_ref()[..len], &key).map(|l| l.info())
-            });
+        let checked = self.site.ok_or(ListError::BadSignature).and_then(|key| {
+            AllowList::verify(&self.list_ram.as_ref()[..len], &key).map(|l| l.info())
+        });
         match checked {
             Ok(info) => {
                 self.ctl.allowlist_installed(info, now);
@@ -843,11 +864,13 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill_bytes(&mut secret);
         self.rng.fill_bytes(&mut nonce);
+        let id = self.exchange_id();
         self.enrol = Some(EnrolExchange {
+            id,
             enrolment: Enrolment::new(secret, nonce, &self.settings.pairing_code),
             answer: Vec::new(),
         });
-        self.push(Request::Post(Exchange::Enrol));
+        self.push(Request::Post(Exchange::Enrol { id }));
     }
 
     /// The enrolment answer checked out: keep the identity, forget the code, and sync at once.
@@ -870,6 +893,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         let saved = self.store.set_settings(&self.settings);
         self.stored(saved);
         self.identity = Some(enrolled);
+        self.site = ed25519_dalek::VerifyingKey::from_bytes(&enrolled.site_key).ok();
         if self.sync.take().is_some() {
             // A sync under the old identity was under way: it is void.
             self.ctl.handle_backend_failed(now);
@@ -893,7 +917,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             self.ctl.handle_backend_failed(now);
             return;
         }
+        let id = self.exchange_id();
         self.sync = Some(SyncExchange {
+            id,
             nonce,
             sent: 0,
             newest_sent: 0,
@@ -902,12 +928,26 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             download: None,
             refused: false,
         });
-        self.push(Request::Post(Exchange::Sync));
+        self.push(Request::Post(Exchange::Sync { id }));
     }
 
-    fn write_sync(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
+    fn exchange_id(&mut self) -> u32 {
+        let id = self.next_exchange;
+        self.next_exchange = self.next_exchange.wrapping_add(1);
+        id
+    }
+
+    fn take_enrol(&mut self, id: u32) -> Option<EnrolExchange> {
+        self.enrol.take_if(|e| e.id == id)
+    }
+
+    fn take_sync(&mut self, id: u32) -> Option<SyncExchange> {
+        self.sync.take_if(|s| s.id == id)
+    }
+
+    fn write_sync(&mut self, exchange: u32, buf: &mut [u8], now: Instant) -> Option<usize> {
         let id = self.identity?;
-        let sync = self.sync.as_mut()?;
+        let sync = self.sync.as_mut().filter(|s| s.id == exchange)?;
         let wall = self.ctl.wall_time(now);
         let status = DeviceStatus {
             wall_us: wall.map(|w| w.utc.as_micros()),
@@ -937,9 +977,11 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         Some(w.finish(&id.device_key))
     }
 
-    fn sync_answer(&mut self, mut bytes: &[u8], now: Instant) {
+    fn sync_answer(&mut self, exchange: u32, mut bytes: &[u8], now: Instant) {
         let Some(id) = self.identity else { return };
-        let Some(sync) = &mut self.sync else { return };
+        let Some(sync) = self.sync.as_mut().filter(|s| s.id == exchange) else {
+            return;
+        };
         if sync.refused {
             return;
         }
@@ -948,8 +990,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             if !sync.fixed.is_full() {
                 return;
             }
-            let parsed = ed25519_dalek::VerifyingKey::from_bytes(&id.site_key)
-                .map_err(|_| ProtocolError::BadSignature)
+            let parsed = self
+                .site
+                .ok_or(ProtocolError::BadSignature)
                 .and_then(|site| {
                     SyncResponse::parse(&sync.fixed, &id.device_key, &site, id.door_id, &sync.nonce)
                 });
@@ -1017,8 +1060,10 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         }
     }
 
-    fn sync_end(&mut self, now: Instant) {
-        let Some(sync) = self.sync.take() else { return };
+    fn sync_end(&mut self, exchange: u32, now: Instant) {
+        let Some(sync) = self.take_sync(exchange) else {
+            return;
+        };
         if sync.answer.is_none() {
             return self.sync_failed(ExchangeError::Truncated, now);
         }

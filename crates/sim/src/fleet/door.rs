@@ -1,25 +1,36 @@
-//! One door of the fleet from the first boot to the end of the run: the shell around the real
-//! core [`Controller`], the door's hardware (oscillator, RTC, flash, network link, battery), its
-//! share of the backend (the event store, list downloads, CONDITIONAL answers), and the checks
-//! made after every step.
+//! One door of the fleet from the first boot to the end of the run: the shared door that ships
+//! ([`chronolock_device::door::Door`], with the real core controller, flash layout, outbox and
+//! device protocol), its hardware (oscillator, RTC, NOR flash in memory, network link,
+//! battery), its share of the backend (the server's own device-protocol logic,
+//! [`chronolock_backend`], over this door's records in memory), and the checks made after every
+//! step.
 //!
-//! Flash holds what survives a power cut: the persisted record, the installed list's slot, and
-//! the event outbox with its next id. Every event the controller emits is written to the outbox
-//! before anything else happens, and leaves it only when the backend has acknowledged storing
-//! it; the backend stores by event id, so a resend after a lost answer is stored once.
+//! The door and the backend exchange real protocol bytes: pairing with a one-time code at the
+//! first boot, syncs (events up, signed time, acknowledgements and lists down) and CONDITIONAL
+//! checks. Flash is the door's own: a power cut keeps exactly what the door wrote to it, and a
+//! torn write (the power failing during a flash operation) leaves what NOR flash would.
 
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use chronolock_backend::{DeviceError, Devices, DoorList, Pairing};
 use chronolock_core::access::Decision;
-use chronolock_core::allowlist::{AllowList, MAX_USER_CODE_LEN};
-use chronolock_core::controller::{Credential, NONCE_LEN};
+use chronolock_core::allowlist::{keypad_key, AccessType, ListError};
+use chronolock_core::controller::Credential;
 use chronolock_core::keypad::KeypadUse;
 use chronolock_core::ntp::{ServerReply, PACKET_LEN};
 use chronolock_core::otp::{self, OtpParams};
-use chronolock_core::report::Basis;
-use chronolock_core::{
-    Action, BackendTime, Config, Controller, Event, Instant, Persisted, RtcReading, UnixTime,
+use chronolock_core::protocol::{
+    pairing_code_hash, CheckRequest, DeviceStatus, EventBody, WireEvent, SYNC_RESPONSE_LEN,
 };
+use chronolock_core::report::Basis;
+use chronolock_core::{Config, Event, Instant, RtcReading, UnixTime};
+use chronolock_device::door::{
+    BootConfig, Door, Exchange, ExchangeError, Failure, Layout, ListRejection, Notice, Request,
+    Settings, Store, BODY_MAX,
+};
+use chronolock_device::flash::{block_on, MemFlash};
 use jiff::civil::Time;
 use jiff::Timestamp;
 
@@ -28,11 +39,12 @@ use super::rng::Rng;
 use super::world::{CredKey, Intervals, Site, World, DAY, HOUR, LOCAL_EDGES_MIN, MIN, SEC};
 use super::{FleetConfig, Plant, Violation};
 
-/// Most events the outbox holds; more would be lost. Sized for the longest backend outage the
-/// fault model draws (36 h) at the busiest door, with room to spare.
-pub(crate) const OUTBOX_CAP: usize = 4096;
-/// Most events one sync carries.
-pub(crate) const SYNC_BATCH: usize = 64;
+/// The door's flash: two 64 KiB list slots, the settings map, and a 256 KiB outbox (about 4,000
+/// events: the longest backend outage the fault model draws, 36 h, at the busiest door, fits
+/// with room to spare).
+const LAYOUT: Layout = Layout::packed(64 * 1024, 256 * 1024);
+/// RAM the door checks lists in.
+const LIST_RAM: usize = 64 * 1024;
 /// Most steps at one instant before the door is declared stuck.
 const MAX_STEPS_PER_INSTANT: u32 = 10_000;
 /// Events emitted this close to the end may still be waiting for the next sync.
@@ -41,6 +53,12 @@ const IN_FLIGHT_AT_END: i64 = 15 * MIN;
 const BOUND_SLACK_US: i64 = 5;
 /// How close a misled clock's error must be to a lie the door was told for the lie to explain it.
 const LIE_MATCH_US: i64 = SEC;
+/// How long the door's HTTP client waits for an answer before it gives up.
+const HTTP_TIMEOUT: i64 = 15 * SEC;
+/// The pairing code each door is installed with.
+const PAIRING_CODE: &str = "FLEE-TDOO-RSIM";
+/// The backend's URL in the door's settings (the fleet routes it to the in-memory backend).
+const SERVER_URL: &str = "http://backend.fleet";
 
 /// Figures of one door's run, summed into the fleet report.
 #[derive(Clone, Debug, Default)]
@@ -88,10 +106,11 @@ enum Typed {
     Wrong(u32),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An event as emitted, and as the backend must store it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Stored {
     t: i64,
-    event: Event,
+    body: EventBody,
 }
 
 #[derive(Clone, Debug)]
@@ -117,28 +136,31 @@ enum Ev {
         packet: [u8; PACKET_LEN],
         lie: Option<i64>,
     },
-    BackendReply {
+    /// A request reaches the backend.
+    Serve {
         boot: u64,
-        time: BackendTime,
-        acked: Vec<u64>,
-        list: Option<u64>,
+        exchange: Exchange,
+        body: Vec<u8>,
     },
-    BackendFailed {
+    /// Bytes of an answer reach the door (`end`: the last of them).
+    Answer {
         boot: u64,
+        exchange: Exchange,
+        bytes: Vec<u8>,
+        end: bool,
     },
-    ListStaged {
+    /// The door's HTTP client gives up on an exchange.
+    Failed {
         boot: u64,
-        generation: u64,
-    },
-    Conditional {
-        boot: u64,
-        request: u32,
-        key: CredKey,
-        granted: Option<bool>,
+        exchange: Exchange,
+        failure: Failure,
     },
     RtcTick {
         boot: u64,
     },
+    /// The installer enters a fresh pairing code on the setup page (the answer to the first
+    /// pairing was lost, and the code is spent).
+    Reinstall,
 }
 
 /// The DS3231: a free-running counter from its last write, with its own drift.
@@ -181,10 +203,130 @@ fn inv_ppb(d: i64, ppb: i64) -> i64 {
     (i128::from(d) * 1_000_000_000).div_euclid(1_000_000_000 + i128::from(ppb)) as i64
 }
 
-/// The running device: one controller per boot, and its monotonic clock as a piecewise-linear
+/// A site's list as the backend hands it out (shared between the site's doors).
+#[derive(Clone, Debug)]
+struct SharedList(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedList {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// This door's records at the backend, for the server's own device-protocol logic: its pairing
+/// code, its device key once paired, the events it stored, and the site's lists by time.
+struct SimBackend<'w> {
+    site: &'w Site,
+    world: &'w World,
+    door_id: i64,
+    plant: Option<Plant>,
+    /// The site's signing key (expanded once: every sync answer is signed).
+    signing: ed25519_dalek::SigningKey,
+    /// The time the backend handles the current request at (virtual, since the start).
+    now_t: Cell<i64>,
+    pairing: RefCell<Option<Pairing>>,
+    key: Cell<Option<[u8; 32]>>,
+    stored: RefCell<BTreeMap<u64, Stored>>,
+    resent: Cell<u64>,
+    /// The credential and verdict of the last CONDITIONAL check answered.
+    last_check: RefCell<Option<(CredKey, bool)>>,
+}
+
+impl Devices for SimBackend<'_> {
+    type List = SharedList;
+
+    async fn pending_pairings(&self, _now_unix: i64) -> Result<Vec<Pairing>, DeviceError> {
+        Ok(self.pairing.borrow().iter().cloned().collect())
+    }
+
+    async fn claim_pairing(
+        &self,
+        pairing: &Pairing,
+        device_key: [u8; 32],
+        _now_unix: i64,
+    ) -> Result<bool, DeviceError> {
+        let mut p = self.pairing.borrow_mut();
+        if p.as_ref() != Some(pairing) {
+            return Ok(false);
+        }
+        *p = None;
+        self.key.set(Some(device_key));
+        Ok(true)
+    }
+
+    async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError> {
+        Ok(self.key.get().filter(|_| door_id == self.door_id))
+    }
+
+    async fn store_events(
+        &self,
+        _door_id: i64,
+        events: &[WireEvent],
+        _received_us: i64,
+    ) -> Result<(), DeviceError> {
+        let mut stored = self.stored.borrow_mut();
+        for e in events {
+            // Planted: the backend acknowledges every 50th event without keeping it.
+            if self.plant == Some(Plant::BackendLosesEvent) && e.id % 50 == 0 {
+                continue;
+            }
+            match stored.entry(e.id) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    self.resent.set(self.resent.get() + 1);
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Stored {
+                        t: self.now_t.get(),
+                        body: e.body.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_status(&self, _door_id: i64, _status: &DeviceStatus, _received_us: i64) {}
+
+    async fn door_list(
+        &self,
+        _door_id: i64,
+        device_generation: u64,
+    ) -> Result<DoorList<SharedList>, DeviceError> {
+        let current = self.site.version_at(self.now_t.get());
+        Ok(DoorList {
+            generation: current.map_or(0, |v| v.generation),
+            sync_interval_s: 300,
+            list: current
+                .filter(|v| v.generation > device_generation)
+                .map(|v| SharedList(v.bytes.clone())),
+        })
+    }
+
+    async fn conditional_granted(
+        &self,
+        _door_id: i64,
+        credential: &Credential,
+        _now_unix: i64,
+    ) -> Result<bool, DeviceError> {
+        let t = self.now_t.get();
+        let key = cred_key(*credential);
+        let secs = self.world.unix_secs(t);
+        let granted = self
+            .site
+            .version_at(t)
+            .and_then(|v| v.entries.get(&key))
+            .is_some_and(|e| {
+                e.access == AccessType::Conditional && reference::at_secs(e, secs) == Want::Ask
+            });
+        *self.last_check.borrow_mut() = Some((key, granted));
+        Ok(granted)
+    }
+}
+
+/// The running device: one door per boot, and its monotonic clock as a piecewise-linear
 /// function of true time (the oscillator's rate changes with temperature).
 struct Dev {
-    ctl: Controller,
+    door: Door<MemFlash, Vec<u8>>,
     boot: u64,
     seg_t: i64,
     seg_mono: i64,
@@ -211,13 +353,9 @@ pub(crate) struct DoorRun<'w> {
     mains_off_until: i64,
     rtc: Option<Rtc>,
     battery_mv: u16,
-    // Flash.
-    flash_record: Option<[u8; Persisted::LEN]>,
-    flash_list: Option<u64>,
-    outbox: BTreeMap<u64, Stored>,
-    next_id: u64,
-    // The backend's view of this door.
-    store: BTreeMap<u64, Stored>,
+    /// The flash and list RAM while the door is off.
+    flash: Option<(MemFlash, Vec<u8>)>,
+    backend: SimBackend<'w>,
     // Checker state.
     emitted: BTreeMap<u64, Stored>,
     report_days: BTreeMap<i64, u32>,
@@ -228,11 +366,9 @@ pub(crate) struct DoorRun<'w> {
     rtc_taint: Option<i64>,
     /// While handling a CONDITIONAL answer: the card and the backend's verdict.
     conditional_ctx: Option<(CredKey, bool)>,
-    /// CONDITIONAL cards the controller asked the backend about and has not decided yet: their
+    /// CONDITIONAL cards the door asked the backend about and has not decided yet: their
     /// decision follows the answer (or its absence), not the list installed when it comes.
     asked: Vec<CredKey>,
-    /// Flash: each keypad user's code usage, handed back at boot.
-    keypad_uses: BTreeMap<[u8; MAX_USER_CODE_LEN + 1], KeypadUse>,
     /// While a keypad entry is being handled: the user code, what was typed, and whether it is
     /// a new code (not the last entry typed again).
     typing: Option<(Vec<u8>, Typed, bool)>,
@@ -240,8 +376,11 @@ pub(crate) struct DoorRun<'w> {
     hotp_token: BTreeMap<usize, u64>,
     last_typed: BTreeMap<usize, Typed>,
     /// Codes that opened this door: none may open it twice.
-    granted_codes: std::collections::BTreeSet<(Vec<u8>, Typed)>,
+    granted_codes: BTreeSet<(Vec<u8>, Typed)>,
     max_installed: u64,
+    /// Ids of events emitted since a torn flash write was armed: those that never reached
+    /// flash before the power failed did not happen.
+    armed: Option<Vec<u64>>,
     pub(crate) tally: Tally,
     pub(crate) violations: Vec<Violation>,
 }
@@ -257,11 +396,8 @@ impl<'w> DoorRun<'w> {
                 .ntp_servers
                 .push(name.as_str().try_into().unwrap_or_default());
         }
-        ctl_cfg.site_key = Some(
-            ed25519_dalek::SigningKey::from_bytes(&site.key)
-                .verifying_key()
-                .to_bytes(),
-        );
+        // The site key comes from pairing, as on a real door.
+        ctl_cfg.site_key = None;
         // The firmware's build time: before any start date the fleet draws.
         ctl_cfg.time_floor = UnixTime::from_secs(1_767_225_600);
         let rtc = rng.chance(600_000).then(|| Rtc {
@@ -271,14 +407,32 @@ impl<'w> DoorRun<'w> {
             drift_ppb: rng.range(-1_900, 1_900),
             osf: rng.chance(150_000),
         });
-        let flash_record = Some(
-            Persisted {
-                provisioned: true,
-                ..Persisted::default()
-            }
-            .encode(),
-        );
+        // Installed with the server's address and a pairing code, as the setup page leaves it.
+        let mut flash = MemFlash::new(LAYOUT.end() as usize);
+        if let Ok(mut store) = Store::new(&mut flash, LAYOUT) {
+            let mut settings = Settings::default();
+            let _ = settings.server_url.push_str(SERVER_URL);
+            let _ = settings.pairing_code.push_str(PAIRING_CODE);
+            let _ = store.set_settings(&settings);
+        }
         let osc_ppb = rng.range(-9_500, 9_500);
+        let backend = SimBackend {
+            site,
+            world: w,
+            door_id: i64::from(door) + 1,
+            plant: cfg.plant,
+            signing: ed25519_dalek::SigningKey::from_bytes(&site.key),
+            now_t: Cell::new(0),
+            pairing: RefCell::new(Some(Pairing {
+                door_id: i64::from(door) + 1,
+                code_hash: pairing_code_hash(PAIRING_CODE),
+                sync_interval_s: 300,
+            })),
+            key: Cell::new(None),
+            stored: RefCell::new(BTreeMap::new()),
+            resent: Cell::new(0),
+            last_check: RefCell::new(None),
+        };
         let mut run = DoorRun {
             w,
             cfg,
@@ -296,23 +450,20 @@ impl<'w> DoorRun<'w> {
             mains_off_until: 0,
             rtc,
             battery_mv: 3_700,
-            flash_record,
-            flash_list: None,
-            outbox: BTreeMap::new(),
-            next_id: 1,
-            store: BTreeMap::new(),
+            flash: Some((flash, vec![0; LIST_RAM])),
+            backend,
             emitted: BTreeMap::new(),
             report_days: BTreeMap::new(),
             lies_seen: Vec::new(),
             rtc_taint: None,
             conditional_ctx: None,
             asked: Vec::new(),
-            keypad_uses: BTreeMap::new(),
             typing: None,
             hotp_token: BTreeMap::new(),
             last_typed: BTreeMap::new(),
-            granted_codes: std::collections::BTreeSet::new(),
+            granted_codes: BTreeSet::new(),
             max_installed: 0,
+            armed: None,
             tally: Tally::default(),
             violations: Vec::new(),
         };
@@ -437,7 +588,7 @@ impl<'w> DoorRun<'w> {
     /// True time at which the controller's next timer fires.
     fn timer_at(&self) -> Option<i64> {
         let dev = self.dev.as_ref()?;
-        let due = dev.ctl.poll_timeout()?.as_micros() as i64;
+        let due = dev.door.poll_timeout()?.as_micros() as i64;
         if due <= Self::mono_at(dev, self.osc_ppb, self.t) {
             return Some(self.t);
         }
@@ -458,7 +609,7 @@ impl<'w> DoorRun<'w> {
     /// The clock's error against true time and its bound (µs), if it is valid.
     fn clock_error(&self) -> Option<(i64, i64)> {
         let dev = self.dev.as_ref()?;
-        let wall = dev.ctl.wall_time(self.mono())?;
+        let wall = dev.door.controller().wall_time(self.mono())?;
         Some((
             wall.utc.as_micros() - self.true_utc_us(),
             wall.error_bound_ms as i64 * 1000,
@@ -515,7 +666,7 @@ impl<'w> DoorRun<'w> {
             } else {
                 let now = self.mono();
                 if let Some(dev) = &mut self.dev {
-                    dev.ctl.handle_timeout(now);
+                    dev.door.handle_timeout(now);
                 }
             }
             self.drain();
@@ -531,10 +682,8 @@ impl<'w> DoorRun<'w> {
         let boot = self.dev.as_ref().map(|d| d.boot);
         match ev {
             Ev::Card(uid) => {
-                let list = self.installed_bytes();
-                let list = list.as_deref().and_then(|b| AllowList::open(b).ok());
                 if let Some(dev) = &mut self.dev {
-                    dev.ctl.handle_card(&uid, list.as_ref(), now);
+                    dev.door.handle_card(&uid, now);
                 }
             }
             Ev::Keypad(user) => self.type_entry(user),
@@ -581,7 +730,7 @@ impl<'w> DoorRun<'w> {
                 }
                 self.network_up = up;
                 if let Some(dev) = &mut self.dev {
-                    dev.ctl.handle_network(up, now);
+                    dev.door.handle_network(up, now);
                 }
             }
             Ev::Drift(ppb) => {
@@ -601,7 +750,7 @@ impl<'w> DoorRun<'w> {
                 if !self.network_up {
                     self.network_up = true;
                     if let Some(dev) = &mut self.dev {
-                        dev.ctl.handle_network(true, now);
+                        dev.door.handle_network(true, now);
                     }
                 }
                 if self.dev.is_none() {
@@ -620,76 +769,69 @@ impl<'w> DoorRun<'w> {
                         self.fault("ntp_lie_delivered");
                     }
                     if let Some(dev) = &mut self.dev {
-                        dev.ctl.handle_ntp_response(server, &packet, now);
+                        dev.door.handle_ntp_response(server, &packet, now);
                     }
                 }
             }
-            Ev::BackendReply {
+            Ev::Serve {
                 boot: b,
-                time,
-                acked,
-                list,
+                exchange,
+                body,
+            } => self.serve(b, exchange, body),
+            Ev::Answer {
+                boot: b,
+                exchange,
+                bytes,
+                end,
             } => {
-                if boot == Some(b) && online {
+                if boot != Some(b) {
+                    return;
+                }
+                if !online {
+                    // The connection broke with the network: the client reports it.
                     if let Some(dev) = &mut self.dev {
-                        dev.ctl.handle_backend_time(&time, now);
+                        dev.door
+                            .handle_exchange_failed(exchange, Failure::Unreachable, now);
                     }
-                    for id in acked {
-                        self.outbox.remove(&id);
-                    }
-                    if let Some(generation) = list {
-                        // Downloading and writing the new list to the spare slot takes a while;
-                        // a power cut meanwhile loses it and the door keeps the old one.
-                        let at = self.t + self.rng.range(20_000, 800_000);
-                        self.schedule(
-                            at,
-                            Ev::ListStaged {
-                                boot: b,
-                                generation,
-                            },
-                        );
-                        if self.t < self.w.fault_end && self.rng.chance(30_000) {
-                            // Aim a short power cut at the window between download and install.
-                            let cut = self.rng.range(self.t + 1, at + 1);
-                            let until = cut + self.rng.range(SEC, 30 * SEC);
-                            self.schedule(cut, Ev::PowerCut { until });
-                        }
+                    return;
+                }
+                if let Exchange::Check { .. } = exchange {
+                    self.conditional_ctx = self.backend.last_check.borrow_mut().take();
+                }
+                self.tear_flash_maybe();
+                if let Some(dev) = &mut self.dev {
+                    dev.door.handle_answer(exchange, &bytes, now);
+                    if end {
+                        dev.door.handle_answer_end(exchange, now);
                     }
                 }
+                self.drain();
+                self.conditional_ctx = None;
             }
-            Ev::BackendFailed { boot: b } => {
-                if boot == Some(b) {
-                    if let Some(dev) = &mut self.dev {
-                        dev.ctl.handle_backend_failed(now);
-                    }
-                }
-            }
-            Ev::ListStaged {
+            Ev::Failed {
                 boot: b,
-                generation,
-            } => {
-                if boot == Some(b) {
-                    self.install(generation);
-                }
-            }
-            Ev::Conditional {
-                boot: b,
-                request,
-                key,
-                granted,
+                exchange,
+                failure,
             } => {
                 if boot == Some(b) {
                     if let Some(dev) = &mut self.dev {
-                        match granted {
-                            Some(g) if online => {
-                                self.conditional_ctx = Some((key, g));
-                                dev.ctl.handle_conditional_answer(request, g, now);
-                            }
-                            _ => dev.ctl.handle_conditional_failed(request, now),
-                        }
+                        dev.door.handle_exchange_failed(exchange, failure, now);
                     }
-                    self.drain();
-                    self.conditional_ctx = None;
+                }
+            }
+            Ev::Reinstall => {
+                *self.backend.pairing.borrow_mut() = Some(Pairing {
+                    door_id: self.backend.door_id,
+                    code_hash: pairing_code_hash(PAIRING_CODE),
+                    sync_interval_s: 300,
+                });
+                if let Some(dev) = &mut self.dev {
+                    let mut form = chronolock_device::setup::SetupForm::default();
+                    let _ = form.server_url.push_str(SERVER_URL);
+                    let _ = form.pairing_code.push_str(PAIRING_CODE);
+                    dev.door.handle_setup(&form, now);
+                } else {
+                    self.schedule(self.t + HOUR, Ev::Reinstall);
                 }
             }
             Ev::RtcTick { boot: b } => {
@@ -699,53 +841,88 @@ impl<'w> DoorRun<'w> {
                         .as_ref()
                         .map_or(RtcReading::Absent, |r| r.read(self.t).at_tick());
                     if let Some(dev) = &mut self.dev {
-                        dev.ctl.handle_rtc_read(reading, now);
+                        dev.door.handle_rtc_read(reading, now);
                     }
                 }
             }
         }
     }
 
-    fn installed_bytes(&self) -> Option<std::sync::Arc<Vec<u8>>> {
-        self.flash_list
-            .and_then(|g| self.site.version(g))
-            .map(|v| v.bytes.clone())
+    /// Now and then the power fails in the middle of a flash operation: the door's next writes
+    /// (the answer about to arrive) get a budget of bytes, and the door dies where it runs out.
+    fn tear_flash_maybe(&mut self) {
+        if self.t >= self.w.fault_end || !self.rng.chance(2_000) {
+            return;
+        }
+        let budget = self.rng.below(4_096) as usize;
+        if let Some(dev) = &mut self.dev {
+            dev.door.store().flash().cut_after(Some(budget));
+            self.armed.get_or_insert_with(Vec::new);
+            self.fault("torn_flash_write_armed");
+        }
+    }
+
+    /// The list generation the door has in use (none while it is off).
+    fn installed_generation(&self) -> Option<u64> {
+        self.dev
+            .as_ref()
+            .and_then(|d| d.door.list_info())
+            .map(|i| i.generation)
     }
 
     fn power_down(&mut self, kind: &'static str) {
-        let boot = self.dev.as_ref().map(|d| d.boot);
-        if self
-            .queue
-            .values()
-            .any(|e| matches!(e, Ev::ListStaged { boot: b, .. } if Some(*b) == boot))
-        {
-            self.fault("power_cut_during_list_install");
+        if let Some(dev) = self.dev.take() {
+            if self
+                .queue
+                .values()
+                .any(|e| matches!(e, Ev::Answer { boot, end: false, .. } | Ev::Answer { boot, end: true, .. } if *boot == dev.boot))
+            {
+                self.fault("power_cut_during_list_download");
+            }
+            let (store, ram) = dev.door.into_parts();
+            let mut flash = store.into_flash();
+            flash.cut_after(None);
+            if self.cfg.plant == Some(Plant::ForgetKeypadUse) {
+                // Planted: the keypad's code use is lost with the power (as if the shell kept
+                // it in RAM only).
+                if let Ok(mut store) = Store::new(&mut flash, LAYOUT) {
+                    for k in &self.site.keypad {
+                        if let Some(user) = keypad_key(&k.code) {
+                            let _ = store.set_keypad_use(&KeypadUse {
+                                user,
+                                last_totp_step: None,
+                                hotp_next: 0,
+                            });
+                        }
+                    }
+                }
+            }
+            self.flash = Some((flash, ram));
         }
-        self.dev = None;
         self.asked.clear();
         self.fault(kind);
     }
 
     fn boot(&mut self) {
+        let Some((flash, ram)) = self.flash.take() else {
+            return;
+        };
+        let store = match Store::new(flash, LAYOUT) {
+            Ok(s) => s,
+            Err(e) => {
+                self.violate("flash_opens", format!("{e}"));
+                return;
+            }
+        };
         self.boots += 1;
         self.tally.boots += 1;
-        let persisted = self
-            .flash_record
-            .as_ref()
-            .and_then(|b| Persisted::decode(b).ok())
-            .unwrap_or_default();
         let seed = self.rng.seed32();
-        let mut ctl = Controller::new(self.ctl_cfg.clone(), persisted, seed, Instant::ZERO);
-        for used in self.keypad_uses.values() {
-            ctl.restore_keypad_use(*used);
-        }
-        if let Some(bytes) = self.installed_bytes() {
-            // Fully checked when it was installed; opened in place at boot.
-            match AllowList::open(&bytes) {
-                Ok(list) => ctl.allowlist_installed(list.info(), Instant::ZERO),
-                Err(e) => self.violate("list_in_flash", format!("does not open: {e:?}")),
-            }
-        }
+        let config = BootConfig {
+            core: self.ctl_cfg.clone(),
+            sync_interval_s: None,
+            setup_button: false,
+        };
+        let door = Door::boot(store, config, seed, ram, Instant::ZERO);
         self.lies_seen.clear();
         if self.rtc.is_some() {
             if let Some(lie) = self.rtc_taint {
@@ -753,7 +930,7 @@ impl<'w> DoorRun<'w> {
             }
         }
         self.dev = Some(Dev {
-            ctl,
+            door,
             boot: self.boots,
             seg_t: self.t,
             seg_mono: 0,
@@ -762,46 +939,19 @@ impl<'w> DoorRun<'w> {
         });
         self.drain();
         if self.network_up {
-            if let Some(dev) = &mut self.dev {
-                dev.ctl.handle_network(true, Instant::ZERO);
-            }
-        }
-    }
-
-    fn install(&mut self, generation: u64) {
-        let Some(version) = self.site.version(generation) else {
-            return;
-        };
-        let bytes = version.bytes.clone();
-        let now = self.mono();
-        let Some(dev) = &mut self.dev else { return };
-        match dev.ctl.check_allowlist(&bytes) {
-            Ok(list) => {
-                let info = list.info();
-                // The slot switch, then the controller remembers the generation.
-                self.flash_list = Some(generation);
-                dev.ctl.allowlist_installed(info, now);
-                self.tally.list_installs += 1;
-                if generation < self.max_installed {
-                    self.violate(
-                        "list_rollback",
-                        format!("installed {generation} after {}", self.max_installed),
-                    );
-                }
-                self.max_installed = self.max_installed.max(generation);
-            }
-            // Two downloads of the same list can overlap: the second is refused as stale.
-            Err(chronolock_core::allowlist::ListError::StaleGeneration { .. }) => {}
-            Err(e) => self.violate("list_refused", format!("generation {generation}: {e:?}")),
-        }
-    }
-
-    /// Carries out everything the controller asked for.
-    fn drain(&mut self) {
-        while let Some(action) = self.dev.as_mut().and_then(|d| d.ctl.poll_action()) {
             let now = self.mono();
-            match action {
-                Action::ReadRtc { at_tick } => {
+            if let Some(dev) = &mut self.dev {
+                dev.door.handle_network(true, now);
+            }
+        }
+    }
+
+    /// Carries out everything the door asked for; a door whose flash lost power mid-write dies.
+    fn drain(&mut self) {
+        while let Some(request) = self.dev.as_mut().and_then(|d| d.door.poll_request()) {
+            let now = self.mono();
+            match request {
+                Request::ReadRtc { at_tick } => {
                     let boot = self.dev.as_ref().map_or(0, |d| d.boot);
                     match &self.rtc {
                         Some(rtc) if at_tick && !rtc.osf => {
@@ -812,12 +962,12 @@ impl<'w> DoorRun<'w> {
                             let reading =
                                 rtc.as_ref().map_or(RtcReading::Absent, |r| r.read(self.t));
                             if let Some(dev) = &mut self.dev {
-                                dev.ctl.handle_rtc_read(reading, now);
+                                dev.door.handle_rtc_read(reading, now);
                             }
                         }
                     }
                 }
-                Action::WriteRtc { utc } => {
+                Request::WriteRtc { utc } => {
                     let taint = self
                         .clock_error()
                         .filter(|&(e, b)| e.abs() > b + BOUND_SLACK_US)
@@ -829,48 +979,125 @@ impl<'w> DoorRun<'w> {
                         self.rtc_taint = taint;
                     }
                 }
-                Action::SendNtp { server, packet } => self.send_ntp(server, packet),
-                Action::SyncBackend { nonce } => self.sync(nonce),
-                Action::Persist(p) => self.flash_record = Some(p.encode()),
-                Action::PersistKeypadUse(used) => {
-                    if !matches!(self.cfg.plant, Some(Plant::ForgetKeypadUse)) {
-                        self.keypad_uses.insert(used.user, used);
-                    }
-                }
-                Action::Feedback(_) => {}
-                Action::Unlock { .. } => self.tally.unlocks += 1,
-                Action::AskBackend {
-                    request,
-                    credential,
-                } => self.ask_backend(request, credential),
-                Action::ReadBattery => {
+                Request::SendNtp { server, packet } => self.send_ntp(server, packet),
+                Request::Post(exchange) => self.post(exchange),
+                Request::Feedback(_) => {}
+                Request::Unlock { .. } => self.tally.unlocks += 1,
+                Request::ReadBattery => {
                     let mv = self.battery_mv;
                     let ignored = self.cfg.plant == Some(Plant::IgnoreBatteryRead);
                     if let Some(dev) = self.dev.as_mut().filter(|_| !ignored) {
-                        dev.ctl.handle_battery(mv, now);
+                        dev.door.handle_battery(mv, now);
                     }
                 }
-                Action::Event(e) => self.record(e),
+                Request::Notice(n) => self.notice(n),
             }
+            if self.flash_cut() {
+                self.torn_power_cut();
+            }
+        }
+        if let Some(dev) = &mut self.dev {
+            let len = dev.door.outbox_len() as u64;
+            self.tally.max_outbox = self.tally.max_outbox.max(len);
         }
     }
 
-    /// Writes an event to the outbox (flash) first, then checks it.
-    fn record(&mut self, event: Event) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let stored = Stored { t: self.t, event };
-        self.tally.events_emitted += 1;
-        self.emitted.insert(id, stored);
-        let dropped = matches!(self.cfg.plant, Some(Plant::DropOutboxEntry)) && id % 50 == 0;
-        if !dropped {
-            if self.outbox.len() >= OUTBOX_CAP {
-                self.violate("outbox_full", format!("event {id} has no room"));
-            } else {
-                self.outbox.insert(id, stored);
+    fn notice(&mut self, n: Notice) {
+        match n {
+            Notice::Event { id, event } => self.record(id, event),
+            Notice::RtcWritten { id, utc } => self.emit(
+                id,
+                EventBody::RtcWrite {
+                    utc_us: utc.as_micros(),
+                },
+            ),
+            Notice::ListInstalled { generation, .. } => {
+                self.tally.list_installs += 1;
+                if generation < self.max_installed {
+                    self.violate(
+                        "list_rollback",
+                        format!("installed {generation} after {}", self.max_installed),
+                    );
+                }
+                self.max_installed = self.max_installed.max(generation);
+            }
+            // A sync that answered while an older list was still on its way.
+            Notice::ListRejected(ListRejection::List(ListError::StaleGeneration { .. })) => {}
+            // The power failed during the download's flash writes: the old list stays.
+            Notice::ListRejected(ListRejection::Store(_)) if self.flash_cut() => {}
+            Notice::ListRejected(reason) => {
+                self.violate("list_refused", format!("{reason}"));
+            }
+            Notice::OutboxFull { dropped } => {
+                self.violate("outbox_full", format!("{dropped} events dropped"));
+            }
+            Notice::RequestsDropped { count } => {
+                self.violate("dropped_actions", format!("{count} requests dropped"));
+            }
+            Notice::Storage(e) if !self.flash_cut() => {
+                self.violate("flash_works", format!("{e}"));
+            }
+            Notice::PairingFailed(e) if !matches!(e, ExchangeError::Failed(_)) => {
+                self.violate("pairing", format!("{e}"));
+            }
+            Notice::Storage(_)
+            | Notice::PairingFailed(_)
+            | Notice::Paired { .. }
+            | Notice::Synced { .. }
+            | Notice::SyncFailed(_) => {}
+        }
+    }
+
+    /// The power failed in the middle of a flash write: the door dies there. What it still had
+    /// to say is void, except events that had reached flash; events it announced that had not
+    /// did not happen.
+    fn torn_power_cut(&mut self) {
+        self.fault("torn_flash_write");
+        let mut late = Vec::new();
+        while let Some(r) = self.dev.as_mut().and_then(|d| d.door.poll_request()) {
+            match r {
+                Request::Notice(Notice::Event { id, event }) => {
+                    late.push((id, EventBody::from_event(&event)))
+                }
+                Request::Notice(Notice::RtcWritten { id, utc }) => late.push((
+                    id,
+                    EventBody::RtcWrite {
+                        utc_us: utc.as_micros(),
+                    },
+                )),
+                _ => {}
             }
         }
-        self.tally.max_outbox = self.tally.max_outbox.max(self.outbox.len() as u64);
+        self.power_down("power_cut");
+        let in_flash = self.outbox_ids();
+        let stored: BTreeSet<u64> = self.backend.stored.borrow().keys().copied().collect();
+        for id in self.armed.take().unwrap_or_default() {
+            if !in_flash.contains(&id)
+                && !stored.contains(&id)
+                && self.emitted.remove(&id).is_some()
+            {
+                self.tally.events_emitted -= 1;
+            }
+        }
+        for (id, body) in late {
+            if in_flash.contains(&id) {
+                self.emit(id, body);
+            }
+        }
+        let until = self.t + self.rng.range(SEC, 10 * SEC);
+        self.mains_off_until = self.mains_off_until.max(until);
+        self.schedule(until, Ev::PowerOn);
+    }
+
+    fn flash_cut(&mut self) -> bool {
+        self.dev
+            .as_mut()
+            .is_some_and(|d| d.door.store().flash().is_cut())
+    }
+
+    /// An event the door wrote to its outbox: kept for the lost-event check, then checked.
+    fn record(&mut self, id: u64, event: Event) {
+        self.emit(id, EventBody::from_event(&event));
         match event {
             Event::Decision {
                 credential,
@@ -882,7 +1109,24 @@ impl<'w> DoorRun<'w> {
                     self.check_report(basis);
                 }
             }
+            Event::ActionsDropped { count } => {
+                self.violate("dropped_actions", format!("{count} actions dropped"));
+            }
             _ => {}
+        }
+    }
+
+    fn emit(&mut self, id: u64, body: EventBody) {
+        self.tally.events_emitted += 1;
+        if let Some(armed) = &mut self.armed {
+            armed.push(id);
+        }
+        if self
+            .emitted
+            .insert(id, Stored { t: self.t, body })
+            .is_some()
+        {
+            self.violate("event_ids_unique", format!("event id {id} used twice"));
         }
     }
 
@@ -921,102 +1165,183 @@ impl<'w> DoorRun<'w> {
         );
     }
 
-    /// One sync exchange: the backend stores the outbox's oldest events (once per id), answers
-    /// with its signed time, the ids it stored, and the site's newest list if the door's is
-    /// older.
-    fn sync(&mut self, nonce: [u8; NONCE_LEN]) {
+    /// The door POSTs an exchange: its bytes reach the backend after the uplink's delay (or
+    /// never, and the client gives up).
+    fn post(&mut self, exchange: Exchange) {
+        let now = self.mono();
+        let Some(dev) = &mut self.dev else { return };
+        let boot = dev.boot;
+        let mut body = vec![0u8; BODY_MAX];
+        let Some(n) = dev.door.write_body(exchange, &mut body, now) else {
+            return;
+        };
+        body.truncate(n);
+        if let Exchange::Check { .. } = exchange {
+            if let Ok(c) = CheckRequest::parse(&body) {
+                self.asked.push(cred_key(c.credential));
+            }
+        }
         if !self.network_up {
+            let failure = Failure::Unreachable;
+            self.schedule(
+                self.t + 3 * SEC,
+                Ev::Failed {
+                    boot,
+                    exchange,
+                    failure,
+                },
+            );
             return;
         }
-        self.tally.syncs += 1;
-        let boot = self.dev.as_ref().map_or(0, |d| d.boot);
-        let (out, back) = if self.rng.chance(20_000) {
+        let out = if matches!(exchange, Exchange::Sync { .. }) && self.rng.chance(20_000) {
             // A congested uplink: some answers come close to or after the controller's 10 s
             // deadline (a late answer's time is refused; its acknowledgement still counts).
             self.fault("slow_sync");
-            (
-                self.rng.range(10_000, 9_000_000),
-                self.rng.range(10_000, 9_000_000),
-            )
+            self.rng.range(10_000, 9_000_000)
         } else {
-            (
-                self.rng.range(10_000, 150_000),
-                self.rng.range(10_000, 150_000),
-            )
+            self.rng.range(10_000, 150_000)
         };
-        let arrive = self.t + out;
-        if !self.w.backend_up(arrive) {
-            self.schedule(arrive + back, Ev::BackendFailed { boot });
-            return;
-        }
-        let mut acked = Vec::new();
-        for (&id, &stored) in self.outbox.iter().take(SYNC_BATCH) {
-            match self.store.get(&id) {
-                Some(_) => self.tally.resent_events += 1,
-                None => {
-                    self.store.insert(id, stored);
-                }
-            }
-            acked.push(id);
-        }
-        let installed = self.flash_list.unwrap_or(0);
-        let list = self
-            .site
-            .version_at(arrive)
-            .filter(|v| v.generation > installed)
-            .map(|v| v.generation);
-        let held = self.rng.range(100, 3_000);
-        let receive = UnixTime::from_micros(self.w.start_utc_us + arrive);
-        let time = BackendTime {
-            nonce,
-            receive,
-            transmit: receive.offset_micros(held),
-        };
-        if self.rng.chance(10_000) {
-            // The answer is lost on the way back: the events are stored but not acknowledged.
-            self.fault("sync_answer_lost");
-            return;
-        }
         self.schedule(
-            arrive + held + back,
-            Ev::BackendReply {
+            self.t + out,
+            Ev::Serve {
                 boot,
-                time,
-                acked,
-                list,
+                exchange,
+                body,
             },
         );
     }
 
-    /// The backend answers a CONDITIONAL check from the site's rules as they are now.
-    fn ask_backend(&mut self, request: u32, credential: Credential) {
-        let key = cred_key(credential);
-        self.asked.push(key.clone());
-        if !self.network_up {
+    /// The backend handles a request with the server's own logic, at the time it arrives.
+    fn serve(&mut self, boot: u64, exchange: Exchange, body: Vec<u8>) {
+        let back = if self.rng.chance(20_000) {
+            self.rng.range(10_000, 9_000_000)
+        } else {
+            self.rng.range(10_000, 150_000)
+        };
+        if !self.w.backend_up(self.t) {
+            let failure = Failure::Unreachable;
+            self.schedule(
+                self.t + back,
+                Ev::Failed {
+                    boot,
+                    exchange,
+                    failure,
+                },
+            );
             return;
         }
-        let boot = self.dev.as_ref().map_or(0, |d| d.boot);
-        let rtt = self.rng.range(20_000, 300_000);
-        let arrive = self.t + rtt / 2;
-        let granted = self.w.backend_up(arrive).then(|| {
-            let secs = self.w.unix_secs(arrive);
-            self.site
-                .version_at(arrive)
-                .and_then(|v| v.entries.get(&key))
-                .is_some_and(|e| {
-                    e.access == chronolock_core::allowlist::AccessType::Conditional
-                        && reference::at_secs(e, secs) == Want::Ask
-                })
+        if matches!(exchange, Exchange::Sync { .. }) {
+            self.tally.syncs += 1;
+        }
+        let held = self.rng.range(100, 3_000);
+        let receive_us = self.w.start_utc_us + self.t;
+        let b = &self.backend;
+        b.now_t.set(self.t);
+        let site_key = &b.signing;
+        let answer = block_on(async {
+            match exchange {
+                Exchange::Enrol { .. } => {
+                    let public = site_key.verifying_key().to_bytes();
+                    let random = [self.door as u8; 32];
+                    chronolock_backend::enrol(b, &public, &body, receive_us / 1_000_000, random)
+                        .await
+                        .map(|(a, _)| a)
+                }
+                Exchange::Sync { .. } => {
+                    chronolock_backend::sync(b, site_key, &body, receive_us, || receive_us + held)
+                        .await
+                }
+                Exchange::Check { .. } => {
+                    chronolock_backend::check(b, &body, receive_us / 1_000_000).await
+                }
+            }
         });
-        self.schedule(
-            self.t + rtt,
-            Ev::Conditional {
-                boot,
-                request,
-                key,
-                granted,
-            },
-        );
+        let at = self.t + held + back;
+        let answer = match answer {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                let failure = Failure::Refused { status: e.status };
+                let paired_before = self.backend.key.get().is_some();
+                if matches!(exchange, Exchange::Enrol { .. }) && e.status == 403 && paired_before {
+                    // The answer to the pairing that spent the code was lost on its way.
+                    self.fault("pairing_answer_lost");
+                    let later = self.t + self.rng.range(HOUR, 4 * HOUR);
+                    self.schedule(later, Ev::Reinstall);
+                } else {
+                    self.violate("backend_accepts", format!("{}: {e}", exchange.path()));
+                }
+                self.schedule(
+                    at,
+                    Ev::Failed {
+                        boot,
+                        exchange,
+                        failure,
+                    },
+                );
+                return;
+            }
+            Err(_) => {
+                self.violate("backend_accepts", "the backend's future waited".into());
+                return;
+            }
+        };
+        if self.rng.chance(10_000) {
+            // The answer is lost on the way back: whatever the backend stored stays stored,
+            // and the door's client gives up.
+            self.fault("answer_lost");
+            let failure = Failure::Unreachable;
+            self.schedule(
+                self.t + HTTP_TIMEOUT,
+                Ev::Failed {
+                    boot,
+                    exchange,
+                    failure,
+                },
+            );
+            return;
+        }
+        if matches!(exchange, Exchange::Sync { .. }) && answer.len() > SYNC_RESPONSE_LEN {
+            // Downloading and writing the new list to the spare slot takes a while; a power
+            // cut meanwhile loses it and the door keeps the old one.
+            let split = SYNC_RESPONSE_LEN + (answer.len() - SYNC_RESPONSE_LEN) / 2;
+            let done = at + self.rng.range(20_000, 800_000);
+            let rest = answer[split..].to_vec();
+            let first = answer[..split].to_vec();
+            self.schedule(
+                at,
+                Ev::Answer {
+                    boot,
+                    exchange,
+                    bytes: first,
+                    end: false,
+                },
+            );
+            self.schedule(
+                done,
+                Ev::Answer {
+                    boot,
+                    exchange,
+                    bytes: rest,
+                    end: true,
+                },
+            );
+            if self.t < self.w.fault_end && self.rng.chance(30_000) {
+                // Aim a short power cut at the download.
+                let cut = self.rng.range(at, done + 1);
+                let until = cut + self.rng.range(SEC, 30 * SEC);
+                self.schedule(cut, Ev::PowerCut { until });
+            }
+        } else {
+            self.schedule(
+                at,
+                Ev::Answer {
+                    boot,
+                    exchange,
+                    bytes: answer,
+                    end: true,
+                },
+            );
+        }
     }
 
     // ----- checks --------------------------------------------------------------------------
@@ -1034,14 +1359,10 @@ impl<'w> DoorRun<'w> {
     }
 
     /// After every step: the clock's error bound contains true time (unless a lie the door was
-    /// told explains it), the controller dropped no action.
+    /// told explains it). (Dropped actions and requests are reported as they happen.)
     fn check_step(&mut self) {
         let t = self.t;
         let err = self.clock_error();
-        let dropped = self.dev.as_ref().map_or(0, |d| d.ctl.dropped_actions());
-        if dropped > 0 {
-            self.violate("dropped_actions", format!("{dropped} actions dropped"));
-        }
         let mut good = false;
         if let Some((e, b)) = err {
             if e.abs() <= b + BOUND_SLACK_US {
@@ -1089,14 +1410,19 @@ impl<'w> DoorRun<'w> {
                 return;
             }
         }
-        let version = self.flash_list.and_then(|g| self.site.version(g));
+        let version = self
+            .installed_generation()
+            .and_then(|g| self.site.version(g));
         if let (Some(v), Some(now)) = (version, self.site.version_at(self.t)) {
             if v.generation < now.generation {
                 self.tally.stale_list_decisions += 1;
             }
         }
         let entry = version.and_then(|v| v.entries.get(&key));
-        let wall = self.dev.as_ref().and_then(|d| d.ctl.wall_time(self.mono()));
+        let wall = self
+            .dev
+            .as_ref()
+            .and_then(|d| d.door.controller().wall_time(self.mono()));
         let Some(entry) = entry else {
             if decision != Decision::DeniedUnknown {
                 self.tally.decision_mismatches += 1;
@@ -1271,14 +1597,10 @@ impl<'w> DoorRun<'w> {
         keys.push(b'*');
         keys.extend(format!("{code:06}").bytes());
         keys.push(b'#');
-        let list = self.installed_bytes();
-        let list = list.as_deref().and_then(|b| AllowList::open(b).ok());
         let now = self.mono();
         self.typing = Some((k.code.clone(), typed, !again));
         if let Some(dev) = &mut self.dev {
-            for key in keys {
-                dev.ctl.handle_key(key, list.as_ref(), now);
-            }
+            dev.door.handle_keys(&keys, now);
         }
         self.drain();
         self.typing = None;
@@ -1404,23 +1726,25 @@ impl<'w> DoorRun<'w> {
     }
 
     /// After the quiet period: every event emitted is stored by the backend exactly as emitted,
-    /// or (emitted in the last minutes) still waits in the outbox.
+    /// or (emitted in the last minutes) still waits in the door's outbox.
     fn finish(&mut self) {
-        self.tally.events_delivered = self.store.len() as u64;
+        let outbox = self.outbox_ids();
+        let stored = self.backend.stored.take();
+        self.tally.events_delivered = stored.len() as u64;
+        self.tally.resent_events = self.backend.resent.get();
         let mut lost = 0u64;
         let mut first = None;
         for (id, e) in &self.emitted {
-            let ok = match self.store.get(id) {
-                Some(s) => s == e,
-                None => e.t >= self.w.end - IN_FLIGHT_AT_END && self.outbox.contains_key(id),
+            let ok = match stored.get(id) {
+                Some(s) => s.body == e.body,
+                None => e.t >= self.w.end - IN_FLIGHT_AT_END && outbox.contains(id),
             };
             if !ok {
                 lost += 1;
-                first.get_or_insert((*id, *e));
+                first.get_or_insert((*id, e.clone()));
             }
         }
-        let phantom = self
-            .store
+        let phantom = stored
             .keys()
             .filter(|id| !self.emitted.contains_key(id))
             .count();
@@ -1431,7 +1755,7 @@ impl<'w> DoorRun<'w> {
                 format!(
                     "{lost} events never reached the backend, first id {id} at {}: {:?}",
                     format_utc(self.w.start_utc_us + e.t),
-                    e.event
+                    e.body
                 ),
             );
         }
@@ -1441,6 +1765,29 @@ impl<'w> DoorRun<'w> {
                 format!("{phantom} stored events were never emitted"),
             );
         }
+    }
+
+    /// The ids waiting in the door's outbox, read from its flash.
+    fn outbox_ids(&mut self) -> BTreeSet<u64> {
+        let mut ids = BTreeSet::new();
+        let mut collect = |bytes: &[u8]| {
+            if let Ok((e, _)) = WireEvent::read(bytes) {
+                ids.insert(e.id);
+            }
+            true
+        };
+        match (&mut self.dev, &mut self.flash) {
+            (Some(dev), _) => {
+                let _ = dev.door.store().peek_events(&mut collect);
+            }
+            (None, Some((flash, _))) => {
+                if let Ok(mut store) = Store::new(flash, LAYOUT) {
+                    let _ = store.peek_events(&mut collect);
+                }
+            }
+            (None, None) => {}
+        }
+        ids
     }
 }
 

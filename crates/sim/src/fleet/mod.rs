@@ -97,8 +97,8 @@ pub use world::ZONES;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Plant {
-    /// The shell forgets to write every 50th event to its outbox.
-    DropOutboxEntry,
+    /// The backend acknowledges every 50th event without storing it.
+    BackendLosesEvent,
     /// The reference model judges grants an hour ahead of true time.
     ReferenceHourAhead,
     /// Every battery report is counted twice.

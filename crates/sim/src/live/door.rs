@@ -472,7 +472,7 @@ impl Shell {
             Input::Answer {
                 exchange, bytes, ..
             } => {
-                if exchange != Exchange::Sync || !self.cut_during_download {
+                if !matches!(exchange, Exchange::Sync { .. }) || !self.cut_during_download {
                     return r.door.handle_answer(exchange, &bytes, now);
                 }
                 // The injected cut strikes once the first 4 KiB of a list are in flash.
@@ -502,9 +502,9 @@ impl Shell {
                 ..
             } => {
                 r.door.handle_exchange_failed(exchange, failure, now);
-                if exchange == Exchange::Enrol {
+                if matches!(exchange, Exchange::Enrol { .. }) {
                     self.emit(json!({"event": "pairing", "ok": false, "error": error}));
-                } else if exchange == Exchange::Sync {
+                } else if matches!(exchange, Exchange::Sync { .. }) {
                     self.last_sync = Some(format!("failed: {error}"));
                     self.emit(json!({"event": "sync", "ok": false, "error": error}));
                 }
@@ -616,7 +616,7 @@ impl Shell {
             return;
         };
         body.truncate(n);
-        if exchange == Exchange::Sync {
+        if matches!(exchange, Exchange::Sync { .. }) {
             r.sync_bytes = 0;
             r.list_len = 0;
         }
@@ -686,7 +686,7 @@ impl Shell {
                 }
                 self.emit(event_json(&event));
             }
-            Notice::RtcWritten { utc } => {
+            Notice::RtcWritten { utc, .. } => {
                 self.emit(json!({"event": "rtc_write", "utc": crate::scenario::format_utc(utc)}))
             }
             Notice::Paired { door_id, new_site } => {
