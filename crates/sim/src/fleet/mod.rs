@@ -2,9 +2,14 @@
 //! seed, and invariants checked after every step (TigerBeetle's VOPR idea, design brief
 //! "Simulation testing"). A failing seed replays exactly with [`FleetConfig::seed`].
 //!
-//! It owns the fault model, the simulated backend and hardware, and the checkers; it reuses the
-//! real core [`Controller`](chronolock_core::Controller) (one per boot), the real allow-list
-//! compiler and the server's local-time schedule compiler.
+//! It owns the fault model, the simulated network and hardware, and the checkers. The doors are
+//! the door that ships: [`chronolock_device::door::Door`] (one per boot), with the real core
+//! controller, the firmware's flash layout over NOR flash in memory (power cuts keep what was
+//! written; torn writes leave what NOR flash would), its outbox and event ids. They exchange
+//! real device-protocol bytes (pairing with a one-time code, syncs, CONDITIONAL checks) with the
+//! server's own device-protocol logic ([`chronolock_backend`]) over this door's records in
+//! memory, in virtual time. The allow-lists come from the real compiler and the server's
+//! local-time schedule compiler.
 //!
 //! # The world
 //!
@@ -21,11 +26,13 @@
 //! time step, the user's next HOTP code (each door has its own token counter per user: the
 //! backend's raising of base counters is not modelled), the last entry again, or a wrong code.
 //!
-//! Faults: power cuts (5 s–4 h) and reboots (1–3 s) at any moment, including between a list's
-//! download and its installation; the RTC's coin cell failing in a power cut, or its registers
+//! Faults: power cuts (5 s–4 h) and reboots (1–3 s) at any moment, including in the middle of a
+//! list's download; power failing in the middle of a flash write (a torn write); the RTC's coin cell failing in a power cut, or its registers
 //! corrupted by a brown-out without the oscillator-stop flag (a lying RTC); doors without an
 //! RTC; network outages per door (one in ten lasting days); backend outages (5 min–36 h) for
-//! the whole fleet; lost sync answers and slow ones (some past the controller's 10 s deadline);
+//! the whole fleet; lost answers (the backend stored what it received, the door's client gives up
+//! after 15 s; a lost pairing answer spends the code, and the installer enters a new one) and slow
+//! ones (some past the controller's 10 s deadline);
 //! outages of the three NTP servers; NTP servers that lie (1 s to 3 h off, either way, for
 //! 10 min to a day); NTP answers delayed beyond plausibility; the device oscillator's drift
 //! changing with temperature (within ±9.5 ppm; the controller assumes 10); RTCs drifting at a
@@ -58,18 +65,20 @@
 //!   DST horizon holds, a grant of a weekly schedule must be allowed by the admin's local-time
 //!   slots read in the site's zone somewhere in the same interval, and a time-restriction denial
 //!   must be denied by them somewhere in it.
-//! - **No lost event**: after the quiet period, every event the controller emitted is stored by
+//! - **No lost event**: after the quiet period, every event the door wrote to its outbox is stored by
 //!   the backend exactly as emitted and once (by its per-door id), or, emitted in the last 15
 //!   minutes, still waits in the outbox; the backend holds nothing that was never emitted.
 //! - **One battery report per UTC day**: never two reports within one true UTC day (unless a
 //!   misled clock explains it); and a door that was on with a good clock from before 03:00 to
 //!   04:00 UTC reported that day.
 //! - **Keypad codes**: a wrong code never opens; no TOTP step or HOTP counter opens a door
-//!   twice, across reboots (the shell keeps code usage in flash); "clock unsynced" is shown only
+//!   twice, across reboots (the door keeps code usage in flash); "clock unsynced" is shown only
 //!   while the clock cannot check TOTP; a fresh TOTP code is accepted by a clock within its
 //!   bound (at most 15 s). The policy part of a keypad decision is checked like a card's.
-//! - The controller never drops an action; an installed list's generation never goes down; the
-//!   outbox never overflows.
+//! - The controller never drops an action and the door never drops a request; an installed
+//!   list's generation never goes down; the outbox never overflows; event ids never repeat; the
+//!   flash always opens and works (but for the writes a power cut tore); the backend refuses no
+//!   request but a pairing whose code a lost answer spent.
 //!
 //! # Replaying
 //!
