@@ -1,7 +1,10 @@
 //! Every scenario under `scenarios/` against its `.expected.jsonl`, byte for byte.
 //!
 //! The expected files are reviewed by hand; `UPDATE_EXPECTED=1 cargo test -p chronolock-sim
-//! --test scenarios` rewrites them after a deliberate change, for review in the diff.
+//! --test scenarios` rewrites them after a deliberate change, for review in the diff. Under CI
+//! that is refused: there the files are the evidence, not the program's latest output. What
+//! they must say is also asserted by hand, line by line, in `tests/flows.rs` and
+//! `tests/adr011.rs`.
 
 use std::path::PathBuf;
 
@@ -12,6 +15,10 @@ fn scenario_dir() -> PathBuf {
 #[test]
 fn scenarios_match_their_expected_events() {
     let update = std::env::var_os("UPDATE_EXPECTED").is_some();
+    assert!(
+        !(update && std::env::var_os("CI").is_some()),
+        "UPDATE_EXPECTED is refused under CI: the expected files are reviewed by hand"
+    );
     let mut files: Vec<PathBuf> = std::fs::read_dir(scenario_dir())
         .expect("scenarios/ exists")
         .map(|e| e.expect("readable entry").path())
