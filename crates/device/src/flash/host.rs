@@ -33,6 +33,26 @@ impl NorFlashError for FlashFault {
     }
 }
 
+/// Erase and write units of the host flashes, as the ESP32-C3's.
+const ERASE_UNIT: u32 = 4096;
+const WRITE_UNIT: usize = 4;
+
+fn aligned_erase(from: u32, to: u32) -> Result<(), FlashFault> {
+    if from.is_multiple_of(ERASE_UNIT) && to.is_multiple_of(ERASE_UNIT) && from <= to {
+        Ok(())
+    } else {
+        Err(FlashFault::Misaligned)
+    }
+}
+
+fn aligned_write(offset: u32, len: usize) -> Result<(), FlashFault> {
+    if (offset as usize).is_multiple_of(WRITE_UNIT) && len.is_multiple_of(WRITE_UNIT) {
+        Ok(())
+    } else {
+        Err(FlashFault::Misaligned)
+    }
+}
+
 /// NOR flash as the ESP32-C3's, in memory: erase sets 0xFF by 4 KiB sectors, writes are 4-byte
 /// aligned and only clear bits. With a power budget ([`MemFlash::cut_after`]) it fails after that
 /// many more bytes written or erased, and the failing operation is torn: its first bytes land
@@ -108,16 +128,11 @@ impl ReadNorFlash for MemFlash {
 }
 
 impl NorFlash for MemFlash {
-    const WRITE_SIZE: usize = 4;
-    const ERASE_SIZE: usize = 4096;
+    const WRITE_SIZE: usize = WRITE_UNIT;
+    const ERASE_SIZE: usize = ERASE_UNIT as usize;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashFault> {
-        if !from.is_multiple_of(Self::ERASE_SIZE as u32)
-            || !to.is_multiple_of(Self::ERASE_SIZE as u32)
-            || to < from
-        {
-            return Err(FlashFault::Misaligned);
-        }
+        aligned_erase(from, to)?;
         let r = self.range(from, (to - from) as usize)?;
         let ok = self.spend(r.len());
         self.mem[r.start..r.start + ok].fill(0xff);
@@ -130,11 +145,7 @@ impl NorFlash for MemFlash {
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashFault> {
-        if !(offset as usize).is_multiple_of(Self::WRITE_SIZE)
-            || !bytes.len().is_multiple_of(Self::WRITE_SIZE)
-        {
-            return Err(FlashFault::Misaligned);
-        }
+        aligned_write(offset, bytes.len())?;
         let r = self.range(offset, bytes.len())?;
         let ok = self.spend(bytes.len());
         for (m, b) in self.mem[r.start..r.start + ok].iter_mut().zip(bytes) {
@@ -222,27 +233,18 @@ impl ReadNorFlash for FileFlash {
 }
 
 impl NorFlash for FileFlash {
-    const WRITE_SIZE: usize = 4;
-    const ERASE_SIZE: usize = 4096;
+    const WRITE_SIZE: usize = WRITE_UNIT;
+    const ERASE_SIZE: usize = ERASE_UNIT as usize;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashFault> {
-        if !from.is_multiple_of(Self::ERASE_SIZE as u32)
-            || !to.is_multiple_of(Self::ERASE_SIZE as u32)
-            || to < from
-        {
-            return Err(FlashFault::Misaligned);
-        }
+        aligned_erase(from, to)?;
         self.check(from, (to - from) as usize)?;
         self.fill(from, to)?;
         self.file.sync_data().map_err(|_| FlashFault::Io)
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashFault> {
-        if !(offset as usize).is_multiple_of(Self::WRITE_SIZE)
-            || !bytes.len().is_multiple_of(Self::WRITE_SIZE)
-        {
-            return Err(FlashFault::Misaligned);
-        }
+        aligned_write(offset, bytes.len())?;
         self.check(offset, bytes.len())?;
         let mut merged = vec![0u8; bytes.len()];
         self.read(offset, &mut merged)?;

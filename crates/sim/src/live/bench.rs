@@ -25,6 +25,11 @@ pub struct BootFigures {
     pub offset_us: Vec<u64>,
     /// The door's own error bound then, microseconds, sorted.
     pub bound_us: Vec<u64>,
+    /// Boots whose offset from the server exceeded the door's own stated bound.
+    pub outside_bound: usize,
+    /// The baseline, from the same run: a raw SNTP round trip to the same server with the same
+    /// client code, microseconds, sorted.
+    pub raw_rtt_us: Vec<u64>,
 }
 
 fn pct(sorted: &[u64], p: f64) -> u64 {
@@ -39,11 +44,15 @@ impl BootFigures {
     /// A short report.
     pub fn report(&self) -> Value {
         let f = |v: &[u64]| json!({"median_us": pct(v, 0.5), "p99_us": pct(v, 0.99), "max_us": v.last().copied().unwrap_or(0)});
+        let ratio = pct(&self.to_valid_us, 0.5) as f64 / pct(&self.raw_rtt_us, 0.5).max(1) as f64;
         json!({
             "boots": self.boots,
             "network_up_to_valid_clock": f(&self.to_valid_us),
+            "raw_sntp_round_trip": f(&self.raw_rtt_us),
+            "median_ratio_to_raw_round_trip": (ratio * 10.0).round() / 10.0,
             "offset_from_ntp_server": f(&self.offset_us),
             "door_error_bound": f(&self.bound_us),
+            "offsets_outside_bound": self.outside_bound,
         })
     }
 }
@@ -93,6 +102,8 @@ pub async fn boot_to_valid(
         to_valid_us: Vec::new(),
         offset_us: Vec::new(),
         bound_us: Vec::new(),
+        outside_bound: 0,
+        raw_rtt_us: raw_round_trips(ntp, boots).await?,
     };
     let next = |what: &str, pred: &dyn Fn(&Value) -> bool| -> Result<Value, String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -127,11 +138,14 @@ pub async fn boot_to_valid(
         let host = status["host_utc_us"]
             .as_i64()
             .ok_or("status without host utc")?;
+        let offset = (utc - host).unsigned_abs();
+        let bound = status["error_us"].as_u64().unwrap_or(0);
         figures.to_valid_us.push(to_valid);
-        figures.offset_us.push((utc - host).unsigned_abs());
-        figures
-            .bound_us
-            .push(status["error_us"].as_u64().unwrap_or(0));
+        figures.offset_us.push(offset);
+        figures.bound_us.push(bound);
+        if offset > bound {
+            figures.outside_bound += 1;
+        }
         figures.boots += 1;
     }
     door.send(Command::Power(false));
@@ -139,4 +153,30 @@ pub async fn boot_to_valid(
     figures.offset_us.sort_unstable();
     figures.bound_us.sort_unstable();
     Ok(figures)
+}
+
+/// The baseline: `n` bare SNTP exchanges with the server, through the same client code the door
+/// uses, without a door around them.
+async fn raw_round_trips(ntp: &str, n: usize) -> Result<Vec<u64>, String> {
+    let addr = tokio::net::lookup_host(ntp)
+        .await
+        .map_err(|e| format!("{ntp}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{ntp}: no address"))?;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let request = chronolock_core::ntp::NtpRequest {
+            cookie: chronolock_core::ntp::NtpRequest::cookie_from_random(
+                0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1),
+            ),
+            sent_at: chronolock_core::Instant::ZERO,
+        };
+        let started = tokio::time::Instant::now();
+        let (_, at) = super::net::ntp_exchange(addr, request.packet(), Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("raw SNTP exchange with {ntp}: {e}"))?;
+        out.push(at.saturating_duration_since(started).as_micros() as u64);
+    }
+    out.sort_unstable();
+    Ok(out)
 }
