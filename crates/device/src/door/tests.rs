@@ -3,31 +3,32 @@
 
 extern crate std;
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::vec;
 use std::vec::Vec;
 
+use chronolock_backend::{DeviceError, Devices, DoorList, Pairing};
 use chronolock_core::access::Decision;
 use chronolock_core::allowlist::{AccessType, Builder, CardEntry, Policy};
-use chronolock_core::protocol::{
-    pairing_code_hash, verify_mac, EnrolRequest, SyncAnswer, SyncRequest,
-};
+use chronolock_core::protocol::{pairing_code_hash, DeviceStatus};
 use ed25519_dalek::SigningKey;
 
 use super::*;
-use crate::flash::MemFlash;
+use crate::flash::{block_on, MemFlash};
 
 const LAYOUT: Layout = Layout::packed(64 * 1024, 16 * 1024);
 const CODE: &str = "ABCD-EFGH-JKLM";
 const T0_US: i64 = 1_795_510_800_000_000;
 
-/// A backend: one site, its doors' keys, the events it stored, the list it serves.
+/// A backend: the server's own device-protocol logic ([`chronolock_backend`]) over one site's
+/// doors in memory: their pairing codes and keys, the events they stored, the list it serves.
 struct Backend {
     site: SigningKey,
-    codes: Vec<[u8; 32]>,
-    keys: BTreeMap<u64, [u8; 32]>,
-    stored: BTreeMap<u64, WireEvent>,
-    resent: usize,
+    codes: RefCell<Vec<Pairing>>,
+    keys: RefCell<BTreeMap<i64, [u8; 32]>>,
+    stored: RefCell<BTreeMap<u64, WireEvent>>,
+    resent: Cell<usize>,
     list: Option<(u64, Vec<u8>)>,
     /// Planted: announce one list and send another.
     swap_list: Option<Vec<u8>>,
@@ -37,10 +38,14 @@ impl Backend {
     fn new(seed: u8) -> Self {
         Backend {
             site: SigningKey::from_bytes(&[seed; 32]),
-            codes: vec![pairing_code_hash(CODE)],
-            keys: BTreeMap::new(),
-            stored: BTreeMap::new(),
-            resent: 0,
+            codes: RefCell::new(vec![Pairing {
+                door_id: 7,
+                code_hash: pairing_code_hash(CODE),
+                sync_interval_s: 300,
+            }]),
+            keys: RefCell::new(BTreeMap::new()),
+            stored: RefCell::new(BTreeMap::new()),
+            resent: Cell::new(0),
             list: None,
             swap_list: None,
         }
@@ -62,61 +67,111 @@ impl Backend {
         self.list = Some((generation, bytes));
     }
 
+    fn stored_decisions(&self) -> usize {
+        self.stored
+            .borrow()
+            .values()
+            .filter(|e| matches!(e.body, EventBody::Decision { .. }))
+            .count()
+    }
+
     fn answer(&mut self, exchange: Exchange, body: &[u8], now: Instant) -> Option<Vec<u8>> {
-        match exchange {
-            Exchange::Enrol { .. } => {
-                let req = EnrolRequest::parse(body).ok()?;
-                let code = *self.codes.iter().find(|c| req.proves(c))?;
-                self.codes.retain(|c| *c != code);
-                let door_id = 7 + self.keys.len() as u64;
-                let (answer, key) = req
-                    .answer(
-                        [9; 32],
-                        &code,
-                        door_id,
-                        &self.site.verifying_key().to_bytes(),
-                        300,
-                    )
-                    .ok()?;
-                self.keys.insert(door_id, key);
-                Some(answer.to_vec())
+        let t = T0_US + now.as_micros() as i64;
+        let public = self.site.verifying_key().to_bytes();
+        let answer = block_on(async {
+            match exchange {
+                Exchange::Enrol { .. } => {
+                    chronolock_backend::enrol(&*self, &public, body, t / 1_000_000, [9; 32])
+                        .await
+                        .map(|(a, _)| a)
+                }
+                Exchange::Sync { .. } => {
+                    chronolock_backend::sync(&*self, &self.site, body, t, || t + 100).await
+                }
+                Exchange::Check { .. } => {
+                    chronolock_backend::check(&*self, body, t / 1_000_000).await
+                }
             }
-            Exchange::Sync { .. } => {
-                let header = protocol::Header::read(body).ok()?;
-                let key = *self.keys.get(&header.door_id)?;
-                verify_mac(body, &key).ok()?;
-                let req = SyncRequest::parse(body).ok()?;
-                let mut acked = 0;
-                for e in req.events() {
-                    if self.stored.insert(e.id, e).is_some() {
-                        self.resent += 1;
-                    }
-                    acked += 1;
-                }
-                let t = T0_US + now.as_micros() as i64;
-                let list = self
-                    .list
-                    .as_ref()
-                    .filter(|(g, _)| *g > req.status.generation);
-                let fixed = SyncAnswer {
-                    door_id: header.door_id,
-                    nonce: header.nonce,
-                    receive_us: t,
-                    transmit_us: t + 100,
-                    acked,
-                    sync_interval_s: 300,
-                    generation: self.list.as_ref().map_or(0, |l| l.0),
-                    list: list.map(|(_, b)| b.as_slice()),
-                }
-                .write(&self.site, &key);
-                let mut out = fixed.to_vec();
-                if let Some((_, bytes)) = list {
-                    out.extend_from_slice(self.swap_list.as_deref().unwrap_or(bytes));
-                }
-                Some(out)
+        })
+        .ok()?
+        .ok()?;
+        match (&self.swap_list, exchange) {
+            (Some(other), Exchange::Sync { .. }) if answer.len() > SYNC_RESPONSE_LEN => {
+                let mut swapped = answer[..SYNC_RESPONSE_LEN].to_vec();
+                swapped.extend_from_slice(other);
+                Some(swapped)
             }
-            Exchange::Check { .. } => None,
+            _ => Some(answer),
         }
+    }
+}
+
+impl Devices for Backend {
+    type List = Vec<u8>;
+
+    async fn pending_pairings(&self, _now: i64) -> Result<Vec<Pairing>, DeviceError> {
+        Ok(self.codes.borrow().clone())
+    }
+
+    async fn claim_pairing(
+        &self,
+        pairing: &Pairing,
+        device_key: [u8; 32],
+        _now: i64,
+    ) -> Result<bool, DeviceError> {
+        let mut codes = self.codes.borrow_mut();
+        let before = codes.len();
+        codes.retain(|c| c != pairing);
+        if codes.len() == before {
+            return Ok(false);
+        }
+        self.keys.borrow_mut().insert(pairing.door_id, device_key);
+        Ok(true)
+    }
+
+    async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError> {
+        Ok(self.keys.borrow().get(&door_id).copied())
+    }
+
+    async fn store_events(
+        &self,
+        _door_id: i64,
+        events: &[WireEvent],
+        _received_us: i64,
+    ) -> Result<(), DeviceError> {
+        for e in events {
+            if self.stored.borrow_mut().insert(e.id, e.clone()).is_some() {
+                self.resent.set(self.resent.get() + 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn record_status(&self, _door_id: i64, _status: &DeviceStatus, _received_us: i64) {}
+
+    async fn door_list(
+        &self,
+        _door_id: i64,
+        device_generation: u64,
+    ) -> Result<DoorList<Vec<u8>>, DeviceError> {
+        Ok(DoorList {
+            generation: self.list.as_ref().map_or(0, |l| l.0),
+            sync_interval_s: 300,
+            list: self
+                .list
+                .as_ref()
+                .filter(|(g, _)| *g > device_generation)
+                .map(|(_, b)| b.clone()),
+        })
+    }
+
+    async fn conditional_granted(
+        &self,
+        _door_id: i64,
+        _credential: &Credential,
+        _now: i64,
+    ) -> Result<bool, DeviceError> {
+        Ok(false)
     }
 }
 
@@ -305,12 +360,11 @@ fn pairs_syncs_installs_a_list_and_decides_from_it() {
         door.next_sync(&mut backend);
         assert_eq!(door.door.outbox_len(), 0);
     });
-    let decisions = backend
-        .stored
-        .values()
-        .filter(|e| matches!(e.body, EventBody::Decision { .. }))
-        .count();
-    assert_eq!(decisions, 4, "every decision reached the backend once");
+    assert_eq!(
+        backend.stored_decisions(),
+        4,
+        "every decision reached the backend once"
+    );
 }
 
 #[test]
@@ -334,7 +388,7 @@ fn event_ids_never_repeat_across_reboots_and_acknowledgements() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), ids.len(), "ids repeat: {ids:?}");
-    assert_eq!(backend.resent, 0);
+    assert_eq!(backend.resent.get(), 0);
 }
 
 #[test]
