@@ -1032,9 +1032,12 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         if let Err(e) = self.store.write_list(d, bytes) {
             sync.refused = true;
             sync.download = None;
-            self.push(Request::Notice(Notice::ListRejected(ListRejection::Store(
-                e,
-            ))));
+            let reason = match e {
+                // More bytes than the signed answer announced: not the announced list.
+                StoreError::Slots(crate::slots::SlotError::Overrun) => ListRejection::Digest,
+                e => ListRejection::Store(e),
+            };
+            self.push(Request::Notice(Notice::ListRejected(reason)));
         }
     }
 

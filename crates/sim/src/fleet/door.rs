@@ -381,6 +381,10 @@ pub(crate) struct DoorRun<'w> {
     /// Ids of events emitted since a torn flash write was armed: those that never reached
     /// flash before the power failed did not happen.
     armed: Option<Vec<u64>>,
+    /// List generations the backend announced to this door: the only ones it may use.
+    announced: BTreeSet<u64>,
+    /// A list swapped in on the way, not yet refused: its bytes.
+    swapped: Option<Vec<u8>>,
     pub(crate) tally: Tally,
     pub(crate) violations: Vec<Violation>,
 }
@@ -464,6 +468,8 @@ impl<'w> DoorRun<'w> {
             granted_codes: BTreeSet::new(),
             max_installed: 0,
             armed: None,
+            announced: BTreeSet::new(),
+            swapped: None,
             tally: Tally::default(),
             violations: Vec::new(),
         };
@@ -900,6 +906,7 @@ impl<'w> DoorRun<'w> {
             self.flash = Some((flash, ram));
         }
         self.asked.clear();
+        self.swapped = None;
         self.fault(kind);
     }
 
@@ -928,6 +935,9 @@ impl<'w> DoorRun<'w> {
             if let Some(lie) = self.rtc_taint {
                 self.lies_seen.push((lie, "rtc"));
             }
+        }
+        if let Some(info) = door.list_info() {
+            self.check_announced(info.generation);
         }
         self.dev = Some(Dev {
             door,
@@ -1013,6 +1023,7 @@ impl<'w> DoorRun<'w> {
             ),
             Notice::ListInstalled { generation, .. } => {
                 self.tally.list_installs += 1;
+                self.check_announced(generation);
                 if generation < self.max_installed {
                     self.violate(
                         "list_rollback",
@@ -1020,6 +1031,14 @@ impl<'w> DoorRun<'w> {
                     );
                 }
                 self.max_installed = self.max_installed.max(generation);
+            }
+            Notice::ListRejected(ListRejection::Digest | ListRejection::Incomplete { .. })
+                if self.swapped.is_some() =>
+            {
+                let swapped = self.swapped.take().unwrap_or_default();
+                if self.cfg.plant == Some(Plant::SkipDigestCheck) {
+                    self.install_behind_the_doors_back(&swapped);
+                }
             }
             // A sync that answered while an older list was still on its way.
             Notice::ListRejected(ListRejection::List(ListError::StaleGeneration { .. })) => {}
@@ -1087,6 +1106,31 @@ impl<'w> DoorRun<'w> {
         let until = self.t + self.rng.range(SEC, 10 * SEC);
         self.mains_off_until = self.mains_off_until.max(until);
         self.schedule(until, Ev::PowerOn);
+    }
+
+    /// A door uses only lists the backend announced to it (the digest in the signed answer).
+    fn check_announced(&mut self, generation: u64) {
+        if !self.announced.contains(&generation) {
+            self.violate(
+                "list_as_announced",
+                format!("list generation {generation} in use, never announced to this door"),
+            );
+        }
+    }
+
+    /// Planted: a shell that installs downloaded lists itself, without the digest check (as
+    /// one of the four shells once did), then restarts the door.
+    fn install_behind_the_doors_back(&mut self, list: &[u8]) {
+        let Some(dev) = &mut self.dev else { return };
+        let store = dev.door.store();
+        let installed = store.begin_list(list.len() as u32).and_then(|mut d| {
+            store.write_list(&mut d, list)?;
+            store.commit_list(d)
+        });
+        if installed.is_ok() {
+            self.power_down("reboot");
+            self.schedule(self.t + SEC, Ev::PowerOn);
+        }
     }
 
     fn flash_cut(&mut self) -> bool {
@@ -1300,7 +1344,23 @@ impl<'w> DoorRun<'w> {
             );
             return;
         }
+        let mut answer = answer;
         if matches!(exchange, Exchange::Sync { .. }) && answer.len() > SYNC_RESPONSE_LEN {
+            if let Some(v) = self.site.version_at(self.t) {
+                self.announced.insert(v.generation);
+            }
+            // Now and then an attacker on the path swaps in another list the site signed (in
+            // the field: another door's): only the digest in the authenticated answer tells.
+            let later = self
+                .site
+                .version_at(self.t)
+                .and_then(|v| self.site.version(v.generation + 1));
+            if let Some(other) = later.filter(|_| self.rng.chance(20_000)) {
+                self.fault("list_swapped_in_transit");
+                answer.truncate(SYNC_RESPONSE_LEN);
+                answer.extend_from_slice(&other.bytes);
+                self.swapped = Some(other.bytes.to_vec());
+            }
             // Downloading and writing the new list to the spare slot takes a while; a power
             // cut meanwhile loses it and the door keeps the old one.
             let split = SYNC_RESPONSE_LEN + (answer.len() - SYNC_RESPONSE_LEN) / 2;

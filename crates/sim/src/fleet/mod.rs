@@ -78,7 +78,9 @@
 //! - The controller never drops an action and the door never drops a request; an installed
 //!   list's generation never goes down; the outbox never overflows; event ids never repeat; the
 //!   flash always opens and works (but for the writes a power cut tore); the backend refuses no
-//!   request but a pairing whose code a lost answer spent.
+//!   request but a pairing whose code a lost answer spent; a door uses only list generations the
+//!   backend announced to it (an attacker on the path swaps in another list the site signed now
+//!   and then: the digest in the signed answer must refuse it).
 //!
 //! # Replaying
 //!
@@ -120,6 +122,9 @@ pub enum Plant {
     OscillatorOutOfSpec,
     /// The shell never measures the battery when asked, so no report is made.
     IgnoreBatteryRead,
+    /// A shell that installs a downloaded list itself, skipping the check that it is the list
+    /// the signed sync answer announced.
+    SkipDigestCheck,
 }
 
 /// What to simulate.
