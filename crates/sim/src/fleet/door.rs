@@ -36,7 +36,9 @@ use jiff::Timestamp;
 
 use super::reference::{self, Want};
 use super::rng::Rng;
-use super::world::{CredKey, Intervals, Site, World, DAY, HOUR, LOCAL_EDGES_MIN, MIN, SEC};
+use super::world::{
+    CredKey, Intervals, RefEntry, Site, World, DAY, HOUR, LOCAL_EDGES_MIN, MIN, SEC,
+};
 use super::{FleetConfig, Plant, Violation};
 
 /// The door's flash: two 64 KiB list slots, the settings map, and a 256 KiB outbox (about 4,000
@@ -230,6 +232,8 @@ struct SimBackend<'w> {
     resent: Cell<u64>,
     /// The credential and verdict of the last CONDITIONAL check answered.
     last_check: RefCell<Option<(CredKey, bool)>>,
+    /// Verdicts of checks whose answers are on their way, by the door's request id.
+    verdicts: RefCell<BTreeMap<u32, (CredKey, bool)>>,
 }
 
 impl Devices for SimBackend<'_> {
@@ -436,6 +440,7 @@ impl<'w> DoorRun<'w> {
             stored: RefCell::new(BTreeMap::new()),
             resent: Cell::new(0),
             last_check: RefCell::new(None),
+            verdicts: RefCell::new(BTreeMap::new()),
         };
         let mut run = DoorRun {
             w,
@@ -505,6 +510,8 @@ impl<'w> DoorRun<'w> {
             };
             let at = if self.rng.chance(300_000) {
                 self.near_local_edge(t)
+            } else if self.rng.chance(150_000) {
+                self.near_date_edge(t, &ev)
             } else {
                 t
             };
@@ -559,6 +566,31 @@ impl<'w> DoorRun<'w> {
         }
         self.schedule(end, Ev::FaultEnd);
         self.schedule(0, Ev::PowerOn);
+    }
+
+    /// Half a second into the first or last second of the card's date range (`valid_from`,
+    /// `valid_until`, inclusive) in the list current at `t`, when it lies in the run: where an
+    /// off-by-one in the range shows.
+    fn near_date_edge(&mut self, t: i64, ev: &Ev) -> i64 {
+        let Ev::Card(uid) = ev else { return t };
+        let Some(e) = self
+            .site
+            .version_at(t)
+            .and_then(|v| v.entries.get(&CredKey::Card(uid.clone())))
+        else {
+            return t;
+        };
+        // Edges in the coming day, while the rule likely still stands.
+        let now = (self.w.start_utc_us + t).div_euclid(SEC);
+        let edges: Vec<i64> = [e.valid_from, e.valid_until, e.valid_until + 1]
+            .into_iter()
+            .filter(|&x| x > 1 && (now..now + 86_400).contains(&x))
+            .collect();
+        if edges.is_empty() {
+            return t;
+        }
+        let edge = edges[self.rng.below(edges.len() as u64) as usize];
+        edge * SEC + SEC / 2 - self.w.start_utc_us
     }
 
     /// A moment within two minutes of a local schedule edge on the local day of `t`.
@@ -801,8 +833,8 @@ impl<'w> DoorRun<'w> {
                     }
                     return;
                 }
-                if let Exchange::Check { .. } = exchange {
-                    self.conditional_ctx = self.backend.last_check.borrow_mut().take();
+                if let Exchange::Check { request } = exchange {
+                    self.conditional_ctx = self.backend.verdicts.borrow_mut().remove(&request);
                 }
                 self.tear_flash_maybe();
                 if let Some(dev) = &mut self.dev {
@@ -954,11 +986,26 @@ impl<'w> DoorRun<'w> {
                 dev.door.handle_network(true, now);
             }
         }
+        if self.t < self.w.fault_end && self.rng.chance(300_000) {
+            // Someone at the door as it comes up, before any clock source answered: ADR-011's
+            // table decides.
+            let i = self.rng.below(self.site.people.len() as u64) as usize;
+            let at = self.t + self.rng.range(0, 5_000);
+            self.schedule(at, Ev::Card(self.site.people[i].clone()));
+        }
     }
 
     /// Carries out everything the door asked for; a door whose flash lost power mid-write dies.
     fn drain(&mut self) {
-        while let Some(request) = self.dev.as_mut().and_then(|d| d.door.poll_request()) {
+        loop {
+            // The power may have failed inside the door's last step: then nothing it asked for
+            // since happened.
+            if self.flash_cut() {
+                self.torn_power_cut();
+            }
+            let Some(request) = self.dev.as_mut().and_then(|d| d.door.poll_request()) else {
+                break;
+            };
             let now = self.mono();
             match request {
                 Request::ReadRtc { at_tick } => {
@@ -1001,9 +1048,6 @@ impl<'w> DoorRun<'w> {
                     }
                 }
                 Request::Notice(n) => self.notice(n),
-            }
-            if self.flash_cut() {
-                self.torn_power_cut();
             }
         }
         if let Some(dev) = &mut self.dev {
@@ -1106,6 +1150,34 @@ impl<'w> DoorRun<'w> {
         let until = self.t + self.rng.range(SEC, 10 * SEC);
         self.mains_off_until = self.mains_off_until.max(until);
         self.schedule(until, Ev::PowerOn);
+    }
+
+    /// The reference's entry as a planted bug in the reference bends it (subtle differences the
+    /// exact checker must notice): an exclusive `valid_until`, slots ending a minute late.
+    fn planted_entry(&self, entry: &RefEntry) -> RefEntry {
+        let mut e = entry.clone();
+        match self.cfg.plant {
+            Some(Plant::ReferenceExclusiveUntil) if e.valid_until != 0 => e.valid_until -= 1,
+            Some(Plant::ReferenceSlotMinuteLate) => {
+                for s in &mut e.slots {
+                    s.end_min = (s.end_min + 1) % 1440;
+                }
+            }
+            _ => {}
+        }
+        e
+    }
+
+    /// ADR-011's table in the reference, or (planted) with the SCHEDULED-with-slots row wrong.
+    fn planted_unsynced(&self, entry: &RefEntry) -> Want {
+        match self.cfg.plant {
+            Some(Plant::ReferenceWrongAdr011Row)
+                if entry.access == AccessType::Scheduled && !entry.slots.is_empty() =>
+            {
+                Want::Decided(Decision::Granted)
+            }
+            _ => reference::unsynced(entry),
+        }
     }
 
     /// A door uses only lists the backend announced to it (the digest in the signed answer).
@@ -1301,6 +1373,11 @@ impl<'w> DoorRun<'w> {
             }
         });
         let at = self.t + held + back;
+        if let Exchange::Check { request } = exchange {
+            if let Some(v) = self.backend.last_check.borrow_mut().take() {
+                self.backend.verdicts.borrow_mut().insert(request, v);
+            }
+        }
         let answer = match answer {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
@@ -1501,8 +1578,8 @@ impl<'w> DoorRun<'w> {
         };
         // 1. The door's own reading of the clock: the decision must be exactly the reference's.
         let want = match &wall {
-            None => reference::unsynced(entry),
-            Some(w) => reference::at_secs(entry, w.unix_secs),
+            None => self.planted_unsynced(entry),
+            Some(w) => reference::at_secs(&self.planted_entry(entry), w.unix_secs),
         };
         let true_us = self.true_utc_us();
         match want {
@@ -1617,7 +1694,17 @@ impl<'w> DoorRun<'w> {
             return;
         };
         let secs = self.w.unix_secs(self.t);
-        let choice = self.rng.below(10);
+        let mut choice = self.rng.below(10);
+        // Six digits collide now and then: a replayed TOTP code that happens to be one of the
+        // user's HOTP codes still ahead is a fresh HOTP code to the door, rightly accepted once.
+        // Such a replay is not typed.
+        if let (0, Some(Typed::Totp(step))) = (choice, self.last_typed.get(&user)) {
+            let code = otp::totp(&k.totp, *step as i64 * 30, OtpParams::default());
+            let hotp_end = self.hotp_token.get(&user).copied().unwrap_or(0) + 12;
+            if (0..hotp_end).any(|c| otp::hotp(&k.hotp, c, 6) == code) {
+                choice = 9;
+            }
+        }
         let again = choice == 0 && self.last_typed.contains_key(&user);
         let typed = match (choice, self.last_typed.get(&user)) {
             (0, Some(last)) => *last,

@@ -125,6 +125,13 @@ pub enum Plant {
     /// A shell that installs a downloaded list itself, skipping the check that it is the list
     /// the signed sync answer announced.
     SkipDigestCheck,
+    /// The reference reads `valid_until` as exclusive (the door, rightly, as inclusive).
+    ReferenceExclusiveUntil,
+    /// The reference's weekly slots end a minute late.
+    ReferenceSlotMinuteLate,
+    /// The reference's ADR-011 table grants SCHEDULED entries with slots before the clock is
+    /// valid.
+    ReferenceWrongAdr011Row,
 }
 
 /// What to simulate.
