@@ -219,11 +219,25 @@ impl Browser {
         let serde_json::Value::Object(caps) = caps else {
             unreachable!("capabilities are an object")
         };
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .unwrap_or_else(|e| panic!("start a WebDriver session: {e}\n{}", tail(&log)));
+        // On a loaded machine chromedriver may listen before it can start a session (three tests
+        // start Chromium at once on two cores): a refused first session is tried again.
+        let mut attempts = 0;
+        let client = loop {
+            let connected =
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps.clone())
+                    .connect(&format!("http://127.0.0.1:{port}"))
+                    .await;
+            match connected {
+                Ok(c) => break c,
+                Err(e) if attempts < 4 => {
+                    attempts += 1;
+                    eprintln!("browser: WebDriver session not started ({e}); trying again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => panic!("start a WebDriver session: {e}\n{}", tail(&log)),
+            }
+        };
 
         let dir = screenshot_dir();
         // Old screenshots of this test would mix with the new ones.
