@@ -1,8 +1,10 @@
-//! chronolock-sim: the host shell that runs the core [`Controller`](chronolock_core::Controller)
-//! in a simulated world.
+//! chronolock-sim: the host shells that run the shared door
+//! ([`chronolock_device::door::Door`]) in simulated worlds.
 //!
 //! - [`scenario`]: the scenario contract's JSON Lines format, parsed strictly.
 //! - [`runner`]: the deterministic discrete-event simulator that plays a scenario.
+//! - [`fleet`]: many doors and a backend over months of virtual time, checked by invariants.
+//! - [`live`]: virtual doors in real time, talking UDP NTP and HTTP to a real server.
 
 pub mod fleet;
 pub mod live;

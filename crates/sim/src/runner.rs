@@ -1,4 +1,9 @@
-//! The scripted simulator: one door controller in a simulated world, in virtual time.
+//! The scripted simulator: one door in a simulated world, in virtual time.
+//!
+//! The door is the one that ships ([`chronolock_device::door::Door`]) over an in-memory NOR
+//! flash, paired before the scenario starts with a backend that answers with the server's own
+//! device-protocol logic (`chronolock-backend`): backend time and CONDITIONAL checks cross the
+//! wire as protocol bytes, signed and MACed as on a wall.
 //!
 //! Everything the controller could observe is simulated honestly and deterministically: the
 //! device's oscillator and the RTC drift as configured, NTP answers arrive after their delay
@@ -9,12 +14,17 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use chronolock_core::allowlist::AllowList;
-use chronolock_core::controller::NONCE_LEN;
+use chronolock_backend::{DeviceError, Devices, DoorList, Pairing};
+use chronolock_core::controller::Credential;
 use chronolock_core::ntp::{ServerReply, PACKET_LEN};
-use chronolock_core::{
-    Action, BackendTime, Config, Controller, Event, Instant, Persisted, RtcReading, UnixTime,
+use chronolock_core::protocol::{DeviceStatus, Enrolled, WireEvent};
+use chronolock_core::{Config, Event, Instant, Persisted, RtcReading, UnixTime};
+use chronolock_device::door::{
+    BootConfig, Door, Exchange, Failure, Layout, Notice, Request, Store, BODY_MAX,
 };
+use chronolock_device::flash::{block_on, MemFlash};
+use chronolock_device::setup::SetupForm;
+use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::{json, Value};
@@ -23,6 +33,13 @@ use crate::scenario::{self, NtpSpec, Scenario, Step};
 
 /// Most internal events handled at one virtual instant before the run is declared stuck.
 const MAX_EVENTS_PER_INSTANT: u32 = 10_000;
+
+/// The scenario's door at its backend: paired before the scenario starts, with this id and key.
+const DOOR_ID: u64 = 1;
+const DEVICE_KEY: [u8; 32] = *b"chronolock scenario device key!!";
+
+/// Room for events the backend has not acknowledged yet (about 7,000 of them).
+const OUTBOX_BYTES: u32 = 256 * 1024;
 
 /// A run that could not complete: a controller that keeps asking to be woken at the same
 /// instant. This is a bug, not a bad scenario.
@@ -45,17 +62,17 @@ enum Delivery {
         server: u8,
         packet: [u8; PACKET_LEN],
     },
-    BackendReply {
+    /// The backend's answer to an exchange reaches the door (if it is still online).
+    Answer {
         boot: u64,
-        time: BackendTime,
+        exchange: Exchange,
+        body: Vec<u8>,
     },
-    BackendFailed {
+    /// The exchange failed: the connection was refused.
+    Failed {
         boot: u64,
-    },
-    Conditional {
-        boot: u64,
-        request: u32,
-        granted: Option<bool>,
+        exchange: Exchange,
+        failure: Failure,
     },
     RtcTick {
         boot: u64,
@@ -97,15 +114,117 @@ impl SimRtc {
     }
 }
 
+/// The door that ships, over an in-memory NOR flash.
+type SimDoor = Door<MemFlash, Vec<u8>>;
+
 struct Device {
-    ctl: Controller,
+    door: SimDoor,
     boot_t: i64,
     boot: u64,
+}
+
+/// The scenario's backend, answering with the server's own device-protocol logic: the door is
+/// paired, its list is the one in its flash, and CONDITIONAL credentials in `conditional_grant`
+/// may enter.
+struct ScenarioBackend {
+    grants: Vec<String>,
+}
+
+impl Devices for ScenarioBackend {
+    type List = Vec<u8>;
+
+    async fn pending_pairings(&self, _now_unix: i64) -> Result<Vec<Pairing>, DeviceError> {
+        Ok(Vec::new())
+    }
+
+    async fn claim_pairing(&self, _: &Pairing, _: [u8; 32], _: i64) -> Result<bool, DeviceError> {
+        Ok(false)
+    }
+
+    async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError> {
+        Ok((door_id == DOOR_ID as i64).then_some(DEVICE_KEY))
+    }
+
+    async fn store_events(&self, _: i64, _: &[WireEvent], _: i64) -> Result<(), DeviceError> {
+        Ok(())
+    }
+
+    fn record_status(&self, _door_id: i64, _status: &DeviceStatus, _received_us: i64) {}
+
+    async fn door_list(
+        &self,
+        _door_id: i64,
+        device_generation: u64,
+    ) -> Result<DoorList<Vec<u8>>, DeviceError> {
+        Ok(DoorList {
+            generation: device_generation,
+            sync_interval_s: sync_interval_s(),
+            list: None,
+        })
+    }
+
+    async fn conditional_granted(
+        &self,
+        _door_id: i64,
+        credential: &Credential,
+        _now_unix: i64,
+    ) -> Result<bool, DeviceError> {
+        let credential = credential.to_string();
+        Ok(self
+            .grants
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&credential)))
+    }
+}
+
+fn sync_interval_s() -> u32 {
+    Config::default()
+        .backend_sync_interval
+        .as_secs()
+        .try_into()
+        .unwrap_or(u32::MAX)
 }
 
 /// Elapsed true microseconds as counted by an oscillator `ppm` fast.
 fn scale(us: i64, ppm: f64) -> i64 {
     (us as f64 * (1.0 + ppm * 1e-6)).round() as i64
+}
+
+/// The door's flash before its first boot: paired with the scenario's backend, the world's
+/// persisted record, and the world's list in the active slot. Also the RAM lists are checked in.
+fn provision(scenario: &Scenario) -> (Store<MemFlash>, Vec<u8>) {
+    let list = scenario.list.as_deref();
+    let slot = list
+        .map_or(0, |l| l.len() as u32)
+        .next_multiple_of(4096)
+        .max(64 * 1024);
+    let layout = Layout::packed(slot, OUTBOX_BYTES);
+    let flash = MemFlash::new(layout.end() as usize);
+    // The layout is this function's own: a fresh flash of its size always opens.
+    let mut store = Store::new(flash, layout).expect("a packed layout fits its own flash");
+    let identity = Enrolled {
+        door_id: DOOR_ID,
+        device_key: DEVICE_KEY,
+        site_key: scenario::test_site_key().verifying_key().to_bytes(),
+        sync_interval_s: sync_interval_s(),
+    };
+    let written = store.set_identity(&identity).and_then(|()| {
+        if scenario.world.provisioned {
+            let p = Persisted {
+                provisioned: true,
+                ..Persisted::default()
+            };
+            store.set_persisted(&p)?;
+        }
+        if let Some(bytes) = list {
+            let mut d = store.begin_list(bytes.len() as u32)?;
+            store.write_list(&mut d, bytes)?;
+            store.commit_list(d)?;
+        }
+        Ok(())
+    });
+    written.expect("fresh in-memory flash takes the provisioning");
+    (store, vec![0; slot as usize])
 }
 
 /// The simulated world and the device in it.
@@ -117,16 +236,11 @@ pub struct Sim {
     network_up: bool,
     ntp: Vec<NtpSpec>,
     backend: scenario::BackendSpec,
+    site: SigningKey,
     rtc: Option<SimRtc>,
     device: Option<Device>,
-    /// The device's flash: the persisted record's bytes.
-    flash: Option<Vec<u8>>,
-    /// The device's flash: the allow-list slot.
-    list: Option<Vec<u8>>,
-    /// Whether the list in flash has been checked by a device (first boot).
-    list_checked: bool,
-    /// The device's flash: keypad users' code usage.
-    keypad_uses: std::collections::BTreeMap<Vec<u8>, chronolock_core::keypad::KeypadUse>,
+    /// The door's flash and list RAM while it is off.
+    off: Option<(Store<MemFlash>, Vec<u8>)>,
     /// The battery's voltage now.
     battery_mv: u16,
     cfg: Config,
@@ -157,7 +271,6 @@ impl Sim {
         if let Some(floor) = w.time_floor_utc {
             cfg.time_floor = floor.0;
         }
-        cfg.site_key = Some(scenario::test_site_key().verifying_key().to_bytes());
         let rtc = w.rtc.as_ref().map(|r| SimRtc {
             base_t: 0,
             base_utc: match r.utc {
@@ -168,14 +281,6 @@ impl Sim {
             osf: r.osf,
             drift_ppm: r.drift_ppm,
         });
-        let flash = w.provisioned.then(|| {
-            Persisted {
-                provisioned: true,
-                ..Persisted::default()
-            }
-            .encode()
-            .to_vec()
-        });
         Sim {
             start: w.start_utc.0,
             now: 0,
@@ -183,12 +288,10 @@ impl Sim {
             network_up: w.network,
             ntp,
             backend: w.backend.clone(),
+            site: scenario::test_site_key(),
             rtc,
             device: None,
-            flash,
-            list: scenario.list.clone(),
-            list_checked: false,
-            keypad_uses: std::collections::BTreeMap::new(),
+            off: Some(provision(scenario)),
             battery_mv: w.battery_mv.min(u32::from(u16::MAX)) as u16,
             cfg,
             setup_button: w.setup_button,
@@ -261,7 +364,7 @@ impl Sim {
             } else {
                 let now = self.instant();
                 if let Some(dev) = &mut self.device {
-                    dev.ctl.handle_timeout(now);
+                    dev.door.handle_timeout(now);
                 }
             }
             self.drain();
@@ -280,7 +383,7 @@ impl Sim {
     /// True time at which the device's next timer fires.
     fn device_timer(&self) -> Option<i64> {
         let dev = self.device.as_ref()?;
-        let due = dev.ctl.poll_timeout()?.as_micros() as i64;
+        let due = dev.door.poll_timeout()?.as_micros() as i64;
         // Invert the oscillator, then step forward until the device really sees `due`.
         let mut t = dev.boot_t + (due as f64 / (1.0 + self.device_drift_ppm * 1e-6)).floor() as i64;
         while scale(t - dev.boot_t, self.device_drift_ppm) < due {
@@ -309,14 +412,20 @@ impl Sim {
     /// Carries out one step at the current time (after [`advance_to`](Self::advance_to)).
     pub fn apply(&mut self, step: &Step, notes: &mut Notes) {
         use scenario::Action as A;
+        let now = self.instant();
+        let off = |what: &str| {
+            format!(
+                "line {}: `{what}` while the device is off does nothing",
+                step.line
+            )
+        };
         match &step.action {
             A::Boot => self.boot(),
-            A::PowerOff => self.device = None,
+            A::PowerOff => self.power_off(),
             A::Network(up) => {
                 self.network_up = *up;
-                let now = self.instant();
                 if let Some(dev) = &mut self.device {
-                    dev.ctl.handle_network(*up, now);
+                    dev.door.handle_network(*up, now);
                 }
             }
             A::Ntp(change) => {
@@ -359,42 +468,25 @@ impl Sim {
                     self.backend.offset_s = v;
                 }
             }
-            A::PhoneTime(utc) => {
-                let now = self.instant();
-                match &mut self.device {
-                    Some(dev) => dev.ctl.handle_phone_time(*utc, now),
-                    None => notes.0.push(format!(
-                        "line {}: `phone_time` while the device is off does nothing",
-                        step.line
-                    )),
+            A::PhoneTime(utc) => match &mut self.device {
+                // The phone submits the door's setup page with its time and nothing else.
+                Some(dev) => {
+                    let form = SetupForm {
+                        phone_time_ms: u64::try_from(utc.as_micros().div_euclid(1000)).unwrap_or(0),
+                        ..SetupForm::default()
+                    };
+                    dev.door.handle_setup(&form, now);
                 }
-            }
-            A::Card(uid) => {
-                let now = self.instant();
-                let list = self.list.as_deref().and_then(|b| AllowList::open(b).ok());
-                match &mut self.device {
-                    Some(dev) => dev.ctl.handle_card(uid, list.as_ref(), now),
-                    None => notes.0.push(format!(
-                        "line {}: `card` while the device is off does nothing",
-                        step.line
-                    )),
-                }
-            }
-            A::Keys(keys) => {
-                let now = self.instant();
-                let list = self.list.as_deref().and_then(|b| AllowList::open(b).ok());
-                match &mut self.device {
-                    Some(dev) => {
-                        for key in keys.bytes() {
-                            dev.ctl.handle_key(key, list.as_ref(), now);
-                        }
-                    }
-                    None => notes.0.push(format!(
-                        "line {}: `keys` while the device is off does nothing",
-                        step.line
-                    )),
-                }
-            }
+                None => notes.0.push(off("phone_time")),
+            },
+            A::Card(uid) => match &mut self.device {
+                Some(dev) => dev.door.handle_card(uid, now),
+                None => notes.0.push(off("card")),
+            },
+            A::Keys(keys) => match &mut self.device {
+                Some(dev) => dev.door.handle_keys(keys.as_bytes(), now),
+                None => notes.0.push(off("keys")),
+            },
             A::Battery(mv) => self.battery_mv = (*mv).min(u32::from(u16::MAX)) as u16,
             A::End => {}
         }
@@ -414,55 +506,43 @@ impl Sim {
     /// What the device's `get_wall_time()` says now, if it is on and its clock is valid.
     pub fn device_wall_time(&self) -> Option<chronolock_core::WallTime> {
         let now = self.instant();
-        self.device.as_ref()?.ctl.wall_time(now)
+        self.device.as_ref()?.door.controller().wall_time(now)
     }
 
     fn boot(&mut self) {
+        if self.device.is_some() {
+            // Booting a running door resets it: RAM is lost, flash kept.
+            self.power_off();
+        }
+        let Some((store, ram)) = self.off.take() else {
+            return;
+        };
         self.boots += 1;
-        let persisted = self
-            .flash
-            .as_deref()
-            .and_then(|b| Persisted::decode(b).ok())
-            .unwrap_or_default();
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
-        let mut ctl = Controller::new(self.cfg.clone(), persisted, seed, Instant::ZERO);
-        if self.setup_button {
-            ctl.set_setup_mode(true);
-        }
-        for used in self.keypad_uses.values() {
-            ctl.restore_keypad_use(*used);
-        }
-        // The list in flash: fully checked the first time a device sees it, opened after that.
-        let opened = self.list.as_deref().map(|bytes| {
-            let list = if self.list_checked {
-                AllowList::open(bytes)
-            } else {
-                ctl.check_allowlist(bytes)
-            };
-            list.map(|l| l.info())
-        });
-        match opened {
-            Some(Ok(info)) => {
-                ctl.allowlist_installed(info, Instant::ZERO);
-                self.list_checked = true;
-            }
-            Some(Err(e)) => {
-                self.emit(json!({"event": "list_rejected", "reason": e.as_str()}));
-                self.list = None;
-            }
-            None => {}
-        }
+        let config = BootConfig {
+            core: self.cfg.clone(),
+            sync_interval_s: None,
+            setup_button: self.setup_button,
+        };
+        let door = Door::boot(store, config, seed, ram, Instant::ZERO);
         self.device = Some(Device {
-            ctl,
+            door,
             boot_t: self.now,
             boot: self.boots,
         });
         self.drain();
         if self.network_up {
             if let Some(dev) = &mut self.device {
-                dev.ctl.handle_network(true, Instant::ZERO);
+                dev.door.handle_network(true, Instant::ZERO);
             }
+        }
+    }
+
+    /// Power is cut: RAM is lost; the flash keeps what the door stored.
+    fn power_off(&mut self) {
+        if let Some(dev) = self.device.take() {
+            self.off = Some(dev.door.into_parts());
         }
     }
 
@@ -470,45 +550,49 @@ impl Sim {
         let now = self.instant();
         let online = self.network_up;
         let Some(dev) = &mut self.device else { return };
+        let door = &mut dev.door;
         match d {
             Delivery::NtpReply {
                 boot,
                 server,
                 packet,
             } if boot == dev.boot && online => {
-                dev.ctl.handle_ntp_response(server, &packet, now);
+                door.handle_ntp_response(server, &packet, now);
             }
-            Delivery::BackendReply { boot, time } if boot == dev.boot && online => {
-                dev.ctl.handle_backend_time(&time, now);
-            }
-            Delivery::BackendFailed { boot } if boot == dev.boot => {
-                dev.ctl.handle_backend_failed(now)
-            }
-            Delivery::Conditional {
+            Delivery::Answer {
                 boot,
-                request,
-                granted,
-            } if boot == dev.boot => match granted {
-                Some(granted) if online => dev.ctl.handle_conditional_answer(request, granted, now),
-                _ => dev.ctl.handle_conditional_failed(request, now),
-            },
+                exchange,
+                body,
+            } if boot == dev.boot => {
+                if online {
+                    door.handle_answer(exchange, &body, now);
+                    door.handle_answer_end(exchange, now);
+                } else if let Exchange::Check { .. } = exchange {
+                    door.handle_exchange_failed(exchange, Failure::Unreachable, now);
+                }
+            }
+            Delivery::Failed {
+                boot,
+                exchange,
+                failure,
+            } if boot == dev.boot => door.handle_exchange_failed(exchange, failure, now),
             Delivery::RtcTick { boot } if boot == dev.boot => {
                 let reading = self
                     .rtc
                     .as_ref()
                     .map_or(RtcReading::Absent, |r| r.read(self.now).at_tick());
-                dev.ctl.handle_rtc_read(reading, now);
+                door.handle_rtc_read(reading, now);
             }
             _ => {}
         }
     }
 
-    /// Carries out every action the controller has queued.
+    /// Carries out every request the door has queued.
     fn drain(&mut self) {
-        while let Some(action) = self.device.as_mut().and_then(|d| d.ctl.poll_action()) {
+        while let Some(request) = self.device.as_mut().and_then(|d| d.door.poll_request()) {
             let now = self.instant();
-            match action {
-                Action::ReadRtc { at_tick } => {
+            match request {
+                Request::ReadRtc { at_tick } => {
                     let tick = at_tick
                         .then(|| self.rtc.as_ref().and_then(|r| r.next_tick(self.now)))
                         .flatten();
@@ -522,41 +606,46 @@ impl Sim {
                                 .rtc
                                 .as_ref()
                                 .map_or(RtcReading::Absent, |r| r.read(self.now));
-                            dev.ctl.handle_rtc_read(reading, now);
+                            dev.door.handle_rtc_read(reading, now);
                         }
                         (_, None) => {}
                     }
                 }
-                Action::WriteRtc { utc } => {
+                Request::WriteRtc { utc } => {
                     if let Some(rtc) = &mut self.rtc {
                         rtc.base_t = self.now;
                         rtc.base_utc = Some(utc.as_micros());
                         rtc.osf = false;
                     }
-                    self.emit(json!({"event": "rtc_write", "utc": scenario::format_utc(utc)}));
                 }
-                Action::SendNtp { server, packet } => self.send_ntp(server, packet),
-                Action::SyncBackend { nonce } => self.send_backend(nonce),
-                Action::PersistKeypadUse(used) => {
-                    self.keypad_uses.insert(used.user.to_vec(), used);
-                }
-                Action::Unlock { ms } => self.emit(json!({"event": "unlock", "ms": ms})),
-                Action::Feedback(pattern) => {
+                Request::SendNtp { server, packet } => self.send_ntp(server, packet),
+                Request::Post(exchange) => self.post(exchange),
+                Request::Unlock { ms } => self.emit(json!({"event": "unlock", "ms": ms})),
+                Request::Feedback(pattern) => {
                     self.emit(json!({"event": "feedback", "pattern": pattern.as_str()}))
                 }
-                Action::AskBackend {
-                    request,
-                    credential,
-                } => self.ask_backend(request, credential.to_string()),
-                Action::ReadBattery => {
+                Request::ReadBattery => {
                     let mv = self.battery_mv;
                     if let Some(dev) = &mut self.device {
-                        dev.ctl.handle_battery(mv, now);
+                        dev.door.handle_battery(mv, now);
                     }
                 }
-                Action::Persist(p) => self.flash = Some(p.encode().to_vec()),
-                Action::Event(e) => self.emit_event(e),
+                Request::Notice(notice) => self.notice(notice),
             }
+        }
+    }
+
+    /// What the door reports that the scenario contract has an event for.
+    fn notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Event { event, .. } => self.emit_event(event),
+            Notice::RtcWritten { utc, .. } => {
+                self.emit(json!({"event": "rtc_write", "utc": scenario::format_utc(utc)}))
+            }
+            Notice::ListRejected(reason) => {
+                self.emit(json!({"event": "list_rejected", "reason": reason.to_string()}))
+            }
+            _ => {}
         }
     }
 
@@ -593,54 +682,82 @@ impl Sim {
         );
     }
 
-    fn send_backend(&mut self, nonce: [u8; NONCE_LEN]) {
-        let boot = self.device.as_ref().map_or(0, |d| d.boot);
+    /// The door POSTs an exchange. The backend, reachable, answers it with the server's own
+    /// device-protocol logic, its clock `offset_s` off: a sync after the round trip (the time
+    /// read halfway), a CONDITIONAL check after the round trip. Unreachable, the connection is
+    /// refused after the round trip.
+    fn post(&mut self, exchange: Exchange) {
         if !self.network_up {
             return;
         }
+        let now = self.instant();
+        let Some(dev) = &mut self.device else { return };
+        let boot = dev.boot;
+        let mut body = vec![0u8; BODY_MAX];
+        let Some(n) = dev.door.write_body(exchange, &mut body, now) else {
+            return;
+        };
+        body.truncate(n);
         let delay = (self.backend.delay_ms * 1000.0).round() as i64;
         if !self.backend.reachable {
-            // Connection refused after the round trip of a TCP handshake.
-            self.schedule(self.now + delay, Delivery::BackendFailed { boot });
-            return;
+            let failure = Failure::Unreachable;
+            return self.schedule(
+                self.now + delay,
+                Delivery::Failed {
+                    boot,
+                    exchange,
+                    failure,
+                },
+            );
         }
-        let arrive = self.now + delay / 2;
-        let receive = self
+        let receive_us = self
             .start
-            .offset_micros(arrive + (self.backend.offset_s * 1e6).round() as i64);
-        let time = BackendTime {
-            nonce,
-            receive,
-            transmit: receive.offset_micros(100),
+            .offset_micros(self.now + delay / 2 + (self.backend.offset_s * 1e6).round() as i64)
+            .as_micros();
+        let backend = ScenarioBackend {
+            grants: self.backend.conditional_grant.clone(),
         };
-        self.schedule(
-            self.now + delay + 100,
-            Delivery::BackendReply { boot, time },
-        );
-    }
-
-    /// The backend answers a CONDITIONAL check after its round trip: granted if the credential
-    /// is in `conditional_grant`; unreachable, the connection fails.
-    fn ask_backend(&mut self, request: u32, credential: String) {
-        let boot = self.device.as_ref().map_or(0, |d| d.boot);
-        if !self.network_up {
-            return;
-        }
-        let delay = (self.backend.delay_ms * 1000.0).round() as i64;
-        let granted = self.backend.reachable.then(|| {
-            self.backend
-                .conditional_grant
-                .iter()
-                .any(|c| c.eq_ignore_ascii_case(&credential))
-        });
-        self.schedule(
-            self.now + delay,
-            Delivery::Conditional {
+        let (answer, at) = match exchange {
+            Exchange::Sync { .. } => {
+                let answer =
+                    chronolock_backend::sync(&backend, &self.site, &body, receive_us, || {
+                        receive_us + 100
+                    });
+                (block_on(answer), self.now + delay + 100)
+            }
+            Exchange::Check { .. } => {
+                let unix = receive_us.div_euclid(1_000_000);
+                let answer = chronolock_backend::check(&backend, &body, unix);
+                (block_on(answer), self.now + delay)
+            }
+            Exchange::Enrol { .. } => {
+                let public = self.site.verifying_key().to_bytes();
+                let unix = receive_us.div_euclid(1_000_000);
+                let answer = chronolock_backend::enrol(&backend, &public, &body, unix, [0; 32]);
+                (
+                    block_on(answer).map(|r| r.map(|(a, _)| a)),
+                    self.now + delay,
+                )
+            }
+        };
+        let delivery = match answer {
+            Ok(Ok(body)) => Delivery::Answer {
                 boot,
-                request,
-                granted,
+                exchange,
+                body,
             },
-        );
+            Ok(Err(e)) => Delivery::Failed {
+                boot,
+                exchange,
+                failure: Failure::Refused { status: e.status },
+            },
+            Err(_) => Delivery::Failed {
+                boot,
+                exchange,
+                failure: Failure::Unreachable,
+            },
+        };
+        self.schedule(at, delivery);
     }
 
     fn emit_event(&mut self, e: Event) {

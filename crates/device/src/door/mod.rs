@@ -381,7 +381,11 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             ctl.set_list_key(Some(protocol::list_key(&id.device_key)));
         }
         note(store.keypad_uses(|u| ctl.restore_keypad_use(u)));
-        ctl.set_setup_mode(identity.is_none() || config.setup_button);
+        // Setup mode: not paired, or the button held; otherwise the core's own rule (a door
+        // that has never completed a sync is still being set up).
+        if identity.is_none() || config.setup_button {
+            ctl.set_setup_mode(true);
+        }
         // The outbox and the last acknowledged id give the next event id.
         let mut newest = store.acked().unwrap_or_else(|e| {
             note(Err(e));

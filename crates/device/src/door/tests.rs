@@ -260,6 +260,8 @@ impl Running<'_> {
                 };
                 let answer = backend.and_then(|b| b.answer(exchange, &body[..n], now));
                 let at = now + Duration::from_millis(40);
+                // The round trip takes time: what the door does next happens after it.
+                self.now = at;
                 match answer {
                     Some(bytes) => {
                         for chunk in bytes.chunks(1000) {
