@@ -300,15 +300,55 @@ mod tests {
         assert!(s.iter().all(Slot::is_well_formed));
     }
 
+    /// A probe at `offset_s` after `start`, or near the zone's offset changes and the slots'
+    /// local edges: `near` picks a switch (modulo how many lie in the window) and `jitter_s`
+    /// (within ±3 h) lands around it, on either side of the local hour that moved.
+    fn probe(
+        zone: &TimeZone,
+        slots: &[LocalSlot],
+        start: Timestamp,
+        switches: &[Timestamp],
+        (kind, near, jitter_s, offset_s): (u8, usize, i64, i64),
+    ) -> Timestamp {
+        let at = |t: Timestamp, s: i64| t.checked_add(jiff::SignedDuration::from_secs(s)).unwrap();
+        match (kind, switches.get(near % switches.len().max(1))) {
+            // Around the switch itself.
+            (0, Some(&switch)) => at(switch, jitter_s),
+            // A slot's local start or end on the local day of the switch (or the next),
+            // a second either side.
+            (1, Some(&switch)) => {
+                let s = &slots[near % slots.len()];
+                let edge = if jitter_s >= 0 {
+                    s.start_min
+                } else {
+                    s.end_min % 1440
+                };
+                let day = switch.to_zoned(zone.clone()).date();
+                let day = if jitter_s.rem_euclid(2) == 0 {
+                    day
+                } else {
+                    day.tomorrow().unwrap()
+                };
+                let local = day.at((edge / 60) as i8, (edge % 60) as i8, 0, 0);
+                let t = local.to_zoned(zone.clone()).unwrap().timestamp();
+                at(t, (jitter_s / 3600).signum())
+            }
+            _ => at(start, offset_s),
+        }
+    }
+
     proptest! {
         /// For random local schedules, zones and instants within the horizon, the compiled UTC
-        /// slots open exactly when the local schedule (evaluated by jiff) does.
+        /// slots open exactly when the local schedule (evaluated by jiff) does. Half the windows
+        /// start shortly before one of the zone's offset changes, and most probes lie at a switch
+        /// or at a slot's edge on the day of one, where an hour's error would show.
         #[test]
         fn compiled_slots_match_local_time(
-            zone in prop::sample::select(vec!["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Tokyo", "America/Sao_Paulo", "Asia/Kolkata", "Pacific/Chatham"]),
+            zone in prop::sample::select(vec!["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Tokyo", "America/Sao_Paulo", "Asia/Kolkata", "Pacific/Chatham", "Europe/London", "Australia/Lord_Howe"]),
             slots in prop::collection::vec((1u8..128, 0u16..1440, 1u16..=1440), 1..4),
             start in 1_767_225_600i64..1_830_000_000,
-            probes in prop::collection::vec(0i64..(50 * 86_400), 1..40),
+            before_switch in prop::option::of(0i64..(40 * 86_400)),
+            probes in prop::collection::vec((0u8..3, 0usize..8, -3 * 3600i64..3 * 3600, 0i64..(50 * 86_400)), 1..40),
         ) {
             let zone = tz(zone);
             let slots: Vec<LocalSlot> = slots
@@ -317,11 +357,23 @@ mod tests {
                 .map(|(days, start_min, end_min)| LocalSlot { days, start_min, end_min })
                 .collect();
             prop_assume!(!slots.is_empty());
-            let from = Timestamp::from_second(start).unwrap();
+            let mut from = Timestamp::from_second(start).unwrap();
+            if let (Some(lead), Some(next)) = (before_switch, zone.following(from).next()) {
+                from = next.timestamp().checked_sub(jiff::SignedDuration::from_secs(lead)).unwrap();
+            }
+            let horizon_end = from.checked_add(jiff::SignedDuration::from_hours(24 * 56)).unwrap();
+            let switches: Vec<Timestamp> = zone
+                .following(from)
+                .map(|t| t.timestamp())
+                .take_while(|t| *t < horizon_end)
+                .collect();
             let compiled = compile(&zone, &slots, from, 56).unwrap();
             prop_assert!(compiled.iter().all(Slot::is_well_formed));
             for p in probes {
-                let t = Timestamp::from_second(start + p).unwrap();
+                let t = probe(&zone, &slots, from, &switches, p);
+                if t < from || t >= horizon_end {
+                    continue;
+                }
                 prop_assert_eq!(utc_open(&compiled, t), local_open(&zone, &slots, t), "at {}", t);
             }
         }

@@ -122,14 +122,95 @@ fn arb_entry() -> impl Strategy<Value = EntrySpec> {
         })
 }
 
+/// How an instant is drawn: anywhere, or within a few seconds of an edge where an off-by-one
+/// would show.
+#[derive(Clone, Copy, Debug)]
+enum Draw {
+    /// Anywhere in the years sampled.
+    Anywhere(i64),
+    /// An entry's `valid_from` or `valid_until` (inclusive), give or take `jitter` seconds.
+    DateEdge {
+        entry: usize,
+        until: bool,
+        jitter: i64,
+    },
+    /// A slot's start or end minute on the UTC day of `day_of`, or its `from`/`until`.
+    SlotEdge {
+        entry: usize,
+        slot: usize,
+        which: u8,
+        day_of: i64,
+        jitter: i64,
+    },
+}
+
+fn arb_draw() -> impl Strategy<Value = Option<Draw>> {
+    let draw = prop_oneof![
+        2 => (LO..HI).prop_map(Draw::Anywhere),
+        1 => (0usize..20, any::<bool>(), -2i64..=2)
+            .prop_map(|(entry, until, jitter)| Draw::DateEdge { entry, until, jitter }),
+        2 => (0usize..20, 0usize..4, 0u8..4, LO..HI, -2i64..=2).prop_map(
+            |(entry, slot, which, day_of, jitter)| Draw::SlotEdge { entry, slot, which, day_of, jitter }
+        ),
+    ];
+    prop::option::weighted(0.9, draw)
+}
+
+/// The instant a draw stands for, among these entries.
+fn instant(entries: &[EntrySpec], draw: Draw) -> i64 {
+    match draw {
+        Draw::Anywhere(t) => t,
+        Draw::DateEdge {
+            entry,
+            until,
+            jitter,
+        } => {
+            let (_, from, to, _) = &entries[entry % entries.len()];
+            let edge = if until { *to } else { *from };
+            if edge == 0 {
+                LO
+            } else {
+                edge + jitter
+            }
+        }
+        Draw::SlotEdge {
+            entry,
+            slot,
+            which,
+            day_of,
+            jitter,
+        } => {
+            let (_, _, _, slots) = &entries[entry % entries.len()];
+            let Some(s) = slots.get(slot % slots.len().max(1)) else {
+                return day_of;
+            };
+            let day = day_of.div_euclid(86_400) * 86_400;
+            let edge = match which {
+                0 => day + i64::from(s.start_min) * 60,
+                1 => day + i64::from(s.end_min) * 60,
+                2 if s.from != 0 => s.from,
+                3 if s.until != 0 => s.until,
+                _ => day,
+            };
+            edge + jitter
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// Every entry at instants drawn anywhere and, more often, a couple of seconds around date
+    /// and slot edges; an instant may also be "clock not valid" (ADR-011).
     #[test]
     fn decisions_match_the_reference_model(
         entries in prop::collection::vec(arb_entry(), 1..20),
-        instants in prop::collection::vec(prop::option::weighted(0.9, LO..HI), 1..20),
+        draws in prop::collection::vec(arb_draw(), 1..20),
     ) {
+        let instants: Vec<Option<i64>> = draws
+            .iter()
+            .map(|d| d.map(|d| instant(&entries, d)))
+            .collect();
         let key = SigningKey::from_bytes(&[3; 32]);
         let mut b = Builder::new();
         for (i, (access, from, until, slots)) in entries.iter().enumerate() {

@@ -512,6 +512,8 @@ impl<'w> DoorRun<'w> {
                 self.near_local_edge(t)
             } else if self.rng.chance(150_000) {
                 self.near_date_edge(t, &ev)
+            } else if self.rng.chance(100_000) {
+                self.near_dst_switch(t)
             } else {
                 t
             };
@@ -591,6 +593,27 @@ impl<'w> DoorRun<'w> {
         }
         let edge = edges[self.rng.below(edges.len() as u64) as usize];
         edge * SEC + SEC / 2 - self.w.start_utc_us
+    }
+
+    /// A moment near the site zone's offset change nearest after `t` − 7 days, if it lies within
+    /// a week of `t`: within three hours of the switch itself, or near a local schedule edge on
+    /// the local day of the switch, where a list that missed it is an hour off.
+    fn near_dst_switch(&mut self, t: i64) -> i64 {
+        let Ok(from) = Timestamp::from_microsecond(self.w.start_utc_us + t - 7 * DAY) else {
+            return t;
+        };
+        let Some(switch) = self.site.zone.following(from).next() else {
+            return t;
+        };
+        let switch = switch.timestamp().as_microsecond() - self.w.start_utc_us;
+        if (switch - t).abs() > 7 * DAY {
+            return t;
+        }
+        if self.rng.chance(500_000) {
+            switch + self.rng.range(-3 * HOUR, 3 * HOUR)
+        } else {
+            self.near_local_edge(switch + 12 * HOUR)
+        }
     }
 
     /// A moment within two minutes of a local schedule edge on the local day of `t`.
@@ -1159,8 +1182,8 @@ impl<'w> DoorRun<'w> {
         match self.cfg.plant {
             Some(Plant::ReferenceExclusiveUntil) if e.valid_until != 0 => e.valid_until -= 1,
             Some(Plant::ReferenceSlotMinuteLate) => {
-                for s in &mut e.slots {
-                    s.end_min = (s.end_min + 1) % 1440;
+                for s in &mut e.local {
+                    s.end_min = s.end_min % 1440 + 1;
                 }
             }
             _ => {}
@@ -1172,7 +1195,7 @@ impl<'w> DoorRun<'w> {
     fn planted_unsynced(&self, entry: &RefEntry) -> Want {
         match self.cfg.plant {
             Some(Plant::ReferenceWrongAdr011Row)
-                if entry.access == AccessType::Scheduled && !entry.slots.is_empty() =>
+                if entry.access == AccessType::Scheduled && !entry.local.is_empty() =>
             {
                 Want::Decided(Decision::Granted)
             }
@@ -1663,7 +1686,7 @@ impl<'w> DoorRun<'w> {
             self.tally.intent_checks += 1;
             // The list was compiled before a DST change that has happened since: the door is
             // on the slots of a later stretch.
-            if entry.slots.iter().any(|s| s.from != 0 && s.from <= lo) {
+            if reference::offset_changed_since_compiled(entry, lo) {
                 self.tally.intent_checks_across_dst += 1;
             }
             let judged = if decision.is_granted() {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chronolock_allowlist::Entry;
-use chronolock_core::allowlist::{AccessType, CardEntry, KeypadEntry, Policy, Slot};
+use chronolock_core::allowlist::{AccessType, CardEntry, KeypadEntry, Policy};
 use ed25519_dalek::SigningKey;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -119,10 +119,13 @@ pub(crate) struct RefEntry {
     pub access: AccessType,
     pub valid_from: i64,
     pub valid_until: i64,
-    /// The UTC slots compiled into the list.
-    pub slots: Vec<Slot>,
-    /// The local slots they were compiled from (empty unless weekly).
+    /// The weekly local slots the admin entered (empty unless weekly).
     pub local: Vec<LocalSlot>,
+    /// The site's zone, whose local time the slots are in.
+    pub zone: TimeZone,
+    /// The span (Unix seconds, `[first, last)`) over which the list's UTC slots follow the
+    /// zone's offset changes: from a day before the list was compiled to its DST horizon.
+    pub follows: (i64, i64),
 }
 
 /// A credential's identity in a list: a card's UID or a keypad user's code.
@@ -500,8 +503,9 @@ fn compile(
             access,
             valid_from,
             valid_until,
-            slots: slots.clone(),
             local,
+            zone: site.zone.clone(),
+            follows: (at_secs - 86_400, at_secs + HORIZON_DAYS * 86_400),
         };
         for k in site.keypad.iter().filter(|k| k.person == person) {
             source.push(Entry::Keypad(KeypadEntry {
