@@ -197,6 +197,15 @@ pub async fn sync<D: Devices>(
         .door_list(door_id, request.status.generation)
         .await?;
     let list = door.list.as_ref().map(AsRef::as_ref);
+    // A door that holds the start of this very generation from an interrupted download gets
+    // the rest; the answer's length and digest still cover the whole list, which the door
+    // checks once it is complete.
+    let list_offset = match (request.status.partial_list, list) {
+        (Some(p), Some(l)) if p.generation == door.generation && (p.offset as usize) < l.len() => {
+            p.offset
+        }
+        _ => 0,
+    };
     let answer = SyncAnswer {
         door_id: header.door_id,
         nonce: header.nonce,
@@ -206,13 +215,13 @@ pub async fn sync<D: Devices>(
         sync_interval_s: door.sync_interval_s.max(1),
         generation: door.generation,
         list,
+        list_offset,
     }
     .write(site, &key);
-    let mut out = Vec::with_capacity(answer.len() + list.map_or(0, <[u8]>::len));
+    let rest = list.map_or(&[][..], |l| &l[list_offset as usize..]);
+    let mut out = Vec::with_capacity(answer.len() + rest.len());
     out.extend_from_slice(&answer);
-    if let Some(list) = list {
-        out.extend_from_slice(list);
-    }
+    out.extend_from_slice(rest);
     Ok(out)
 }
 

@@ -48,13 +48,13 @@ pub const ENROL_REQUEST_LEN: usize = HEADER_LEN + 32 + MAC_LEN;
 /// Enrolment answer length.
 pub const ENROL_RESPONSE_LEN: usize = HEADER_LEN + 32 + 32 + 8 + MAC_LEN;
 /// Fixed part of a sync request, before the events.
-pub const SYNC_REQUEST_FIXED: usize = HEADER_LEN + 36;
+pub const SYNC_REQUEST_FIXED: usize = HEADER_LEN + 48;
 /// Fixed part of an event, before its payload.
 pub const EVENT_HEAD_LEN: usize = 20;
 /// Longest event payload.
 pub const MAX_EVENT_PAYLOAD: usize = 48;
-/// Fixed part of a sync answer; a new list follows it.
-pub const SYNC_RESPONSE_LEN: usize = HEADER_LEN + 16 + 64 + 16 + 4 + 32 + MAC_LEN;
+/// Fixed part of a sync answer; a new list (or the rest of one) follows it.
+pub const SYNC_RESPONSE_LEN: usize = HEADER_LEN + 16 + 64 + 16 + 4 + 32 + 4 + MAC_LEN;
 /// Check request length.
 pub const CHECK_REQUEST_LEN: usize = HEADER_LEN + 8 + 2 + MAX_UID_LEN + MAC_LEN;
 /// Check answer length.
@@ -792,6 +792,17 @@ pub struct DeviceStatus {
     pub error_us: u64,
     /// Last battery reading in millivolts (0: unknown).
     pub battery_mv: u16,
+    /// A list download that was interrupted: the answer may carry only the rest of it.
+    pub partial_list: Option<PartialList>,
+}
+
+/// The part of a list a door already holds from an interrupted download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartialList {
+    /// The list's generation.
+    pub generation: u64,
+    /// Bytes of it the door holds, from the start; the answer resumes here.
+    pub offset: u32,
 }
 
 /// Writes a sync request into a buffer: the status, then as many events as fit.
@@ -827,6 +838,12 @@ impl<'a> SyncRequestWriter<'a> {
         let error = u32::try_from(status.error_us).unwrap_or(u32::MAX);
         buf[60..64].copy_from_slice(&error.to_le_bytes());
         buf[64..68].fill(0);
+        let partial = status.partial_list.unwrap_or(PartialList {
+            generation: 0,
+            offset: 0,
+        });
+        buf[68..76].copy_from_slice(&partial.generation.to_le_bytes());
+        buf[76..80].copy_from_slice(&partial.offset.to_le_bytes());
         Ok(SyncRequestWriter {
             buf,
             len: SYNC_REQUEST_FIXED,
@@ -888,6 +905,11 @@ impl<'a> SyncRequest<'a> {
             source: source_from(bytes[57])?,
             battery_mv: u16_at(bytes, 58),
             error_us: u64::from(u32_at(bytes, 60)),
+            partial_list: match (u64_at(bytes, 68), u32_at(bytes, 76)) {
+                (0, 0) => None,
+                (0, _) | (_, 0) => return Err(ProtocolError::Malformed("partial_list")),
+                (generation, offset) => Some(PartialList { generation, offset }),
+            },
         };
         let request = SyncRequest {
             header,
@@ -937,8 +959,12 @@ pub struct SyncAnswer<'a> {
     pub sync_interval_s: u32,
     /// The door's current list generation.
     pub generation: u64,
-    /// The list, when the device's generation is older; it follows the fixed part.
+    /// The list, when the device's generation is older; it follows the fixed part from
+    /// `list_offset` on.
     pub list: Option<&'a [u8]>,
+    /// Where the bytes that follow start in the list (0 unless the door holds its start from
+    /// an interrupted download).
+    pub list_offset: u32,
 }
 
 /// What the site key signs in a sync answer: context, door, nonce, receive and transmit time.
@@ -978,6 +1004,7 @@ impl SyncAnswer<'_> {
         if let Some(list) = self.list {
             out[128..132].copy_from_slice(&(list.len() as u32).to_le_bytes());
             out[132..164].copy_from_slice(&Sha256::digest(list));
+            out[164..168].copy_from_slice(&self.list_offset.to_le_bytes());
         }
         seal_mac(&mut out, device_key);
         out
@@ -1000,6 +1027,8 @@ pub struct SyncResponse {
     pub list_len: u32,
     /// Its SHA-256.
     pub list_digest: [u8; 32],
+    /// Where the bytes that follow start in the list (0: the whole list follows).
+    pub list_offset: u32,
 }
 
 impl SyncResponse {
@@ -1033,6 +1062,11 @@ impl SyncResponse {
         }
         let mut list_digest = [0u8; 32];
         list_digest.copy_from_slice(&fixed[132..164]);
+        let list_len = u32_at(fixed, 128);
+        let list_offset = u32_at(fixed, 164);
+        if list_offset != 0 && list_offset >= list_len {
+            return Err(ProtocolError::Malformed("list_offset"));
+        }
         Ok(SyncResponse {
             time: BackendTime {
                 nonce: *nonce,
@@ -1042,8 +1076,9 @@ impl SyncResponse {
             acked: u16_at(fixed, 112),
             sync_interval_s: u32_at(fixed, 116),
             generation: u64_at(fixed, 120),
-            list_len: u32_at(fixed, 128),
+            list_len,
             list_digest,
+            list_offset,
         })
     }
 
@@ -1238,6 +1273,10 @@ mod tests {
             source: Some(Source::Backend),
             error_us: 1234,
             battery_mv: 3650,
+            partial_list: Some(PartialList {
+                generation: 6,
+                offset: 4096,
+            }),
         };
         let mut buf = [0u8; 512];
         let mut w = SyncRequestWriter::new(&mut buf, 42, [4; 16], &status).unwrap();
@@ -1284,6 +1323,7 @@ mod tests {
             sync_interval_s: 300,
             generation: 6,
             list: Some(&list),
+            list_offset: 40,
         }
         .write(&site(), &key);
         let vk = site().verifying_key();
@@ -1291,6 +1331,7 @@ mod tests {
         assert_eq!(r.time.receive.as_micros(), 1_800_000_000_000_000);
         assert_eq!(r.time.transmit.as_micros(), 1_800_000_000_000_150);
         assert_eq!((r.acked, r.generation, r.list_len), (3, 6, 100));
+        assert_eq!(r.list_offset, 40);
         assert!(r.list_matches(&list));
         assert!(!r.list_matches(&list[1..]));
         assert_eq!(

@@ -66,6 +66,8 @@ pub enum SlotError {
     },
     /// The bytes read back differ from what was written (worn or failing flash).
     Verify,
+    /// An interrupted download cannot go on where asked (another list was installed since).
+    Resume,
 }
 
 impl<E: NorFlashError> From<E> for SlotError {
@@ -88,6 +90,7 @@ impl core::fmt::Display for SlotError {
                 write!(f, "list incomplete: {written} of {len} bytes")
             }
             SlotError::Verify => f.write_str("flash read back differs from what was written"),
+            SlotError::Resume => f.write_str("the interrupted download cannot go on there"),
         }
     }
 }
@@ -142,6 +145,16 @@ impl Download {
     /// Whether the announced length is zero.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Bytes already in flash (those of a last partial write unit are still in RAM).
+    pub fn flushed(&self) -> u32 {
+        self.written - self.pending_len as u32
+    }
+
+    /// The slot it is written to (0: A, 1: B) and the sequence it will be committed with.
+    pub fn target(&self) -> (u8, u32) {
+        (self.index, self.sequence)
     }
 }
 
@@ -265,6 +278,69 @@ impl<F: NorFlash> Slots<F> {
             pending: [0xff; MAX_WRITE_SIZE],
             pending_len: 0,
             digest: CRC32.digest(),
+        })
+    }
+
+    /// Where a download interrupted after `flushed` bytes (of which a power cut may have torn
+    /// the last) can go on: the start of the erase sector that holds byte `flushed`, since
+    /// what follows must be erased again. `exact`: the download stopped cleanly (nothing was
+    /// written past `flushed`), so it goes on right there.
+    pub fn resume_point(&self, flushed: u32, exact: bool) -> u32 {
+        if exact {
+            return flushed - flushed % F::WRITE_SIZE as u32;
+        }
+        let erase = F::ERASE_SIZE as u32;
+        let sector = (DATA_OFFSET + flushed) / erase * erase;
+        sector.saturating_sub(DATA_OFFSET)
+    }
+
+    /// Goes on with a download of `len` bytes into slot `target` (as [`Download::target`] gave)
+    /// at `at`, a [`resume_point`](Self::resume_point). Refused if the spare slot or its next
+    /// sequence changed since (another list was installed). Unless `exact`, the slot from the
+    /// sector of `at` on is erased first; the CRC of the bytes kept is read back.
+    pub fn resume(
+        &mut self,
+        target: (u8, u32),
+        len: u32,
+        at: u32,
+        exact: bool,
+    ) -> Result<Download, SlotError> {
+        let spare = match self.active()? {
+            Some(a) => (1 - a.index, a.sequence.wrapping_add(1)),
+            None => (0, 1),
+        };
+        if target != spare || len > self.capacity() || at > len {
+            return Err(SlotError::Resume);
+        }
+        let (index, sequence) = target;
+        let start = self.slot_start(index);
+        let data = start + DATA_OFFSET;
+        if !exact {
+            if self.resume_point(at, false) != at {
+                return Err(SlotError::Resume);
+            }
+            let from = if at == 0 { start } else { data + at };
+            self.flash.erase(from, start + self.slot_size)?;
+        } else if !(at as usize).is_multiple_of(F::WRITE_SIZE) {
+            return Err(SlotError::Resume);
+        }
+        let mut digest = CRC32.digest();
+        let mut buf = [0u8; READ_CHUNK];
+        let mut done = 0;
+        while done < at {
+            let n = (at - done).min(READ_CHUNK as u32) as usize;
+            self.flash.read(data + done, &mut buf[..n])?;
+            digest.update(&buf[..n]);
+            done += n as u32;
+        }
+        Ok(Download {
+            index,
+            sequence,
+            len,
+            written: at,
+            pending: [0xff; MAX_WRITE_SIZE],
+            pending_len: 0,
+            digest,
         })
     }
 

@@ -205,6 +205,7 @@ async fn main() {
             source: Some(chronolock_core::Source::Ntp),
             error_us: 10_000,
             battery_mv: 3700,
+            partial_list: None,
         };
         let w = SyncRequestWriter::new(&mut buf, enrolled.door_id, [9; 16], &status).unwrap();
         let n = w.finish(&enrolled.device_key);

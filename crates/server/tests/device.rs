@@ -13,8 +13,8 @@ use chronolock_core::access::Decision;
 use chronolock_core::allowlist::{AccessType, AllowList};
 use chronolock_core::controller::Credential;
 use chronolock_core::protocol::{
-    self, DeviceStatus, Enrolled, Enrolment, EventBody, SyncRequestWriter, SyncResponse, WireEvent,
-    SYNC_RESPONSE_LEN,
+    self, DeviceStatus, Enrolled, Enrolment, EventBody, PartialList, SyncRequestWriter,
+    SyncResponse, WireEvent, SYNC_RESPONSE_LEN,
 };
 use chronolock_core::Source;
 use chronolock_server::model::{self, RuleSpec, Subject};
@@ -110,6 +110,18 @@ async fn sync(
     events: &[WireEvent],
     nonce: u8,
 ) -> Synced {
+    sync_resuming(state, device, generation, events, nonce, None).await
+}
+
+/// A sync from a door that holds the start of a list from an interrupted download.
+async fn sync_resuming(
+    state: &AppState,
+    device: &Enrolled,
+    generation: u64,
+    events: &[WireEvent],
+    nonce: u8,
+    partial_list: Option<PartialList>,
+) -> Synced {
     let mut buf = vec![0u8; 4096];
     let status = DeviceStatus {
         wall_us: Some(chronolock_server::now_micros() + 150_000),
@@ -118,6 +130,7 @@ async fn sync(
         source: Some(Source::Ntp),
         error_us: 20_000,
         battery_mv: 3650,
+        partial_list,
     };
     let mut w = SyncRequestWriter::new(&mut buf, device.door_id, [nonce; 16], &status).unwrap();
     for e in events {
@@ -137,7 +150,8 @@ async fn sync(
     )
     .unwrap();
     let list = body[SYNC_RESPONSE_LEN..].to_vec();
-    assert!(response.list_len == 0 || response.list_matches(&list));
+    let resumed = response.list_offset > 0;
+    assert!(response.list_len == 0 || resumed || response.list_matches(&list));
     Synced {
         response,
         list,
@@ -193,6 +207,18 @@ async fn pairing_sync_events_and_lists() {
         assert!(list.info().sealed, "{label}");
         assert_eq!(list.info().generation, first.response.generation);
         assert!(list.find_card(&[4, 0xA1, 0xB2, 0xC3]).is_some());
+
+        // A door that holds the first 100 bytes of this list gets the rest; the answer still
+        // announces the whole list. One that holds another generation's start gets it all.
+        let generation = first.response.generation;
+        let partial = |generation, offset| Some(PartialList { generation, offset });
+        let rest = sync_resuming(&state, &device, 0, &[], 5, partial(generation, 100)).await;
+        assert_eq!(rest.response.list_offset, 100, "{label}");
+        assert_eq!(rest.response.list_digest, first.response.list_digest);
+        assert_eq!(rest.list, first.list[100..], "{label}");
+        let other = sync_resuming(&state, &device, 0, &[], 6, partial(generation + 7, 100)).await;
+        assert_eq!(other.response.list_offset, 0, "{label}");
+        assert_eq!(other.list, first.list, "{label}");
 
         // Unchanged: no list, a few hundred bytes.
         let generation = first.response.generation;

@@ -41,6 +41,7 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
         total.keypad_grants += r.keypad_grants;
         total.reports += r.reports;
         total.list_installs += r.list_installs;
+        total.list_resumes += r.list_resumes;
         total.misled_grants += r.misled_grants;
         total.intent_checks += r.intent_checks;
         total.intent_checks_across_dst += r.intent_checks_across_dst;
@@ -62,6 +63,7 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
     assert!(total.decisions > 50_000 && total.grants > 10_000);
     assert!(total.keypad_grants > 1_000, "{}", total.keypad_grants);
     assert!(total.list_installs > 1_000);
+    assert!(total.list_resumes > 10, "{}", total.list_resumes);
     // Presentations are drawn near DST switches: decisions on lists compiled before one.
     assert!(
         total.intent_checks_across_dst > 500,
@@ -74,6 +76,7 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
         "power_cut_during_list_download",
         "torn_flash_write",
         "list_swapped_in_transit",
+        "download_interrupted",
         "network_outage",
         "backend_outage",
         "answer_lost",
@@ -231,6 +234,13 @@ fn forgetting_used_codes_at_reboot_lets_a_code_in_twice() {
 fn a_shell_that_skips_the_digest_check_uses_a_list_never_announced() {
     let f = planted(Plant::SkipDigestCheck);
     assert_eq!(f.first.invariant, "list_as_announced", "{f}");
+}
+
+#[test]
+fn a_backend_that_resumes_a_download_a_byte_late_gets_its_list_refused() {
+    let f = planted_in(Plant::BackendResumesOffByOne, 10, 20);
+    assert_eq!(f.first.invariant, "list_refused", "{f}");
+    assert!(f.first.detail.contains("announced"), "{f}");
 }
 
 /// Subtle differences between the door and the reference are each caught by the exact

@@ -25,9 +25,9 @@ use chronolock_core::allowlist::{AllowList, ListError, ListInfo};
 use chronolock_core::controller::{Credential, Feedback, NONCE_LEN};
 use chronolock_core::ntp::PACKET_LEN;
 use chronolock_core::protocol::{
-    self, DeviceStatus, Enrolled, Enrolment, EventBody, ProtocolError, SyncRequestWriter,
-    SyncResponse, WireEvent, CHECK_RESPONSE_LEN, ENROL_RESPONSE_LEN, EVENT_HEAD_LEN, MAC_LEN,
-    MAX_EVENT_PAYLOAD, SYNC_REQUEST_FIXED, SYNC_RESPONSE_LEN,
+    self, DeviceStatus, Enrolled, Enrolment, EventBody, PartialList, ProtocolError,
+    SyncRequestWriter, SyncResponse, WireEvent, CHECK_RESPONSE_LEN, ENROL_RESPONSE_LEN,
+    EVENT_HEAD_LEN, MAC_LEN, MAX_EVENT_PAYLOAD, SYNC_REQUEST_FIXED, SYNC_RESPONSE_LEN,
 };
 use chronolock_core::{Action, Config, Controller, Event, Instant, RtcReading, UnixTime};
 use core::time::Duration;
@@ -36,7 +36,7 @@ use heapless::{Deque, Vec};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-pub use store::{Layout, Settings, Store, StoreError, EVENT_MAX};
+pub use store::{Layout, PartialDownload, Settings, Store, StoreError, EVENT_MAX};
 
 use crate::setup::SetupForm;
 use crate::slots::Download;
@@ -47,6 +47,10 @@ pub const SYNC_EVENTS_MAX: usize = 64;
 /// A buffer this large holds any request body [`Door::write_body`] writes.
 pub const BODY_MAX: usize =
     SYNC_REQUEST_FIXED + MAC_LEN + SYNC_EVENTS_MAX * (EVENT_HEAD_LEN + MAX_EVENT_PAYLOAD);
+
+/// A download in progress is noted in flash each time this many more bytes are in, so that a
+/// power cut costs at most this much (plus an erase sector) of it.
+const CHECKPOINT_BYTES: u32 = 32 * 1024;
 
 /// Requests waiting for the shell at most; the shell drains them after every call.
 pub const REQUEST_QUEUE_LEN: usize = 32;
@@ -175,8 +179,10 @@ pub enum Notice {
         acked: u16,
         /// The door's list generation on the server.
         generation: u64,
-        /// Length of the list that follows (0: none).
+        /// Length of the list announced (0: none).
         list_len: u32,
+        /// Where the bytes that follow start in it (non-zero: an interrupted download goes on).
+        list_offset: u32,
     },
     /// A sync failed.
     SyncFailed(ExchangeError),
@@ -253,6 +259,9 @@ pub enum ListRejection {
         /// Its length.
         len: u32,
     },
+    /// The answer goes on with a download this door does not hold (another list, or another
+    /// offset).
+    Resume,
 }
 
 impl core::fmt::Display for ListRejection {
@@ -265,6 +274,9 @@ impl core::fmt::Display for ListRejection {
             ListRejection::List(e) => f.write_str(e.as_str()),
             ListRejection::Store(e) => write!(f, "{e}"),
             ListRejection::TooLarge { len } => write!(f, "list of {len} bytes is too large"),
+            ListRejection::Resume => {
+                f.write_str("answer resumes a download this door does not hold")
+            }
         }
     }
 }
@@ -332,6 +344,8 @@ pub struct Door<F, L> {
     enrol_at: Option<Instant>,
     enrol_backoff: Duration,
     sync: Option<SyncExchange>,
+    /// How far an interrupted list download got (as in flash).
+    partial: Option<PartialDownload>,
     checks: Vec<CheckExchange, CHECKS_MAX>,
     /// The id the next enrolment or sync exchange gets.
     next_exchange: u32,
@@ -391,6 +405,10 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             note(Err(e));
             0
         });
+        let partial = store.partial_download().unwrap_or_else(|e| {
+            note(Err(e));
+            None
+        });
         let mut outbox_len = 0;
         note(store.peek_events(|bytes| {
             if let Ok((e, _)) = WireEvent::read(bytes) {
@@ -424,6 +442,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             enrol_at: None,
             enrol_backoff: ENROL_RETRY_INITIAL,
             sync: None,
+            partial,
             checks: Vec::new(),
             next_exchange: 0,
             last_now: now,
@@ -470,7 +489,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         self.network_up = up;
         if !up {
             self.enrol = None;
-            self.sync = None;
+            if let Some(sync) = self.sync.take() {
+                self.keep_partial(sync);
+            }
         } else {
             self.enrol_backoff = ENROL_RETRY_INITIAL;
             self.enrol_at = Some(now);
@@ -630,7 +651,8 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 }
             }
             Exchange::Sync { id } => {
-                if self.take_sync(id).is_some() {
+                if let Some(sync) = self.take_sync(id) {
+                    self.keep_partial(sync);
                     self.sync_failed(ExchangeError::Failed(failure), now);
                 }
             }
@@ -902,6 +924,8 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             // A sync under the old identity was under way: it is void.
             self.ctl.handle_backend_failed(now);
         }
+        // So is a download the old pairing began.
+        self.forget_partial();
         self.ctl
             .set_list_key(Some(protocol::list_key(&enrolled.device_key)));
         self.ctl.set_setup_mode(false);
@@ -920,6 +944,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             // Not paired yet, or offline: the exchange fails at once.
             self.ctl.handle_backend_failed(now);
             return;
+        }
+        if let Some(old) = self.sync.take() {
+            self.keep_partial(old);
         }
         let id = self.exchange_id();
         self.sync = Some(SyncExchange {
@@ -951,7 +978,22 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     fn write_sync(&mut self, exchange: u32, buf: &mut [u8], now: Instant) -> Option<usize> {
         let id = self.identity?;
-        let sync = self.sync.as_mut().filter(|s| s.id == exchange)?;
+        self.sync.as_ref().filter(|s| s.id == exchange)?;
+        // An interrupted download: the answer may carry only the rest of that list.
+        let partial_list = match self.partial {
+            Some(p) => match self.store.resume_point(&p) {
+                Ok(0) => None,
+                Ok(offset) => Some(PartialList {
+                    generation: p.generation,
+                    offset,
+                }),
+                Err(e) => {
+                    self.push(Request::Notice(Notice::Storage(e)));
+                    None
+                }
+            },
+            None => None,
+        };
         let wall = self.ctl.wall_time(now);
         let status = DeviceStatus {
             wall_us: wall.map(|w| w.utc.as_micros()),
@@ -960,7 +1002,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             source: self.ctl.clock_source(),
             error_us: wall.map_or(0, |w| w.error_bound_ms.saturating_mul(1000)),
             battery_mv: self.battery_mv,
+            partial_list,
         };
+        let sync = self.sync.as_mut().filter(|s| s.id == exchange)?;
         let mut w = SyncRequestWriter::new(buf, id.door_id, sync.nonce, &status).ok()?;
         sync.sent = 0;
         let (sent, newest) = (&mut sync.sent, &mut sync.newest_sent);
@@ -1023,9 +1067,10 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 acked: acked as u16,
                 generation: answer.generation,
                 list_len: answer.list_len,
+                list_offset: answer.list_offset,
             }));
             if answer.list_len > 0 {
-                self.begin_download(answer.list_len);
+                self.begin_download(&answer);
             }
         }
         let Some(sync) = &mut self.sync else { return };
@@ -1033,37 +1078,109 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             return;
         }
         let Some(d) = &mut sync.download else { return };
-        if let Err(e) = self.store.write_list(d, bytes) {
-            sync.refused = true;
-            sync.download = None;
-            let reason = match e {
-                // More bytes than the signed answer announced: not the announced list.
-                StoreError::Slots(crate::slots::SlotError::Overrun) => ListRejection::Digest,
-                e => ListRejection::Store(e),
-            };
-            self.push(Request::Notice(Notice::ListRejected(reason)));
+        let before = d.flushed();
+        match self.store.write_list(d, bytes) {
+            Ok(()) if d.flushed() / CHECKPOINT_BYTES > before / CHECKPOINT_BYTES => {
+                // A power cut from here on costs at most the bytes since this note.
+                let partial = sync.answer.map(|a| partial_of(&a, d, false));
+                if let Some(p) = partial {
+                    self.set_partial(p);
+                }
+            }
+            Ok(()) => {}
+            Err(e) => {
+                sync.refused = true;
+                sync.download = None;
+                let reason = match e {
+                    // More bytes than the signed answer announced: not the announced list.
+                    StoreError::Slots(crate::slots::SlotError::Overrun) => ListRejection::Digest,
+                    e => ListRejection::Store(e),
+                };
+                self.forget_partial();
+                self.push(Request::Notice(Notice::ListRejected(reason)));
+            }
         }
     }
 
-    fn begin_download(&mut self, len: u32) {
-        let refusal = if len as usize > self.list_ram.as_ref().len() {
-            Some(ListRejection::TooLarge { len })
+    /// Starts the download the answer announced, or goes on with the interrupted one it
+    /// resumes.
+    fn begin_download(&mut self, answer: &SyncResponse) {
+        let len = answer.list_len;
+        let started = if len as usize > self.list_ram.as_ref().len() {
+            Err(ListRejection::TooLarge { len })
+        } else if answer.list_offset == 0 {
+            self.forget_partial();
+            self.store.begin_list(len).map_err(ListRejection::Store)
         } else {
-            match self.store.begin_list(len) {
-                Ok(d) => {
-                    if let Some(s) = &mut self.sync {
-                        s.download = Some(d);
-                    }
-                    None
-                }
-                Err(e) => Some(ListRejection::Store(e)),
-            }
+            self.resume_download(answer)
         };
-        if let Some(r) = refusal {
-            if let Some(s) = &mut self.sync {
-                s.refused = true;
+        match started {
+            Ok(d) => {
+                if let Some(s) = &mut self.sync {
+                    s.download = Some(d);
+                }
             }
-            self.push(Request::Notice(Notice::ListRejected(r)));
+            Err(r) => {
+                if let Some(s) = &mut self.sync {
+                    s.refused = true;
+                }
+                self.push(Request::Notice(Notice::ListRejected(r)));
+            }
+        }
+    }
+
+    /// Goes on with the interrupted download, if the answer resumes exactly that one (same
+    /// list, from where this door said it would go on).
+    fn resume_download(&mut self, answer: &SyncResponse) -> Result<Download, ListRejection> {
+        let partial = self.partial.filter(|p| {
+            p.generation == answer.generation
+                && p.len == answer.list_len
+                && p.digest == answer.list_digest
+        });
+        let resumed = partial.ok_or(ListRejection::Resume).and_then(|p| {
+            match self.store.resume_point(&p) {
+                Ok(at) if at == answer.list_offset => {}
+                Ok(_) => return Err(ListRejection::Resume),
+                Err(e) => return Err(ListRejection::Store(e)),
+            }
+            // From now on bytes are written past the note: it no longer says exactly where
+            // the download stopped.
+            let inexact = PartialDownload { exact: false, ..p };
+            self.store
+                .set_partial_download(&inexact)
+                .map_err(ListRejection::Store)?;
+            self.partial = Some(inexact);
+            self.store.resume_list(&p).map_err(|e| match e {
+                StoreError::Slots(crate::slots::SlotError::Resume) => ListRejection::Resume,
+                e => ListRejection::Store(e),
+            })
+        });
+        if resumed.is_err() {
+            self.forget_partial();
+        }
+        resumed
+    }
+
+    /// An exchange with a download under way ends early: note exactly how far it got, so that
+    /// the next sync goes on from there.
+    fn keep_partial(&mut self, sync: SyncExchange) {
+        if let (Some(answer), Some(d), false) = (sync.answer, &sync.download, sync.refused) {
+            if d.flushed() > 0 {
+                self.set_partial(partial_of(&answer, d, true));
+            }
+        }
+    }
+
+    fn set_partial(&mut self, p: PartialDownload) {
+        let saved = self.store.set_partial_download(&p);
+        self.partial = saved.is_ok().then_some(p);
+        self.stored(saved);
+    }
+
+    fn forget_partial(&mut self) {
+        if self.partial.take().is_some() {
+            let r = self.store.clear_partial_download();
+            self.stored(r);
         }
     }
 
@@ -1092,8 +1209,14 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 written: d.written(),
                 len: d.len(),
             };
+            // The answer ended early: the next sync goes on from here.
+            if let (Some(a), true) = (answer, d.flushed() > 0) {
+                self.set_partial(partial_of(&a, &d, true));
+            }
             return self.push(Request::Notice(Notice::ListRejected(reason)));
         }
+        // Complete: installed or refused, this download is over.
+        self.forget_partial();
         let checked = self
             .store
             .staged_list(&mut d)
@@ -1161,6 +1284,18 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     fn take_check(&mut self, request: u32) -> Option<CheckExchange> {
         let i = self.checks.iter().position(|c| c.request == request)?;
         Some(self.checks.remove(i))
+    }
+}
+
+/// The note of how far download `d` of the list `answer` announced got.
+fn partial_of(answer: &SyncResponse, d: &Download, exact: bool) -> PartialDownload {
+    PartialDownload {
+        generation: answer.generation,
+        len: answer.list_len,
+        digest: answer.list_digest,
+        target: d.target(),
+        flushed: d.flushed(),
+        exact,
     }
 }
 

@@ -4,7 +4,8 @@
 //!   switched to only after the core has checked it;
 //! - a `sequential-storage` map (wear-levelled, safe against power cuts at any point) holding
 //!   the settings from setup mode, the identity from pairing, the core's [`Persisted`] record,
-//!   each keypad user's code use, and the id of the last event the backend acknowledged;
+//!   each keypad user's code use, the id of the last event the backend acknowledged, and how far
+//!   an interrupted list download got;
 //! - a `sequential-storage` queue: the outbox of events not yet acknowledged, oldest first.
 //!
 //! Every operation is blocking (see [`crate::flash`]); the store keeps no state in RAM that the
@@ -78,6 +79,7 @@ const KEY_IDENTITY: Key = key(2);
 const KEY_PERSISTED: Key = key(3);
 const KEY_ACKED: Key = key(4);
 const KIND_KEYPAD: u8 = 5;
+const KEY_PARTIAL: Key = key(6);
 
 const fn key(kind: u8) -> Key {
     let mut k = [0u8; 10];
@@ -238,6 +240,56 @@ fn decode_keypad_use(b: &[u8]) -> Option<KeypadUse> {
         last_totp_step: (b[9] == 1).then_some(step),
         hotp_next: u64::from_le_bytes(b[18..26].try_into().ok()?),
     })
+}
+
+/// A list download that was interrupted, kept so that the next sync (after a power cut too)
+/// goes on with it instead of starting over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartialDownload {
+    /// The list's generation, length and SHA-256, as the sync answer announced them.
+    pub generation: u64,
+    /// Its length.
+    pub len: u32,
+    /// Its SHA-256.
+    pub digest: [u8; 32],
+    /// The spare slot it is written to and the sequence it will be committed with.
+    pub target: (u8, u32),
+    /// Bytes known to be in flash.
+    pub flushed: u32,
+    /// The download stopped cleanly: nothing was written past `flushed`.
+    pub exact: bool,
+}
+
+const PARTIAL_LEN: usize = 8 + 4 + 32 + 1 + 4 + 4 + 1;
+
+fn encode_partial(p: &PartialDownload) -> [u8; PARTIAL_LEN] {
+    let mut out = [0u8; PARTIAL_LEN];
+    out[..8].copy_from_slice(&p.generation.to_le_bytes());
+    out[8..12].copy_from_slice(&p.len.to_le_bytes());
+    out[12..44].copy_from_slice(&p.digest);
+    out[44] = p.target.0;
+    out[45..49].copy_from_slice(&p.target.1.to_le_bytes());
+    out[49..53].copy_from_slice(&p.flushed.to_le_bytes());
+    out[53] = u8::from(p.exact);
+    out
+}
+
+fn decode_partial(b: &[u8]) -> Option<PartialDownload> {
+    if b.len() != PARTIAL_LEN || b[44] > 1 || b[53] > 1 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&b[12..44]);
+    let le32 = |at: usize| b.get(at..at + 4)?.try_into().ok().map(u32::from_le_bytes);
+    let p = PartialDownload {
+        generation: u64::from_le_bytes(b[..8].try_into().ok()?),
+        len: le32(8)?,
+        digest,
+        target: (b[44], le32(45)?),
+        flushed: le32(49)?,
+        exact: b[53] == 1,
+    };
+    (p.flushed <= p.len).then_some(p)
 }
 
 /// Word-aligned buffer, as flash drivers prefer.
@@ -521,6 +573,38 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
     /// Switches to the staged list; call only after the core accepted it.
     pub fn commit_list(&mut self, d: Download) -> Result<SlotInfo, StoreError> {
         Ok(self.slots()?.commit(d)?)
+    }
+
+    /// How far an interrupted download got, if one did.
+    pub fn partial_download(&mut self) -> Result<Option<PartialDownload>, StoreError> {
+        let mut v = [0u8; PARTIAL_LEN];
+        match self.fetch(&KEY_PARTIAL, &mut v)? {
+            Some(PARTIAL_LEN) => decode_partial(&v).map(Some).ok_or(StoreError::Corrupt),
+            Some(_) => Err(StoreError::Corrupt),
+            None => Ok(None),
+        }
+    }
+
+    /// Keeps how far a download got.
+    pub fn set_partial_download(&mut self, p: &PartialDownload) -> Result<(), StoreError> {
+        self.put(&KEY_PARTIAL, &encode_partial(p))
+    }
+
+    /// Forgets an interrupted download (installed, refused, or superseded).
+    pub fn clear_partial_download(&mut self) -> Result<(), StoreError> {
+        self.remove(&KEY_PARTIAL)
+    }
+
+    /// Where the interrupted download `p` goes on (bytes of the list kept).
+    pub fn resume_point(&mut self, p: &PartialDownload) -> Result<u32, StoreError> {
+        Ok(self.slots()?.resume_point(p.flushed, p.exact))
+    }
+
+    /// Goes on with the interrupted download `p` at its [`resume_point`](Self::resume_point).
+    pub fn resume_list(&mut self, p: &PartialDownload) -> Result<Download, StoreError> {
+        let mut slots = self.slots()?;
+        let at = slots.resume_point(p.flushed, p.exact);
+        Ok(slots.resume(p.target, p.len, at, p.exact)?)
     }
 
     /// Reads a slot's list into `buf`.

@@ -92,6 +92,7 @@ pub(crate) struct Tally {
     pub boots: u64,
     pub syncs: u64,
     pub list_installs: u64,
+    pub list_resumes: u64,
     pub max_outbox: u64,
     pub faults: BTreeMap<&'static str, u64>,
     pub misled_examples: Vec<Violation>,
@@ -389,6 +390,9 @@ pub(crate) struct DoorRun<'w> {
     announced: BTreeSet<u64>,
     /// A list swapped in on the way, not yet refused: its bytes.
     swapped: Option<Vec<u8>>,
+    /// A swapped list ended early: the door keeps its bytes as the start of the announced list,
+    /// and a sync that goes on with them finds the whole not the one announced.
+    swapped_start_kept: bool,
     pub(crate) tally: Tally,
     pub(crate) violations: Vec<Violation>,
 }
@@ -475,6 +479,7 @@ impl<'w> DoorRun<'w> {
             armed: None,
             announced: BTreeSet::new(),
             swapped: None,
+            swapped_start_kept: false,
             tally: Tally::default(),
             violations: Vec::new(),
         };
@@ -1099,9 +1104,13 @@ impl<'w> DoorRun<'w> {
                 }
                 self.max_installed = self.max_installed.max(generation);
             }
-            Notice::ListRejected(ListRejection::Digest | ListRejection::Incomplete { .. })
-                if self.swapped.is_some() =>
-            {
+            Notice::ListRejected(ListRejection::Digest) if self.swapped_start_kept => {
+                self.swapped_start_kept = false;
+            }
+            Notice::ListRejected(
+                reason @ (ListRejection::Digest | ListRejection::Incomplete { .. }),
+            ) if self.swapped.is_some() => {
+                self.swapped_start_kept = matches!(reason, ListRejection::Incomplete { .. });
                 let swapped = self.swapped.take().unwrap_or_default();
                 if self.cfg.plant == Some(Plant::SkipDigestCheck) {
                     self.install_behind_the_doors_back(&swapped);
@@ -1125,6 +1134,18 @@ impl<'w> DoorRun<'w> {
             }
             Notice::PairingFailed(e) if !matches!(e, ExchangeError::Failed(_)) => {
                 self.violate("pairing", format!("{e}"));
+            }
+            Notice::Synced {
+                list_len,
+                list_offset,
+                ..
+            } if list_len > 0 => {
+                if list_offset > 0 {
+                    self.tally.list_resumes += 1;
+                } else {
+                    // A fresh download: whatever the door held of an earlier one is gone.
+                    self.swapped_start_kept = false;
+                }
             }
             Notice::Storage(_)
             | Notice::PairingFailed(_)
@@ -1461,8 +1482,14 @@ impl<'w> DoorRun<'w> {
                 answer.extend_from_slice(&other.bytes);
                 self.swapped = Some(other.bytes.to_vec());
             }
+            // Planted: a resumed download's bytes start one byte too late.
+            if self.cfg.plant == Some(Plant::BackendResumesOffByOne)
+                && u32::from_le_bytes([answer[164], answer[165], answer[166], answer[167]]) > 0
+            {
+                answer[SYNC_RESPONSE_LEN..].rotate_left(1);
+            }
             // Downloading and writing the new list to the spare slot takes a while; a power
-            // cut meanwhile loses it and the door keeps the old one.
+            // cut meanwhile loses what is not in flash yet, and the door keeps the old list.
             let split = SYNC_RESPONSE_LEN + (answer.len() - SYNC_RESPONSE_LEN) / 2;
             let done = at + self.rng.range(20_000, 800_000);
             let rest = answer[split..].to_vec();
@@ -1476,6 +1503,20 @@ impl<'w> DoorRun<'w> {
                     end: false,
                 },
             );
+            if self.t < self.w.fault_end && self.rng.chance(40_000) {
+                // The connection breaks halfway: the next sync goes on from there.
+                self.fault("download_interrupted");
+                let failure = Failure::Unreachable;
+                self.schedule(
+                    done,
+                    Ev::Failed {
+                        boot,
+                        exchange,
+                        failure,
+                    },
+                );
+                return;
+            }
             self.schedule(
                 done,
                 Ev::Answer {

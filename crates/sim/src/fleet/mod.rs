@@ -132,6 +132,8 @@ pub enum Plant {
     /// The reference's ADR-011 table grants SCHEDULED entries with slots before the clock is
     /// valid.
     ReferenceWrongAdr011Row,
+    /// The backend resumes an interrupted list download one byte too late.
+    BackendResumesOffByOne,
 }
 
 /// What to simulate.
@@ -270,6 +272,8 @@ pub struct FleetReport {
     pub syncs: u64,
     /// Lists installed.
     pub list_installs: u64,
+    /// Interrupted list downloads that a later sync went on with.
+    pub list_resumes: u64,
     /// Largest outbox seen.
     pub max_outbox: u64,
     /// Faults injected, by kind.
@@ -333,6 +337,7 @@ impl FleetReport {
         self.boots += t.boots;
         self.syncs += t.syncs;
         self.list_installs += t.list_installs;
+        self.list_resumes += t.list_resumes;
         self.max_outbox = self.max_outbox.max(t.max_outbox);
         self.wrong_grants += t.wrong_grants;
         self.lost_events += t.lost_events;
@@ -389,7 +394,7 @@ impl fmt::Display for FleetReport {
         )?;
         writeln!(
             f,
-            "  {} decisions ({} grants; keypad {} and {}), {} events emitted, {} delivered ({} resends stored once), {} reports, {} boots, {} lists installed",
+            "  {} decisions ({} grants; keypad {} and {}), {} events emitted, {} delivered ({} resends stored once), {} reports, {} boots, {} lists installed ({} downloads resumed)",
             self.decisions,
             self.grants,
             self.keypad_decisions,
@@ -399,7 +404,8 @@ impl fmt::Display for FleetReport {
             self.resent_events,
             self.reports,
             self.boots,
-            self.list_installs
+            self.list_installs,
+            self.list_resumes
         )?;
         let faults: Vec<String> = self
             .faults

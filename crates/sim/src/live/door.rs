@@ -708,6 +708,7 @@ impl Shell {
                 acked,
                 generation,
                 list_len,
+                list_offset,
             } => {
                 if let Some(r) = &mut self.running {
                     r.list_len = list_len;
@@ -715,7 +716,7 @@ impl Shell {
                 self.last_sync = Some(format!("ok; events acknowledged: {acked}"));
                 self.emit(json!({
                     "event": "sync", "ok": true, "acked": acked, "generation": generation,
-                    "list_bytes": list_len,
+                    "list_bytes": list_len, "resumed_at": list_offset,
                 }));
             }
             Notice::SyncFailed(e) => {
