@@ -4,8 +4,12 @@
 //! simulation runs the very same code over doors kept in memory, in virtual time, so the doors
 //! it simulates exchange real protocol bytes with the server's logic.
 //!
+//! [`memory::MemoryDevices`] keeps doors in memory for shells without a database.
+//!
 //! Nothing here reads a clock or an RNG: the caller passes the receive time, a clock for the
 //! transmit time, and randomness for enrolment.
+
+pub mod memory;
 
 use chronolock_core::controller::Credential;
 use chronolock_core::protocol::{

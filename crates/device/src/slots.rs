@@ -235,16 +235,7 @@ impl<F: NorFlash> Slots<F> {
             return Ok(None);
         }
         let data_offset = start + DATA_OFFSET;
-        let mut digest = CRC32.digest();
-        let mut buf = [0u8; READ_CHUNK];
-        let mut at = 0;
-        while at < len {
-            let n = (len - at).min(READ_CHUNK as u32) as usize;
-            self.flash.read(data_offset + at, &mut buf[..n])?;
-            digest.update(&buf[..n]);
-            at += n as u32;
-        }
-        if digest.finalize() != le32(&h[16..20]) {
+        if self.crc_of(data_offset, len)?.finalize() != le32(&h[16..20]) {
             return Ok(None);
         }
         Ok(Some(SlotInfo {
@@ -253,6 +244,20 @@ impl<F: NorFlash> Slots<F> {
             len,
             data_offset,
         }))
+    }
+
+    /// The CRC-32 of `len` bytes of flash from `offset`, read back in chunks.
+    fn crc_of(&mut self, offset: u32, len: u32) -> Result<Digest<'static, u32>, SlotError> {
+        let mut digest = CRC32.digest();
+        let mut buf = [0u8; READ_CHUNK];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(READ_CHUNK as u32) as usize;
+            self.flash.read(offset + at, &mut buf[..n])?;
+            digest.update(&buf[..n]);
+            at += n as u32;
+        }
+        Ok(digest)
     }
 
     /// Starts a download of `len` bytes into the inactive slot, erasing it first.
@@ -324,15 +329,7 @@ impl<F: NorFlash> Slots<F> {
         } else if !(at as usize).is_multiple_of(F::WRITE_SIZE) {
             return Err(SlotError::Resume);
         }
-        let mut digest = CRC32.digest();
-        let mut buf = [0u8; READ_CHUNK];
-        let mut done = 0;
-        while done < at {
-            let n = (at - done).min(READ_CHUNK as u32) as usize;
-            self.flash.read(data + done, &mut buf[..n])?;
-            digest.update(&buf[..n]);
-            done += n as u32;
-        }
+        let digest = self.crc_of(data, at)?;
         Ok(Download {
             index,
             sequence,

@@ -14,10 +14,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use chronolock_backend::{DeviceError, Devices, DoorList, Pairing};
-use chronolock_core::controller::Credential;
+use chronolock_backend::memory::MemoryDevices;
 use chronolock_core::ntp::{ServerReply, PACKET_LEN};
-use chronolock_core::protocol::{DeviceStatus, Enrolled, WireEvent};
+use chronolock_core::protocol::Enrolled;
 use chronolock_core::{Config, Event, Instant, Persisted, RtcReading, UnixTime};
 use chronolock_device::door::{
     BootConfig, Door, Exchange, Failure, Layout, Notice, Request, Store, BODY_MAX,
@@ -123,60 +122,6 @@ struct Device {
     boot: u64,
 }
 
-/// The scenario's backend, answering with the server's own device-protocol logic: the door is
-/// paired, its list is the one in its flash, and CONDITIONAL credentials in `conditional_grant`
-/// may enter.
-struct ScenarioBackend {
-    grants: Vec<String>,
-}
-
-impl Devices for ScenarioBackend {
-    type List = Vec<u8>;
-
-    async fn pending_pairings(&self, _now_unix: i64) -> Result<Vec<Pairing>, DeviceError> {
-        Ok(Vec::new())
-    }
-
-    async fn claim_pairing(&self, _: &Pairing, _: [u8; 32], _: i64) -> Result<bool, DeviceError> {
-        Ok(false)
-    }
-
-    async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError> {
-        Ok((door_id == DOOR_ID as i64).then_some(DEVICE_KEY))
-    }
-
-    async fn store_events(&self, _: i64, _: &[WireEvent], _: i64) -> Result<(), DeviceError> {
-        Ok(())
-    }
-
-    fn record_status(&self, _door_id: i64, _status: &DeviceStatus, _received_us: i64) {}
-
-    async fn door_list(
-        &self,
-        _door_id: i64,
-        device_generation: u64,
-    ) -> Result<DoorList<Vec<u8>>, DeviceError> {
-        Ok(DoorList {
-            generation: device_generation,
-            sync_interval_s: sync_interval_s(),
-            list: None,
-        })
-    }
-
-    async fn conditional_granted(
-        &self,
-        _door_id: i64,
-        credential: &Credential,
-        _now_unix: i64,
-    ) -> Result<bool, DeviceError> {
-        let credential = credential.to_string();
-        Ok(self
-            .grants
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(&credential)))
-    }
-}
-
 fn sync_interval_s() -> u32 {
     Config::default()
         .backend_sync_interval
@@ -236,6 +181,8 @@ pub struct Sim {
     network_up: bool,
     ntp: Vec<NtpSpec>,
     backend: scenario::BackendSpec,
+    /// The backend's store: the door paired, the CONDITIONAL credentials it lets in.
+    devices: MemoryDevices,
     site: SigningKey,
     rtc: Option<SimRtc>,
     device: Option<Device>,
@@ -288,6 +235,12 @@ impl Sim {
             network_up: w.network,
             ntp,
             backend: w.backend.clone(),
+            devices: {
+                let devices = MemoryDevices::new(sync_interval_s());
+                devices.paired(DOOR_ID as i64, DEVICE_KEY);
+                devices.set_grants(w.backend.conditional_grant.clone());
+                devices
+            },
             site: scenario::test_site_key(),
             rtc,
             device: None,
@@ -714,26 +667,24 @@ impl Sim {
             .start
             .offset_micros(self.now + delay / 2 + (self.backend.offset_s * 1e6).round() as i64)
             .as_micros();
-        let backend = ScenarioBackend {
-            grants: self.backend.conditional_grant.clone(),
-        };
+        let backend = &self.devices;
         let (answer, at) = match exchange {
             Exchange::Sync { .. } => {
                 let answer =
-                    chronolock_backend::sync(&backend, &self.site, &body, receive_us, || {
+                    chronolock_backend::sync(backend, &self.site, &body, receive_us, || {
                         receive_us + 100
                     });
                 (block_on(answer), self.now + delay + 100)
             }
             Exchange::Check { .. } => {
                 let unix = receive_us.div_euclid(1_000_000);
-                let answer = chronolock_backend::check(&backend, &body, unix);
+                let answer = chronolock_backend::check(backend, &body, unix);
                 (block_on(answer), self.now + delay)
             }
             Exchange::Enrol { .. } => {
                 let public = self.site.verifying_key().to_bytes();
                 let unix = receive_us.div_euclid(1_000_000);
-                let answer = chronolock_backend::enrol(&backend, &public, &body, unix, [0; 32]);
+                let answer = chronolock_backend::enrol(backend, &public, &body, unix, [0; 32]);
                 (
                     block_on(answer).map(|r| r.map(|(a, _)| a)),
                     self.now + delay,

@@ -4,14 +4,12 @@
 extern crate std;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::vec;
 use std::vec::Vec;
 
-use chronolock_backend::{DeviceError, Devices, DoorList, Pairing};
+use chronolock_backend::memory::MemoryDevices;
 use chronolock_core::access::Decision;
 use chronolock_core::allowlist::{AccessType, Builder, CardEntry, Policy};
-use chronolock_core::protocol::{pairing_code_hash, DeviceStatus};
 use ed25519_dalek::SigningKey;
 
 use super::*;
@@ -21,15 +19,14 @@ const LAYOUT: Layout = Layout::packed(192 * 1024, 16 * 1024);
 const CODE: &str = "ABCD-EFGH-JKLM";
 const T0_US: i64 = 1_795_510_800_000_000;
 
+/// The door's id at the backend.
+const DOOR: i64 = 7;
+
 /// A backend: the server's own device-protocol logic ([`chronolock_backend`]) over one site's
 /// doors in memory: their pairing codes and keys, the events they stored, the list it serves.
 struct Backend {
     site: SigningKey,
-    codes: RefCell<Vec<Pairing>>,
-    keys: RefCell<BTreeMap<i64, [u8; 32]>>,
-    stored: RefCell<BTreeMap<u64, WireEvent>>,
-    resent: Cell<usize>,
-    list: Option<(u64, Vec<u8>)>,
+    devices: MemoryDevices,
     /// Planted: announce one list and send another.
     swap_list: Option<Vec<u8>>,
     /// The connection breaks after this many bytes of the next sync answer.
@@ -40,17 +37,11 @@ struct Backend {
 
 impl Backend {
     fn new(seed: u8) -> Self {
+        let devices = MemoryDevices::new(300);
+        devices.add_pairing(DOOR, CODE);
         Backend {
             site: SigningKey::from_bytes(&[seed; 32]),
-            codes: RefCell::new(vec![Pairing {
-                door_id: 7,
-                code_hash: pairing_code_hash(CODE),
-                sync_interval_s: 300,
-            }]),
-            keys: RefCell::new(BTreeMap::new()),
-            stored: RefCell::new(BTreeMap::new()),
-            resent: Cell::new(0),
-            list: None,
+            devices,
             swap_list: None,
             break_sync_at: Cell::new(None),
             sync_answers: RefCell::new(Vec::new()),
@@ -70,13 +61,17 @@ impl Backend {
         let bytes = b
             .build(generation, T0_US / 1_000_000 - 3600, &self.site)
             .expect("list");
-        self.list = Some((generation, bytes));
+        self.devices.publish(DOOR, generation, bytes);
+    }
+
+    fn list(&self) -> Option<Vec<u8>> {
+        self.devices.list(DOOR).map(|(_, bytes)| bytes)
     }
 
     fn stored_decisions(&self) -> usize {
-        self.stored
-            .borrow()
-            .values()
+        self.devices
+            .events(DOOR)
+            .iter()
             .filter(|e| matches!(e.body, EventBody::Decision { .. }))
             .count()
     }
@@ -84,18 +79,19 @@ impl Backend {
     fn answer(&mut self, exchange: Exchange, body: &[u8], now: Instant) -> Option<Vec<u8>> {
         let t = T0_US + now.as_micros() as i64;
         let public = self.site.verifying_key().to_bytes();
+        let devices = &self.devices;
         let answer = block_on(async {
             match exchange {
                 Exchange::Enrol { .. } => {
-                    chronolock_backend::enrol(&*self, &public, body, t / 1_000_000, [9; 32])
+                    chronolock_backend::enrol(devices, &public, body, t / 1_000_000, [9; 32])
                         .await
                         .map(|(a, _)| a)
                 }
                 Exchange::Sync { .. } => {
-                    chronolock_backend::sync(&*self, &self.site, body, t, || t + 100).await
+                    chronolock_backend::sync(devices, &self.site, body, t, || t + 100).await
                 }
                 Exchange::Check { .. } => {
-                    chronolock_backend::check(&*self, body, t / 1_000_000).await
+                    chronolock_backend::check(devices, body, t / 1_000_000).await
                 }
             }
         })
@@ -109,75 +105,6 @@ impl Backend {
             }
             _ => Some(answer),
         }
-    }
-}
-
-impl Devices for Backend {
-    type List = Vec<u8>;
-
-    async fn pending_pairings(&self, _now: i64) -> Result<Vec<Pairing>, DeviceError> {
-        Ok(self.codes.borrow().clone())
-    }
-
-    async fn claim_pairing(
-        &self,
-        pairing: &Pairing,
-        device_key: [u8; 32],
-        _now: i64,
-    ) -> Result<bool, DeviceError> {
-        let mut codes = self.codes.borrow_mut();
-        let before = codes.len();
-        codes.retain(|c| c != pairing);
-        if codes.len() == before {
-            return Ok(false);
-        }
-        self.keys.borrow_mut().insert(pairing.door_id, device_key);
-        Ok(true)
-    }
-
-    async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError> {
-        Ok(self.keys.borrow().get(&door_id).copied())
-    }
-
-    async fn store_events(
-        &self,
-        _door_id: i64,
-        events: &[WireEvent],
-        _received_us: i64,
-    ) -> Result<(), DeviceError> {
-        for e in events {
-            if self.stored.borrow_mut().insert(e.id, e.clone()).is_some() {
-                self.resent.set(self.resent.get() + 1);
-            }
-        }
-        Ok(())
-    }
-
-    fn record_status(&self, _door_id: i64, _status: &DeviceStatus, _received_us: i64) {}
-
-    async fn door_list(
-        &self,
-        _door_id: i64,
-        device_generation: u64,
-    ) -> Result<DoorList<Vec<u8>>, DeviceError> {
-        Ok(DoorList {
-            generation: self.list.as_ref().map_or(0, |l| l.0),
-            sync_interval_s: 300,
-            list: self
-                .list
-                .as_ref()
-                .filter(|(g, _)| *g > device_generation)
-                .map(|(_, b)| b.clone()),
-        })
-    }
-
-    async fn conditional_granted(
-        &self,
-        _door_id: i64,
-        _credential: &Credential,
-        _now: i64,
-    ) -> Result<bool, DeviceError> {
-        Ok(false)
     }
 }
 
@@ -412,7 +339,7 @@ fn event_ids_never_repeat_across_reboots_and_acknowledgements() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), ids.len(), "ids repeat: {ids:?}");
-    assert_eq!(backend.resent.get(), 0);
+    assert_eq!(backend.devices.resent(), 0);
 }
 
 #[test]
@@ -426,7 +353,7 @@ fn a_list_that_is_not_the_announced_one_is_refused_and_the_old_list_stays() {
     backend.publish(2, &[&[2, 2, 2, 2]]);
     let mut other = Backend::new(1);
     other.publish(3, &[&[3, 3, 3, 3]]);
-    backend.swap_list = other.list.map(|(_, b)| b);
+    backend.swap_list = other.list();
     bench.boot(|door| {
         door.online(&mut backend);
         assert_eq!(
@@ -561,7 +488,7 @@ fn a_download_cut_off_goes_on_where_it_stopped_at_the_next_sync() {
     bench.boot(|door| {
         door.online(&mut backend);
         backend.publish(2, &refs(&cards));
-        let len = backend.list.as_ref().map_or(0, |l| l.1.len());
+        let len = backend.list().map_or(0, |l| l.len());
         assert!(len > 64 * 1024, "{len}");
         // The connection breaks 50,000 bytes into the list.
         backend.break_sync_at.set(Some(SYNC_RESPONSE_LEN + 50_000));
@@ -599,7 +526,7 @@ fn after_a_power_cut_mid_download_the_door_goes_on_from_its_last_checkpoint() {
     let cards = many_cards(8_000, 7);
     bench.boot(|door| door.online(&mut backend));
     backend.publish(2, &refs(&cards));
-    let len = backend.list.as_ref().map_or(0, |l| l.1.len());
+    let len = backend.list().map_or(0, |l| l.len());
     // The power fails some 100 KB into the list (past three checkpoints), after the erase of
     // the spare slot (the budget counts erased bytes too).
     bench.boot(|door| {
