@@ -94,7 +94,7 @@ async fn panel(State(state): State<AppState>, admin: Admin, Path(id): Path<Strin
         &admin,
         html! {
             style { (PreEscaped(".led{display:inline-block;width:1.1em;height:1.1em;border-radius:50%;background:#ccc;margin-right:.3em;vertical-align:middle}.led.green{background:#2a2}.led.red{background:#d22}.blink{animation:b .15s step-start 6}@keyframes b{50%{opacity:.1}}")) }
-            p { "A simulated door controller running the same core as the firmware, talking to this server over HTTP. "
+            p { "A simulated door controller running the same door code as the firmware (over a flash file), talking to this server over HTTP. "
                 a href={ "/doors/" (door.id) } { "Door settings" } }
             (view_rows(&v))
             h2 { "Card and keypad" }
