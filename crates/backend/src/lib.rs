@@ -13,16 +13,17 @@ pub mod memory;
 
 use chronolock_core::controller::Credential;
 use chronolock_core::protocol::{
-    self, CheckRequest, DeviceStatus, EnrolRequest, Header, Kind, ProtocolError, SyncAnswer,
-    SyncRequest, WireEvent,
+    self, CheckRequest, DeviceStatus, EnrolRequest, Header, Kind, ListStream, ProtocolError,
+    SyncAnswer, SyncRequest, WireEvent,
 };
 use ed25519_dalek::SigningKey;
 
 /// Why a request was refused, as an HTTP status and a one-line reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceError {
-    /// 400 malformed, 401 unknown device or bad MAC, 403 unknown or expired pairing code, 409
-    /// the code was used meanwhile, 500 the store failed.
+    /// 400 malformed, 401 unknown device or failed authentication, 403 unknown or expired
+    /// pairing code, 409 the code was used meanwhile or the request is replayed (its counter is
+    /// not newer), 500 the store failed.
     pub status: u16,
     /// What is wrong.
     pub reason: String,
@@ -46,6 +47,7 @@ impl From<ProtocolError> for DeviceError {
     fn from(e: ProtocolError) -> Self {
         let status = match e {
             ProtocolError::BadMac => 401,
+            ProtocolError::Replayed => 409,
             _ => 400,
         };
         DeviceError::new(status, e.to_string())
@@ -102,6 +104,11 @@ pub trait Devices {
     /// A paired door's device key.
     async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError>;
 
+    /// Keeps `counter` as the door's newest if it is above the one kept (atomically, even with
+    /// several server processes); false when it is not: the request is a replay or out of order.
+    /// Pairing starts the door's counter again from 0.
+    async fn advance_counter(&self, door_id: i64, counter: u64) -> Result<bool, DeviceError>;
+
     /// Stores a sync's events, once per (door, event id), before they are acknowledged.
     async fn store_events(
         &self,
@@ -149,10 +156,14 @@ pub async fn enrol<D: Devices>(
     expect_kind(body, Kind::EnrolRequest)?;
     let request = EnrolRequest::parse(body)?;
     let pending = devices.pending_pairings(now_unix).await?;
-    let Some(pairing) = pending.into_iter().find(|p| request.proves(&p.code_hash)) else {
+    let proven = pending
+        .into_iter()
+        .find_map(|p| request.open(&p.code_hash).map(|public| (p, public)));
+    let Some((pairing, device_public)) = proven else {
         return Err(DeviceError::new(403, "unknown or expired pairing code"));
     };
     let (answer, device_key) = request.answer(
+        device_public,
         random,
         &pairing.code_hash,
         pairing.door_id as u64,
@@ -177,6 +188,30 @@ async fn door_key<D: Devices>(devices: &D, door_id: u64) -> Result<[u8; 32], Dev
     devices.device_key(door_id).await?.ok_or_else(unknown)
 }
 
+/// Authenticates and decrypts a paired door's request; returns it in clear and the door's key.
+async fn open<D: Devices>(
+    devices: &D,
+    body: &[u8],
+    kind: Kind,
+) -> Result<(Vec<u8>, [u8; 32]), DeviceError> {
+    let header = expect_kind(body, kind)?;
+    let key = door_key(devices, header.door_id).await?;
+    let mut message = body.to_vec();
+    let n = protocol::open_request(&mut message, &key)?;
+    message.truncate(n);
+    Ok((message, key))
+}
+
+/// Refuses a request whose counter is not newer than the door's last, before anything else.
+async fn fresh<D: Devices>(devices: &D, door_id: u64, counter: u64) -> Result<(), DeviceError> {
+    let door_id = i64::try_from(door_id).map_err(|_| ProtocolError::Malformed("door_id"))?;
+    if devices.advance_counter(door_id, counter).await? {
+        Ok(())
+    } else {
+        Err(ProtocolError::Replayed.into())
+    }
+}
+
 /// `POST /device/v1/sync`: the door's events are stored, its status kept, and the answer
 /// carries the site-signed time bound to the request's nonce, the acknowledgement, and the list
 /// when the door's is older. `transmit_us` is read when the answer is written.
@@ -187,10 +222,10 @@ pub async fn sync<D: Devices>(
     receive_us: i64,
     transmit_us: impl Fn() -> i64,
 ) -> Result<Vec<u8>, DeviceError> {
-    let header = expect_kind(body, Kind::SyncRequest)?;
-    let key = door_key(devices, header.door_id).await?;
-    protocol::verify_mac(body, &key)?;
-    let request = SyncRequest::parse(body)?;
+    let (message, key) = open(devices, body, Kind::SyncRequest).await?;
+    let request = SyncRequest::parse(&message)?;
+    let header = request.header;
+    fresh(devices, header.door_id, request.counter).await?;
     let door_id = header.door_id as i64;
     if request.event_count > 0 {
         let events: Vec<WireEvent> = request.events().collect();
@@ -226,6 +261,7 @@ pub async fn sync<D: Devices>(
     let mut out = Vec::with_capacity(answer.len() + rest.len());
     out.extend_from_slice(&answer);
     out.extend_from_slice(rest);
+    ListStream::new(&key, &header.nonce, list_offset).apply(&mut out[answer.len()..]);
     Ok(out)
 }
 
@@ -235,10 +271,10 @@ pub async fn check<D: Devices>(
     body: &[u8],
     now_unix: i64,
 ) -> Result<Vec<u8>, DeviceError> {
-    let header = expect_kind(body, Kind::CheckRequest)?;
-    let key = door_key(devices, header.door_id).await?;
-    protocol::verify_mac(body, &key)?;
-    let request = CheckRequest::parse(body)?;
+    let (message, key) = open(devices, body, Kind::CheckRequest).await?;
+    let request = CheckRequest::parse(&message)?;
+    let header = request.header;
+    fresh(devices, header.door_id, request.counter).await?;
     let granted = devices
         .conditional_granted(header.door_id as i64, &request.credential, now_unix)
         .await?;

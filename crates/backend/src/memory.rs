@@ -21,6 +21,7 @@ pub struct MemoryDevices {
 struct Inner {
     pairings: Vec<Pairing>,
     keys: BTreeMap<i64, [u8; 32]>,
+    counters: BTreeMap<i64, u64>,
     events: BTreeMap<(i64, u64), WireEvent>,
     resent: usize,
     statuses: BTreeMap<i64, DeviceStatus>,
@@ -50,7 +51,9 @@ impl MemoryDevices {
 
     /// Door `door_id` was paired beforehand with this device key.
     pub fn paired(&self, door_id: i64, device_key: [u8; 32]) {
-        self.inner.borrow_mut().keys.insert(door_id, device_key);
+        let mut inner = self.inner.borrow_mut();
+        inner.keys.insert(door_id, device_key);
+        inner.counters.remove(&door_id);
     }
 
     /// Door `door_id`'s list is now this one.
@@ -113,11 +116,22 @@ impl Devices for MemoryDevices {
             return Ok(false);
         }
         inner.keys.insert(pairing.door_id, device_key);
+        inner.counters.remove(&pairing.door_id);
         Ok(true)
     }
 
     async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError> {
         Ok(self.inner.borrow().keys.get(&door_id).copied())
+    }
+
+    async fn advance_counter(&self, door_id: i64, counter: u64) -> Result<bool, DeviceError> {
+        let mut inner = self.inner.borrow_mut();
+        let last = inner.counters.entry(door_id).or_default();
+        let newer = counter > *last;
+        if newer {
+            *last = counter;
+        }
+        Ok(newer)
     }
 
     async fn store_events(

@@ -1,31 +1,39 @@
-//! The device protocol, version 1: how a door pairs with the backend, syncs, and asks about a
+//! The device protocol, version 2: how a door pairs with the backend, syncs, and asks about a
 //! CONDITIONAL credential. Both ends use this module (the firmware and the virtual doors to
 //! write requests and check answers, the server to read requests and write answers), so the
 //! wire format has one definition. `docs/protocol.md` describes it for other implementations.
 //!
 //! Messages are binary, little-endian, carried in HTTP POST bodies. Each starts with a 32-byte
-//! header: magic `CLDP`, version, kind, two reserved bytes, the door id, and a 16-byte nonce
-//! chosen by the device for this exchange (the answer echoes it).
+//! header in clear: magic `CLDP`, version, kind, two reserved bytes, the door id, and a 16-byte
+//! nonce chosen by the device for this exchange (the answer echoes it). Everything after the
+//! header is encrypted and authenticated with XChaCha20-Poly1305, the header being associated
+//! data; each direction has its own key, derived from the device key with HKDF-SHA256.
 //!
-//! - **Enrolment**: the device sends an X25519 public key and a proof that it knows the one-time
-//!   pairing code (HMAC keyed by the code's SHA-256); the server answers with its own X25519
-//!   public key, the door id and the site's Ed25519 public key. Both derive the device key with
-//!   HKDF-SHA256 from the Diffie-Hellman secret, salted with the code's hash; the answer carries
-//!   an HMAC under that key, so a forged answer fails and an eavesdropper learns no key.
-//! - **Sync** (every 5 minutes by default): the device sends its status and queued events, each
-//!   with an id so a resent event is stored once; the server answers with its receive and
-//!   transmit times signed by the site key together with the door id and nonce (the device's
-//!   authenticated time source), how many events it stored, the current list generation and,
-//!   only when the device's generation is older, the new list after the fixed part.
-//! - **Check**: a CONDITIONAL credential, answered granted or not.
+//! - **Enrolment**: the device sends an X25519 public key, sealed under a key derived from the
+//!   one-time pairing code's SHA-256 (which proves it knows the code); the server answers with
+//!   its own X25519 public key, then, sealed under the new device key, the site's Ed25519 public
+//!   key. Both derive the device key with HKDF-SHA256 from the Diffie-Hellman secret, salted with
+//!   the code's hash, so a forged answer fails and an eavesdropper learns no key.
+//! - **Sync** (every 5 minutes by default): the device sends a counter, its status and queued
+//!   events, each with an id so a resent event is stored once; the server answers with its
+//!   receive and transmit times signed by the site key together with the door id and nonce (the
+//!   device's authenticated time source), how many events it stored, the current list
+//!   generation and, only when the device's generation is older, the new list after the fixed
+//!   part (encrypted with the XChaCha20 keystream, checked by its SHA-256 in the fixed part).
+//! - **Check**: a counter and a CONDITIONAL credential, answered granted or not.
 //!
-//! Every request and answer after enrolment ends with HMAC-SHA256 under the device key over the
-//! bytes before it. Keypad secrets inside a door's list are sealed with a key derived from the
-//! device key ([`list_key`], [`crate::allowlist::unseal_secrets`]): they never travel in clear.
+//! **Replays.** Every sync and check request carries a counter that strictly increases per door;
+//! the server keeps the highest it accepted and refuses any request that is not newer before it
+//! changes anything. A door sends one request at a time, so its counters arrive in order.
+//! Keypad secrets inside a door's list are also sealed with a key derived from the device key
+//! ([`list_key`], [`crate::allowlist::unseal_secrets`]).
 
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+use chacha20::XChaCha20;
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::access::Decision;
@@ -38,31 +46,41 @@ use crate::time::UnixTime;
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"CLDP";
 /// The protocol version this code speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Header length.
 pub const HEADER_LEN: usize = 32;
-/// HMAC-SHA256 tag length.
-pub const MAC_LEN: usize = 32;
+/// Poly1305 tag length: every message ends with one.
+pub const TAG_LEN: usize = 16;
 /// Enrolment request length.
-pub const ENROL_REQUEST_LEN: usize = HEADER_LEN + 32 + MAC_LEN;
+pub const ENROL_REQUEST_LEN: usize = HEADER_LEN + 32 + TAG_LEN;
 /// Enrolment answer length.
-pub const ENROL_RESPONSE_LEN: usize = HEADER_LEN + 32 + 32 + 8 + MAC_LEN;
+pub const ENROL_RESPONSE_LEN: usize = HEADER_LEN + 32 + 32 + 8 + TAG_LEN;
 /// Fixed part of a sync request, before the events.
-pub const SYNC_REQUEST_FIXED: usize = HEADER_LEN + 48;
+pub const SYNC_REQUEST_FIXED: usize = HEADER_LEN + 56;
 /// Fixed part of an event, before its payload.
 pub const EVENT_HEAD_LEN: usize = 20;
 /// Longest event payload.
 pub const MAX_EVENT_PAYLOAD: usize = 48;
 /// Fixed part of a sync answer; a new list (or the rest of one) follows it.
-pub const SYNC_RESPONSE_LEN: usize = HEADER_LEN + 16 + 64 + 16 + 4 + 32 + 4 + MAC_LEN;
+pub const SYNC_RESPONSE_LEN: usize = HEADER_LEN + 16 + 64 + 16 + 4 + 32 + 4 + TAG_LEN;
 /// Check request length.
-pub const CHECK_REQUEST_LEN: usize = HEADER_LEN + 8 + 2 + MAX_UID_LEN + MAC_LEN;
+pub const CHECK_REQUEST_LEN: usize = HEADER_LEN + 16 + 2 + MAX_UID_LEN + TAG_LEN;
 /// Check answer length.
-pub const CHECK_RESPONSE_LEN: usize = HEADER_LEN + 4 + MAC_LEN;
+pub const CHECK_RESPONSE_LEN: usize = HEADER_LEN + 4 + TAG_LEN;
+/// Largest counter a request may carry (the server keeps it as a signed 64-bit number).
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
 
 const TIME_CONTEXT: &[u8] = b"chronolock/time/v1";
 const DEVICE_KEY_INFO: &[u8] = b"chronolock/device-key/v1";
 const LIST_KEY_INFO: &[u8] = b"chronolock/list-key/v1";
+const UP_KEY_INFO: &[u8] = b"chronolock/link/device-to-server/v2";
+const DOWN_KEY_INFO: &[u8] = b"chronolock/link/server-to-device/v2";
+const ENROL_KEY_INFO: &[u8] = b"chronolock/enrol/v2";
+
+/// What a nonce is used for (its byte after the header's 16 nonce bytes), so that the body's
+/// AEAD and the list's keystream never share one.
+const PURPOSE_BODY: u8 = 0;
+const PURPOSE_LIST: u8 = 1;
 
 /// What kind of message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +125,11 @@ pub enum ProtocolError {
     UnsupportedVersion(u8),
     /// Not the kind of message expected here.
     UnexpectedKind(u8),
-    /// The HMAC does not verify: wrong key, or tampered with.
+    /// The AEAD tag does not verify: wrong key, or tampered with.
     BadMac,
+    /// A counter that is not above the last one accepted from this door (a replayed or
+    /// reordered request).
+    Replayed,
     /// The server's time signature does not verify against the site key.
     BadSignature,
     /// The answer is for another exchange (nonce or door differs).
@@ -127,6 +148,7 @@ impl core::fmt::Display for ProtocolError {
             ProtocolError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
             ProtocolError::UnexpectedKind(k) => write!(f, "unexpected message kind {k:#04x}"),
             ProtocolError::BadMac => f.write_str("authentication failed"),
+            ProtocolError::Replayed => f.write_str("replayed or reordered request"),
             ProtocolError::BadSignature => f.write_str("time signature does not verify"),
             ProtocolError::Mismatch => f.write_str("answer does not belong to this request"),
             ProtocolError::Malformed(field) => write!(f, "malformed field `{field}`"),
@@ -209,33 +231,108 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
-    // HMAC accepts keys of any length.
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => return [0; MAC_LEN],
-    };
-    for p in parts {
-        mac.update(p);
-    }
-    mac.finalize().into_bytes().into()
+/// Which way a message travels; each direction has its own key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Device to server (requests).
+    Up,
+    /// Server to device (answers).
+    Down,
 }
 
-/// Checks the trailing HMAC of `message` (constant time).
-pub fn verify_mac(message: &[u8], key: &[u8; 32]) -> Result<(), ProtocolError> {
-    if message.len() < HEADER_LEN + MAC_LEN {
+/// The key for one direction of a paired door's link.
+pub fn link_key(device_key: &[u8; 32], direction: Direction) -> [u8; 32] {
+    let info = match direction {
+        Direction::Up => UP_KEY_INFO,
+        Direction::Down => DOWN_KEY_INFO,
+    };
+    let mut key = [0u8; 32];
+    // 32 bytes is always a valid HKDF-SHA256 output length.
+    let _ = Hkdf::<Sha256>::new(None, device_key).expand(info, &mut key);
+    key
+}
+
+/// The key an enrolment request is sealed with: only who knows the code can make or open it.
+fn enrol_key(code_hash: &[u8; 32]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let _ = Hkdf::<Sha256>::new(None, code_hash).expand(ENROL_KEY_INFO, &mut key);
+    key
+}
+
+/// The 24-byte XChaCha nonce: the message's 16 nonce bytes, then what it is for.
+fn xnonce(message: &[u8], purpose: u8) -> [u8; 24] {
+    let mut n = [0u8; 24];
+    n[..NONCE_LEN].copy_from_slice(&message[16..32]);
+    n[NONCE_LEN] = purpose;
+    n
+}
+
+/// Encrypts `message[aad..len]` in place (the bytes before `aad` are associated data) and puts
+/// the tag after it; returns the sealed length.
+fn seal(message: &mut [u8], aad: usize, len: usize, key: &[u8; 32]) -> usize {
+    let nonce = xnonce(message, PURPOSE_BODY);
+    let (head, rest) = message.split_at_mut(aad);
+    let (body, tail) = rest.split_at_mut(len - aad);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    match cipher.encrypt_in_place_detached(&nonce.into(), head, body) {
+        Ok(tag) => tail[..TAG_LEN].copy_from_slice(&tag),
+        // Only for bodies beyond 256 GiB.
+        Err(_) => tail[..TAG_LEN].fill(0),
+    }
+    len + TAG_LEN
+}
+
+/// Checks the tag at the end of `message` and decrypts the bytes between `aad` and it in place;
+/// returns the length without the tag.
+fn open(message: &mut [u8], aad: usize, key: &[u8; 32]) -> Result<usize, ProtocolError> {
+    if message.len() < aad + TAG_LEN || aad < HEADER_LEN {
         return Err(ProtocolError::Truncated);
     }
-    let (body, tag) = message.split_at(message.len() - MAC_LEN);
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| ProtocolError::BadMac)?;
-    mac.update(body);
-    mac.verify_slice(tag).map_err(|_| ProtocolError::BadMac)
+    let len = message.len() - TAG_LEN;
+    let nonce = xnonce(message, PURPOSE_BODY);
+    let (head, rest) = message.split_at_mut(aad);
+    let (body, tag) = rest.split_at_mut(len - aad);
+    let cipher = XChaCha20Poly1305::new(key.into());
+    cipher
+        .decrypt_in_place_detached(&nonce.into(), head, body, (&*tag).into())
+        .map_err(|_| ProtocolError::BadMac)?;
+    Ok(len)
 }
 
-fn seal_mac(message: &mut [u8], key: &[u8]) {
-    let at = message.len() - MAC_LEN;
-    let tag = hmac(key, &[&message[..at]]);
-    message[at..].copy_from_slice(&tag);
+/// Checks and decrypts a paired door's request in place (the server's side); returns the length
+/// of the header and plaintext body, which the request's `parse` then reads.
+pub fn open_request(message: &mut [u8], device_key: &[u8; 32]) -> Result<usize, ProtocolError> {
+    open(message, HEADER_LEN, &link_key(device_key, Direction::Up))
+}
+
+/// The XChaCha20 keystream a sync answer's list travels under, from byte `offset` of the list
+/// on: [`apply`](ListStream::apply) it to the bytes as they go (server) or come (device).
+pub struct ListStream(XChaCha20);
+
+impl ListStream {
+    /// The keystream of the answer to the request with `nonce`, positioned at `offset`.
+    pub fn new(device_key: &[u8; 32], nonce: &[u8; NONCE_LEN], offset: u32) -> Self {
+        let key = link_key(device_key, Direction::Down);
+        let mut n = [0u8; 24];
+        n[..NONCE_LEN].copy_from_slice(nonce);
+        n[NONCE_LEN] = PURPOSE_LIST;
+        let mut cipher = XChaCha20::new((&key).into(), (&n).into());
+        cipher.seek(u64::from(offset));
+        ListStream(cipher)
+    }
+
+    /// Encrypts or decrypts the next bytes in place.
+    pub fn apply(&mut self, bytes: &mut [u8]) {
+        self.0.apply_keystream(bytes);
+    }
+}
+
+fn counter_at(b: &[u8], at: usize) -> Result<u64, ProtocolError> {
+    match u64_at(b, at) {
+        0 => Err(ProtocolError::Malformed("counter")),
+        c if c > MAX_COUNTER => Err(ProtocolError::Malformed("counter")),
+        c => Ok(c),
+    }
 }
 
 /// SHA-256 of a pairing code as typed: letters and digits only, upper case (so `abcd-efgh` and
@@ -310,7 +407,7 @@ impl Enrolment {
         .write(&mut out);
         let public = x25519_dalek::PublicKey::from(&self.secret);
         out[32..64].copy_from_slice(public.as_bytes());
-        seal_mac(&mut out, &self.code_hash);
+        seal(&mut out, HEADER_LEN, 64, &enrol_key(&self.code_hash));
         out
     }
 
@@ -320,9 +417,10 @@ impl Enrolment {
         if header.nonce != self.nonce {
             return Err(ProtocolError::Mismatch);
         }
-        let answer = &answer[..ENROL_RESPONSE_LEN];
+        let mut sealed = [0u8; ENROL_RESPONSE_LEN];
+        sealed.copy_from_slice(&answer[..ENROL_RESPONSE_LEN]);
         let mut server_public = [0u8; 32];
-        server_public.copy_from_slice(&answer[32..64]);
+        server_public.copy_from_slice(&sealed[32..64]);
         let shared = self
             .secret
             .diffie_hellman(&x25519_dalek::PublicKey::from(server_public));
@@ -330,7 +428,9 @@ impl Enrolment {
             return Err(ProtocolError::Malformed("server_public_key"));
         }
         let key = device_key(shared.as_bytes(), &self.code_hash, header.door_id);
-        verify_mac(answer, &key)?;
+        // The server's public key is associated data; the rest opens only under the new key.
+        open(&mut sealed, 64, &link_key(&key, Direction::Down))?;
+        let answer = &sealed[..];
         let mut site_key = [0u8; 32];
         site_key.copy_from_slice(&answer[64..96]);
         VerifyingKey::from_bytes(&site_key).map_err(|_| ProtocolError::Malformed("site_key"))?;
@@ -345,39 +445,40 @@ impl Enrolment {
 
 /// An enrolment request as the server reads it.
 #[derive(Clone, Copy, Debug)]
-pub struct EnrolRequest<'a> {
+pub struct EnrolRequest {
     /// The header.
     pub header: Header,
-    /// The device's X25519 public key.
-    pub device_public: [u8; 32],
-    bytes: &'a [u8],
+    sealed: [u8; ENROL_REQUEST_LEN],
 }
 
-impl<'a> EnrolRequest<'a> {
-    /// Reads an enrolment request (the proof is checked with [`EnrolRequest::proves`]).
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, ProtocolError> {
+impl EnrolRequest {
+    /// Reads an enrolment request (its body opens with [`EnrolRequest::open`]).
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let header = Header::expect(bytes, Kind::EnrolRequest, ENROL_REQUEST_LEN)?;
         if bytes.len() != ENROL_REQUEST_LEN {
             return Err(ProtocolError::Malformed("length"));
         }
-        let mut device_public = [0u8; 32];
-        device_public.copy_from_slice(&bytes[32..64]);
-        Ok(EnrolRequest {
-            header,
-            device_public,
-            bytes,
-        })
+        let mut sealed = [0u8; ENROL_REQUEST_LEN];
+        sealed.copy_from_slice(bytes);
+        Ok(EnrolRequest { header, sealed })
     }
 
-    /// Whether the device knows the pairing code with this hash.
-    pub fn proves(&self, code_hash: &[u8; 32]) -> bool {
-        verify_mac(self.bytes, code_hash).is_ok()
+    /// The device's X25519 public key, if the request was sealed with the pairing code with
+    /// this hash (which proves the device knows the code).
+    pub fn open(&self, code_hash: &[u8; 32]) -> Option<[u8; 32]> {
+        let mut m = self.sealed;
+        open(&mut m, HEADER_LEN, &enrol_key(code_hash)).ok()?;
+        let mut public = [0u8; 32];
+        public.copy_from_slice(&m[32..64]);
+        Some(public)
     }
 
-    /// The server's answer, made with 32 random bytes from the server's RNG; returns it with the
-    /// device key to store for the door.
+    /// The server's answer to the device with public key `device_public` (from
+    /// [`open`](Self::open)), made with 32 random bytes from the server's RNG; returns it with
+    /// the device key to store for the door.
     pub fn answer(
         &self,
+        device_public: [u8; 32],
         random: [u8; 32],
         code_hash: &[u8; 32],
         door_id: u64,
@@ -385,7 +486,7 @@ impl<'a> EnrolRequest<'a> {
         sync_interval_s: u32,
     ) -> Result<([u8; ENROL_RESPONSE_LEN], [u8; 32]), ProtocolError> {
         let secret = x25519_dalek::StaticSecret::from(random);
-        let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(self.device_public));
+        let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(device_public));
         if !shared.was_contributory() {
             return Err(ProtocolError::Malformed("device_public_key"));
         }
@@ -400,7 +501,12 @@ impl<'a> EnrolRequest<'a> {
         out[32..64].copy_from_slice(x25519_dalek::PublicKey::from(&secret).as_bytes());
         out[64..96].copy_from_slice(site_key);
         out[96..100].copy_from_slice(&sync_interval_s.to_le_bytes());
-        seal_mac(&mut out, &key);
+        seal(
+            &mut out,
+            64,
+            ENROL_RESPONSE_LEN - TAG_LEN,
+            &link_key(&key, Direction::Down),
+        );
         Ok((out, key))
     }
 }
@@ -813,15 +919,20 @@ pub struct SyncRequestWriter<'a> {
 }
 
 impl<'a> SyncRequestWriter<'a> {
-    /// Starts a request.
+    /// Starts a request with the door's next `counter` (1 ..= [`MAX_COUNTER`], above every
+    /// counter it sent before).
     pub fn new(
         buf: &'a mut [u8],
         door_id: u64,
         nonce: [u8; NONCE_LEN],
+        counter: u64,
         status: &DeviceStatus,
     ) -> Result<Self, ProtocolError> {
-        if buf.len() < SYNC_REQUEST_FIXED + MAC_LEN {
+        if buf.len() < SYNC_REQUEST_FIXED + TAG_LEN {
             return Err(ProtocolError::BufferTooSmall);
+        }
+        if counter == 0 || counter > MAX_COUNTER {
+            return Err(ProtocolError::Malformed("counter"));
         }
         Header {
             kind: Kind::SyncRequest,
@@ -829,21 +940,22 @@ impl<'a> SyncRequestWriter<'a> {
             nonce,
         }
         .write(buf);
-        buf[32..40].copy_from_slice(&status.wall_us.unwrap_or(0).to_le_bytes());
-        buf[40..48].copy_from_slice(&status.uptime_us.to_le_bytes());
-        buf[48..56].copy_from_slice(&status.generation.to_le_bytes());
-        buf[56] = u8::from(status.wall_us.is_some());
-        buf[57] = source_code(status.source);
-        buf[58..60].copy_from_slice(&status.battery_mv.to_le_bytes());
+        buf[32..40].copy_from_slice(&counter.to_le_bytes());
+        buf[40..48].copy_from_slice(&status.wall_us.unwrap_or(0).to_le_bytes());
+        buf[48..56].copy_from_slice(&status.uptime_us.to_le_bytes());
+        buf[56..64].copy_from_slice(&status.generation.to_le_bytes());
+        buf[64] = u8::from(status.wall_us.is_some());
+        buf[65] = source_code(status.source);
+        buf[66..68].copy_from_slice(&status.battery_mv.to_le_bytes());
         let error = u32::try_from(status.error_us).unwrap_or(u32::MAX);
-        buf[60..64].copy_from_slice(&error.to_le_bytes());
-        buf[64..68].fill(0);
+        buf[68..72].copy_from_slice(&error.to_le_bytes());
+        buf[72..76].fill(0);
         let partial = status.partial_list.unwrap_or(PartialList {
             generation: 0,
             offset: 0,
         });
-        buf[68..76].copy_from_slice(&partial.generation.to_le_bytes());
-        buf[76..80].copy_from_slice(&partial.offset.to_le_bytes());
+        buf[76..84].copy_from_slice(&partial.generation.to_le_bytes());
+        buf[84..88].copy_from_slice(&partial.offset.to_le_bytes());
         Ok(SyncRequestWriter {
             buf,
             len: SYNC_REQUEST_FIXED,
@@ -856,7 +968,7 @@ impl<'a> SyncRequestWriter<'a> {
         if self.count == u16::MAX {
             return Err(ProtocolError::BufferTooSmall);
         }
-        let room = self.buf.len() - MAC_LEN;
+        let room = self.buf.len() - TAG_LEN;
         let n = event.write(&mut self.buf[self.len..room])?;
         self.len += n;
         self.count += 1;
@@ -870,18 +982,19 @@ impl<'a> SyncRequestWriter<'a> {
 
     /// Seals the request with the device key; returns its length.
     pub fn finish(self, device_key: &[u8; 32]) -> usize {
-        self.buf[64..66].copy_from_slice(&self.count.to_le_bytes());
-        let total = self.len + MAC_LEN;
-        seal_mac(&mut self.buf[..total], device_key);
-        total
+        self.buf[72..74].copy_from_slice(&self.count.to_le_bytes());
+        let key = link_key(device_key, Direction::Up);
+        seal(self.buf, HEADER_LEN, self.len, &key)
     }
 }
 
-/// A sync request as the server reads it, after [`verify_mac`] with the door's key.
+/// A sync request as the server reads it, after [`open_request`] with the door's key.
 #[derive(Clone, Copy, Debug)]
 pub struct SyncRequest<'a> {
     /// The header.
     pub header: Header,
+    /// The door's counter: above every counter it sent before.
+    pub counter: u64,
     /// The device's status.
     pub status: DeviceStatus,
     /// Number of events.
@@ -890,32 +1003,42 @@ pub struct SyncRequest<'a> {
 }
 
 impl<'a> SyncRequest<'a> {
-    /// Reads a sync request (whose MAC the caller has checked).
+    /// Reads a sync request: its header and plaintext body, as [`open_request`] left them.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ProtocolError> {
-        let header = Header::expect(bytes, Kind::SyncRequest, SYNC_REQUEST_FIXED + MAC_LEN)?;
-        let valid = match bytes[56] {
+        let header = Header::expect(bytes, Kind::SyncRequest, SYNC_REQUEST_FIXED)?;
+        let valid = match bytes[64] {
             0 => false,
             1 => true,
             _ => return Err(ProtocolError::Malformed("clock_valid")),
         };
+        // A generation is kept as a signed 64-bit number on the server.
+        let generation = |g: u64| {
+            i64::try_from(g)
+                .map(|_| g)
+                .map_err(|_| ProtocolError::Malformed("generation"))
+        };
         let status = DeviceStatus {
-            wall_us: valid.then(|| i64_at(bytes, 32)),
-            uptime_us: u64_at(bytes, 40),
-            generation: u64_at(bytes, 48),
-            source: source_from(bytes[57])?,
-            battery_mv: u16_at(bytes, 58),
-            error_us: u64::from(u32_at(bytes, 60)),
-            partial_list: match (u64_at(bytes, 68), u32_at(bytes, 76)) {
+            wall_us: valid.then(|| i64_at(bytes, 40)),
+            uptime_us: u64_at(bytes, 48),
+            generation: generation(u64_at(bytes, 56))?,
+            source: source_from(bytes[65])?,
+            battery_mv: u16_at(bytes, 66),
+            error_us: u64::from(u32_at(bytes, 68)),
+            partial_list: match (u64_at(bytes, 76), u32_at(bytes, 84)) {
                 (0, 0) => None,
                 (0, _) | (_, 0) => return Err(ProtocolError::Malformed("partial_list")),
-                (generation, offset) => Some(PartialList { generation, offset }),
+                (g, offset) => Some(PartialList {
+                    generation: generation(g)?,
+                    offset,
+                }),
             },
         };
         let request = SyncRequest {
             header,
+            counter: counter_at(bytes, 32)?,
             status,
-            event_count: u16_at(bytes, 64),
-            events: &bytes[SYNC_REQUEST_FIXED..bytes.len() - MAC_LEN],
+            event_count: u16_at(bytes, 72),
+            events: &bytes[SYNC_REQUEST_FIXED..],
         };
         // Every event must read, and nothing may trail them.
         let mut seen = 0u16;
@@ -1006,7 +1129,8 @@ impl SyncAnswer<'_> {
             out[132..164].copy_from_slice(&Sha256::digest(list));
             out[164..168].copy_from_slice(&self.list_offset.to_le_bytes());
         }
-        seal_mac(&mut out, device_key);
+        let key = link_key(device_key, Direction::Down);
+        seal(&mut out, HEADER_LEN, SYNC_RESPONSE_LEN - TAG_LEN, &key);
         out
     }
 }
@@ -1032,21 +1156,25 @@ pub struct SyncResponse {
 }
 
 impl SyncResponse {
-    /// Checks the fixed part of an answer (the first [`SYNC_RESPONSE_LEN`] bytes): the device
-    /// key's HMAC, the site's signature over the times, door and nonce.
+    /// Checks and decrypts (in place) the fixed part of an answer, exactly
+    /// [`SYNC_RESPONSE_LEN`] bytes: the AEAD under the device key, the site's signature over
+    /// the times, door and nonce. The list that follows is decrypted with a [`ListStream`].
     pub fn parse(
-        bytes: &[u8],
+        fixed: &mut [u8],
         device_key: &[u8; 32],
         site_key: &VerifyingKey,
         door_id: u64,
         nonce: &[u8; NONCE_LEN],
     ) -> Result<SyncResponse, ProtocolError> {
-        let header = Header::expect(bytes, Kind::SyncResponse, SYNC_RESPONSE_LEN)?;
-        let fixed = &bytes[..SYNC_RESPONSE_LEN];
-        verify_mac(fixed, device_key)?;
+        let header = Header::expect(fixed, Kind::SyncResponse, SYNC_RESPONSE_LEN)?;
+        if fixed.len() != SYNC_RESPONSE_LEN {
+            return Err(ProtocolError::Malformed("length"));
+        }
         if header.door_id != door_id || header.nonce != *nonce {
             return Err(ProtocolError::Mismatch);
         }
+        open(fixed, HEADER_LEN, &link_key(device_key, Direction::Down))?;
+        let fixed = &*fixed;
         let t2 = i64_at(fixed, 32);
         let t3 = i64_at(fixed, 40);
         let mut sig = [0u8; 64];
@@ -1091,10 +1219,11 @@ impl SyncResponse {
 // ---------------------------------------------------------------------------------------------
 // CONDITIONAL check
 
-/// Writes a check request for a CONDITIONAL credential.
+/// Writes a check request for a CONDITIONAL credential with the door's next `counter`.
 pub fn check_request(
     door_id: u64,
     nonce: [u8; NONCE_LEN],
+    counter: u64,
     wall_us: Option<i64>,
     credential: &Credential,
     device_key: &[u8; 32],
@@ -1106,30 +1235,39 @@ pub fn check_request(
         nonce,
     }
     .write(&mut out);
-    out[32..40].copy_from_slice(&wall_us.unwrap_or(0).to_le_bytes());
-    put_credential(credential, &mut out[40..]);
-    seal_mac(&mut out, device_key);
+    out[32..40].copy_from_slice(&counter.to_le_bytes());
+    out[40..48].copy_from_slice(&wall_us.unwrap_or(0).to_le_bytes());
+    put_credential(credential, &mut out[48..]);
+    let key = link_key(device_key, Direction::Up);
+    seal(&mut out, HEADER_LEN, CHECK_REQUEST_LEN - TAG_LEN, &key);
     out
 }
 
-/// A check request as the server reads it, after [`verify_mac`].
+/// A check request as the server reads it, after [`open_request`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckRequest {
     /// The header.
     pub header: Header,
+    /// The door's counter: above every counter it sent before.
+    pub counter: u64,
     /// Who is at the door.
     pub credential: Credential,
 }
 
 impl CheckRequest {
-    /// Reads a check request.
+    /// Reads a check request: its header and plaintext body, as [`open_request`] left them.
     pub fn parse(bytes: &[u8]) -> Result<CheckRequest, ProtocolError> {
-        let header = Header::expect(bytes, Kind::CheckRequest, CHECK_REQUEST_LEN)?;
-        if bytes.len() != CHECK_REQUEST_LEN {
+        let plain = CHECK_REQUEST_LEN - TAG_LEN;
+        let header = Header::expect(bytes, Kind::CheckRequest, plain)?;
+        if bytes.len() != plain {
             return Err(ProtocolError::Malformed("length"));
         }
-        let (credential, _) = get_credential(&bytes[40..40 + 2 + MAX_UID_LEN])?;
-        Ok(CheckRequest { header, credential })
+        let (credential, _) = get_credential(&bytes[48..48 + 2 + MAX_UID_LEN])?;
+        Ok(CheckRequest {
+            header,
+            counter: counter_at(bytes, 32)?,
+            credential,
+        })
     }
 
     /// The server's answer.
@@ -1142,7 +1280,8 @@ impl CheckRequest {
         }
         .write(&mut out);
         out[32] = u8::from(granted);
-        seal_mac(&mut out, device_key);
+        let key = link_key(device_key, Direction::Down);
+        seal(&mut out, HEADER_LEN, CHECK_RESPONSE_LEN - TAG_LEN, &key);
         out
     }
 }
@@ -1155,11 +1294,19 @@ pub fn check_response(
     nonce: &[u8; NONCE_LEN],
 ) -> Result<bool, ProtocolError> {
     let header = Header::expect(bytes, Kind::CheckResponse, CHECK_RESPONSE_LEN)?;
-    let fixed = &bytes[..CHECK_RESPONSE_LEN];
-    verify_mac(fixed, device_key)?;
+    if bytes.len() != CHECK_RESPONSE_LEN {
+        return Err(ProtocolError::Malformed("length"));
+    }
     if header.door_id != door_id || header.nonce != *nonce {
         return Err(ProtocolError::Mismatch);
     }
+    let mut fixed = [0u8; CHECK_RESPONSE_LEN];
+    fixed.copy_from_slice(bytes);
+    open(
+        &mut fixed,
+        HEADER_LEN,
+        &link_key(device_key, Direction::Down),
+    )?;
     match fixed[32] {
         0 => Ok(false),
         1 => Ok(true),
@@ -1181,9 +1328,10 @@ mod tests {
         let device = Enrolment::new([1; 32], [2; 16], "abcd efgh jkmn");
         let request = device.request();
         let parsed = EnrolRequest::parse(&request).unwrap();
-        assert!(parsed.proves(&pairing_code_hash(CODE)));
+        let public = parsed.open(&pairing_code_hash(CODE)).unwrap();
         let (answer, server_key) = parsed
             .answer(
+                public,
                 [3; 32],
                 &pairing_code_hash(CODE),
                 42,
@@ -1208,17 +1356,28 @@ mod tests {
         let device = Enrolment::new([1; 32], [2; 16], CODE);
         let request = device.request();
         let parsed = EnrolRequest::parse(&request).unwrap();
-        assert!(!parsed.proves(&pairing_code_hash("ABCD-EFGH-JKMP")));
+        assert_eq!(parsed.open(&pairing_code_hash("ABCD-EFGH-JKMP")), None);
+        // The device's public key does not travel in clear.
+        let public = parsed.open(&pairing_code_hash(CODE)).unwrap();
+        assert!(!request.windows(8).any(|w| w == &public[..8]));
         // A server that does not know the code cannot answer in a way the device accepts.
         let (answer, _) = parsed
-            .answer([3; 32], &pairing_code_hash("WRONG"), 42, &[9; 32], 300)
+            .answer(
+                public,
+                [3; 32],
+                &pairing_code_hash("WRONG"),
+                42,
+                &[9; 32],
+                300,
+            )
             .unwrap();
         assert_eq!(device.finish(&answer), Err(ProtocolError::BadMac));
         let mut other = Enrolment::new([1; 32], [5; 16], CODE).request();
         other[40] ^= 1;
-        assert!(!EnrolRequest::parse(&other)
+        assert!(EnrolRequest::parse(&other)
             .unwrap()
-            .proves(&pairing_code_hash(CODE)));
+            .open(&pairing_code_hash(CODE))
+            .is_none());
     }
 
     fn events() -> [WireEvent; 4] {
@@ -1279,31 +1438,47 @@ mod tests {
             }),
         };
         let mut buf = [0u8; 512];
-        let mut w = SyncRequestWriter::new(&mut buf, 42, [4; 16], &status).unwrap();
+        let mut w = SyncRequestWriter::new(&mut buf, 42, [4; 16], 77, &status).unwrap();
         for e in &events() {
             w.push(e).unwrap();
         }
         let n = w.finish(&key);
-        let bytes = &buf[..n];
-        verify_mac(bytes, &key).unwrap();
-        let r = SyncRequest::parse(bytes).unwrap();
-        assert_eq!(r.header.door_id, 42);
+        let sealed = buf;
+        // The card UID does not travel in clear.
+        assert!(!sealed[..n].windows(4).any(|w| w == [4, 0xA1, 0xB2, 0xC3]));
+        let plain = open_request(&mut buf[..n], &key).unwrap();
+        let r = SyncRequest::parse(&buf[..plain]).unwrap();
+        assert_eq!((r.header.door_id, r.counter), (42, 77));
         assert_eq!(r.status, status);
         assert_eq!(r.events().collect::<heapless::Vec<_, 8>>(), events());
-        // Any flipped bit fails the MAC.
+        // Any flipped bit (header included) fails authentication; so does a cut-off request.
         for i in 0..n {
-            let mut t = [0u8; 512];
-            t[..n].copy_from_slice(bytes);
+            let mut t = sealed;
             t[i] ^= 0x10;
-            assert_eq!(verify_mac(&t[..n], &key), Err(ProtocolError::BadMac));
+            assert_eq!(open_request(&mut t[..n], &key), Err(ProtocolError::BadMac));
         }
-        assert_eq!(verify_mac(bytes, &[8; 32]), Err(ProtocolError::BadMac));
+        let mut t = sealed;
+        assert_eq!(
+            open_request(&mut t[..n - 1], &key),
+            Err(ProtocolError::BadMac)
+        );
+        let mut t = sealed;
+        assert_eq!(
+            open_request(&mut t[..n], &[8; 32]),
+            Err(ProtocolError::BadMac)
+        );
+        // Counters start at 1 and stay within what the server keeps.
+        let status = DeviceStatus::default();
+        for bad in [0, MAX_COUNTER + 1] {
+            assert!(SyncRequestWriter::new(&mut buf, 42, [4; 16], bad, &status).is_err());
+        }
     }
 
     #[test]
     fn full_request_buffer_keeps_events_for_next_time() {
-        let mut buf = [0u8; SYNC_REQUEST_FIXED + MAC_LEN + 40];
-        let mut w = SyncRequestWriter::new(&mut buf, 1, [0; 16], &DeviceStatus::default()).unwrap();
+        let mut buf = [0u8; SYNC_REQUEST_FIXED + TAG_LEN + 40];
+        let status = DeviceStatus::default();
+        let mut w = SyncRequestWriter::new(&mut buf, 1, [0; 16], 1, &status).unwrap();
         let [a, b, ..] = events();
         w.push(&a).unwrap();
         assert_eq!(w.push(&b), Err(ProtocolError::BufferTooSmall));
@@ -1327,7 +1502,7 @@ mod tests {
         }
         .write(&site(), &key);
         let vk = site().verifying_key();
-        let r = SyncResponse::parse(&answer, &key, &vk, 42, &[4; 16]).unwrap();
+        let r = SyncResponse::parse(&mut answer.clone(), &key, &vk, 42, &[4; 16]).unwrap();
         assert_eq!(r.time.receive.as_micros(), 1_800_000_000_000_000);
         assert_eq!(r.time.transmit.as_micros(), 1_800_000_000_000_150);
         assert_eq!((r.acked, r.generation, r.list_len), (3, 6, 100));
@@ -1335,32 +1510,56 @@ mod tests {
         assert!(r.list_matches(&list));
         assert!(!r.list_matches(&list[1..]));
         assert_eq!(
-            SyncResponse::parse(&answer, &key, &vk, 42, &[5; 16]),
+            SyncResponse::parse(&mut answer.clone(), &key, &vk, 42, &[5; 16]),
             Err(ProtocolError::Mismatch)
         );
         assert_eq!(
-            SyncResponse::parse(&answer, &key, &vk, 43, &[4; 16]),
+            SyncResponse::parse(&mut answer.clone(), &key, &vk, 43, &[4; 16]),
             Err(ProtocolError::Mismatch)
         );
         let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
         assert_eq!(
-            SyncResponse::parse(&answer, &key, &other, 42, &[4; 16]),
+            SyncResponse::parse(&mut answer.clone(), &key, &other, 42, &[4; 16]),
             Err(ProtocolError::BadSignature)
         );
         assert_eq!(
-            SyncResponse::parse(&answer, &[1; 32], &vk, 42, &[4; 16]),
+            SyncResponse::parse(&mut answer.clone(), &[1; 32], &vk, 42, &[4; 16]),
             Err(ProtocolError::BadMac)
         );
+    }
+
+    #[test]
+    fn the_list_travels_encrypted_and_decrypts_from_any_offset() {
+        let key = [9u8; 32];
+        let list: [u8; 300] = core::array::from_fn(|i| i as u8);
+        let mut sent = list;
+        ListStream::new(&key, &[4; 16], 0).apply(&mut sent);
+        assert_ne!(sent[..16], list[..16]);
+        // Resumed at 100 (the server sends the rest, the device decrypts it from there).
+        let mut rest = list;
+        ListStream::new(&key, &[4; 16], 100).apply(&mut rest[100..]);
+        assert_eq!(rest[100..], sent[100..]);
+        let mut back = sent;
+        let mut stream = ListStream::new(&key, &[4; 16], 0);
+        for chunk in back.chunks_mut(7) {
+            stream.apply(chunk);
+        }
+        assert_eq!(back, list);
+        // Another exchange (nonce) has another keystream.
+        let mut other = list;
+        ListStream::new(&key, &[5; 16], 0).apply(&mut other);
+        assert_ne!(other, sent);
     }
 
     #[test]
     fn check_round_trips() {
         let key = [9u8; 32];
         let credential = Credential::keypad(b"1234");
-        let request = check_request(42, [6; 16], None, &credential, &key);
-        verify_mac(&request, &key).unwrap();
-        let parsed = CheckRequest::parse(&request).unwrap();
-        assert_eq!(parsed.credential, credential);
+        let mut request = check_request(42, [6; 16], 9, None, &credential, &key);
+        assert!(!request.windows(4).any(|w| w == b"1234"));
+        let n = open_request(&mut request, &key).unwrap();
+        let parsed = CheckRequest::parse(&request[..n]).unwrap();
+        assert_eq!((parsed.credential, parsed.counter), (credential, 9));
         let answer = parsed.answer(true, &key);
         assert_eq!(check_response(&answer, &key, 42, &[6; 16]), Ok(true));
         assert_eq!(
@@ -1374,9 +1573,9 @@ mod tests {
         assert_eq!(Header::read(b"HTTP/1.1"), Err(ProtocolError::NotProtocol));
         assert_eq!(Header::read(b"CLDP"), Err(ProtocolError::Truncated));
         let mut m = Enrolment::new([1; 32], [2; 16], CODE).request();
-        m[4] = 2;
-        assert_eq!(Header::read(&m), Err(ProtocolError::UnsupportedVersion(2)));
         m[4] = 1;
+        assert_eq!(Header::read(&m), Err(ProtocolError::UnsupportedVersion(1)));
+        m[4] = 2;
         m[5] = 0x55;
         assert_eq!(Header::read(&m), Err(ProtocolError::UnexpectedKind(0x55)));
     }
@@ -1390,17 +1589,21 @@ mod tests {
             let _ = EnrolRequest::parse(&bytes);
             let _ = WireEvent::read(&bytes);
             let _ = check_response(&bytes, &[0; 32], 0, &[0; 16]);
-            let _ = SyncResponse::parse(&bytes, &[0; 32], &site().verifying_key(), 0, &[0; 16]);
+            let _ = open_request(&mut bytes.clone(), &[0; 32]);
+            let _ = SyncResponse::parse(&mut bytes.clone(), &[0; 32], &site().verifying_key(), 0, &[0; 16]);
         }
 
         #[test]
         fn mutated_requests_never_panic(i in 0usize..200, x in 1u8..=255) {
             let mut buf = [0u8; 512];
-            let mut w = SyncRequestWriter::new(&mut buf, 1, [0; 16], &DeviceStatus::default()).unwrap();
+            let status = DeviceStatus::default();
+            let mut w = SyncRequestWriter::new(&mut buf, 1, [0; 16], 1, &status).unwrap();
             for e in &events() { w.push(e).unwrap(); }
             let n = w.finish(&[0; 32]);
-            buf[i % n] ^= x;
-            let _ = SyncRequest::parse(&buf[..n]).map(|r| r.events().count());
+            // The plaintext as the server reads it after opening, mutated.
+            let plain = open_request(&mut buf[..n], &[0; 32]).unwrap();
+            buf[i % plain] ^= x;
+            let _ = SyncRequest::parse(&buf[..plain]).map(|r| r.events().count());
         }
     }
 }

@@ -193,10 +193,13 @@ async fn main() {
         .fetch_one(state.db.pool())
         .await
         .unwrap();
-    for (name, generation) in [
+    for (counter, (name, generation)) in [
         ("sync-unchanged.bin", generation as u64),
         ("sync-stale.bin", 0),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let mut buf = vec![0u8; 256];
         let status = DeviceStatus {
             wall_us: Some(chronolock_server::now_micros()),
@@ -207,7 +210,11 @@ async fn main() {
             battery_mv: 3700,
             partial_list: None,
         };
-        let w = SyncRequestWriter::new(&mut buf, enrolled.door_id, [9; 16], &status).unwrap();
+        // Each request is fresh once: replayed, the server refuses it (409) before any work
+        // but opening it and checking its counter.
+        let counter = counter as u64 + 1;
+        let w =
+            SyncRequestWriter::new(&mut buf, enrolled.door_id, [9; 16], counter, &status).unwrap();
         let n = w.finish(&enrolled.device_key);
         std::fs::write(dir.join(name), &buf[..n]).unwrap();
     }

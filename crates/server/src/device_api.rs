@@ -129,7 +129,7 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
         // consumes.
         let claimed = sqlx::query(
             "UPDATE doors SET device_key = $1, paired_at = $2, pairing_hash = NULL, \
-             pairing_expires = NULL, list_dirty = 1, device_generation = NULL \
+             pairing_expires = NULL, list_dirty = 1, device_generation = NULL, link_counter = 0 \
              WHERE id = $3 AND pairing_hash = $4",
         )
         .bind(device_key.to_vec())
@@ -149,6 +149,25 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
             .map_err(internal)?;
         tracing::info!(door_id = pairing.door_id, "device paired");
         Ok(true)
+    }
+
+    async fn advance_counter(
+        &self,
+        door_id: i64,
+        counter: u64,
+    ) -> Result<bool, chronolock_backend::DeviceError> {
+        // Atomic across server processes: only a newer counter updates the row.
+        let counter = i64::try_from(counter)
+            .map_err(|_| chronolock_backend::DeviceError::internal("counter out of range"))?;
+        let advanced =
+            sqlx::query("UPDATE doors SET link_counter = $1 WHERE id = $2 AND link_counter < $1")
+                .bind(counter)
+                .bind(door_id)
+                .execute(self.0.db.pool())
+                .await
+                .map_err(internal)?
+                .rows_affected();
+        Ok(advanced == 1)
     }
 
     async fn device_key(

@@ -13,7 +13,7 @@ use chronolock_core::access::Decision;
 use chronolock_core::allowlist::{AccessType, AllowList};
 use chronolock_core::controller::Credential;
 use chronolock_core::protocol::{
-    self, DeviceStatus, Enrolled, Enrolment, EventBody, PartialList, SyncRequestWriter,
+    self, DeviceStatus, Enrolled, Enrolment, EventBody, ListStream, PartialList, SyncRequestWriter,
     SyncResponse, WireEvent, SYNC_RESPONSE_LEN,
 };
 use chronolock_core::Source;
@@ -101,6 +101,16 @@ struct Synced {
     response: SyncResponse,
     list: Vec<u8>,
     len: usize,
+    /// The request and the answer as they travelled.
+    request: Vec<u8>,
+    answer: Vec<u8>,
+}
+
+/// Request counters: they only ever grow (one sequence for every door of every test).
+static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_counter() -> u64 {
+    COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 async fn sync(
@@ -132,30 +142,37 @@ async fn sync_resuming(
         battery_mv: 3650,
         partial_list,
     };
-    let mut w = SyncRequestWriter::new(&mut buf, device.door_id, [nonce; 16], &status).unwrap();
+    let counter = next_counter();
+    let mut w =
+        SyncRequestWriter::new(&mut buf, device.door_id, [nonce; 16], counter, &status).unwrap();
     for e in events {
         w.push(e).unwrap();
     }
     let n = w.finish(&device.device_key);
     buf.truncate(n);
+    let request = buf.clone();
     let (code, body) = post(state, "/device/v1/sync", buf).await;
     assert_eq!(code, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let site = VerifyingKey::from_bytes(&device.site_key).unwrap();
+    let mut fixed = body[..SYNC_RESPONSE_LEN].to_vec();
     let response = SyncResponse::parse(
-        &body,
+        &mut fixed,
         &device.device_key,
         &site,
         device.door_id,
         &[nonce; 16],
     )
     .unwrap();
-    let list = body[SYNC_RESPONSE_LEN..].to_vec();
+    let mut list = body[SYNC_RESPONSE_LEN..].to_vec();
+    ListStream::new(&device.device_key, &[nonce; 16], response.list_offset).apply(&mut list);
     let resumed = response.list_offset > 0;
     assert!(response.list_len == 0 || resumed || response.list_matches(&list));
     Synced {
         response,
         list,
         len: body.len(),
+        request,
+        answer: body.to_vec(),
     }
 }
 
@@ -284,7 +301,8 @@ async fn forged_or_garbled_requests_are_refused() {
         let s = site(&state).await;
         let device = pair(&state, s.door).await;
         let mut buf = vec![0u8; 512];
-        let w = SyncRequestWriter::new(&mut buf, device.door_id, [1; 16], &DeviceStatus::default())
+        let status = DeviceStatus::default();
+        let w = SyncRequestWriter::new(&mut buf, device.door_id, [1; 16], next_counter(), &status)
             .unwrap();
         let n = w.finish(&[0x55; 32]); // not the device key
         let (status, body) = post(&state, "/device/v1/sync", buf[..n].to_vec()).await;
@@ -294,8 +312,14 @@ async fn forged_or_garbled_requests_are_refused() {
             "authentication failed"
         );
 
-        let w =
-            SyncRequestWriter::new(&mut buf, 999_999, [1; 16], &DeviceStatus::default()).unwrap();
+        let w = SyncRequestWriter::new(
+            &mut buf,
+            999_999,
+            [1; 16],
+            next_counter(),
+            &DeviceStatus::default(),
+        )
+        .unwrap();
         let n = w.finish(&device.device_key);
         let (status, body) = post(&state, "/device/v1/sync", buf[..n].to_vec()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -320,6 +344,59 @@ async fn forged_or_garbled_requests_are_refused() {
     }
 }
 
+/// What an attacker on the path captured is of no use: a replayed request, an older one sent
+/// after a newer, or a cut-off one is refused and changes nothing; the traffic shows no card
+/// and no list; an answer captured for one door means nothing to another.
+#[tokio::test]
+async fn captured_traffic_is_refused_when_replayed_and_unreadable() {
+    for (label, state) in common::states("device_replay").await {
+        let s = site(&state).await;
+        let device = pair(&state, s.door).await;
+        let first = sync(&state, &device, 0, &[], 1).await;
+        assert!(first.response.list_len > 0);
+        let card = [4, 0xA1, 0xB2, 0xC3];
+        let list = AllowList::open(&first.list).unwrap();
+        assert!(list.find_card(&card).is_some());
+        let clear = first.answer.windows(4).any(|w| w == card);
+        assert!(!clear, "{label}: the list is encrypted");
+        let events = [decision(1, &card, Decision::Granted)];
+        let older = sync(&state, &device, 0, &events, 2).await;
+        let clear = older.request.windows(4).any(|w| w == card);
+        assert!(!clear, "{label}: events are encrypted");
+        let newer = sync(&state, &device, first.response.generation, &[], 3).await;
+        let stored = "SELECT COUNT(*) FROM events WHERE door_id = $1";
+        let battery = "SELECT COALESCE(battery_mv, 0) FROM doors WHERE id = $1";
+        let before = (
+            count(&state, stored, s.door).await,
+            count(&state, battery, s.door).await,
+        );
+        for (what, request) in [
+            ("replayed", newer.request.clone()),
+            ("reordered", older.request.clone()),
+            ("cut off", newer.request[..newer.request.len() - 1].to_vec()),
+        ] {
+            let (status, body) = post(&state, "/device/v1/sync", request).await;
+            let expected = if what == "cut off" { 401 } else { 409 };
+            assert_eq!(status.as_u16(), expected, "{label}: {what}");
+            if expected == 409 {
+                let reason = String::from_utf8_lossy(&body);
+                assert_eq!(reason.trim(), "replayed or reordered request", "{label}");
+            }
+        }
+        let after = (
+            count(&state, stored, s.door).await,
+            count(&state, battery, s.door).await,
+        );
+        assert_eq!(before, after, "{label}: nothing changed");
+        // Another door cannot open this door's answer.
+        let site_key = VerifyingKey::from_bytes(&device.site_key).unwrap();
+        let mut fixed = first.answer[..SYNC_RESPONSE_LEN].to_vec();
+        let other = [0x42; 32];
+        let opened = SyncResponse::parse(&mut fixed, &other, &site_key, device.door_id, &[1; 16]);
+        assert_eq!(opened.err(), Some(protocol::ProtocolError::BadMac));
+    }
+}
+
 #[tokio::test]
 async fn conditional_credentials_are_decided_online() {
     for (label, state) in common::states("device_check").await {
@@ -331,6 +408,7 @@ async fn conditional_credentials_are_decided_online() {
                 let req = protocol::check_request(
                     device.door_id,
                     [nonce; 16],
+                    next_counter(),
                     None,
                     &Credential::card(uid),
                     &device.device_key,

@@ -77,6 +77,7 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
         "torn_flash_write",
         "list_swapped_in_transit",
         "download_interrupted",
+        "request_replayed",
         "network_outage",
         "backend_outage",
         "answer_lost",
@@ -241,6 +242,12 @@ fn a_backend_that_resumes_a_download_a_byte_late_gets_its_list_refused() {
     let f = planted_in(Plant::BackendResumesOffByOne, 10, 20);
     assert_eq!(f.first.invariant, "list_refused", "{f}");
     assert!(f.first.detail.contains("announced"), "{f}");
+}
+
+#[test]
+fn a_backend_that_takes_replayed_requests_is_caught() {
+    let f = planted(Plant::BackendIgnoresCounter);
+    assert_eq!(f.first.invariant, "replay_refused", "{f}");
 }
 
 /// Subtle differences between the door and the reference are each caught by the exact

@@ -219,6 +219,12 @@ impl Controller {
         }
     }
 
+    /// Whether the controller still waits for the answer to CONDITIONAL check `request` (it
+    /// gives up at the check's deadline).
+    pub fn conditional_pending(&self, request: u32) -> bool {
+        self.conditional.iter().any(|(r, ..)| *r == request)
+    }
+
     /// The backend could not be asked.
     pub fn handle_conditional_failed(&mut self, request: u32, now: Instant) {
         self.tick(now);

@@ -25,9 +25,9 @@ use chronolock_core::allowlist::{AllowList, ListError, ListInfo};
 use chronolock_core::controller::{Credential, Feedback, NONCE_LEN};
 use chronolock_core::ntp::PACKET_LEN;
 use chronolock_core::protocol::{
-    self, DeviceStatus, Enrolled, Enrolment, EventBody, PartialList, ProtocolError,
+    self, DeviceStatus, Enrolled, Enrolment, EventBody, ListStream, PartialList, ProtocolError,
     SyncRequestWriter, SyncResponse, WireEvent, CHECK_RESPONSE_LEN, ENROL_RESPONSE_LEN,
-    EVENT_HEAD_LEN, MAC_LEN, MAX_EVENT_PAYLOAD, SYNC_REQUEST_FIXED, SYNC_RESPONSE_LEN,
+    EVENT_HEAD_LEN, MAX_COUNTER, MAX_EVENT_PAYLOAD, SYNC_REQUEST_FIXED, SYNC_RESPONSE_LEN, TAG_LEN,
 };
 use chronolock_core::{Action, Config, Controller, Event, Instant, RtcReading, UnixTime};
 use core::time::Duration;
@@ -46,7 +46,7 @@ pub const SYNC_EVENTS_MAX: usize = 64;
 
 /// A buffer this large holds any request body [`Door::write_body`] writes.
 pub const BODY_MAX: usize =
-    SYNC_REQUEST_FIXED + MAC_LEN + SYNC_EVENTS_MAX * (EVENT_HEAD_LEN + MAX_EVENT_PAYLOAD);
+    SYNC_REQUEST_FIXED + TAG_LEN + SYNC_EVENTS_MAX * (EVENT_HEAD_LEN + MAX_EVENT_PAYLOAD);
 
 /// A download in progress is noted in flash each time this many more bytes are in, so that a
 /// power cut costs at most this much (plus an erase sector) of it.
@@ -57,6 +57,13 @@ pub const REQUEST_QUEUE_LEN: usize = 32;
 
 /// CONDITIONAL checks in flight at most (as many as the controller keeps).
 const CHECKS_MAX: usize = 4;
+
+/// Request counters reserved in flash at a time: one flash write per this many requests.
+const COUNTER_BLOCK: u64 = 256;
+
+/// An exchange the shell has not finished after this long is given up (its late answer is
+/// ignored), so that a lost report never stops the door's exchanges.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// First wait before pairing again after the backend could not be reached; it doubles up to
 /// [`ENROL_RETRY_MAX`].
@@ -296,6 +303,8 @@ pub struct BootConfig {
 struct SyncExchange {
     id: u32,
     nonce: [u8; NONCE_LEN],
+    /// Decrypts the list as it arrives.
+    stream: Option<ListStream>,
     /// How many events the request carried, and the newest one's id.
     sent: usize,
     newest_sent: u64,
@@ -349,6 +358,14 @@ pub struct Door<F, L> {
     checks: Vec<CheckExchange, CHECKS_MAX>,
     /// The id the next enrolment or sync exchange gets.
     next_exchange: u32,
+    /// The exchange the shell is carrying out, and since when: one at a time, so that the
+    /// request counters reach the server in order.
+    in_flight: Option<(Exchange, Instant)>,
+    /// Exchanges waiting for it (CONDITIONAL checks first).
+    waiting: Deque<Exchange, 8>,
+    /// The next request counter, and the first not yet reserved in flash.
+    next_counter: u64,
+    counter_reserved: u64,
     last_now: Instant,
 }
 
@@ -409,6 +426,12 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             note(Err(e));
             None
         });
+        // Counters below what flash says may have been sent before this boot.
+        let counter_spent = store.counter_spent().unwrap_or_else(|e| {
+            note(Err(e));
+            // Unknown: the door cannot send a request it knows to be fresh.
+            MAX_COUNTER + 1
+        });
         let mut outbox_len = 0;
         note(store.peek_events(|bytes| {
             if let Ok((e, _)) = WireEvent::read(bytes) {
@@ -445,6 +468,10 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             partial,
             checks: Vec::new(),
             next_exchange: 0,
+            in_flight: None,
+            waiting: Deque::new(),
+            next_counter: counter_spent.max(1),
+            counter_reserved: counter_spent.max(1),
             last_now: now,
         };
         for n in notices {
@@ -492,6 +519,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             if let Some(sync) = self.sync.take() {
                 self.keep_partial(sync);
             }
+            // The shell's requests die with the network; what it reports of them later is
+            // ignored.
+            self.in_flight = None;
         } else {
             self.enrol_backoff = ENROL_RETRY_INITIAL;
             self.enrol_at = Some(now);
@@ -535,6 +565,11 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some((exchange, since)) = self.in_flight {
+            if now >= since + EXCHANGE_TIMEOUT {
+                self.handle_exchange_failed(exchange, Failure::Unreachable, now);
+            }
+        }
         self.ctl.handle_timeout(now);
         self.enrol_if_due(now);
         self.drain(now);
@@ -562,11 +597,17 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             }
             Exchange::Sync { id } => self.write_sync(id, buf, now),
             Exchange::Check { request } => {
-                let id = self.identity.as_ref()?;
+                let id = *self.identity.as_ref()?;
+                self.checks.iter().find(|c| c.request == request)?;
+                if !self.ctl.conditional_pending(request) {
+                    return None;
+                }
+                let counter = self.take_counter()?;
                 let c = self.checks.iter().find(|c| c.request == request)?;
                 let body = protocol::check_request(
                     id.door_id,
                     c.nonce,
+                    counter,
                     c.wall_us,
                     &c.credential,
                     &id.device_key,
@@ -628,6 +669,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             }
             Exchange::Sync { id } => self.sync_end(id, now),
         }
+        self.exchange_over(exchange);
         self.drain(now);
     }
 
@@ -657,6 +699,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 }
             }
         }
+        self.exchange_over(exchange);
         self.drain(now);
     }
 
@@ -675,10 +718,17 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let enrol = self.enrol_at.filter(|_| self.network_up);
-        match (self.ctl.poll_timeout(), enrol) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let give_up = self.in_flight.map(|(_, since)| since + EXCHANGE_TIMEOUT);
+        [self.ctl.poll_timeout(), enrol, give_up]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The exchange the shell is carrying out for the door, if any (the door sends one at a
+    /// time; one it has given up on is not in flight any more).
+    pub fn exchange_in_flight(&self) -> Option<Exchange> {
+        self.in_flight.map(|(e, _)| e)
     }
 
     /// The controller, to read its clock and state.
@@ -896,7 +946,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             enrolment: Enrolment::new(secret, nonce, &self.settings.pairing_code),
             answer: Vec::new(),
         });
-        self.push(Request::Post(Exchange::Enrol { id }));
+        self.post(Exchange::Enrol { id });
     }
 
     /// The enrolment answer checked out: keep the identity, forget the code, and sync at once.
@@ -952,6 +1002,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         self.sync = Some(SyncExchange {
             id,
             nonce,
+            stream: None,
             sent: 0,
             newest_sent: 0,
             fixed: Vec::new(),
@@ -959,7 +1010,77 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             download: None,
             refused: false,
         });
-        self.push(Request::Post(Exchange::Sync { id }));
+        self.post(Exchange::Sync { id });
+    }
+
+    /// Asks the shell to carry out `exchange` now, or once the one in flight is over.
+    fn post(&mut self, exchange: Exchange) {
+        if self.in_flight.is_none() {
+            self.in_flight = Some((exchange, self.last_now));
+            return self.push(Request::Post(exchange));
+        }
+        let queued = match exchange {
+            Exchange::Check { .. } => self.waiting.push_front(exchange),
+            _ => self.waiting.push_back(exchange),
+        };
+        if queued.is_err() {
+            // Only exchanges no longer wanted can fill the queue: drop the oldest of them.
+            self.waiting.pop_back();
+            let _ = self.waiting.push_back(exchange);
+        }
+    }
+
+    /// The shell is done with `exchange`: the next waiting one that is still wanted goes.
+    fn exchange_over(&mut self, exchange: Exchange) {
+        if self.in_flight.is_some_and(|(e, _)| e == exchange) {
+            self.in_flight = None;
+        }
+        if self.in_flight.is_some() {
+            return;
+        }
+        while let Some(next) = self.waiting.pop_front() {
+            let wanted = match next {
+                Exchange::Enrol { id } => self.enrol.as_ref().is_some_and(|e| e.id == id),
+                Exchange::Sync { id } => self.sync.as_ref().is_some_and(|s| s.id == id),
+                // A check the controller has given up on (its deadline passed while it
+                // waited) is not sent.
+                Exchange::Check { request } => {
+                    let pending = self.ctl.conditional_pending(request);
+                    if !pending {
+                        self.take_check(request);
+                    }
+                    pending && self.checks.iter().any(|c| c.request == request)
+                }
+            };
+            if wanted {
+                self.in_flight = Some((next, self.last_now));
+                return self.push(Request::Post(next));
+            }
+        }
+    }
+
+    /// The next request counter, reserved in flash first when its block is used up; `None`
+    /// when flash cannot keep the reservation (a request that might repeat a counter is not
+    /// sent).
+    fn take_counter(&mut self) -> Option<u64> {
+        if self.next_counter > MAX_COUNTER {
+            return None;
+        }
+        if self.next_counter >= self.counter_reserved {
+            let until = self
+                .next_counter
+                .saturating_add(COUNTER_BLOCK)
+                .min(MAX_COUNTER + 1);
+            let saved = self.store.set_counter_spent(until);
+            if saved.is_err() {
+                self.stored(saved);
+                return None;
+            }
+            self.counter_reserved = until;
+        }
+        let c = self.next_counter;
+        self.next_counter += 1;
+        Some(c)
     }
 
     fn exchange_id(&mut self) -> u32 {
@@ -1004,8 +1125,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             battery_mv: self.battery_mv,
             partial_list,
         };
+        let counter = self.take_counter()?;
         let sync = self.sync.as_mut().filter(|s| s.id == exchange)?;
-        let mut w = SyncRequestWriter::new(buf, id.door_id, sync.nonce, &status).ok()?;
+        let mut w = SyncRequestWriter::new(buf, id.door_id, sync.nonce, counter, &status).ok()?;
         sync.sent = 0;
         let (sent, newest) = (&mut sync.sent, &mut sync.newest_sent);
         let peeked = self.store.peek_events(|bytes| {
@@ -1042,7 +1164,13 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 .site
                 .ok_or(ProtocolError::BadSignature)
                 .and_then(|site| {
-                    SyncResponse::parse(&sync.fixed, &id.device_key, &site, id.door_id, &sync.nonce)
+                    SyncResponse::parse(
+                        &mut sync.fixed,
+                        &id.device_key,
+                        &site,
+                        id.door_id,
+                        &sync.nonce,
+                    )
                 });
             let answer = match parsed {
                 Ok(a) => a,
@@ -1052,6 +1180,11 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 }
             };
             sync.answer = Some(answer);
+            sync.stream = Some(ListStream::new(
+                &id.device_key,
+                &sync.nonce,
+                answer.list_offset,
+            ));
             let (sent, newest) = (core::mem::take(&mut sync.sent), sync.newest_sent);
             self.ctl.handle_backend_time(&answer.time, now);
             let acked = usize::from(answer.acked).min(sent);
@@ -1077,9 +1210,23 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         if bytes.is_empty() || sync.refused {
             return;
         }
-        let Some(d) = &mut sync.download else { return };
+        let (Some(d), Some(stream)) = (&mut sync.download, &mut sync.stream) else {
+            return;
+        };
         let before = d.flushed();
-        match self.store.write_list(d, bytes) {
+        // Decrypted a piece at a time into a small buffer on the way to flash.
+        let mut written = Ok(());
+        for piece in bytes.chunks(256) {
+            let mut clear = [0u8; 256];
+            let clear = &mut clear[..piece.len()];
+            clear.copy_from_slice(piece);
+            stream.apply(clear);
+            written = self.store.write_list(d, clear);
+            if written.is_err() {
+                break;
+            }
+        }
+        match written {
             Ok(()) if d.flushed() / CHECKPOINT_BYTES > before / CHECKPOINT_BYTES => {
                 // A power cut from here on costs at most the bytes since this note.
                 let partial = sync.answer.map(|a| partial_of(&a, d, false));
@@ -1277,7 +1424,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             answer: Vec::new(),
         };
         if self.checks.push(check).is_ok() {
-            self.push(Request::Post(Exchange::Check { request }));
+            self.post(Exchange::Check { request });
         }
     }
 

@@ -5,7 +5,7 @@
 //! - a `sequential-storage` map (wear-levelled, safe against power cuts at any point) holding
 //!   the settings from setup mode, the identity from pairing, the core's [`Persisted`] record,
 //!   each keypad user's code use, the id of the last event the backend acknowledged, and how far
-//!   an interrupted list download got;
+//!   an interrupted list download got, and up to where the request counter is spent;
 //! - a `sequential-storage` queue: the outbox of events not yet acknowledged, oldest first.
 //!
 //! Every operation is blocking (see [`crate::flash`]); the store keeps no state in RAM that the
@@ -80,6 +80,7 @@ const KEY_PERSISTED: Key = key(3);
 const KEY_ACKED: Key = key(4);
 const KIND_KEYPAD: u8 = 5;
 const KEY_PARTIAL: Key = key(6);
+const KEY_COUNTER: Key = key(7);
 
 const fn key(kind: u8) -> Key {
     let mut k = [0u8; 10];
@@ -476,6 +477,21 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
             Some(_) => return Err(StoreError::Corrupt),
             None => 0,
         })
+    }
+
+    /// The request counter is spent below this (0: nothing spent yet).
+    pub fn counter_spent(&mut self) -> Result<u64, StoreError> {
+        let mut v = [0u8; 8];
+        Ok(match self.fetch(&KEY_COUNTER, &mut v)? {
+            Some(8) => u64::from_le_bytes(v),
+            Some(_) => return Err(StoreError::Corrupt),
+            None => 0,
+        })
+    }
+
+    /// Counters below `until` may be used from now on (kept before any of them is sent).
+    pub fn set_counter_spent(&mut self, until: u64) -> Result<(), StoreError> {
+        self.put(&KEY_COUNTER, &until.to_le_bytes())
     }
 
     fn set_acked(&mut self, id: u64) -> Result<(), StoreError> {

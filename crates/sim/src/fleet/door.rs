@@ -229,6 +229,8 @@ struct SimBackend<'w> {
     now_t: Cell<i64>,
     pairing: RefCell<Option<Pairing>>,
     key: Cell<Option<[u8; 32]>>,
+    /// The highest request counter accepted from the door.
+    counter: Cell<u64>,
     stored: RefCell<BTreeMap<u64, Stored>>,
     resent: Cell<u64>,
     /// The credential and verdict of the last CONDITIONAL check answered.
@@ -256,7 +258,21 @@ impl Devices for SimBackend<'_> {
         }
         *p = None;
         self.key.set(Some(device_key));
+        self.counter.set(0);
         Ok(true)
+    }
+
+    async fn advance_counter(&self, door_id: i64, counter: u64) -> Result<bool, DeviceError> {
+        // Planted: the backend forgets to refuse requests that are not newer.
+        if self.plant == Some(Plant::BackendIgnoresCounter) {
+            self.counter.set(counter);
+            return Ok(true);
+        }
+        let newer = door_id == self.door_id && counter > self.counter.get();
+        if newer {
+            self.counter.set(counter);
+        }
+        Ok(newer)
     }
 
     async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError> {
@@ -441,6 +457,7 @@ impl<'w> DoorRun<'w> {
                 sync_interval_s: 300,
             })),
             key: Cell::new(None),
+            counter: Cell::new(0),
             stored: RefCell::new(BTreeMap::new()),
             resent: Cell::new(0),
             last_check: RefCell::new(None),
@@ -1337,8 +1354,13 @@ impl<'w> DoorRun<'w> {
         };
         body.truncate(n);
         if let Exchange::Check { .. } = exchange {
-            if let Ok(c) = CheckRequest::parse(&body) {
-                self.asked.push(cred_key(c.credential));
+            // What the door asks about, read with its key (the traffic itself is encrypted).
+            let mut clear = body.clone();
+            let key = self.backend.key.get().unwrap_or_default();
+            if let Ok(n) = chronolock_core::protocol::open_request(&mut clear, &key) {
+                if let Ok(c) = CheckRequest::parse(&clear[..n]) {
+                    self.asked.push(cred_key(c.credential));
+                }
             }
         }
         if !self.network_up {
@@ -1369,6 +1391,38 @@ impl<'w> DoorRun<'w> {
                 body,
             },
         );
+    }
+
+    /// Whether the running door (of boot `boot`) is still carrying out `exchange`.
+    fn in_flight(&self, boot: u64, exchange: Exchange) -> bool {
+        self.dev
+            .as_ref()
+            .is_some_and(|d| d.boot == boot && d.door.exchange_in_flight() == Some(exchange))
+    }
+
+    /// An attacker on the path sends a request the backend has just handled once more: it must
+    /// be refused before anything changes (the door's events and status stay as they are).
+    fn replay(&mut self, exchange: Exchange, body: &[u8], receive_us: i64) {
+        self.fault("request_replayed");
+        let b = &self.backend;
+        let stored = b.stored.borrow().len();
+        let answer = block_on(async {
+            match exchange {
+                Exchange::Sync { .. } => {
+                    chronolock_backend::sync(b, &b.signing, body, receive_us, || receive_us).await
+                }
+                _ => chronolock_backend::check(b, body, receive_us / 1_000_000).await,
+            }
+        });
+        let refused = matches!(&answer, Ok(Err(e)) if e.status == 409);
+        let unchanged = b.stored.borrow().len() == stored;
+        if !refused || !unchanged {
+            let what = exchange.path();
+            self.violate(
+                "replay_refused",
+                format!("a replayed {what} request was not refused before any change"),
+            );
+        }
     }
 
     /// The backend handles a request with the server's own logic, at the time it arrives.
@@ -1416,6 +1470,9 @@ impl<'w> DoorRun<'w> {
                 }
             }
         });
+        if !matches!(exchange, Exchange::Enrol { .. }) && self.rng.chance(10_000) {
+            self.replay(exchange, &body, receive_us);
+        }
         let at = self.t + held + back;
         if let Exchange::Check { request } = exchange {
             if let Some(v) = self.backend.last_check.borrow_mut().take() {
@@ -1424,6 +1481,12 @@ impl<'w> DoorRun<'w> {
         }
         let answer = match answer {
             Ok(Ok(a)) => a,
+            Ok(Err(e)) if e.status == 409 && !self.in_flight(boot, exchange) => {
+                // A request the door had already given up on (the network dropped while it
+                // travelled) arrived after a newer one: rightly refused, and nobody waits for it.
+                self.fault("stale_request_refused");
+                return;
+            }
             Ok(Err(e)) => {
                 let failure = Failure::Refused { status: e.status };
                 let paired_before = self.backend.key.get().is_some();
@@ -1600,6 +1663,16 @@ impl<'w> DoorRun<'w> {
         if let Some(i) = self.asked.iter().position(|a| *a == key) {
             self.asked.remove(i);
             self.check_conditional(credential, decision, backed);
+            return;
+        }
+        // A CONDITIONAL check that waited behind another exchange past its deadline was never
+        // sent: the controller decided offline without asking.
+        let conditional = self
+            .installed_generation()
+            .and_then(|g| self.site.version(g))
+            .and_then(|v| v.entries.get(&key))
+            .is_some_and(|e| e.access == AccessType::Conditional);
+        if conditional && decision == Decision::DeniedOffline {
             return;
         }
         if let CredKey::Keypad(code) = &key {

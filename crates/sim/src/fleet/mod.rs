@@ -134,6 +134,8 @@ pub enum Plant {
     ReferenceWrongAdr011Row,
     /// The backend resumes an interrupted list download one byte too late.
     BackendResumesOffByOne,
+    /// The backend accepts requests whose counter is not newer (replays).
+    BackendIgnoresCounter,
 }
 
 /// What to simulate.
