@@ -791,6 +791,10 @@ impl WireEvent {
         if b.len() < EVENT_HEAD_LEN + len {
             return Err(ProtocolError::Truncated);
         }
+        // Ids are kept as signed 64-bit numbers on the server.
+        if u64_at(b, 0) > MAX_COUNTER {
+            return Err(ProtocolError::Malformed("event_id"));
+        }
         let p = &b[EVENT_HEAD_LEN..EVENT_HEAD_LEN + len];
         let need = |n: usize| {
             if p.len() == n {

@@ -295,11 +295,19 @@ pub fn routes() -> axum::Router<AppState> {
 }
 
 /// `POST /demo/pairing-codes`: a fresh one-time code for every demo door, for
-/// `chronolock sim live --demo`. Pairing with one replaces the door's previous device. Demo only:
-/// no login is asked, so a demo server must not face an untrusted network.
+/// `chronolock sim live --demo`. Pairing with one replaces the door's previous device, so it
+/// takes an admin session and its CSRF token (`X-CSRF-Token`), like every state-changing call.
 async fn fresh_pairing_codes(
     axum::extract::State(state): axum::extract::State<AppState>,
+    admin: crate::auth::Admin,
+    headers: axum::http::HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, crate::error::AppError> {
+    crate::auth::check_origin(&headers)?;
+    let token = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    admin.check_csrf(token)?;
     let mut out = Vec::new();
     let internal = |e: ModelError| crate::error::AppError::Internal(e.to_string());
     for (name, id) in doors(&state).await.map_err(internal)? {

@@ -202,11 +202,13 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
             door_id,
             DoorStatus {
                 at: received_us.div_euclid(1_000_000),
-                generation: status.generation as i64,
+                // The protocol refuses generations above i64::MAX.
+                generation: i64::try_from(status.generation).unwrap_or(i64::MAX),
                 clock_valid: status.wall_us.is_some(),
                 source: status.source.map(|s| s.as_str()),
-                offset_us: status.wall_us.map(|w| w - received_us),
-                error_us: status.error_us as i64,
+                // A device may report any time at all: an offset that does not fit is none.
+                offset_us: status.wall_us.and_then(|w| w.checked_sub(received_us)),
+                error_us: i64::try_from(status.error_us).unwrap_or(i64::MAX),
                 battery_mv: i32::from(status.battery_mv),
             },
         );

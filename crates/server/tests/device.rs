@@ -397,6 +397,43 @@ async fn captured_traffic_is_refused_when_replayed_and_unreadable() {
     }
 }
 
+/// A device may report any numbers at all: the extremes are taken without wrapping arithmetic,
+/// and a generation the server could not keep is refused.
+#[tokio::test]
+async fn extreme_numbers_from_a_device_do_not_wrap() {
+    for (label, state) in common::states("device_extreme").await {
+        let s = site(&state).await;
+        let device = pair(&state, s.door).await;
+        for (wall_us, generation, expected) in [
+            (i64::MIN, 0, StatusCode::OK),
+            (i64::MAX, u64::MAX >> 1, StatusCode::OK),
+            (0, u64::MAX, StatusCode::BAD_REQUEST),
+        ] {
+            let status = DeviceStatus {
+                wall_us: Some(wall_us),
+                uptime_us: u64::MAX,
+                generation,
+                source: Some(Source::Ntp),
+                error_us: u64::MAX,
+                battery_mv: u16::MAX,
+                partial_list: None,
+            };
+            let mut buf = vec![0u8; 512];
+            let w =
+                SyncRequestWriter::new(&mut buf, device.door_id, [3; 16], next_counter(), &status)
+                    .unwrap();
+            let n = w.finish(&device.device_key);
+            let (code, body) = post(&state, "/device/v1/sync", buf[..n].to_vec()).await;
+            assert_eq!(
+                code,
+                expected,
+                "{label}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn conditional_credentials_are_decided_online() {
     for (label, state) in common::states("device_check").await {

@@ -217,15 +217,58 @@ pub fn parse_command(line: &str) -> Result<(usize, Command), String> {
     Ok((c.door, command))
 }
 
-/// Pairing codes from a server started with `--demo`, one per demo door, fresh each call.
+/// Pairing codes from a server started with `--demo`, one per demo door, fresh each call. A new
+/// code replaces the door's device, so this logs in as the admin named by
+/// `CHRONOLOCK_ADMIN_USER` (default `admin`) with `CHRONOLOCK_ADMIN_PASSWORD`.
 pub async fn demo_codes(server: &str) -> Result<Vec<String>, String> {
     #[derive(Deserialize)]
     struct DemoDoor {
         code: String,
     }
-    let url = format!("{}/demo/pairing-codes", server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    #[derive(Deserialize)]
+    struct Me {
+        csrf_token: String,
+    }
+    let base = server.trim_end_matches('/');
+    let user = std::env::var("CHRONOLOCK_ADMIN_USER").unwrap_or_else(|_| "admin".into());
+    let password = std::env::var("CHRONOLOCK_ADMIN_PASSWORD")
+        .map_err(|_| "--demo logs in to the server: set CHRONOLOCK_ADMIN_PASSWORD (and CHRONOLOCK_ADMIN_USER if not `admin`)".to_string())?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let login = format!("{base}/login");
+    let response = client
+        .post(&login)
+        .form(&[("username", user.as_str()), ("password", password.as_str())])
+        .send()
+        .await
+        .map_err(|e| format!("{login}: {e}"))?;
+    let cookie = response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("chronolock_session="))
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{login}: {} (wrong user or password?)", response.status()))?;
+    let me = format!("{base}/api/me");
+    let body = client
+        .get(&me)
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .map_err(|e| format!("{me}: {e}"))?
+        .bytes()
+        .await
+        .map_err(|e| format!("{me}: {e}"))?;
+    let me: Me = serde_json::from_slice(&body).map_err(|e| format!("{me}: {e}"))?;
+    let url = format!("{base}/demo/pairing-codes");
+    let response = client
         .post(&url)
+        .header(reqwest::header::COOKIE, &cookie)
+        .header("x-csrf-token", me.csrf_token)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
