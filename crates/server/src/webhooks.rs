@@ -6,7 +6,14 @@
 //! from sending the same one at once). The receiver checks
 //! `X-Chronolock-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` with the
 //! `X-Chronolock-Timestamp` header, and should ignore a `delivery` id it has seen.
+//!
+//! Deliveries follow no redirects, and go only to public addresses: a URL whose host is, or
+//! resolves to, a loopback, private, link-local or other non-public address is refused (the
+//! check is made by the resolver the connection uses, so a name cannot resolve to one address
+//! for the check and another for the connection), unless the admin allows local targets.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
@@ -31,6 +38,125 @@ pub const KINDS: &[(&str, &str)] = &[
     ("decision", "every access decision"),
     ("clock", "device clock changes"),
 ];
+
+/// The setting that lets webhooks reach loopback and private addresses (`1`: allowed).
+pub const ALLOW_LOCAL_SETTING: &str = "webhooks_allow_local";
+
+/// Whether an address is one a webhook may reach without the admin allowing local targets.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                // Shared address space (carrier-grade NAT) and the benchmarking range.
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // Unique local fc00::/7 and link-local fe80::/10.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Resolves names to their public addresses only; a name with none is an error.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                let refused = format!(
+                    "{host} resolves to no public address (allow local targets on the webhooks page to reach it)"
+                );
+                return Err(refused.into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The HTTP clients webhooks are delivered with: neither follows redirects; `public` reaches
+/// public addresses only, `any` also local ones (when the admin allows it).
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    public: reqwest::Client,
+    any: reqwest::Client,
+}
+
+impl Outbound {
+    /// Both clients, with a 10 s timeout.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        Ok(Outbound {
+            public: builder().dns_resolver(Arc::new(PublicOnly)).build()?,
+            any: builder().build()?,
+        })
+    }
+
+    /// The address a URL names directly, if its host is one.
+    fn literal_ip(url: &str) -> Option<IpAddr> {
+        let parsed = reqwest::Url::parse(url).ok()?;
+        let host = parsed.host_str()?;
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+    }
+
+    /// The client for a delivery to `url`, or why it may not be sent.
+    fn for_url(&self, url: &str, allow_local: bool) -> Result<&reqwest::Client, String> {
+        if allow_local {
+            return Ok(&self.any);
+        }
+        // An address written in the URL is not resolved: check it here.
+        match Self::literal_ip(url) {
+            Some(ip) if !is_public(ip) => Err(format!(
+                "{ip} is not a public address (allow local targets on the webhooks page to reach it)"
+            )),
+            _ => Ok(&self.public),
+        }
+    }
+}
+
+/// Whether the admin lets webhooks reach loopback and private addresses.
+pub async fn local_targets_allowed(state: &AppState) -> bool {
+    matches!(
+        state
+            .db
+            .setting(ALLOW_LOCAL_SETTING)
+            .await
+            .ok()
+            .flatten()
+            .as_deref(),
+        Some("1")
+    )
+}
 
 /// Attempts before a delivery is given up.
 pub const MAX_ATTEMPTS: i32 = 12;
@@ -112,9 +238,10 @@ pub async fn enqueue(
 /// Sends the deliveries that are due; returns how many were taken by their receivers.
 pub async fn deliver_due(
     state: &AppState,
-    client: &reqwest::Client,
+    clients: &Outbound,
     now: i64,
 ) -> Result<usize, sqlx::Error> {
+    let allow_local = local_targets_allowed(state).await;
     type Due = (i64, String, i32, i64, String, String);
     let due: Vec<Due> = sqlx::query_as(
         "SELECT d.id, d.payload, d.attempts, d.next_attempt, w.url, w.secret \
@@ -142,6 +269,13 @@ pub async fn deliver_due(
             continue; // another process has it
         }
         let timestamp = crate::now_unix();
+        let client = match clients.for_url(&url, allow_local) {
+            Ok(c) => c,
+            Err(refused) => {
+                record_failure(state, id, attempts, &url, &refused).await?;
+                continue;
+            }
+        };
         let result = client
             .post(&url)
             .header("content-type", "application/json")
@@ -156,8 +290,12 @@ pub async fn deliver_due(
             .await;
         let error = match result {
             Ok(r) if r.status().is_success() => None,
+            Ok(r) if r.status().is_redirection() => {
+                Some(format!("HTTP {} (redirects are not followed)", r.status()))
+            }
             Ok(r) => Some(format!("HTTP {}", r.status())),
-            Err(e) => Some(e.to_string()),
+            // The resolver's refusal is the source of the connection error: say it.
+            Err(e) => Some(error_chain(&e)),
         };
         match error {
             None => {
@@ -170,28 +308,46 @@ pub async fn deliver_due(
                 .execute(state.db.pool())
                 .await?;
             }
-            Some(error) => {
-                tracing::warn!(delivery = id, %url, %error, "webhook delivery failed");
-                sqlx::query(
-                    "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt = $1, last_error = $2 WHERE id = $3",
-                )
-                .bind(crate::now_unix() + backoff_s(attempts))
-                .bind(error)
-                .bind(id)
-                .execute(state.db.pool())
-                .await?;
-            }
+            Some(error) => record_failure(state, id, attempts, &url, &error).await?,
         }
     }
     Ok(delivered)
 }
 
+async fn record_failure(
+    state: &AppState,
+    id: i64,
+    attempts: i32,
+    url: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    tracing::warn!(delivery = id, %url, %error, "webhook delivery failed");
+    sqlx::query(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt = $1, last_error = $2 WHERE id = $3",
+    )
+    .bind(crate::now_unix() + backoff_s(attempts))
+    .bind(error)
+    .bind(id)
+    .execute(state.db.pool())
+    .await?;
+    Ok(())
+}
+
+/// An error and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// Delivers until the server stops: at once when a sync queued something, else every second.
 pub async fn run(state: AppState) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    let client = match Outbound::new() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhooks disabled: no HTTP client");
@@ -214,6 +370,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/webhooks", get(list).post(create))
         .route("/webhooks/{id}/delete", post(delete))
+        .route("/webhooks/settings", post(settings))
 }
 
 #[derive(Deserialize)]
@@ -228,6 +385,34 @@ struct CreateForm {
 #[derive(Deserialize)]
 struct CsrfForm {
     csrf: String,
+}
+
+#[derive(Deserialize)]
+struct SettingsForm {
+    csrf: String,
+    #[serde(default)]
+    allow_local: Option<String>,
+}
+
+/// `POST /webhooks/settings`: whether webhooks may reach loopback and private addresses.
+async fn settings(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<SettingsForm>,
+) -> Result<Response, AppError> {
+    crate::auth::check_origin(&headers)?;
+    admin.check_csrf(&form.csrf)?;
+    let value = if form.allow_local.is_some() { "1" } else { "0" };
+    sqlx::query(
+        "INSERT INTO settings (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(ALLOW_LOCAL_SETTING)
+    .bind(value)
+    .execute(state.db.pool())
+    .await?;
+    Ok(Redirect::to("/webhooks").into_response())
 }
 
 async fn list(State(state): State<AppState>, admin: Admin) -> Result<Markup, AppError> {
@@ -253,6 +438,7 @@ async fn render(
     .fetch_all(state.db.pool())
     .await?;
     let checked = |k: &str| kinds.is_empty() && k == "notify" || kinds.iter().any(|x| x == k);
+    let allow_local = local_targets_allowed(state).await;
     Ok(page(
         "Webhooks",
         Some(admin),
@@ -280,6 +466,15 @@ async fn render(
                         }
                     }
                 }
+            }
+            h3 { "Where webhooks may go" }
+            form method="post" action="/webhooks/settings" {
+                input type="hidden" name="csrf" value=(admin.csrf);
+                label {
+                    input type="checkbox" name="allow_local" value="1" checked[allow_local];
+                    " Allow local targets: loopback, private and link-local addresses (only for receivers on your own network; redirects are never followed)"
+                }
+                button type="submit" { "Save" }
             }
             h3 { "Add a webhook" }
             form method="post" action="/webhooks" {
@@ -315,6 +510,13 @@ async fn create(
         .is_none_or(|u| !matches!(u.scheme(), "http" | "https") || u.host_str().is_none())
     {
         Some(("url", "an http:// or https:// URL"))
+    } else if !local_targets_allowed(&state).await
+        && Outbound::literal_ip(&url).is_some_and(|ip| !is_public(ip))
+    {
+        Some((
+            "url",
+            "a loopback or private address: allow local targets above first",
+        ))
     } else if form.kinds.is_empty() {
         Some(("kinds", "choose at least one kind of event"))
     } else if form
@@ -377,4 +579,38 @@ async fn delete(
         return Err(AppError::NotFound);
     }
     Ok(Redirect::to("/webhooks"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_count_as_public() {
+        for local in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(local.parse().unwrap()), "{local}");
+        }
+        for public in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+        let clients = Outbound::new().unwrap();
+        assert!(clients.for_url("http://127.0.0.1:9/x", false).is_err());
+        assert!(clients.for_url("http://[::1]:9/x", false).is_err());
+        assert!(clients.for_url("http://127.0.0.1:9/x", true).is_ok());
+        assert!(clients
+            .for_url("https://hooks.example.org/x", false)
+            .is_ok());
+    }
 }

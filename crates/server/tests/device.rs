@@ -529,8 +529,30 @@ async fn emergency_cards_reach_webhooks_signed_and_retried() {
         ];
         sync(&state, &device, 0, &events, 1).await;
         sync(&state, &device, 0, &events, 2).await; // a resend queues nothing more
-        let client = reqwest::Client::new();
+        let client = webhooks::Outbound::new().unwrap();
         let now = chronolock_server::now_unix();
+        // The receiver is on loopback: refused until the admin allows local targets.
+        assert_eq!(
+            webhooks::deliver_due(&state, &client, now).await.unwrap(),
+            0
+        );
+        let (error,): (Option<String>,) =
+            sqlx::query_as("SELECT last_error FROM webhook_deliveries")
+                .fetch_one(state.db.pool())
+                .await
+                .unwrap();
+        let error = error.unwrap_or_default();
+        assert!(error.contains("not a public address"), "{label}: {error}");
+        assert!(seen.lock().unwrap().is_empty(), "{label}: nothing sent");
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, '1')")
+            .bind(webhooks::ALLOW_LOCAL_SETTING)
+            .execute(state.db.pool())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE webhook_deliveries SET attempts = 0, next_attempt = 0")
+            .execute(state.db.pool())
+            .await
+            .unwrap();
         assert_eq!(
             webhooks::deliver_due(&state, &client, now).await.unwrap(),
             0
