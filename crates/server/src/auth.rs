@@ -386,38 +386,80 @@ async fn login_page(State(state): State<AppState>) -> Result<Response, AppError>
     Ok(login_form("", None).into_response())
 }
 
+/// The client's address, when the server knows it (not in requests made in-process).
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
 async fn login_submit(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, AppError> {
     check_origin(&headers)?;
+    let now = crate::now_micros() / 1000;
+    let mut keys = vec![crate::throttle::Key::User(form.username.clone())];
+    keys.extend(ip.map(crate::throttle::Key::Ip));
+    // Throttled before any hash is computed: a flood costs the server next to nothing.
+    if let Some(wait) = state.logins.retry_after(&keys, now) {
+        let message = format!("too many failed logins: try again in {wait} s");
+        let form = login_form(&form.username, Some(("password", message.as_str())));
+        let retry = HeaderValue::from(wait);
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, retry)],
+            form,
+        )
+            .into_response());
+    }
     let row: Option<(i64, String)> =
         sqlx::query_as("SELECT id, password_hash FROM admins WHERE username = $1")
             .bind(&form.username)
             .fetch_optional(state.db.pool())
             .await?;
-    // Verify against a real hash even for unknown users, so timing does not reveal names.
-    let ok = match &row {
-        Some((_, hash)) => verify_password(&form.password, hash),
-        None => {
-            let _ = verify_password(&form.password, dummy_hash());
-            false
-        }
-    };
+    // Verify against a real hash even for unknown users, so timing does not reveal names; on
+    // the blocking pool, a few at a time, so that logins never stall other requests.
+    let hash = row
+        .as_ref()
+        .map_or_else(|| dummy_hash().to_owned(), |(_, h)| h.clone());
+    let password = form.password.clone();
+    let ok = state
+        .logins
+        .check(move || verify_password(&password, &hash))
+        .await
+        && row.is_some();
     match row {
         Some((id, _)) if ok => {
+            state.logins.succeeded(&keys);
             let cookie = start_session(&state, id).await?;
             Ok(([(SET_COOKIE, cookie)], Redirect::to("/")).into_response())
         }
-        _ => Ok((
-            StatusCode::UNAUTHORIZED,
-            login_form(
-                &form.username,
-                Some(("password", "wrong username or password")),
-            ),
-        )
-            .into_response()),
+        _ => {
+            state.logins.failed(&keys, now);
+            Ok((
+                StatusCode::UNAUTHORIZED,
+                login_form(
+                    &form.username,
+                    Some(("password", "wrong username or password")),
+                ),
+            )
+                .into_response())
+        }
     }
 }
 

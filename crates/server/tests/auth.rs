@@ -287,3 +287,46 @@ async fn passwords_are_stored_as_argon2_hashes() {
         assert!(!hash.contains("long enough"));
     }
 }
+
+/// Guessing is throttled: after five wrong passwords for a name, the next attempt is refused with
+/// 429 and `Retry-After` before any hash is computed (the right password included), and the
+/// delay grows; another name is not held up.
+#[tokio::test]
+async fn repeated_wrong_logins_are_throttled() {
+    for (label, state) in common::states("throttle").await {
+        let app = router(state.clone());
+        send(
+            &app,
+            post_form(
+                "/setup",
+                "username=boss&password=long+enough+1&confirm=long+enough+1",
+                None,
+                None,
+            ),
+        )
+        .await;
+        let wrong = "username=boss&password=not+the+one+1";
+        for _ in 0..chronolock_server::throttle::FREE_FAILURES {
+            let r = send(&app, post_form("/login", wrong, None, None)).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{label}");
+        }
+        let right = "username=boss&password=long+enough+1";
+        let r = send(&app, post_form("/login", right, None, None)).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{label}");
+        let retry: i64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&retry), "{retry}");
+        assert!(text(r).await.contains("too many failed logins"));
+        // Another name is heard at once (and is simply wrong).
+        let other = "username=someone&password=whatever+it+is";
+        let r = send(&app, post_form("/login", other, None, None)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{label}");
+        // Once the delay has passed, the right password works and clears the count.
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        let r = send(&app, post_form("/login", right, None, None)).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{label}");
+    }
+}

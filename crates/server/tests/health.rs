@@ -56,3 +56,27 @@ async fn unsupported_database_urls_are_refused() {
     let e = AppState::open(&config).await.unwrap_err().to_string();
     assert!(e.contains("unsupported database URL"), "{e}");
 }
+
+/// Every answer, pages and redirects included, carries the security headers.
+#[tokio::test]
+async fn answers_carry_the_security_headers() {
+    for (label, state) in common::states("headers").await {
+        for uri in ["/healthz", "/login", "/"] {
+            let response = router(state.clone())
+                .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let h = response.headers();
+            let csp = h["content-security-policy"].to_str().unwrap();
+            assert!(
+                csp.contains("frame-ancestors 'none'"),
+                "{label} {uri}: {csp}"
+            );
+            assert!(csp.contains("object-src 'none'"));
+            assert_eq!(h["x-frame-options"], "DENY");
+            assert_eq!(h["referrer-policy"], "same-origin");
+            assert_eq!(h["x-content-type-options"], "nosniff");
+            assert_eq!(h["cache-control"], "no-store", "{label} {uri}");
+        }
+    }
+}
