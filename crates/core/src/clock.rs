@@ -186,6 +186,14 @@ impl Clock {
         self.network_set
     }
 
+    /// The clock was set from time a network source gave earlier (an RTC this device wrote
+    /// after a network sync): one unauthenticated source may no longer step it on its own.
+    pub fn vouch_for_network_time(&mut self) {
+        if self.estimate.is_some() {
+            self.network_set = true;
+        }
+    }
+
     /// Whether `sample` is consistent with the clock at `now` (their intervals overlap); false
     /// while the clock is not valid.
     pub fn agrees(&self, sample: &Sample, now: Instant) -> bool {

@@ -20,6 +20,10 @@ pub struct Persisted {
     pub rtc_written_at: Option<UnixTime>,
     /// The clock's error bound when the RTC was written, in microseconds.
     pub rtc_written_error_us: u64,
+    /// The RTC was written from a clock a network source had set (NTP or the backend), not from
+    /// a phone: read back at boot, it counts as network-set (one lying NTP server cannot step
+    /// it).
+    pub rtc_written_from_network: bool,
     /// The latest network time seen (coarse: updated at most daily); anchors the NTP era.
     pub latest_known: Option<UnixTime>,
     /// The UTC day (Unix days) of the last battery report: never two reports in one day.
@@ -51,7 +55,8 @@ impl Persisted {
         b[1] = u8::from(self.provisioned)
             | u8::from(self.rtc_written_at.is_some()) << 1
             | u8::from(self.latest_known.is_some()) << 2
-            | u8::from(self.last_report_day.is_some()) << 3;
+            | u8::from(self.last_report_day.is_some()) << 3
+            | u8::from(self.rtc_written_from_network) << 4;
         b[2..10].copy_from_slice(
             &self
                 .rtc_written_at
@@ -94,6 +99,7 @@ impl Persisted {
             rtc_written_at: (flags & 2 != 0)
                 .then(|| UnixTime::from_micros(i64::from_le_bytes(word(2)))),
             rtc_written_error_us: u64::from_le_bytes(word(10)),
+            rtc_written_from_network: flags & 16 != 0,
             latest_known: (flags & 4 != 0)
                 .then(|| UnixTime::from_micros(i64::from_le_bytes(word(18)))),
             last_report_day: (flags & 8 != 0).then(|| i64::from_le_bytes(word(26))),
@@ -124,6 +130,7 @@ mod tests {
             provisioned: true,
             rtc_written_at: Some(UnixTime::from_secs(1_795_510_740)),
             rtc_written_error_us: 12_345,
+            rtc_written_from_network: true,
             latest_known: None,
             last_report_day: Some(20_781),
             list_generation: 9,

@@ -78,6 +78,7 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
         "list_swapped_in_transit",
         "download_interrupted",
         "request_replayed",
+        "ntp_hijacked_after_reboot",
         "network_outage",
         "backend_outage",
         "answer_lost",
@@ -242,6 +243,18 @@ fn a_backend_that_resumes_a_download_a_byte_late_gets_its_list_refused() {
     let f = planted_in(Plant::BackendResumesOffByOne, 10, 20);
     assert_eq!(f.first.invariant, "list_refused", "{f}");
     assert!(f.first.detail.contains("announced"), "{f}");
+}
+
+#[test]
+fn a_shell_that_forgets_where_the_rtc_time_came_from_lets_one_liar_step_the_clock() {
+    let f = planted_in(Plant::ForgetRtcProvenance, 20, 30);
+    assert!(
+        f.report
+            .violations
+            .iter()
+            .any(|v| v.invariant == "one_liar_after_reboot"),
+        "{f}"
+    );
 }
 
 #[test]

@@ -178,3 +178,45 @@ fn spoofing_server_never_moves_a_synced_clock() {
         "only invalid → valid at boot: {ev:?}"
     );
 }
+
+/// ADR-011's trust rule across a reboot: a clock set at boot from an RTC this door wrote after
+/// an NTP sync counts as network-set, so one NTP server answering an hour off (the backend out
+/// of reach) cannot step it; an RTC the phone set gives no such standing.
+#[test]
+fn an_rtc_written_from_network_time_holds_against_one_lying_server_after_reboot() {
+    let scenario = |first_source: &str| {
+        let (world_rtc, first) = match first_source {
+            "ntp" => ("{\"utc\": null, \"drift_ppm\": 2.0}", ""),
+            _ => (
+                "{\"utc\": null, \"drift_ppm\": 2.0}",
+                "{\"t\": 1, \"do\": \"phone_time\", \"utc\": \"2026-11-24T08:00:01Z\"}\n",
+            ),
+        };
+        let network = first_source == "ntp";
+        format!(
+            "{{\"world\": {{\"start_utc\": \"2026-11-24T08:00:00Z\", \"rtc\": {world_rtc}, \"network\": {network}, \"ntp\": [{{\"reachable\": true, \"offset_s\": 0, \"delay_ms\": 20}}, {{\"reachable\": true, \"offset_s\": 0, \"delay_ms\": 30}}], \"backend\": {{\"reachable\": false}}}}}}\n\
+             {{\"t\": 0, \"do\": \"boot\"}}\n{first}\
+             {{\"t\": 120, \"do\": \"power_off\"}}\n\
+             {{\"t\": 125, \"do\": \"ntp\", \"server\": 0, \"offset_s\": 3600}}\n\
+             {{\"t\": 125, \"do\": \"ntp\", \"server\": 1, \"reachable\": false}}\n\
+             {{\"t\": 130, \"do\": \"boot\"}}\n{{\"t\": 131, \"do\": \"network\", \"up\": true}}\n\
+             {{\"t\": 1000, \"do\": \"end\"}}"
+        )
+    };
+    let stepped_to_the_lie = |events: &[serde_json::Value]| {
+        events.iter().any(|e| {
+            e["event"] == "clock"
+                && e["source"] == "ntp"
+                && e["utc"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("2026-11-24T09:"))
+        })
+    };
+    let after_ntp = run(&scenario("ntp"));
+    assert!(!stepped_to_the_lie(&after_ntp), "{after_ntp:#?}");
+    assert!(after_ntp
+        .iter()
+        .any(|e| e["event"] == "time_rejected" && e["reason"] == "awaiting_second_source"));
+    let after_phone = run(&scenario("phone"));
+    assert!(stepped_to_the_lie(&after_phone), "{after_phone:#?}");
+}

@@ -318,6 +318,16 @@ impl Controller {
                     error_us: read_error_us + self.rtc_accumulated_error_us(unix_secs),
                 };
                 self.offer(sample, now);
+                // An RTC this device wrote from network time, still running since (oscillator
+                // flag clear, not behind the write): the clock it sets counts as network-set.
+                let from_network = self.persisted.rtc_written_from_network
+                    && self
+                        .persisted
+                        .rtc_written_at
+                        .is_some_and(|w| unix_secs >= w.secs());
+                if from_network && self.clock.source() == Some(Source::Rtc) {
+                    self.clock.vouch_for_network_time();
+                }
             }
         }
         if matches!(self.rtc, RtcState::Present { .. }) {
@@ -712,6 +722,7 @@ impl Controller {
         self.rtc_written_this_boot = Some(now);
         self.persisted.rtc_written_at = Some(utc);
         self.persisted.rtc_written_error_us = err;
+        self.persisted.rtc_written_from_network = self.clock.network_set();
         self.push(Action::WriteRtc { utc });
         self.push(Action::Persist(self.persisted));
     }

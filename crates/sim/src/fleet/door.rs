@@ -354,6 +354,9 @@ struct Dev {
     boot_t: i64,
     /// Since when (true time) the clock has been valid and within its bound, this boot.
     good_clock_since: Option<i64>,
+    /// Booted with an RTC this door wrote from network time, running since: its clock counts
+    /// as network-set, and one lying NTP server must not step it.
+    trusted_rtc_boot: bool,
 }
 
 /// One door's whole run.
@@ -385,6 +388,11 @@ pub(crate) struct DoorRun<'w> {
     /// The RTC's error when it last became wrong beyond its bounds (written by a misled
     /// clock, or its registers corrupted).
     rtc_taint: Option<i64>,
+    /// The RTC holds time this door wrote (after a network sync: the fleet has no phone).
+    rtc_written_by_door: bool,
+    /// An attacker on this door's path answers for one NTP server with a lie until then:
+    /// (server, offset µs, until).
+    hijacked_ntp: Option<(u8, i64, i64)>,
     /// While handling a CONDITIONAL answer: the card and the backend's verdict.
     conditional_ctx: Option<(CredKey, bool)>,
     /// CONDITIONAL cards the door asked the backend about and has not decided yet: their
@@ -486,6 +494,8 @@ impl<'w> DoorRun<'w> {
             report_days: BTreeMap::new(),
             lies_seen: Vec::new(),
             rtc_taint: None,
+            rtc_written_by_door: false,
+            hijacked_ntp: None,
             conditional_ctx: None,
             asked: Vec::new(),
             typing: None,
@@ -1006,6 +1016,26 @@ impl<'w> DoorRun<'w> {
             sync_interval_s: None,
             setup_button: false,
         };
+        let mut store = store;
+        if self.cfg.plant == Some(Plant::ForgetRtcProvenance) {
+            // Planted: a shell that loses where the RTC's time came from.
+            if let Ok(mut p) = store.persisted() {
+                p.rtc_written_from_network = false;
+                let _ = store.set_persisted(&p);
+            }
+        }
+        let trusted_rtc_boot = self.rtc_written_by_door
+            && self.rtc_taint.is_none()
+            && self.rtc.as_ref().is_some_and(|r| !r.osf);
+        if trusted_rtc_boot && self.t < self.w.fault_end && self.rng.chance(100_000) {
+            // Right after this boot, an attacker on the door's path forges one NTP server's
+            // answers (an hour off, either way) and drops the other servers' and the backend's
+            // for ten minutes: the clock the RTC set must not follow the lie.
+            self.fault("ntp_hijacked_after_reboot");
+            let server = self.rng.below(self.w.ntp.len().max(1) as u64) as u8;
+            let sign = if self.rng.below(2) == 0 { 1 } else { -1 };
+            self.hijacked_ntp = Some((server, sign * HOUR, self.t + 10 * 60 * SEC));
+        }
         let door = Door::boot(store, config, seed, ram, Instant::ZERO);
         self.lies_seen.clear();
         if self.rtc.is_some() {
@@ -1023,6 +1053,7 @@ impl<'w> DoorRun<'w> {
             seg_mono: 0,
             boot_t: self.t,
             good_clock_since: None,
+            trusted_rtc_boot,
         });
         self.drain();
         if self.network_up {
@@ -1079,6 +1110,7 @@ impl<'w> DoorRun<'w> {
                         rtc.base_utc = utc.as_micros();
                         rtc.osf = false;
                         self.rtc_taint = taint;
+                        self.rtc_written_by_door = true;
                     }
                 }
                 Request::SendNtp { server, packet } => self.send_ntp(server, packet),
@@ -1325,7 +1357,12 @@ impl<'w> DoorRun<'w> {
             (self.rng.range(2_000, 40_000), self.rng.range(2_000, 40_000))
         };
         let arrive = self.t + out;
-        let lie = spec.offset_at(self.t);
+        let hijack = self.hijacked_ntp.filter(|&(_, _, until)| self.t < until);
+        if hijack.is_some_and(|(s, _, _)| s != server) {
+            return; // the attacker drops the other servers' answers
+        }
+        let hijacked = hijack.map(|(_, offset, _)| offset);
+        let lie = hijacked.or(spec.offset_at(self.t));
         // An honest server is within its stated accuracy (root distance 1.5 ms).
         let offset = lie.unwrap_or_else(|| self.rng.range(-400, 400));
         let receive = UnixTime::from_micros(self.w.start_utc_us + arrive + offset);
@@ -1432,7 +1469,10 @@ impl<'w> DoorRun<'w> {
         } else {
             self.rng.range(10_000, 150_000)
         };
-        if !self.w.backend_up(self.t) {
+        let hijacked = self
+            .hijacked_ntp
+            .is_some_and(|(_, _, until)| self.t < until);
+        if !self.w.backend_up(self.t) || hijacked {
             let failure = Failure::Unreachable;
             self.schedule(
                 self.t + back,
@@ -1633,6 +1673,15 @@ impl<'w> DoorRun<'w> {
                 good = true;
             } else if self.explained_by_lie(e, b) {
                 self.tally.misled_clock_steps += 1;
+                let trusted = self.dev.as_ref().is_some_and(|d| d.trusted_rtc_boot);
+                if trusted && self.lie_source(e, b) == Some("ntp") {
+                    self.violate(
+                        "one_liar_after_reboot",
+                        format!(
+                            "a clock set from the RTC this door wrote after a network sync was stepped by a lying NTP server (off by {e} µs)"
+                        ),
+                    );
+                }
             } else {
                 self.tally.clock_bound_violations += 1;
                 self.violate(

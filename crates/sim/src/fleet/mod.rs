@@ -136,6 +136,8 @@ pub enum Plant {
     BackendResumesOffByOne,
     /// The backend accepts requests whose counter is not newer (replays).
     BackendIgnoresCounter,
+    /// The shell forgets, at every boot, that the RTC was written from network time.
+    ForgetRtcProvenance,
 }
 
 /// What to simulate.
