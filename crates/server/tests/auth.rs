@@ -265,20 +265,17 @@ async fn first_run_setup_login_and_logout() {
     }
 }
 
+/// Sets up the first admin, `boss`, with the password `long enough 1`.
+async fn create_boss(app: &Router) {
+    let body = "username=boss&password=long+enough+1&confirm=long+enough+1";
+    send(app, post_form("/setup", body, None, None)).await;
+}
+
 #[tokio::test]
 async fn passwords_are_stored_as_argon2_hashes() {
     for (_, state) in common::states("hash").await {
         let app = router(state.clone());
-        send(
-            &app,
-            post_form(
-                "/setup",
-                "username=boss&password=long+enough+1&confirm=long+enough+1",
-                None,
-                None,
-            ),
-        )
-        .await;
+        create_boss(&app).await;
         let (hash,): (String,) = sqlx::query_as("SELECT password_hash FROM admins")
             .fetch_one(state.db.pool())
             .await
@@ -295,16 +292,7 @@ async fn passwords_are_stored_as_argon2_hashes() {
 async fn repeated_wrong_logins_are_throttled() {
     for (label, state) in common::states("throttle").await {
         let app = router(state.clone());
-        send(
-            &app,
-            post_form(
-                "/setup",
-                "username=boss&password=long+enough+1&confirm=long+enough+1",
-                None,
-                None,
-            ),
-        )
-        .await;
+        create_boss(&app).await;
         let wrong = "username=boss&password=not+the+one+1";
         for _ in 0..chronolock_server::throttle::FREE_FAILURES {
             let r = send(&app, post_form("/login", wrong, None, None)).await;
