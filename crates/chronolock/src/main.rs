@@ -57,6 +57,28 @@ enum Command {
         #[command(subcommand)]
         command: AllowlistCommand,
     },
+    /// Look after the admins of a server's database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set a new password for an admin who forgot theirs (read from CHRONOLOCK_NEW_PASSWORD, or
+    /// one line on standard input) and end their sessions.
+    ResetPassword {
+        /// The admin's user name.
+        #[arg(long)]
+        user: String,
+        /// Data directory of the server (its SQLite database).
+        #[arg(long = "data", default_value = "chronolock-data")]
+        data: PathBuf,
+        /// Database URL instead of the SQLite file in the data directory.
+        #[arg(long = "database-url", env = "CHRONOLOCK_DATABASE_URL")]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -237,6 +259,14 @@ fn main() -> ExitCode {
             ntp,
         }),
         Command::Keygen { out } => report(keygen(&out)),
+        Command::Admin {
+            command:
+                AdminCommand::ResetPassword {
+                    user,
+                    data,
+                    database_url,
+                },
+        } => report(reset_password(&user, data, database_url)),
         Command::Allowlist {
             command:
                 AllowlistCommand::Compile {
@@ -354,6 +384,45 @@ fn serve(config: chronolock_server::ServeConfig) -> ExitCode {
 }
 
 /// Prints the result and exits 0, or prints the error and exits 2.
+fn reset_password(
+    user: &str,
+    data: PathBuf,
+    database_url: Option<String>,
+) -> Result<String, String> {
+    let password = match std::env::var("CHRONOLOCK_NEW_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the new password: {e}"))?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let config = chronolock_server::ServeConfig {
+        data_dir: data,
+        database_url,
+        ..chronolock_server::ServeConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        let state = chronolock_server::AppState::open(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let done = chronolock_server::auth::reset_password(&state, user, &password).await;
+        state.db.close().await;
+        match done.map_err(|e| e.to_string())? {
+            true => Ok(format!(
+                "new password set for {user}; their sessions are ended\n"
+            )),
+            false => Err(format!("no admin named {user:?}")),
+        }
+    })
+}
+
 fn report(result: Result<String, String>) -> ExitCode {
     match result {
         Ok(text) => {

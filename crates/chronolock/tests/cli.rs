@@ -201,3 +201,67 @@ fn live_commands_are_checked_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--duration"));
 }
+
+/// `chronolock admin reset-password`: the admin who forgot their password gets a new one (from
+/// the environment here), their sessions end, and an unknown name or a short password is an
+/// error that changes nothing.
+#[test]
+fn an_admin_who_forgot_the_password_gets_a_new_one() {
+    let data = std::env::temp_dir().join(format!("chronolock-cli-admin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let config = chronolock_server::ServeConfig {
+        data_dir: data.clone(),
+        ..chronolock_server::ServeConfig::default()
+    };
+    let hash = || {
+        runtime.block_on(async {
+            let state = chronolock_server::AppState::open(&config)
+                .await
+                .expect("db");
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT password_hash FROM admins WHERE username = 'boss'")
+                    .fetch_optional(state.db.pool())
+                    .await
+                    .expect("query");
+            state.db.close().await;
+            row.map(|r| r.0)
+        })
+    };
+    runtime.block_on(async {
+        let state = chronolock_server::AppState::open(&config)
+            .await
+            .expect("db");
+        chronolock_server::auth::create_first_admin(&state, "boss", "the old password")
+            .await
+            .expect("admin");
+        state.db.close().await;
+    });
+    let before = hash().expect("boss exists");
+    let reset = |user: &str, password: &str| {
+        Command::new(env!("CARGO_BIN_EXE_chronolock"))
+            .args(["admin", "reset-password", "--user", user, "--data"])
+            .arg(&data)
+            .env("CHRONOLOCK_NEW_PASSWORD", password)
+            .env_remove("CHRONOLOCK_DATABASE_URL")
+            .output()
+            .expect("runs")
+    };
+    let out = reset("nobody", "a new password 1");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no admin named \"nobody\""));
+    let out = reset("boss", "short");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least"));
+    assert_eq!(hash().as_deref(), Some(before.as_str()), "nothing changed");
+    let out = reset("boss", "a new password 1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = hash().expect("boss exists");
+    assert_ne!(after, before);
+    assert!(after.starts_with("$argon2id$"));
+    let _ = std::fs::remove_dir_all(&data);
+}

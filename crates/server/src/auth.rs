@@ -245,6 +245,35 @@ pub async fn admin_from_env(state: &AppState) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Sets a new password for admin `username` (`chronolock admin reset-password`, for the admin
+/// who forgot it) and ends their sessions; false when there is no such admin.
+pub async fn reset_password(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<bool, AppError> {
+    validate_new_admin(username, password, password)
+        .map_err(|(field, m)| AppError::BadRequest(format!("{field}: {m}")))?;
+    let owned = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&owned))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+    let row: Option<(i64,)> =
+        sqlx::query_as("UPDATE admins SET password_hash = $1 WHERE username = $2 RETURNING id")
+            .bind(hash)
+            .bind(username)
+            .fetch_optional(state.db.pool())
+            .await?;
+    let Some((id,)) = row else {
+        return Ok(false);
+    };
+    sqlx::query("DELETE FROM sessions WHERE admin_id = $1")
+        .bind(id)
+        .execute(state.db.pool())
+        .await?;
+    Ok(true)
+}
+
 async fn start_session(state: &AppState, admin_id: i64) -> Result<HeaderValue, AppError> {
     let token = random_token();
     let now = now_unix();
