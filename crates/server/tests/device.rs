@@ -592,3 +592,63 @@ async fn emergency_cards_reach_webhooks_signed_and_retried() {
         assert_eq!(json["door"]["name"], "Front door");
     }
 }
+
+/// A webhook receiver that redirects elsewhere is a failed attempt: the redirect is not
+/// followed (it could point inside the network the server sits in).
+#[tokio::test]
+async fn webhook_redirects_are_not_followed() {
+    for (label, state) in common::states("device_hook_redirect").await {
+        let (target, seen) = receiver(0).await;
+        let app = axum::Router::new().route(
+            "/moved",
+            axum::routing::post(move || {
+                let target = target.clone();
+                async move { axum::response::Redirect::temporary(&target) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, '1')")
+            .bind(webhooks::ALLOW_LOCAL_SETTING)
+            .execute(state.db.pool())
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO webhooks (url, secret, kinds, created_at) VALUES ($1, 'sekrit', 'notify', 0)")
+            .bind(format!("http://{addr}/moved"))
+            .execute(state.db.pool())
+            .await
+            .unwrap();
+        let s = site(&state).await;
+        let device = pair(&state, s.door).await;
+        let fire = [4u8, 0xF1, 0xF1, 0xF1];
+        let events = [WireEvent {
+            id: 1,
+            device_us: None,
+            body: EventBody::Notify {
+                credential: Credential::card(&fire),
+            },
+        }];
+        sync(&state, &device, 0, &events, 1).await;
+        let clients = webhooks::Outbound::new().unwrap();
+        let now = chronolock_server::now_unix();
+        assert_eq!(
+            webhooks::deliver_due(&state, &clients, now).await.unwrap(),
+            0
+        );
+        let (error,): (Option<String>,) =
+            sqlx::query_as("SELECT last_error FROM webhook_deliveries")
+                .fetch_one(state.db.pool())
+                .await
+                .unwrap();
+        let error = error.unwrap_or_default();
+        assert!(
+            error.contains("redirects are not followed"),
+            "{label}: {error}"
+        );
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "{label}: the target got nothing"
+        );
+    }
+}
