@@ -505,6 +505,17 @@ async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<(String, String, String
     (format!("http://{addr}/hook"), seen)
 }
 
+/// Runs the webhook sender once at `now`, which must deliver nothing, and returns the error the
+/// (only) delivery was left with.
+async fn failed_delivery(state: &AppState, clients: &webhooks::Outbound, now: i64) -> String {
+    assert_eq!(webhooks::deliver_due(state, clients, now).await.unwrap(), 0);
+    let (error,): (Option<String>,) = sqlx::query_as("SELECT last_error FROM webhook_deliveries")
+        .fetch_one(state.db.pool())
+        .await
+        .unwrap();
+    error.unwrap_or_default()
+}
+
 #[tokio::test]
 async fn emergency_cards_reach_webhooks_signed_and_retried() {
     for (label, state) in common::states("device_hook").await {
@@ -532,16 +543,7 @@ async fn emergency_cards_reach_webhooks_signed_and_retried() {
         let client = webhooks::Outbound::new().unwrap();
         let now = chronolock_server::now_unix();
         // The receiver is on loopback: refused until the admin allows local targets.
-        assert_eq!(
-            webhooks::deliver_due(&state, &client, now).await.unwrap(),
-            0
-        );
-        let (error,): (Option<String>,) =
-            sqlx::query_as("SELECT last_error FROM webhook_deliveries")
-                .fetch_one(state.db.pool())
-                .await
-                .unwrap();
-        let error = error.unwrap_or_default();
+        let error = failed_delivery(&state, &client, now).await;
         assert!(error.contains("not a public address"), "{label}: {error}");
         assert!(seen.lock().unwrap().is_empty(), "{label}: nothing sent");
         sqlx::query("INSERT INTO settings (key, value) VALUES ($1, '1')")
@@ -632,16 +634,7 @@ async fn webhook_redirects_are_not_followed() {
         sync(&state, &device, 0, &events, 1).await;
         let clients = webhooks::Outbound::new().unwrap();
         let now = chronolock_server::now_unix();
-        assert_eq!(
-            webhooks::deliver_due(&state, &clients, now).await.unwrap(),
-            0
-        );
-        let (error,): (Option<String>,) =
-            sqlx::query_as("SELECT last_error FROM webhook_deliveries")
-                .fetch_one(state.db.pool())
-                .await
-                .unwrap();
-        let error = error.unwrap_or_default();
+        let error = failed_delivery(&state, &clients, now).await;
         assert!(
             error.contains("redirects are not followed"),
             "{label}: {error}"
