@@ -232,6 +232,83 @@ async fn editors_door_person_schedule_rule_and_totp() {
     .await;
 }
 
+/// Several admins in the browser: the first adds a second from the Admins page; the second logs
+/// in, removes the first, and changes her own password, which a wrong current password cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_page_adds_removes_and_changes_passwords() {
+    harness::bounded(LIMIT, async {
+        let Some(mut b) = Browser::start("admins").await else {
+            return;
+        };
+        create_admin(&b).await;
+        b.click("header nav a[href='/admins']").await;
+        b.wait_path("/admins").await;
+        assert_eq!(b.text("main h2").await, "Administrators");
+        assert!(b.text("main table").await.contains("(you)"));
+        b.fill("#username", "alice").await;
+        b.fill("#password", "alices own phrase").await;
+        b.fill("#confirm", "alices own phrase").await;
+        b.click("form[action='/admins'] button[type=submit]").await;
+        b.wait_text("main [role=status]", "alice can now log in.")
+            .await;
+        assert_eq!(admins(&b).await, [ADMIN, "alice"]);
+        b.shot("admin-added").await;
+
+        // Alice logs in and removes boss.
+        b.click("header form button[type=submit]").await;
+        b.wait_path("/login").await;
+        b.fill("#username", "alice").await;
+        b.fill("#password", "alices own phrase").await;
+        b.click("main form button[type=submit]").await;
+        b.wait_path("/").await;
+        b.goto("/admins").await;
+        b.click(&format!("button[aria-label='Remove {ADMIN}']"))
+            .await;
+        b.wait_text(
+            "main [role=status]",
+            "boss is removed and logged out everywhere.",
+        )
+        .await;
+        assert_eq!(admins(&b).await, ["alice"]);
+        b.shot("admin-removed").await;
+        assert!(
+            !b.has("main table button").await,
+            "the last admin cannot be removed"
+        );
+
+        // A wrong current password changes nothing; the right one does.
+        b.fill("#current", "not my phrase at all").await;
+        b.fill("#new-password", "alices newer phrase").await;
+        b.fill("#new-confirm", "alices newer phrase").await;
+        b.click("form[action='/admins/password'] button[type=submit]")
+            .await;
+        assert_eq!(
+            b.text("#current-error").await,
+            "that is not your current password"
+        );
+        b.shot("wrong-current-password").await;
+        b.fill("#current", "alices own phrase").await;
+        b.fill("#new-password", "alices newer phrase").await;
+        b.fill("#new-confirm", "alices newer phrase").await;
+        b.click("form[action='/admins/password'] button[type=submit]")
+            .await;
+        b.wait_text(
+            "main [role=status]",
+            "Your password is changed; your other sessions have ended.",
+        )
+        .await;
+        b.shot("password-changed").await;
+        b.click("header form button[type=submit]").await;
+        b.wait_path("/login").await;
+        b.fill("#username", "alice").await;
+        b.fill("#password", "alices newer phrase").await;
+        b.click("main form button[type=submit]").await;
+        b.wait_path("/").await;
+        b.close().await;
+    })
+    .await;
+}
+
 /// Makes the first admin on the setup page, which logs in.
 async fn create_admin(b: &Browser) {
     b.goto("/setup").await;

@@ -7,6 +7,7 @@
 //! The server keeps no state outside the database, so several processes can share one
 //! PostgreSQL database behind a load balancer.
 
+pub mod admins;
 pub mod api;
 pub mod auth;
 pub mod db;
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health_routes())
         .merge(auth::routes())
+        .merge(admins::routes())
         .merge(monitor::routes())
         .merge(device_api::routes())
         .merge(webhooks::routes())

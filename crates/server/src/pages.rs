@@ -32,6 +32,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/schedules", "Schedules"),
     ("/webhooks", "Webhooks"),
     ("/site", "Site"),
+    ("/admins", "Admins"),
 ];
 
 /// The page layout: title, a header with the admin's name and a logout button, the body.

@@ -105,10 +105,17 @@ impl Logins {
 
     /// Runs `check` (a password hash comparison) on the blocking pool, a few at a time.
     pub async fn check(&self, check: impl FnOnce() -> bool + Send + 'static) -> bool {
-        let Ok(_permit) = self.hashing.acquire().await else {
-            return false;
-        };
-        tokio::task::spawn_blocking(check).await.unwrap_or(false)
+        self.blocking(check).await.unwrap_or(false)
+    }
+
+    /// Runs `work` (argon2: a comparison or a new hash) on the blocking pool, a few at a time,
+    /// so that password work never stalls the async workers; `None` if it could not run.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = self.hashing.acquire().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
     }
 }
 

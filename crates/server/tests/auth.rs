@@ -318,3 +318,205 @@ async fn repeated_wrong_logins_are_throttled() {
         assert_eq!(r.status(), StatusCode::SEE_OTHER, "{label}");
     }
 }
+
+/// Logs `username` in and returns the session cookie.
+async fn log_in(app: &Router, username: &str, password: &str) -> Response<Body> {
+    let body = format!(
+        "username={username}&password={}",
+        password.replace(' ', "+")
+    );
+    send(app, post_form("/login", &body, None, None)).await
+}
+
+async fn usernames(state: &AppState) -> Vec<String> {
+    sqlx::query_scalar("SELECT username FROM admins ORDER BY username")
+        .fetch_all(state.db.pool())
+        .await
+        .unwrap()
+}
+
+/// Several admins: one adds another (bad names and passwords refused beside their field, a
+/// taken name refused, the CSRF token required); nobody removes themselves or the last admin;
+/// a removed admin's sessions end at once; changing one's password needs the current one, ends
+/// one's other sessions and keeps this one.
+#[tokio::test]
+async fn admins_add_remove_and_change_their_password() {
+    for (label, state) in common::states("admins").await {
+        let app = router(state.clone());
+        create_boss(&app).await;
+        let boss = session_cookie(&log_in(&app, "boss", "long enough 1").await);
+        let token = csrf(&app, &boss).await;
+        let r = send(&app, get("/admins", Some(&boss))).await;
+        assert_eq!(r.status(), StatusCode::OK, "{label}");
+        let page = text(r).await;
+        assert!(page.contains("boss") && page.contains("(you)"), "{page}");
+        assert!(
+            !page.contains("/delete"),
+            "the only admin has no Remove button"
+        );
+
+        let add = |body: &str| format!("csrf={token}&{body}");
+        for (body, field) in [
+            (
+                "username=al%20ice&password=long+enough+2&confirm=long+enough+2",
+                "username",
+            ),
+            ("username=alice&password=short&confirm=short", "password"),
+            (
+                "username=alice&password=long+enough+2&confirm=long+enough+3",
+                "confirm",
+            ),
+            (
+                "username=boss&password=long+enough+2&confirm=long+enough+2",
+                "username",
+            ),
+        ] {
+            let r = send(&app, post_form("/admins", &add(body), Some(&boss), None)).await;
+            assert_eq!(
+                r.status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{label} {body}"
+            );
+            let page = text(r).await;
+            assert!(
+                page.contains(&format!("id=\"{field}-error\"")),
+                "{body}: {page}"
+            );
+        }
+        let body = "csrf=guess&username=alice&password=long+enough+2&confirm=long+enough+2";
+        let r = send(&app, post_form("/admins", body, Some(&boss), None)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let body = add("username=alice&password=long+enough+2&confirm=long+enough+2");
+        let r = send(
+            &app,
+            post_form("/admins", &body, Some(&boss), Some("http://evil.example")),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "cross-site");
+        assert_eq!(usernames(&state).await, ["boss"]);
+        let r = send(&app, post_form("/admins", &body, Some(&boss), None)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(text(r).await.contains("alice can now log in"));
+        assert_eq!(usernames(&state).await, ["alice", "boss"]);
+        let (hash,): (String,) =
+            sqlx::query_as("SELECT password_hash FROM admins WHERE username = 'alice'")
+                .fetch_one(state.db.pool())
+                .await
+                .unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+
+        // Alice logs in (twice: a laptop and a phone).
+        let alice = session_cookie(&log_in(&app, "alice", "long enough 2").await);
+        let alice_phone = session_cookie(&log_in(&app, "alice", "long enough 2").await);
+        let alice_token = csrf(&app, &alice).await;
+        let id = |name: &'static str| {
+            let state = state.clone();
+            async move {
+                let (id,): (i64,) = sqlx::query_as("SELECT id FROM admins WHERE username = $1")
+                    .bind(name)
+                    .fetch_one(state.db.pool())
+                    .await
+                    .unwrap();
+                id
+            }
+        };
+        let (boss_id, alice_id) = (id("boss").await, id("alice").await);
+
+        // Nobody removes themselves.
+        let uri = format!("/admins/{alice_id}/delete");
+        let r = send(
+            &app,
+            post_form(&uri, &format!("csrf={alice_token}"), Some(&alice), None),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        // Alice removes boss: boss's session ends at once, his password no longer logs in.
+        let uri = format!("/admins/{boss_id}/delete");
+        let r = send(&app, post_form(&uri, "csrf=guess", Some(&alice), None)).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "the CSRF token is needed"
+        );
+        let r = send(
+            &app,
+            post_form(&uri, &format!("csrf={alice_token}"), Some(&alice), None),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK, "{label}");
+        assert!(text(r)
+            .await
+            .contains("boss is removed and logged out everywhere."));
+        assert_eq!(usernames(&state).await, ["alice"]);
+        assert_eq!(
+            send(&app, get("/api/me", Some(&boss))).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            log_in(&app, "boss", "long enough 1").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let r = send(
+            &app,
+            post_form(&uri, &format!("csrf={alice_token}"), Some(&alice), None),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "already gone");
+
+        // Changing the password: the current one is needed; the phone's session ends.
+        let change = |current: &str, new: &str, confirm: &str| {
+            format!(
+                "csrf={alice_token}&current={}&password={}&confirm={}",
+                current.replace(' ', "+"),
+                new.replace(' ', "+"),
+                confirm.replace(' ', "+")
+            )
+        };
+        let body = change("not it at all", "brand new pass", "brand new pass");
+        let r = send(
+            &app,
+            post_form("/admins/password", &body, Some(&alice), None),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(text(r).await.contains("id=\"current-error\""));
+        let body = change("long enough 2", "brand new pass", "brand new past");
+        let r = send(
+            &app,
+            post_form("/admins/password", &body, Some(&alice), None),
+        )
+        .await;
+        assert!(text(r).await.contains("id=\"confirm-error\""));
+        assert_eq!(
+            log_in(&app, "alice", "long enough 2").await.status(),
+            StatusCode::SEE_OTHER
+        );
+        let body = change("long enough 2", "brand new pass", "brand new pass");
+        let r = send(
+            &app,
+            post_form("/admins/password", &body, Some(&alice), None),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK, "{label}");
+        assert!(text(r).await.contains("Your password is changed"));
+        assert_eq!(
+            send(&app, get("/api/me", Some(&alice))).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&app, get("/api/me", Some(&alice_phone)))
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED,
+            "the other session ended"
+        );
+        assert_eq!(
+            log_in(&app, "alice", "long enough 2").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            log_in(&app, "alice", "brand new pass").await.status(),
+            StatusCode::SEE_OTHER
+        );
+    }
+}
