@@ -40,6 +40,22 @@ enum Command {
         /// NTP server HOST:PORT for the demo's virtual doors (repeat for several).
         #[arg(long = "ntp", default_value = "pool.ntp.org:123")]
         ntp: Vec<String>,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key); renewed files are
+        /// picked up within a minute.
+        #[arg(long = "tls-cert", requires = "tls_key", value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long = "tls-key", requires = "tls_cert", value_name = "FILE")]
+        tls_key: Option<PathBuf>,
+        /// The address browsers use when a reverse proxy on this host terminates TLS, e.g.
+        /// https://doors.example.org: cookies become Secure and the proxy's X-Forwarded-For
+        /// names the client.
+        #[arg(long = "public-url", value_name = "URL", conflicts_with = "tls_cert")]
+        public_url: Option<String>,
+        /// Also serve the device API alone, over plain HTTP, on this address: for doors that do
+        /// not speak TLS (the device protocol encrypts and authenticates its bodies itself).
+        #[arg(long = "device-listen", value_name = "ADDR")]
+        device_listen: Option<std::net::SocketAddr>,
     },
     /// Simulate door controllers.
     Sim {
@@ -249,6 +265,10 @@ fn main() -> ExitCode {
             demo,
             no_virtual_doors,
             ntp,
+            tls_cert,
+            tls_key,
+            public_url,
+            device_listen,
         } => serve(chronolock_server::ServeConfig {
             listen,
             data_dir: data,
@@ -257,6 +277,11 @@ fn main() -> ExitCode {
             virtual_doors: !no_virtual_doors,
             door_host: Some(chronolock::virtual_doors::host()),
             ntp,
+            tls: tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| chronolock_server::tls::TlsFiles { cert, key }),
+            public_url,
+            device_listen,
         }),
         Command::Keygen { out } => report(keygen(&out)),
         Command::Admin {

@@ -467,9 +467,15 @@ async fn virtual_door_panel_and_phone_setup() {
             ..chronolock_server::ServeConfig::default()
         };
         let addr: std::net::SocketAddr = b.url("").trim_start_matches("http://").parse().unwrap();
-        chronolock_server::demo::start_virtual_doors(&b.state, addr, &config, seeded.as_ref())
-            .await
-            .unwrap();
+        chronolock_server::demo::start_virtual_doors(
+            &b.state,
+            addr,
+            &b.url(""),
+            &config,
+            seeded.as_ref(),
+        )
+        .await
+        .unwrap();
         let front = chronolock_server::demo::doors(&b.state).await.unwrap()[0].1;
 
         b.goto(&format!("/doors/{front}")).await;

@@ -289,8 +289,9 @@ async fn start_session(state: &AppState, admin_id: i64) -> Result<HeaderValue, A
         .bind(now + SESSION_SECS)
         .execute(state.db.pool())
         .await?;
+    let secure = if state.https { "; Secure" } else { "" };
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECS}"
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECS}{secure}"
     );
     HeaderValue::from_str(&cookie).map_err(|e| AppError::Internal(e.to_string()))
 }
@@ -416,21 +417,37 @@ async fn login_page(State(state): State<AppState>) -> Result<Response, AppError>
 }
 
 /// The client's address, when the server knows it (not in requests made in-process).
+///
+/// Behind a reverse proxy on this host (`--public-url`, the connection from loopback), the
+/// client is the last address the proxy appended to `X-Forwarded-For`; anything before it came
+/// from the client and is not trusted. Otherwise the header is ignored.
 pub struct ClientIp(pub Option<std::net::IpAddr>);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+impl axum::extract::FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        _state: &S,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded = || {
             parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
+                .and_then(|ip| ip.trim().parse().ok())
+        };
+        Ok(ClientIp(match peer {
+            Some(ip) if state.behind_proxy && ip.is_loopback() => forwarded().or(Some(ip)),
+            other => other,
+        }))
     }
 }
 
@@ -518,7 +535,8 @@ async fn logout(
             .execute(state.db.pool())
             .await?;
     }
-    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let secure = if state.https { "; Secure" } else { "" };
+    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}");
     let clear = HeaderValue::from_str(&clear).map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(([(SET_COOKIE, clear)], Redirect::to("/login")).into_response())
 }

@@ -445,25 +445,31 @@ impl std::fmt::Debug for RunningDoor {
     }
 }
 
+/// `addr`, or this host's loopback at its port when `addr` is 0.0.0.0 or [::].
+pub fn loopback_if_unspecified(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
 /// Starts a virtual door for each demo door through the configured host, paired with this
-/// server at `addr` (a fresh pairing code for any door whose virtual device is not paired yet).
+/// server's device API at `addr` (a fresh pairing code for any door whose virtual device is not
+/// paired yet), and prints where each door's panel is in the admin UI at `admin_url`.
 /// Their flash and RTC live in `<data>/virtual-doors/door-<id>`, their events in
 /// `<data>/virtual-doors`. Without a host, nothing is started.
 pub async fn start_virtual_doors(
     state: &AppState,
     addr: std::net::SocketAddr,
+    admin_url: &str,
     config: &crate::ServeConfig,
     seeded: Option<&Demo>,
 ) -> Result<(), String> {
     let Some(DoorHost(host)) = &config.door_host else {
         return Ok(());
     };
-    let host_addr = if addr.ip().is_unspecified() {
-        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
-    let server = format!("http://{host_addr}");
+    let server = format!("http://{}", loopback_if_unspecified(addr));
     let base = config.data_dir.join("virtual-doors");
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
     let mut specs = Vec::new();
@@ -497,7 +503,7 @@ pub async fn start_virtual_doors(
     let mut started = Vec::new();
     for (spec, handle) in specs.into_iter().zip(handles) {
         println!(
-            "virtual door \"{}\": {server}/doors/{}/virtual",
+            "virtual door \"{}\": {admin_url}/doors/{}/virtual",
             spec.name, spec.door_id
         );
         started.push(RunningDoor {

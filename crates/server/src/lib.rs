@@ -23,6 +23,7 @@ pub mod pages;
 pub use chronolock_allowlist::schedule;
 pub mod site;
 pub mod throttle;
+pub mod tls;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -53,6 +54,15 @@ pub struct ServeConfig {
     pub door_host: Option<demo::DoorHost>,
     /// NTP servers (`host:port`) for the virtual doors.
     pub ntp: Vec<String>,
+    /// Serve HTTPS with this certificate and key ([`tls`]); cookies are then `Secure`.
+    pub tls: Option<tls::TlsFiles>,
+    /// The address browsers use when a reverse proxy terminates TLS, e.g.
+    /// `https://doors.example.org`: cookies are then `Secure`, and a proxy on this host may
+    /// name the client in `X-Forwarded-For`.
+    pub public_url: Option<String>,
+    /// A second, plain-HTTP listener that serves only the device API (and `/healthz`), for
+    /// doors that do not speak TLS; the device protocol protects its bodies itself.
+    pub device_listen: Option<SocketAddr>,
 }
 
 impl Default for ServeConfig {
@@ -65,6 +75,9 @@ impl Default for ServeConfig {
             virtual_doors: true,
             door_host: None,
             ntp: vec!["pool.ntp.org:123".into()],
+            tls: None,
+            public_url: None,
+            device_listen: None,
         }
     }
 }
@@ -86,6 +99,12 @@ pub struct AppState {
     pub virtual_doors: std::sync::Arc<std::sync::RwLock<Vec<demo::RunningDoor>>>,
     /// Login attempts: password checks off the async workers, failures throttled.
     pub logins: std::sync::Arc<throttle::Logins>,
+    /// Browsers reach this server over HTTPS (built-in TLS, or a `https://` public URL): session
+    /// cookies are `Secure` and answers carry `Strict-Transport-Security`.
+    pub https: bool,
+    /// A reverse proxy on this host stands in front (`--public-url`): its `X-Forwarded-For`
+    /// names the client for the login throttle.
+    pub behind_proxy: bool,
 }
 
 impl AppState {
@@ -106,6 +125,12 @@ impl AppState {
             door_status: std::sync::Arc::default(),
             virtual_doors: std::sync::Arc::default(),
             logins: std::sync::Arc::new(throttle::Logins::new(2)),
+            https: config.tls.is_some()
+                || config
+                    .public_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://")),
+            behind_proxy: config.tls.is_none() && config.public_url.is_some(),
         })
     }
 }
@@ -121,8 +146,19 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::routes())
         .merge(editors::routes())
         .merge(api::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
-        .layer(axum::middleware::from_fn(security_headers))
+}
+
+/// The routes a door uses, alone: for the plain-HTTP `--device-listen` listener.
+pub fn device_router(state: AppState) -> Router {
+    Router::new()
+        .merge(health_routes())
+        .merge(device_api::routes())
+        .with_state(state)
 }
 
 /// The policy every page is served under: only this server's own resources, no framing, no
@@ -134,7 +170,10 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 
 /// Headers on every answer: the content security policy, no framing, no referrer to other sites, no MIME
 /// sniffing, and nothing kept in caches (admin pages show people and codes).
+/// Over HTTPS, also `Strict-Transport-Security`: browsers that have been here once never try
+/// plain HTTP again (for a year).
 async fn security_headers(
+    State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -151,6 +190,9 @@ async fn security_headers(
     set(header::REFERRER_POLICY, "same-origin");
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::CACHE_CONTROL, "no-store");
+    if state.https {
+        set(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    }
     response
 }
 
@@ -175,6 +217,27 @@ pub fn now_micros() -> i64 {
 
 /// Runs the server until Ctrl-C or SIGTERM, then drains connections and closes the database.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    serve_until(config, shutdown_signal()).await
+}
+
+/// Runs the server until `stop` completes, then drains connections and closes the database.
+pub async fn serve_until(
+    mut config: ServeConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    if let Some(url) = &config.public_url {
+        tls::public_origin(url).map_err(ServeError::Setup)?;
+    }
+    let tls_config = match &config.tls {
+        Some(files) => Some(tls::load(files).map_err(ServeError::Setup)?),
+        None => None,
+    };
+    // The demo's in-process doors speak plain HTTP, as the ESP32 door does: behind TLS they
+    // get a loopback device listener of their own.
+    if tls_config.is_some() && config.demo && config.virtual_doors && config.device_listen.is_none()
+    {
+        config.device_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
     let state = AppState::open(&config).await?;
     auth::admin_from_env(&state)
         .await
@@ -187,25 +250,60 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         None
     };
     let db = state.db.clone();
-    let background = [
+    let mut background = vec![
         tokio::spawn(webhooks::run(state.clone())),
         tokio::spawn(recompile_lists(state.clone())),
         tokio::spawn(device_api::StatusBuffer::run(state.clone())),
     ];
     let status = state.door_status.clone();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    tracing::info!(%addr, database = db.backend().as_str(), "chronolock server listening");
+    let bind = |addr: SocketAddr| async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok::<_, ServeError>((listener, local))
+    };
+    let (listener, addr) = bind(config.listen).await?;
+    let scheme = if tls_config.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, scheme, database = db.backend().as_str(), "chronolock server listening");
+    // Everyone who serves stops when `stop` completes.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let stop_signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stopping.send(true);
+    });
+    let mut device_server = None;
+    let mut door_addr = addr;
+    if let Some(device_listen) = config.device_listen {
+        let (device_listener, device_addr) = bind(device_listen).await?;
+        tracing::info!(addr = %device_addr, "device API listening (plain HTTP, protocol-encrypted bodies)");
+        door_addr = device_addr;
+        let app = device_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let stopped = stop_signal();
+        device_server = Some(tokio::spawn(async move {
+            axum::serve(device_listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }));
+    }
     if config.demo && config.virtual_doors {
-        demo::start_virtual_doors(&state, addr, &config, seeded.as_ref())
+        let admin_url = match &config.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("{scheme}://{}", demo::loopback_if_unspecified(addr)),
+        };
+        demo::start_virtual_doors(&state, door_addr, &admin_url, &config, seeded.as_ref())
             .await
             .map_err(|e| ServeError::Setup(format!("virtual doors: {e}")))?;
     }
@@ -214,11 +312,37 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         app = app.merge(demo::routes().with_state(state.clone()));
     }
     // Client addresses reach the handlers (the login throttle counts failures per address).
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Io)?;
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let served = match (tls_config, &config.tls) {
+        (Some(tls_config), Some(files)) => {
+            let served = axum_server::tls_rustls::RustlsConfig::from_config(tls_config);
+            background.push(tokio::spawn(tls::reload_when_renewed(
+                files.clone(),
+                served.clone(),
+                tls::RELOAD_EVERY,
+            )));
+            let handle = axum_server::Handle::new();
+            let draining = handle.clone();
+            let stopped = stop_signal();
+            tokio::spawn(async move {
+                stopped.await;
+                draining.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            let listener = listener.into_std().map_err(ServeError::Io)?;
+            axum_server::from_tcp_rustls(listener, served)
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        _ => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop_signal())
+                .await
+        }
+    };
+    if let Some(device_server) = device_server {
+        let _ = device_server.await;
+    }
     for task in background {
         task.abort();
     }
@@ -226,7 +350,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
         tracing::warn!(error = %e, "writing door statuses at shutdown");
     }
     db.close().await;
-    Ok(())
+    served.map_err(ServeError::Io)
 }
 
 /// Keeps every door's list current: doors marked by a change, and each Monday's new week of
