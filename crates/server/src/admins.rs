@@ -288,10 +288,15 @@ async fn change_password(
 ) -> Result<Response, AppError> {
     check_origin(&headers)?;
     admin.check_csrf(&form.csrf)?;
+    if let Err((field, message)) =
+        validate_new_admin(&admin.username, &form.password, &form.confirm)
+    {
+        return refused(&state, &admin, "", Feedback::Password(field, &message)).await;
+    }
     let now = crate::now_micros() / 1000;
     let mut keys = vec![Key::User(admin.username.clone())];
     keys.extend(ip.map(Key::Ip));
-    if let Some(wait) = state.logins.retry_after(&keys, now) {
+    if let Err(wait) = state.logins.attempt(&keys, now) {
         let message = format!("too many wrong passwords: try again in {wait} s");
         let mut response =
             refused(&state, &admin, "", Feedback::Password("current", &message)).await?;
@@ -301,11 +306,6 @@ async fn change_password(
             axum::http::HeaderValue::from(wait),
         );
         return Ok(response);
-    }
-    if let Err((field, message)) =
-        validate_new_admin(&admin.username, &form.password, &form.confirm)
-    {
-        return refused(&state, &admin, "", Feedback::Password(field, &message)).await;
     }
     let (hash,): (String,) = sqlx::query_as("SELECT password_hash FROM admins WHERE id = $1")
         .bind(admin.id)
@@ -317,7 +317,6 @@ async fn change_password(
         .check(move || verify_password(&current, &hash))
         .await
     {
-        state.logins.failed(&keys, now);
         let feedback = Feedback::Password("current", "that is not your current password");
         return refused(&state, &admin, "", feedback).await;
     }

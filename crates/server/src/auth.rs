@@ -461,8 +461,9 @@ async fn login_submit(
     let now = crate::now_micros() / 1000;
     let mut keys = vec![crate::throttle::Key::User(form.username.clone())];
     keys.extend(ip.map(crate::throttle::Key::Ip));
-    // Throttled before any hash is computed: a flood costs the server next to nothing.
-    if let Some(wait) = state.logins.retry_after(&keys, now) {
+    // Throttled before any hash is computed: a flood costs the server next to nothing. The
+    // attempt counts as a failure until the password proves right.
+    if let Err(wait) = state.logins.attempt(&keys, now) {
         let message = format!("too many failed logins: try again in {wait} s");
         let form = login_form(&form.username, Some(("password", message.as_str())));
         let retry = HeaderValue::from(wait);
@@ -496,7 +497,7 @@ async fn login_submit(
             Ok(([(SET_COOKIE, cookie)], Redirect::to("/")).into_response())
         }
         _ => {
-            state.logins.failed(&keys, now);
+            // Already counted as a failure by `attempt`.
             Ok((
                 StatusCode::UNAUTHORIZED,
                 login_form(

@@ -65,12 +65,36 @@ impl Logins {
             .map(|wait_ms| (wait_ms + 999) / 1000)
     }
 
-    /// A wrong password at `now_ms`: counts against every key.
-    pub fn failed(&self, keys: &[Key], now_ms: i64) {
-        let now = now_ms;
+    /// An attempt at `now_ms`, before its password is checked: `Err(seconds)` if one of `keys`
+    /// must wait that long, else the attempt is counted as a failure against every key until
+    /// [`Logins::succeeded`] clears them. Counting first, under one lock, means a burst of
+    /// concurrent attempts gets [`FREE_FAILURES`] hashes between them, not one per connection.
+    pub fn attempt(&self, keys: &[Key], now_ms: i64) -> Result<(), i64> {
         let Ok(mut failures) = self.failures.lock() else {
-            return;
+            return Err(1);
         };
+        let wait = keys
+            .iter()
+            .filter_map(|k| failures.get(k))
+            .map(|f| f.until - now_ms)
+            .filter(|&wait| wait > 0)
+            .max();
+        if let Some(wait_ms) = wait {
+            return Err((wait_ms + 999) / 1000);
+        }
+        Self::count(&mut failures, keys, now_ms);
+        Ok(())
+    }
+
+    /// A wrong password at `now_ms` (not announced by [`Logins::attempt`]): counts against
+    /// every key.
+    pub fn failed(&self, keys: &[Key], now_ms: i64) {
+        if let Ok(mut failures) = self.failures.lock() {
+            Self::count(&mut failures, keys, now_ms);
+        }
+    }
+
+    fn count(failures: &mut HashMap<Key, Failures>, keys: &[Key], now: i64) {
         if failures.len() >= MAX_REMEMBERED {
             let mut by_age: Vec<(i64, Key)> =
                 failures.iter().map(|(k, f)| (f.last, k.clone())).collect();
@@ -158,5 +182,25 @@ mod tests {
         assert!(logins.retry_after(&same_user, 200_000).is_some());
         logins.succeeded(&keys);
         assert_eq!(logins.retry_after(&keys, 200_000), None);
+    }
+
+    #[test]
+    fn a_burst_of_attempts_gets_only_the_free_ones() {
+        let logins = Logins::new(2);
+        let keys = [
+            Key::Ip("192.0.2.1".parse().unwrap()),
+            Key::User("admin".into()),
+        ];
+        let heard = (0..64)
+            .filter(|_| logins.attempt(&keys, 100_000).is_ok())
+            .count();
+        assert_eq!(heard, FREE_FAILURES as usize);
+        assert_eq!(logins.attempt(&keys, 100_500), Err(1));
+        // One more once the delay has passed, and then a longer delay.
+        assert_eq!(logins.attempt(&keys, 101_000), Ok(()));
+        assert_eq!(logins.attempt(&keys, 101_000), Err(2));
+        // A success clears the count.
+        logins.succeeded(&keys);
+        assert_eq!(logins.attempt(&keys, 101_000), Ok(()));
     }
 }
