@@ -964,28 +964,6 @@ form.filters label { display: flex; flex-direction: column; font-weight: 600; ma
 #live { font-size: .9rem; }
 ";
 
-/// Prepends rows sent by `/log/stream`; keeps the table bounded.
-const LOG_SCRIPT: &str = r#"
-(function () {
-  var table = document.getElementById('log');
-  var url = table && table.getAttribute('data-stream');
-  if (!url || !window.EventSource) return;
-  var rows = document.getElementById('log-rows');
-  var live = document.getElementById('live');
-  var source = new EventSource(url);
-  source.onopen = function () { if (live) live.textContent = 'live'; };
-  source.onerror = function () { if (live) live.textContent = 'reconnecting…'; };
-  source.onmessage = function (m) {
-    var e = JSON.parse(m.data);
-    if (document.getElementById('event-' + e.id)) return;
-    var empty = document.getElementById('log-empty');
-    if (empty) empty.remove();
-    rows.insertAdjacentHTML('afterbegin', e.html);
-    while (rows.rows.length > 500) rows.deleteRow(-1);
-  };
-})();
-"#;
-
 fn event_row(e: &LogEvent, zones: &mut HashMap<String, TimeZone>) -> Markup {
     let tz = zones
         .entry(e.timezone.clone())
@@ -1098,7 +1076,7 @@ async fn log_page(
                     }
                 }
                 @if before.is_none() {
-                    script { (PreEscaped(LOG_SCRIPT)) }
+                    script src="/static/log.js" {}
                 }
             };
             (q, body, StatusCode::OK)

@@ -73,10 +73,48 @@ async fn answers_carry_the_security_headers() {
                 "{label} {uri}: {csp}"
             );
             assert!(csp.contains("object-src 'none'"));
+            assert!(
+                csp.contains("script-src 'self';")
+                    && !csp.contains("script-src 'self' 'unsafe-inline'"),
+                "no inline scripts: {csp}"
+            );
             assert_eq!(h["x-frame-options"], "DENY");
             assert_eq!(h["referrer-policy"], "same-origin");
             assert_eq!(h["x-content-type-options"], "nosniff");
             assert_eq!(h["cache-control"], "no-store", "{label} {uri}");
         }
+    }
+}
+
+/// The pages' scripts are files, served without login; other names are not found.
+#[tokio::test]
+async fn page_scripts_are_served_as_files() {
+    for (label, state) in common::states("static").await {
+        for name in ["log.js", "virtual-door.js", "print.js"] {
+            let response = router(state.clone())
+                .oneshot(
+                    Request::builder()
+                        .uri(format!("/static/{name}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{label} {name}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "text/javascript; charset=utf-8"
+            );
+        }
+        let response = router(state)
+            .oneshot(
+                Request::builder()
+                    .uri("/static/../Cargo.toml")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
 }

@@ -301,7 +301,8 @@ fn hotp_page(
                  Each code works once. Use them in order: using one also cancels those above it. \
                  They work even while the door's clock is not set." }
             p.noprint {
-                button type="button" id="print" onclick="window.print()" { "Print" }
+                button type="button" id="print" { "Print" }
+                script src="/static/print.js" {}
                 " "
                 a href=(back) { "Done: back to " (person.name) }
             }

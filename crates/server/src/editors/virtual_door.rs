@@ -119,31 +119,7 @@ async fn panel(State(state): State<AppState>, admin: Admin, Path(id): Path<Strin
                 @if v.network { (button("network_down", "Cut network")) } @else { (button("network_up", "Restore network")) }
                 @if v.ntp { (button("ntp_down", "Block NTP")) } @else { (button("ntp_up", "Unblock NTP")) }
             }
-            script { (PreEscaped(format!(r#"
-(function(){{
-  var url = "/doors/{id}/virtual/state";
-  function set(id, text){{ var e = document.getElementById(id); if (e && e.textContent !== text) e.textContent = text; }}
-  function tick(){{
-    fetch(url, {{credentials: "same-origin"}}).then(function(r){{ return r.ok ? r.json() : null; }}).then(function(v){{
-      if (!v) return;
-      set("power", v.powered ? "on" : "off");
-      set("network", v.network ? "connected" : "cut");
-      set("ntp", v.ntp ? "reachable" : "blocked");
-      set("clock", v.clock_valid ? (v.clock_utc + " \u00b1 " + v.clock_error_ms + " ms, from " + v.clock_source) : "not set");
-      set("lock", v.unlocked ? "open" : "locked");
-      set("feedback", v.feedback || "\u2014");
-      set("decision", v.last_decision ? (v.last_decision[0] + " \u2192 " + v.last_decision[1]) : "\u2014");
-      set("generation", String(v.generation));
-      set("outbox", String(v.outbox));
-      set("last-sync", v.last_sync || "\u2014");
-      var green = v.feedback === "granted";
-      document.getElementById("led-green").classList.toggle("green", green);
-      document.getElementById("led-red").classList.toggle("red", !green && !!v.feedback);
-    }}).catch(function(){{}});
-  }}
-  setInterval(tick, 1000);
-}})();
-"#, id = door.id))) }
+            script src="/static/virtual-door.js" data-state={ "/doors/" (door.id) "/virtual/state" } {}
         },
     )
     .into_response())
