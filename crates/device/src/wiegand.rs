@@ -118,6 +118,9 @@ pub enum WiegandError {
     BadKey,
     /// A frame of this many bits (saturating at 255) is no format we know.
     UnsupportedLength(u8),
+    /// Part of the frame may have arrived while the line was not watched (the CPU stalled on
+    /// flash): dropped whole, since what is left could decode as something else, e.g. a key.
+    Interrupted,
 }
 
 impl WiegandError {
@@ -128,6 +131,7 @@ impl WiegandError {
             WiegandError::BadOddParity => "bad_odd_parity",
             WiegandError::BadKey => "bad_key",
             WiegandError::UnsupportedLength(_) => "unsupported_length",
+            WiegandError::Interrupted => "interrupted",
         }
     }
 }
@@ -200,6 +204,10 @@ pub struct Accumulator {
     /// Bits received in this frame, saturating at 255; only the last 64 are kept.
     count: u8,
     last_us: Option<u64>,
+    /// The frame in progress may have lost bits to a stall: it is dropped when it ends.
+    interrupted: bool,
+    /// A frame whose first bit comes before this may have begun during a stall.
+    blind_until_us: Option<u64>,
 }
 
 impl Accumulator {
@@ -209,13 +217,36 @@ impl Accumulator {
             bits: 0,
             count: 0,
             last_us: None,
+            interrupted: false,
+            blind_until_us: None,
         }
+    }
+
+    /// The line was not watched from `from_us` to `until_us` (the CPU stalled while the flash
+    /// was erased or written, with interrupts off). A frame in progress then, or one whose
+    /// first bit comes less than [`FRAME_GAP_US`] after, may have lost bits: it is dropped
+    /// whole ([`WiegandError::Interrupted`]), never decoded as what is left of it. Returns a
+    /// frame that had ended before the stall, as [`poll`](Self::poll) does.
+    pub fn blind(&mut self, from_us: u64, until_us: u64) -> Option<Result<Frame, WiegandError>> {
+        let finished = self.poll(from_us);
+        if self.busy() {
+            self.interrupted = true;
+        }
+        let until = until_us.max(from_us).saturating_add(FRAME_GAP_US);
+        self.blind_until_us = Some(self.blind_until_us.map_or(until, |u| u.max(until)));
+        finished
     }
 
     /// A bit arrived at `at_us` (monotonic microseconds). Returns the previous frame when the
     /// line had been quiet for the gap before it.
     pub fn push(&mut self, bit: bool, at_us: u64) -> Option<Result<Frame, WiegandError>> {
         let finished = self.poll(at_us);
+        if self.last_us.is_none() {
+            // A new frame: did it begin while the line was not watched?
+            if let Some(until) = self.blind_until_us.take() {
+                self.interrupted = at_us < until;
+            }
+        }
         self.bits = (self.bits << 1) | u64::from(bit);
         self.count = self.count.saturating_add(1);
         self.last_us = Some(at_us);
@@ -228,9 +259,14 @@ impl Accumulator {
         if now_us.saturating_sub(last) < FRAME_GAP_US {
             return None;
         }
-        let (bits, count) = (self.bits, self.count);
-        *self = Accumulator::new();
-        Some(if count > MAX_BITS {
+        let (bits, count, interrupted) = (self.bits, self.count, self.interrupted);
+        *self = Accumulator {
+            blind_until_us: self.blind_until_us,
+            ..Accumulator::new()
+        };
+        Some(if interrupted {
+            Err(WiegandError::Interrupted)
+        } else if count > MAX_BITS {
             Err(WiegandError::UnsupportedLength(count))
         } else {
             decode(bits, count)
@@ -452,6 +488,75 @@ mod tests {
             got.push(k).unwrap();
         }
         assert_eq!(&got[..], b"12#");
+    }
+
+    /// Replays a 26-bit card frame whose bits `lost` fell into a stall from `stall.0` to
+    /// `stall.1` (µs), the shell saying so through `blind` when `told`; returns every frame.
+    fn stalled_card(
+        lost: core::ops::Range<u8>,
+        told: bool,
+    ) -> heapless::Vec<Result<Frame, WiegandError>, 8> {
+        let bits = Format::W26.encode(0x01_3039);
+        let mut acc = Accumulator::new();
+        let mut out = heapless::Vec::new();
+        let mut t = 10_000u64;
+        let mut stall: Option<(u64, u64)> = None;
+        for n in 0..26u8 {
+            let bit = (bits >> (25 - n)) & 1 == 1;
+            if lost.contains(&n) {
+                // The stall: these pulses are never seen; it lasts 40 ms from the first.
+                let (from, _) = *stall.get_or_insert((t, t + 40_000));
+                t = from + 40_000;
+                continue;
+            }
+            if let Some((from, until)) = stall.take().filter(|_| told) {
+                out.extend(acc.blind(from, until));
+            }
+            out.extend(acc.push(bit, t));
+            t += 2_000;
+        }
+        if let Some((from, until)) = stall.take().filter(|_| told) {
+            out.extend(acc.blind(from, until));
+        }
+        out.extend(acc.poll(t + FRAME_GAP_US));
+        out
+    }
+
+    #[test]
+    fn a_frame_split_by_a_flash_stall_is_dropped_whole_never_read_as_keys() {
+        // Without the shell's word, the two four-bit pieces left of this card decode as keypad
+        // keys (`8` and `3`): stray keys that would count towards a keypad lockout.
+        let unseen = stalled_card(4..22, false);
+        assert_eq!(&unseen[..], [Ok(Frame::Key(b'8')), Ok(Frame::Key(b'3'))]);
+        // Told of the stall, the reader drops both pieces.
+        for lost in [4..22, 0..22, 4..26, 10..11, 25..26] {
+            let seen = stalled_card(lost.clone(), true);
+            assert!(
+                seen.iter().all(|f| *f == Err(WiegandError::Interrupted)),
+                "{lost:?}: {seen:?}"
+            );
+            assert!(!seen.is_empty());
+        }
+        // A stall between frames costs nothing: the next card reads.
+        let mut acc = Accumulator::new();
+        assert_eq!(acc.blind(0, 40_000), None);
+        let last = feed(
+            &mut acc,
+            Format::W26.encode(0x01_3039),
+            26,
+            40_000 + FRAME_GAP_US,
+        );
+        assert_eq!(
+            acc.poll(last + FRAME_GAP_US),
+            Some(Ok(Frame::Card(w26(1, 12345))))
+        );
+        // A frame that had ended before the stall comes out whole.
+        let mut acc = Accumulator::new();
+        let last = feed(&mut acc, Format::W26.encode(0x01_3039), 26, 0);
+        assert_eq!(
+            acc.blind(last + FRAME_GAP_US, last + FRAME_GAP_US + 40_000),
+            Some(Ok(Frame::Card(w26(1, 12345))))
+        );
     }
 
     #[test]

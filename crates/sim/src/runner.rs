@@ -574,6 +574,11 @@ impl Sim {
                 Request::SendNtp { server, packet } => self.send_ntp(server, packet),
                 Request::Post(exchange) => self.post(exchange),
                 Request::Unlock { ms } => self.emit(json!({"event": "unlock", "ms": ms})),
+                Request::Store => {
+                    if let Some(d) = self.device.as_mut() {
+                        d.door.store_pending();
+                    }
+                }
                 Request::Feedback(pattern) => {
                     self.emit(json!({"event": "feedback", "pattern": pattern.as_str()}))
                 }

@@ -42,6 +42,8 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
         total.reports += r.reports;
         total.list_installs += r.list_installs;
         total.list_resumes += r.list_resumes;
+        total.unlocks += r.unlocks;
+        total.unlocks_opened_first += r.unlocks_opened_first;
         total.misled_grants += r.misled_grants;
         total.intent_checks += r.intent_checks;
         total.intent_checks_across_dst += r.intent_checks_across_dst;
@@ -64,6 +66,14 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
     assert!(total.keypad_grants > 1_000, "{}", total.keypad_grants);
     assert!(total.list_installs > 1_000);
     assert!(total.list_resumes > 10, "{}", total.list_resumes);
+    // Every grant of a card or keypad entry opened before any flash write (CONDITIONAL grants
+    // open later, on the backend's answer, and are not counted).
+    assert!(
+        total.unlocks_opened_first > 10_000 && total.unlocks_opened_first <= total.unlocks,
+        "{} of {}",
+        total.unlocks_opened_first,
+        total.unlocks
+    );
     // Presentations are drawn near DST switches: decisions on lists compiled before one.
     assert!(
         total.intent_checks_across_dst > 500,
@@ -253,6 +263,18 @@ fn a_shell_that_forgets_where_the_rtc_time_came_from_lets_one_liar_step_the_cloc
             .violations
             .iter()
             .any(|v| v.invariant == "one_liar_after_reboot"),
+        "{f}"
+    );
+}
+
+#[test]
+fn a_shell_that_stores_the_event_before_it_opens_is_caught() {
+    let f = planted_in(Plant::StoreBeforeUnlock, 2, 2);
+    assert_eq!(f.first.invariant, "open_first", "{f}");
+    assert!(
+        f.first
+            .detail
+            .contains("flash writes between a decision and its unlock"),
         "{f}"
     );
 }

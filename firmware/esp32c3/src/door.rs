@@ -3,16 +3,29 @@
 //! It hands every input to the door with the monotonic `now`, carries out every request by
 //! passing it to the task that owns that piece of hardware, and sleeps until
 //! [`Door::poll_timeout`]. It decides nothing itself.
+//!
+//! Open first: the door asks for the unlock before any flash write a decision causes
+//! ([`Request::Store`] comes after it). This task signals the lock, yields so that the lock task
+//! drives the relay, and only then stores. No door step that may erase or write the flash
+//! starts while a reader frame is arriving, and a step long enough to have hidden the reader's
+//! pulses is reported to the reader, which drops the frame it overlapped.
 
 use chronolock_core::Event;
 use chronolock_device::door::{Door, Exchange, Failure, Notice, Request};
 use embassy_futures::select::{select, Either};
-use embassy_time::Timer;
+use embassy_time::{Duration, Timer};
 use esp_storage::FlashStorage;
 use log::{info, warn};
 
 use crate::board::Battery;
 use crate::bus::{self, Input, RtcRequest, BODY, FEEDBACK, INPUTS, LOCK, NET, NTP, RTC};
+use crate::reader;
+
+/// A door step longer than this may have hidden a reader pulse (they come ~2 ms apart; one
+/// edge per line is latched even with interrupts off).
+const STALL_US: u64 = 1_500;
+/// Longest wait for a reader frame to end before touching the flash anyway.
+const QUIET_WAIT: Duration = Duration::from_millis(200);
 
 /// Largest allow-list the door checks and searches in RAM (bytes): about 2500 cards at 16 bytes
 /// each. A larger list is refused with a notice.
@@ -24,7 +37,7 @@ pub type FirmwareDoor = Door<FlashStorage<'static>, &'static mut [u8; LIST_RAM]>
 /// Runs the door for ever.
 pub async fn run(door: &'static mut FirmwareDoor, mut battery: Battery) -> ! {
     loop {
-        carry_out(door, &mut battery);
+        carry_out(door, &mut battery).await;
         let input = match door.poll_timeout() {
             Some(due) => {
                 let at = embassy_time::Instant::from_micros(due.as_micros());
@@ -35,12 +48,37 @@ pub async fn run(door: &'static mut FirmwareDoor, mut battery: Battery) -> ! {
             }
             None => Some(INPUTS.receive().await),
         };
+        // Cards and keys come from the reader after their frame ended; anything else may touch
+        // the flash, so it waits for the reader's line to be quiet.
+        if !matches!(input, Some(Input::Card(_) | Input::Key(_))) {
+            reader_quiet().await;
+        }
         let now = bus::now();
-        match input {
+        watched(|| match input {
             Some(input) => handle(door, input, now),
             None => door.handle_timeout(now),
-        }
+        });
     }
+}
+
+/// Waits until no reader frame is arriving (at most [`QUIET_WAIT`]).
+async fn reader_quiet() {
+    let deadline = embassy_time::Instant::now() + QUIET_WAIT;
+    while reader::frame_arriving() && embassy_time::Instant::now() < deadline {
+        Timer::after(Duration::from_millis(2)).await;
+    }
+}
+
+/// Runs a door step; if it took long enough to have hidden reader pulses (a flash erase or
+/// write runs with interrupts off), tells the reader.
+fn watched<T>(step: impl FnOnce() -> T) -> T {
+    let from = embassy_time::Instant::now().as_micros();
+    let r = step();
+    let until = embassy_time::Instant::now().as_micros();
+    if until.saturating_sub(from) > STALL_US {
+        reader::report_stall(from, until);
+    }
+    r
 }
 
 fn handle(door: &mut FirmwareDoor, input: Input, now: chronolock_core::Instant) {
@@ -70,7 +108,7 @@ fn handle(door: &mut FirmwareDoor, input: Input, now: chronolock_core::Instant) 
 }
 
 /// Carries out every queued request.
-fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery) {
+async fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery) {
     while let Some(request) = door.poll_request() {
         let now = bus::now();
         match request {
@@ -89,12 +127,24 @@ fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery) {
                     warn!("NTP queue full: request {server} dropped");
                 }
             }
-            Request::Post(exchange) => post(door, exchange, now),
+            Request::Post(exchange) => {
+                reader_quiet().await;
+                watched(|| post(door, exchange, now));
+            }
             Request::ReadBattery => {
                 let mv = battery.read_mv();
-                door.handle_battery(mv, now);
+                reader_quiet().await;
+                watched(|| door.handle_battery(mv, now));
             }
-            Request::Unlock { ms } => LOCK.signal(ms),
+            Request::Unlock { ms } => {
+                LOCK.signal(ms);
+                // The lock task drives the relay before this task goes on to the flash.
+                embassy_futures::yield_now().await;
+            }
+            Request::Store => {
+                reader_quiet().await;
+                watched(|| door.store_pending());
+            }
             Request::Feedback(pattern) => FEEDBACK.signal(pattern),
             Request::Notice(n) => log_notice(&n),
         }

@@ -150,7 +150,13 @@ pub enum Request {
     },
     /// Show this on the LEDs and buzzer.
     Feedback(Feedback),
-    /// Something to log or show; the door has already stored what must be stored.
+    /// Flash work is waiting (events for the outbox, the core's record, keypad code use): call
+    /// [`Door::store_pending`] once the requests before this one are carried out. The lock
+    /// opens first; nothing is written between a decision and its [`Request::Unlock`]. A shell
+    /// whose flash stalls the CPU waits until no reader frame is arriving. Until then the work
+    /// waits in RAM (a power cut loses it); any other input stores it first.
+    Store,
+    /// Something to log or show; what must be kept is stored or waits for [`Request::Store`].
     Notice(Notice),
 }
 
@@ -367,7 +373,22 @@ pub struct Door<F, L> {
     next_counter: u64,
     counter_reserved: u64,
     last_now: Instant,
+    /// Flash writes that wait until the lock has opened ([`Request::Store`]), in order.
+    deferred: Deque<Deferred, DEFERRED_MAX>,
 }
+
+/// Flash writes that wait for [`Request::Store`].
+enum Deferred {
+    /// An event for the outbox, its id assigned, as written.
+    Event(Vec<u8, EVENT_MAX>),
+    /// The core's record.
+    Persist(chronolock_core::persist::Persisted),
+    /// A keypad user's code use.
+    KeypadUse(chronolock_core::keypad::KeypadUse),
+}
+
+/// Deferred writes held at most; beyond, they are written at once.
+const DEFERRED_MAX: usize = 8;
 
 impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> {
     /// Boots a door at `now` (normally zero) from what its flash holds, with 32 bytes from the
@@ -473,6 +494,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             next_counter: counter_spent.max(1),
             counter_reserved: counter_spent.max(1),
             last_now: now,
+            deferred: Deque::new(),
         };
         for n in notices {
             door.push(Request::Notice(n));
@@ -506,6 +528,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     /// The RTC's answer to [`Request::ReadRtc`].
     pub fn handle_rtc_read(&mut self, reading: RtcReading, now: Instant) {
+        self.store_pending();
         self.ctl.handle_rtc_read(reading, now);
         self.drain(now);
     }
@@ -513,6 +536,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     /// The network came up or went down. Going down abandons every exchange in flight (a
     /// partly downloaded list is dropped; the active one is untouched).
     pub fn handle_network(&mut self, up: bool, now: Instant) {
+        self.store_pending();
         self.network_up = up;
         if !up {
             self.enrol = None;
@@ -533,12 +557,14 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     /// An NTP answer from server `server` arrived at `at`.
     pub fn handle_ntp_response(&mut self, server: u8, packet: &[u8], at: Instant) {
+        self.store_pending();
         self.ctl.handle_ntp_response(server, packet, at);
         self.drain(at);
     }
 
     /// The battery voltage (after [`Request::ReadBattery`], or whenever the shell measures it).
     pub fn handle_battery(&mut self, mv: u16, now: Instant) {
+        self.store_pending();
         self.battery_mv = mv;
         self.ctl.handle_battery(mv, now);
         self.drain(now);
@@ -547,6 +573,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     /// The setup page was submitted: the phone's time (heard only in setup mode) and the
     /// settings; a pairing code starts pairing (again, for a door already paired).
     pub fn handle_setup(&mut self, form: &SetupForm, now: Instant) {
+        self.store_pending();
         let utc = UnixTime::from_micros((form.phone_time_ms as i64).saturating_mul(1000));
         self.ctl.handle_phone_time(utc, now);
         self.settings = Settings {
@@ -565,6 +592,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     /// Runs every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.store_pending();
         if let Some((exchange, since)) = self.in_flight {
             if now >= since + EXCHANGE_TIMEOUT {
                 self.handle_exchange_failed(exchange, Failure::Unreachable, now);
@@ -583,6 +611,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         buf: &mut [u8],
         now: Instant,
     ) -> Option<usize> {
+        self.store_pending();
         match exchange {
             Exchange::Enrol { id } => {
                 let request = self
@@ -621,6 +650,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     /// The next bytes of the answer to `exchange`.
     pub fn handle_answer(&mut self, exchange: Exchange, bytes: &[u8], now: Instant) {
+        self.store_pending();
         match exchange {
             Exchange::Enrol { id } => {
                 if let Some(e) = self.enrol.as_mut().filter(|e| e.id == id) {
@@ -639,6 +669,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     /// The answer to `exchange` is complete.
     pub fn handle_answer_end(&mut self, exchange: Exchange, now: Instant) {
+        self.store_pending();
         match exchange {
             Exchange::Enrol { id } => {
                 if let Some(e) = self.take_enrol(id) {
@@ -675,6 +706,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     /// `exchange` failed.
     pub fn handle_exchange_failed(&mut self, exchange: Exchange, failure: Failure, now: Instant) {
+        self.store_pending();
         match exchange {
             Exchange::Enrol { id } => {
                 if self.take_enrol(id).is_some() {
@@ -774,9 +806,33 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         self.battery_mv
     }
 
-    /// The store, for the shell's own reads (e.g. a status page) and tests.
+    /// The store, for the shell's own reads (e.g. a status page), tests and simulations. Work
+    /// waiting for [`Request::Store`] is not in it yet.
     pub fn store(&mut self) -> &mut Store<F> {
         &mut self.store
+    }
+
+    /// Writes the flash work that waits since [`Request::Store`]: events into the outbox, the
+    /// core's record, keypad code use, in the order they were made.
+    pub fn store_pending(&mut self) {
+        while let Some(work) = self.deferred.pop_front() {
+            match work {
+                Deferred::Event(bytes) => self.write_event(&bytes),
+                Deferred::Persist(p) => {
+                    let r = self.store.set_persisted(&p);
+                    self.stored(r);
+                }
+                Deferred::KeypadUse(u) => {
+                    let r = self.store.set_keypad_use(&u);
+                    self.stored(r);
+                }
+            }
+        }
+    }
+
+    /// Whether flash work waits for [`Door::store_pending`].
+    pub fn store_due(&self) -> bool {
+        !self.deferred.is_empty()
     }
 
     /// Ends this boot and gives the flash back (what a power cut keeps).
@@ -821,14 +877,8 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                     self.push(Request::SendNtp { server, packet })
                 }
                 Action::SyncBackend { nonce } => self.start_sync(nonce, now),
-                Action::Persist(p) => {
-                    let r = self.store.set_persisted(&p);
-                    self.stored(r);
-                }
-                Action::PersistKeypadUse(u) => {
-                    let r = self.store.set_keypad_use(&u);
-                    self.stored(r);
-                }
+                Action::Persist(p) => self.defer(Deferred::Persist(p)),
+                Action::PersistKeypadUse(u) => self.defer(Deferred::KeypadUse(u)),
                 Action::Unlock { ms } => self.push(Request::Unlock { ms }),
                 Action::Feedback(f) => self.push(Request::Feedback(f)),
                 Action::AskBackend {
@@ -842,10 +892,31 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 }
             }
         }
+        // One Store request, last: after this input's unlock even if an earlier one is still
+        // queued.
+        if !self.deferred.is_empty() && self.requests.back() != Some(&Request::Store) {
+            for _ in 0..self.requests.len() {
+                if let Some(r) = self.requests.pop_front() {
+                    if r != Request::Store {
+                        let _ = self.requests.push_back(r);
+                    }
+                }
+            }
+            self.push(Request::Store);
+        }
     }
 
-    /// Writes an event to the outbox; returns its id. A full outbox gives up its oldest events
-    /// (the backend has been unreachable for very long; the newest matter most then).
+    /// Queues work for [`Door::store_pending`]; [`Door::drain`] asks the shell for it after
+    /// everything else the controller asked for (the unlock first).
+    fn defer(&mut self, work: Deferred) {
+        if self.deferred.is_full() {
+            self.store_pending();
+        }
+        // Not full: emptied above if it was.
+        let _ = self.deferred.push_back(work);
+    }
+
+    /// Gives an event its id and queues it for the outbox; returns the id.
     fn record(&mut self, body: EventBody, now: Instant) -> u64 {
         let id = self.next_event_id;
         self.next_event_id += 1;
@@ -855,16 +926,24 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             body,
         };
         let mut buf = [0u8; EVENT_MAX];
-        let n = match wire.write(&mut buf) {
-            Ok(n) => n,
-            Err(_) => {
-                self.stored(Err(StoreError::Full));
-                return id;
+        match wire.write(&mut buf) {
+            Ok(n) => {
+                let mut bytes = Vec::new();
+                // `n` is at most EVENT_MAX.
+                let _ = bytes.extend_from_slice(&buf[..n]);
+                self.defer(Deferred::Event(bytes));
             }
-        };
+            Err(_) => self.stored(Err(StoreError::Full)),
+        }
+        id
+    }
+
+    /// Writes an event into the outbox. A full outbox gives up its oldest events (the backend
+    /// has been unreachable for very long; the newest matter most then).
+    fn write_event(&mut self, bytes: &[u8]) {
         let mut dropped = 0;
         let result = loop {
-            match self.store.push_event(&buf[..n]) {
+            match self.store.push_event(bytes) {
                 Err(StoreError::Full) if dropped < 64 && self.outbox_len > 0 => {
                     if let Err(e) = self.store.drop_oldest(1) {
                         break Err(e);
@@ -885,7 +964,6 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             Ok(()) => self.outbox_len += 1,
             Err(e) => self.stored(Err(e)),
         }
-        id
     }
 
     /// Reads the active slot's list into RAM and checks it in full against the site key.

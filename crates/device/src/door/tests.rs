@@ -231,6 +231,7 @@ impl Running<'_> {
                 ..
             }) => self.decisions.push(decision),
             Request::Notice(n) => self.notices.push(n),
+            Request::Store => self.door.store_pending(),
             _ => {}
         }
     }
@@ -584,4 +585,63 @@ fn an_answer_that_resumes_a_download_the_door_does_not_hold_is_refused_then_fetc
         .iter()
         .any(|n| matches!(n, Notice::ListRejected(ListRejection::Resume))));
     assert_eq!(resumed_at(&bench.notices), [0, 0, 20_000, 0]);
+}
+
+/// Open first: a granted card's and keypad entry's unlock is asked for before any flash write
+/// (the event, the core's record); the writes wait for `Request::Store`, which comes after the
+/// unlock, and a power cut before it loses only those events, never the lock's opening.
+#[test]
+fn the_lock_opens_before_anything_is_written() {
+    let mut backend = Backend::new(1);
+    backend.publish(1, &[&[4, 0xA1, 0xB2, 0xC3]]);
+    let mut bench = Bench::new();
+    bench.boot(|door| {
+        door.online(&mut backend);
+        door.settle();
+        let outbox = door.door.outbox_len();
+        for uid in [&[4, 0xA1, 0xB2, 0xC3][..], &[9, 9, 9, 9]] {
+            let before = door.door.store().flash().changes();
+            door.door.handle_card(uid, door.now);
+            let mut order = Vec::new();
+            while let Some(r) = door.door.poll_request() {
+                let changes = door.door.store().flash().changes();
+                match r {
+                    Request::Unlock { .. } => {
+                        assert_eq!(changes, before, "nothing written before the unlock");
+                        order.push("unlock");
+                    }
+                    Request::Store => {
+                        assert_eq!(changes, before);
+                        assert!(door.door.store_due());
+                        door.door.store_pending();
+                        assert!(door.door.store().flash().changes() > before);
+                        order.push("store");
+                    }
+                    Request::Feedback(_) => order.push("feedback"),
+                    other => door.take(other, None),
+                }
+            }
+            assert_eq!(order.last(), Some(&"store"), "{order:?}");
+            if uid[0] == 4 {
+                assert_eq!(order.first(), Some(&"unlock"), "{order:?}");
+            }
+        }
+        assert_eq!(door.door.outbox_len(), outbox + 2);
+        // Until the shell stores them, the decision's writes wait in RAM.
+        door.door.handle_card(&[4, 0xA1, 0xB2, 0xC3], door.now);
+        assert!(door.door.store_due());
+        assert_eq!(door.door.outbox_len(), outbox + 2);
+    });
+    // A power cut before `Request::Store` was carried out: that one event is lost, the rest kept.
+    bench.boot(|door| {
+        let mut events = 0;
+        door.door
+            .store()
+            .peek_events(|_| {
+                events += 1;
+                true
+            })
+            .unwrap();
+        assert!(events >= 2, "{events}");
+    });
 }

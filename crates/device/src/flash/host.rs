@@ -61,6 +61,7 @@ fn aligned_write(offset: u32, len: usize) -> Result<(), FlashFault> {
 pub struct MemFlash {
     mem: Vec<u8>,
     budget: Option<usize>,
+    changes: u64,
 }
 
 impl MemFlash {
@@ -69,7 +70,13 @@ impl MemFlash {
         MemFlash {
             mem: vec![0xff; size],
             budget: None,
+            changes: 0,
         }
+    }
+
+    /// Erases and writes so far (each call counts once, whatever its size).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Cuts the power after `bytes` more bytes are written or erased (`None`: never).
@@ -134,6 +141,7 @@ impl NorFlash for MemFlash {
     fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashFault> {
         aligned_erase(from, to)?;
         let r = self.range(from, (to - from) as usize)?;
+        self.changes += 1;
         let ok = self.spend(r.len());
         self.mem[r.start..r.start + ok].fill(0xff);
         if ok < r.len() {
@@ -147,6 +155,7 @@ impl NorFlash for MemFlash {
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashFault> {
         aligned_write(offset, bytes.len())?;
         let r = self.range(offset, bytes.len())?;
+        self.changes += 1;
         let ok = self.spend(bytes.len());
         for (m, b) in self.mem[r.start..r.start + ok].iter_mut().zip(bytes) {
             *m &= b;

@@ -70,6 +70,7 @@ pub(crate) struct Tally {
     pub keypad_decisions: u64,
     pub keypad_grants: u64,
     pub unlocks: u64,
+    pub unlocks_opened_first: u64,
     pub events_emitted: u64,
     pub events_delivered: u64,
     pub resent_events: u64,
@@ -401,6 +402,9 @@ pub(crate) struct DoorRun<'w> {
     /// While a keypad entry is being handled: the user code, what was typed, and whether it is
     /// a new code (not the last entry typed again).
     typing: Option<(Vec<u8>, Typed, bool)>,
+    /// While a card or keys are being handled: the flash's erases and writes before the door
+    /// saw them, to check that the unlock comes before any of its writes.
+    decided_at_changes: Option<u64>,
     /// Per keypad user: the next HOTP counter of the user's token, and the last entry typed.
     hotp_token: BTreeMap<usize, u64>,
     last_typed: BTreeMap<usize, Typed>,
@@ -499,6 +503,7 @@ impl<'w> DoorRun<'w> {
             conditional_ctx: None,
             asked: Vec::new(),
             typing: None,
+            decided_at_changes: None,
             hotp_token: BTreeMap::new(),
             last_typed: BTreeMap::new(),
             granted_codes: BTreeSet::new(),
@@ -776,8 +781,14 @@ impl<'w> DoorRun<'w> {
         match ev {
             Ev::Card(uid) => {
                 if let Some(dev) = &mut self.dev {
+                    self.decided_at_changes = Some(dev.door.store().flash().changes());
                     dev.door.handle_card(&uid, now);
+                    if self.cfg.plant == Some(Plant::StoreBeforeUnlock) {
+                        dev.door.store_pending();
+                    }
                 }
+                self.drain();
+                self.decided_at_changes = None;
             }
             Ev::Keypad(user) => self.type_entry(user),
             Ev::PowerCut { until } => {
@@ -1116,7 +1127,15 @@ impl<'w> DoorRun<'w> {
                 Request::SendNtp { server, packet } => self.send_ntp(server, packet),
                 Request::Post(exchange) => self.post(exchange),
                 Request::Feedback(_) => {}
-                Request::Unlock { .. } => self.tally.unlocks += 1,
+                Request::Unlock { .. } => {
+                    self.tally.unlocks += 1;
+                    self.check_opened_first();
+                }
+                Request::Store => {
+                    if let Some(dev) = &mut self.dev {
+                        dev.door.store_pending();
+                    }
+                }
                 Request::ReadBattery => {
                     let mv = self.battery_mv;
                     let ignored = self.cfg.plant == Some(Plant::IgnoreBatteryRead);
@@ -1650,6 +1669,30 @@ impl<'w> DoorRun<'w> {
 
     // ----- checks --------------------------------------------------------------------------
 
+    /// Open first: a card's or keypad entry's unlock comes before any flash write the
+    /// decision causes (its event, the core's record, keypad code use), so a valid card never
+    /// waits for the flash.
+    fn check_opened_first(&mut self) {
+        let Some(before) = self.decided_at_changes else {
+            return;
+        };
+        let now = self
+            .dev
+            .as_mut()
+            .map_or(before, |d| d.door.store().flash().changes());
+        if now == before {
+            self.tally.unlocks_opened_first += 1;
+        } else {
+            self.violate(
+                "open_first",
+                format!(
+                    "{} flash writes between a decision and its unlock",
+                    now - before
+                ),
+            );
+        }
+    }
+
     pub(crate) fn violate(&mut self, invariant: &'static str, detail: String) {
         if self.violations.len() < 16 {
             self.violations.push(Violation {
@@ -1933,9 +1976,14 @@ impl<'w> DoorRun<'w> {
         let now = self.mono();
         self.typing = Some((k.code.clone(), typed, !again));
         if let Some(dev) = &mut self.dev {
+            self.decided_at_changes = Some(dev.door.store().flash().changes());
             dev.door.handle_keys(&keys, now);
+            if self.cfg.plant == Some(Plant::StoreBeforeUnlock) {
+                dev.door.store_pending();
+            }
         }
         self.drain();
+        self.decided_at_changes = None;
         self.typing = None;
     }
 

@@ -138,6 +138,8 @@ pub enum Plant {
     BackendIgnoresCounter,
     /// The shell forgets, at every boot, that the RTC was written from network time.
     ForgetRtcProvenance,
+    /// The shell stores a decision's event before it opens the lock.
+    StoreBeforeUnlock,
 }
 
 /// What to simulate.
@@ -310,6 +312,8 @@ pub struct FleetReport {
     pub unsynced_grants_denied_at_true_time: u64,
     /// Decisions with an error bound too wide to judge.
     pub unjudged_decisions: u64,
+    /// Unlocks of a card or keypad entry that came before any flash write of the decision.
+    pub unlocks_opened_first: u64,
     /// Invariants broken (at most 16 per door kept).
     pub violations: Vec<Violation>,
     /// The first misled grants (at most 4 per door), for reading: not failures.
@@ -333,6 +337,7 @@ impl FleetReport {
         self.keypad_decisions += t.keypad_decisions;
         self.keypad_grants += t.keypad_grants;
         self.unlocks += t.unlocks;
+        self.unlocks_opened_first += t.unlocks_opened_first;
         self.events_emitted += t.events_emitted;
         self.events_delivered += t.events_delivered;
         self.resent_events += t.resent_events;

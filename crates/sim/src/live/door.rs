@@ -603,6 +603,8 @@ impl Shell {
                     self.feedback = Some(f.as_str().to_string());
                     self.emit(json!({"event": "feedback", "pattern": f.as_str()}));
                 }
+                // The file is written after the unlock above was carried out.
+                Request::Store => r.door.store_pending(),
                 Request::Notice(n) => self.notice(n),
             }
         }
