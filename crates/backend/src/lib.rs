@@ -235,7 +235,13 @@ pub async fn sync<D: Devices>(
     let door = devices
         .door_list(door_id, request.status.generation)
         .await?;
-    let list = door.list.as_ref().map(AsRef::as_ref);
+    let mut list = door.list.as_ref().map(AsRef::as_ref);
+    // A list larger than the door can install is not sent: the door would fetch it at every
+    // sync and refuse it. It keeps the list it has; the admin is told (the server's door page).
+    let capacity = request.status.list_capacity as usize;
+    if capacity > 0 && list.is_some_and(|l| l.len() > capacity) {
+        list = None;
+    }
     // A door that holds the start of this very generation from an interrupted download gets
     // the rest; the answer's length and digest still cover the whole list, which the door
     // checks once it is complete.

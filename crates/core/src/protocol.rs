@@ -56,7 +56,7 @@ pub const ENROL_REQUEST_LEN: usize = HEADER_LEN + 32 + TAG_LEN;
 /// Enrolment answer length.
 pub const ENROL_RESPONSE_LEN: usize = HEADER_LEN + 32 + 32 + 8 + TAG_LEN;
 /// Fixed part of a sync request, before the events.
-pub const SYNC_REQUEST_FIXED: usize = HEADER_LEN + 56;
+pub const SYNC_REQUEST_FIXED: usize = HEADER_LEN + 60;
 /// Fixed part of an event, before its payload.
 pub const EVENT_HEAD_LEN: usize = 20;
 /// Longest event payload.
@@ -904,6 +904,9 @@ pub struct DeviceStatus {
     pub battery_mv: u16,
     /// A list download that was interrupted: the answer may carry only the rest of it.
     pub partial_list: Option<PartialList>,
+    /// The largest list, in bytes, the door can install (0: not said). The server sends no
+    /// larger one, and tells the admin.
+    pub list_capacity: u32,
 }
 
 /// The part of a list a door already holds from an interrupted download.
@@ -960,6 +963,7 @@ impl<'a> SyncRequestWriter<'a> {
         });
         buf[76..84].copy_from_slice(&partial.generation.to_le_bytes());
         buf[84..88].copy_from_slice(&partial.offset.to_le_bytes());
+        buf[88..92].copy_from_slice(&status.list_capacity.to_le_bytes());
         Ok(SyncRequestWriter {
             buf,
             len: SYNC_REQUEST_FIXED,
@@ -1036,6 +1040,7 @@ impl<'a> SyncRequest<'a> {
                     offset,
                 }),
             },
+            list_capacity: u32_at(bytes, 88),
         };
         let request = SyncRequest {
             header,
@@ -1440,6 +1445,7 @@ mod tests {
                 generation: 6,
                 offset: 4096,
             }),
+            list_capacity: 258_048,
         };
         let mut buf = [0u8; 512];
         let mut w = SyncRequestWriter::new(&mut buf, 42, [4; 16], 77, &status).unwrap();

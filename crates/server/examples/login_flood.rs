@@ -63,6 +63,7 @@ impl Door {
             error_us: 10_000,
             battery_mv: 3700,
             partial_list: None,
+            list_capacity: 0,
         };
         let mut buf = vec![0u8; 256];
         let w = SyncRequestWriter::new(&mut buf, self.id, nonce, self.counter, &status).unwrap();

@@ -209,6 +209,7 @@ async fn main() {
             error_us: 10_000,
             battery_mv: 3700,
             partial_list: None,
+            list_capacity: 0,
         };
         // Each request is fresh once: replayed, the server refuses it (409) before any work
         // but opening it and checking its counter.

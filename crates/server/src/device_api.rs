@@ -210,6 +210,7 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
                 offset_us: status.wall_us.and_then(|w| w.checked_sub(received_us)),
                 error_us: i64::try_from(status.error_us).unwrap_or(i64::MAX),
                 battery_mv: i32::from(status.battery_mv),
+                list_capacity: i64::from(status.list_capacity),
             },
         );
     }
@@ -472,6 +473,8 @@ pub struct DoorStatus {
     pub error_us: i64,
     /// Battery, mV (0: not reported).
     pub battery_mv: i32,
+    /// The largest list the device can install, bytes (0: not reported).
+    pub list_capacity: i64,
 }
 
 /// Door statuses waiting to be written: the latest per door, flushed every second in one
@@ -516,6 +519,18 @@ impl StatusBuffer {
             .bind(door_id)
             .execute(&mut *tx)
             .await?;
+            if s.list_capacity > 0 {
+                // A new or smaller capacity: recompile, so that a list too large for the device
+                // is reported to the admin (and not sent).
+                sqlx::query(
+                    "UPDATE doors SET list_capacity = $1, list_dirty = 1 \
+                     WHERE id = $2 AND list_capacity <> $1",
+                )
+                .bind(s.list_capacity)
+                .bind(door_id)
+                .execute(&mut *tx)
+                .await?;
+            }
             if let (Some(offset), Some(source)) = (s.offset_us, s.source) {
                 // One sample a minute at most: the chart's resolution, whatever the sync rate.
                 sqlx::query(

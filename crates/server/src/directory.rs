@@ -142,6 +142,8 @@ pub struct Door {
     pub pairing_expires: Option<i64>,
     /// Size of its signed list in bytes.
     pub list_len: Option<i64>,
+    /// Why the newest list was not compiled for the door's device (it is too large).
+    pub list_error: Option<String>,
 }
 
 type DoorRow = (
@@ -153,12 +155,13 @@ type DoorRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<String>,
 );
 
 const DOOR_COLUMNS: &str = "SELECT id, name, generation, paired_at, \
     CASE WHEN device_key IS NULL THEN 0 ELSE 1 END, last_sync, \
     CASE WHEN pairing_hash IS NULL THEN NULL ELSE pairing_expires END, \
-    CAST(LENGTH(list_bytes) AS BIGINT) FROM doors";
+    CAST(LENGTH(list_bytes) AS BIGINT), list_error FROM doors";
 
 fn door_of(r: DoorRow) -> Door {
     Door {
@@ -170,6 +173,7 @@ fn door_of(r: DoorRow) -> Door {
         last_sync: r.5,
         pairing_expires: r.6,
         list_len: r.7,
+        list_error: r.8,
     }
 }
 

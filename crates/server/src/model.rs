@@ -491,12 +491,18 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         .execute(state.db.pool())
         .await?;
     for _attempt in 0..5 {
-        let (generation, digest, device_key): (i64, Option<String>, Option<Vec<u8>>) =
-            sqlx::query_as("SELECT generation, list_digest, device_key FROM doors WHERE id = $1")
-                .bind(door_id)
-                .fetch_optional(state.db.pool())
-                .await?
-                .ok_or(ModelError::NotFound)?;
+        type Row = (i64, Option<String>, Option<Vec<u8>>, i64, Option<i64>);
+        let (generation, digest, device_key, capacity, stored_len): Row = sqlx::query_as(
+            "SELECT generation, list_digest, device_key, list_capacity, \
+             CAST(LENGTH(list_bytes) AS BIGINT) FROM doors WHERE id = $1",
+        )
+        .bind(door_id)
+        .fetch_optional(state.db.pool())
+        .await?
+        .ok_or(ModelError::NotFound)?;
+        // A list larger than the door's device can install is not stored (the door keeps the
+        // one it has, and is not sent this one); the door's page and the dashboard say why.
+        let too_large = |len: i64| capacity > 0 && len > capacity;
         let entries = door_entries(state, door_id, now).await?;
         // A paired door's keypad secrets are sealed to its device; a new device key (a new
         // pairing) is a change of content too.
@@ -513,13 +519,24 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         }
         let new_digest = data_encoding::HEXLOWER.encode(&hasher.finalize());
         if digest.as_deref() == Some(new_digest.as_str()) {
+            let error = stored_len
+                .filter(|&len| too_large(len))
+                .map(|len| list_too_large(len, capacity, entries.len()));
+            set_list_error(state, door_id, error.as_deref()).await?;
             return Ok(generation as u64);
         }
         let next = generation + 1;
         let bytes = chronolock_allowlist::compile_sealed(&entries, next as u64, now, key, list_key)
             .map_err(|e| invalid("list", e.to_string()))?;
+        if too_large(bytes.len() as i64) {
+            let error = list_too_large(bytes.len() as i64, capacity, entries.len());
+            tracing::warn!(door_id, %error, "list not compiled for the door");
+            set_list_error(state, door_id, Some(&error)).await?;
+            return Ok(generation as u64);
+        }
         let updated = sqlx::query(
-            "UPDATE doors SET generation = $1, list_digest = $2, list_bytes = $3 WHERE id = $4 AND generation = $5",
+            "UPDATE doors SET generation = $1, list_digest = $2, list_bytes = $3, list_error = NULL \
+             WHERE id = $4 AND generation = $5",
         )
         .bind(next)
         .bind(new_digest)
@@ -538,6 +555,28 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         "list",
         "the door's list kept changing under concurrent updates; try again",
     ))
+}
+
+/// What the admin reads when a door's list does not fit its device.
+fn list_too_large(len: i64, capacity: i64, entries: usize) -> String {
+    format!(
+        "the list for this door ({entries} credentials, {len} bytes) is larger than its device \
+         holds ({capacity} bytes): the door keeps its older list, and changes since (revocations \
+         too) do not reach it. Give fewer people access here, or use a device with more flash."
+    )
+}
+
+async fn set_list_error(
+    state: &AppState,
+    door_id: i64,
+    error: Option<&str>,
+) -> Result<(), ModelError> {
+    sqlx::query("UPDATE doors SET list_error = $1 WHERE id = $2")
+        .bind(error)
+        .bind(door_id)
+        .execute(state.db.pool())
+        .await?;
+    Ok(())
 }
 
 /// The rule that decides for one person at one door, if any.

@@ -103,6 +103,11 @@ pub struct DoorStatus {
     pub clock_error_us: Option<i64>,
     /// Last reported battery voltage, in millivolts.
     pub battery_mv: Option<i64>,
+    /// The largest list the device can install, in bytes, as it reported (`null`: not yet).
+    pub list_capacity: Option<i64>,
+    /// Why the door's newest list was not compiled for its device (too large for it); the
+    /// door keeps its older list meanwhile.
+    pub list_error: Option<String>,
 }
 
 /// Counts for the dashboard.
@@ -146,11 +151,14 @@ type DoorRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    i64,
+    Option<String>,
 );
 
 const DOOR_SELECT: &str = "SELECT d.id, d.site_id, s.name, d.name, d.paired_at, d.last_sync, \
      CAST(d.sync_interval_s AS BIGINT), d.generation, d.device_generation, d.clock_valid, \
-     d.clock_source, d.clock_offset_us, d.clock_error_us, CAST(d.battery_mv AS BIGINT) \
+     d.clock_source, d.clock_offset_us, d.clock_error_us, CAST(d.battery_mv AS BIGINT), \
+     d.list_capacity, d.list_error \
      FROM doors d JOIN sites s ON s.id = d.site_id";
 
 fn door_status(row: DoorRow, now: i64) -> DoorStatus {
@@ -177,6 +185,8 @@ fn door_status(row: DoorRow, now: i64) -> DoorStatus {
         clock_offset_us: row.11,
         clock_error_us: row.12,
         battery_mv: row.13,
+        list_capacity: Some(row.14).filter(|&c| c > 0),
+        list_error: row.15,
     }
 }
 
@@ -920,7 +930,11 @@ fn door_row(d: &DoorStatus, now: i64, several_sites: bool) -> Markup {
                     Some(g) => (g),
                     None => span.muted { "—" },
                 }
-                @if d.list_pending { " " span.pending title="the device has not fetched the newest list yet" { "pending" } }
+                @if let Some(error) = &d.list_error {
+                    " " span.status-offline.list-too-large title=(error) { "too large for the device" }
+                } @else if d.list_pending {
+                    " " span.pending title="the device has not fetched the newest list yet" { "pending" }
+                }
             }
             td {
                 @match d.clock_valid {

@@ -132,7 +132,6 @@ async fn sync_resuming(
     nonce: u8,
     partial_list: Option<PartialList>,
 ) -> Synced {
-    let mut buf = vec![0u8; 4096];
     let status = DeviceStatus {
         wall_us: Some(chronolock_server::now_micros() + 150_000),
         uptime_us: 1,
@@ -141,10 +140,23 @@ async fn sync_resuming(
         error_us: 20_000,
         battery_mv: 3650,
         partial_list,
+        list_capacity: 0,
     };
+    sync_reporting(state, device, &status, events, nonce).await
+}
+
+/// A sync with this status.
+async fn sync_reporting(
+    state: &AppState,
+    device: &Enrolled,
+    status: &DeviceStatus,
+    events: &[WireEvent],
+    nonce: u8,
+) -> Synced {
+    let mut buf = vec![0u8; 4096];
     let counter = next_counter();
     let mut w =
-        SyncRequestWriter::new(&mut buf, device.door_id, [nonce; 16], counter, &status).unwrap();
+        SyncRequestWriter::new(&mut buf, device.door_id, [nonce; 16], counter, status).unwrap();
     for e in events {
         w.push(e).unwrap();
     }
@@ -417,6 +429,7 @@ async fn extreme_numbers_from_a_device_do_not_wrap() {
                 error_us: u64::MAX,
                 battery_mv: u16::MAX,
                 partial_list: None,
+                list_capacity: 0,
             };
             let mut buf = vec![0u8; 512];
             let w =
@@ -642,6 +655,99 @@ async fn webhook_redirects_are_not_followed() {
         assert!(
             seen.lock().unwrap().is_empty(),
             "{label}: the target got nothing"
+        );
+    }
+}
+
+/// A door reports the largest list its device can install. A list larger than that is not
+/// sent (the door would fetch and refuse it at every sync), is not compiled for it after a
+/// change, and the door page's data and the dashboard say why; a device with room gets it.
+#[tokio::test]
+async fn a_list_too_large_for_the_device_is_not_sent_and_the_admin_is_told() {
+    for (label, state) in common::states("capacity").await {
+        let s = site(&state).await;
+        let device = pair(&state, s.door).await;
+        let status = |list_capacity: u32| DeviceStatus {
+            wall_us: Some(chronolock_server::now_micros()),
+            uptime_us: 1,
+            generation: 0,
+            source: Some(Source::Ntp),
+            error_us: 20_000,
+            battery_mv: 3650,
+            partial_list: None,
+            list_capacity,
+        };
+        let (server_generation, list) = model::door_list(&state, s.door).await.unwrap().unwrap();
+        assert!(list.len() > 100, "{label}: {}", list.len());
+        let small = sync_reporting(&state, &device, &status(100), &[], 61).await;
+        assert_eq!(small.response.generation, server_generation);
+        assert_eq!(small.response.list_len, 0, "{label}: not sent");
+        assert!(small.list.is_empty());
+
+        // The capacity is kept; the recompile it causes says why the door is not updated.
+        state.door_status.flush(&state.db).await.unwrap();
+        model::refresh_due(&state, chronolock_server::now_unix())
+            .await
+            .unwrap();
+        let now = chronolock_server::now_unix();
+        let d = chronolock_server::monitor::door(&state, s.door, now)
+            .await
+            .unwrap();
+        assert_eq!(d.list_capacity, Some(100), "{label}");
+        let error = d.list_error.expect("the admin is told");
+        assert!(
+            error.contains("larger than its device holds (100 bytes)")
+                && error.contains("revocations"),
+            "{error}"
+        );
+        let door = chronolock_server::directory::door(&state, s.site, s.door)
+            .await
+            .unwrap();
+        assert_eq!(door.list_error.as_deref(), Some(error.as_str()));
+
+        // A change is not compiled for this device either.
+        let bob = model::create_person(&state, s.site, "Bob").await.unwrap();
+        model::add_card(&state, bob, "04B0B0B0").await.unwrap();
+        model::add_rule(
+            &state,
+            &RuleSpec {
+                door_id: s.door,
+                subject: Subject::Person(bob),
+                access: AccessType::Unrestricted,
+                valid_from: 0,
+                valid_until: 0,
+                schedule_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        model::site_changed(&state, s.site).await.unwrap();
+        let (generation, _) = model::door_list(&state, s.door).await.unwrap().unwrap();
+        assert_eq!(generation, server_generation, "{label}: nothing stored");
+
+        // The device with room (say, 8 MB of flash) reports it, and gets the newest list.
+        let roomy = sync_reporting(&state, &device, &status(1 << 20), &[], 62).await;
+        assert_eq!(roomy.response.generation, server_generation);
+        assert!(roomy.response.list_len > 0, "the stored list fits now");
+        state.door_status.flush(&state.db).await.unwrap();
+        model::refresh_due(&state, chronolock_server::now_unix())
+            .await
+            .unwrap();
+        let d = chronolock_server::monitor::door(&state, s.door, now)
+            .await
+            .unwrap();
+        assert_eq!(d.list_error, None, "{label}");
+        assert!(d.generation as u64 > server_generation);
+        let newer = DeviceStatus {
+            generation: server_generation,
+            ..status(1 << 20)
+        };
+        let synced = sync_reporting(&state, &device, &newer, &[], 63).await;
+        assert!(synced.response.list_len > 0);
+        let list = AllowList::open(&synced.list).unwrap();
+        assert!(
+            list.find_card(&[0x04, 0xB0, 0xB0, 0xB0]).is_some(),
+            "Bob is in"
         );
     }
 }

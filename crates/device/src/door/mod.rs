@@ -801,6 +801,13 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             .map(|l| l.info())
     }
 
+    /// The largest list this door can install, in bytes: what a slot holds and what the RAM it
+    /// checks lists in holds, whichever is less. Reported at every sync.
+    pub fn list_capacity(&self) -> u32 {
+        let ram = u32::try_from(self.list_ram.as_ref().len()).unwrap_or(u32::MAX);
+        self.store.list_capacity().min(ram)
+    }
+
     /// The last battery reading, millivolts (0: none yet).
     pub fn battery_mv(&self) -> u16 {
         self.battery_mv
@@ -1202,6 +1209,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             error_us: wall.map_or(0, |w| w.error_bound_ms.saturating_mul(1000)),
             battery_mv: self.battery_mv,
             partial_list,
+            list_capacity: self.list_capacity(),
         };
         let counter = self.take_counter()?;
         let sync = self.sync.as_mut().filter(|s| s.id == exchange)?;

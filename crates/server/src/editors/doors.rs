@@ -153,6 +153,9 @@ async fn door_page(
                         ", not compiled yet."
                     }
                 }
+                @if let Some(error) = &door.list_error {
+                    p.error #list-error role="alert" { "Not updated: " (error) }
+                }
             }
             section {
                 h3 { "Device" }
