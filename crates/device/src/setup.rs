@@ -35,7 +35,7 @@ button{margin-top:1.2rem;width:100%;padding:.7rem;font-size:1.1rem}
 <label for="ssid">Wi-Fi network</label>
 <input id="ssid" name="ssid" maxlength="32" required autocomplete="off">
 <label for="password">Wi-Fi password</label>
-<input id="password" name="password" type="password" maxlength="64">
+<input id="password" name="password" type="password" minlength="8" maxlength="64" placeholder="empty for an open network">
 <label for="server">Server address</label>
 <input id="server" name="server" type="url" maxlength="128" placeholder="https://access.example.org" required>
 <label for="code">Pairing code</label>
@@ -113,6 +113,9 @@ pub enum Problem {
     NotACode,
     /// A bad `%` escape or invalid UTF-8.
     BadEncoding,
+    /// Not a WPA2 passphrase: 8 to 63 printable ASCII characters, or 64 hex digits (or empty
+    /// for an open network).
+    NotAPassphrase,
 }
 
 /// Why a form was refused.
@@ -133,6 +136,9 @@ impl core::fmt::Display for FormError {
             Problem::NotAnAddress => "must start with http:// or https://",
             Problem::NotACode => "must be 12 letters and digits, as shown in the admin UI",
             Problem::BadEncoding => "is not properly encoded",
+            Problem::NotAPassphrase => {
+                "must be 8 to 63 characters or 64 hex digits (empty for an open network)"
+            }
         };
         write!(f, "{} {}", self.field.name(), what)
     }
@@ -181,6 +187,9 @@ pub fn parse_form(body: &[u8]) -> Result<SetupForm, FormError> {
     if form.ssid.is_empty() {
         return err(Field::Ssid, Problem::Missing);
     }
+    if !is_passphrase(&form.password) {
+        return err(Field::Password, Problem::NotAPassphrase);
+    }
     trim_in_place(&mut form.server_url);
     let url = form.server_url.as_str();
     if url.is_empty() {
@@ -206,6 +215,16 @@ pub fn parse_form(body: &[u8]) -> Result<SetupForm, FormError> {
         return err(Field::Code, Problem::NotACode);
     }
     Ok(form)
+}
+
+/// Whether `p` is a Wi-Fi password the door can use: empty (an open network), a WPA2
+/// passphrase (8 to 63 printable ASCII characters) or a raw key (64 hex digits). Anything else
+/// is refused at setup, so that a password never fails later and turns into an open network.
+pub fn is_passphrase(p: &str) -> bool {
+    let printable = p.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    p.is_empty()
+        || (printable && (8..=63).contains(&p.len()))
+        || (p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Writes the answer page: a confirmation, or the error and a way back to the form.
@@ -304,7 +323,7 @@ mod tests {
 
     use super::*;
 
-    const GOOD: &[u8] = b"time_ms=1767225600123&ssid=Maker+Space%20%C3%A9&password=p%26ss%3D1\
+    const GOOD: &[u8] = b"time_ms=1767225600123&ssid=Maker+Space%20%C3%A9&password=p%26ss%3D1234\
         &server=https%3A%2F%2Faccess.example.org&code=abcd-efgh-jkmn";
 
     #[test]
@@ -312,7 +331,7 @@ mod tests {
         let form = parse_form(GOOD).expect("valid");
         assert_eq!(form.phone_time_ms, 1_767_225_600_123);
         assert_eq!(form.ssid.as_str(), "Maker Space é");
-        assert_eq!(form.password.as_str(), "p&ss=1");
+        assert_eq!(form.password.as_str(), "p&ss=1234");
         assert_eq!(form.server_url.as_str(), "https://access.example.org");
         assert_eq!(form.pairing_code.as_str(), "abcd-efgh-jkmn");
     }
@@ -388,6 +407,16 @@ mod tests {
                 Problem::Missing,
             ),
             (
+                "time_ms=1767225600123&ssid=net&password=short&server=http://x&code=ABCDEFGHJKMN",
+                Field::Password,
+                Problem::NotAPassphrase,
+            ),
+            (
+                "time_ms=1767225600123&ssid=net&password=caf%C3%A9+au+lait&server=http://x&code=ABCDEFGHJKMN",
+                Field::Password,
+                Problem::NotAPassphrase,
+            ),
+            (
                 "time_ms=1767225600123&ssid=n%zzt&server=http://x&code=ABCDEFGHJKMN",
                 Field::Ssid,
                 Problem::BadEncoding,
@@ -439,5 +468,23 @@ mod tests {
         fn any_body_is_an_answer_never_a_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = parse_form(&body);
         }
+    }
+
+    #[test]
+    fn wifi_passwords_are_passphrases_or_nothing() {
+        assert!(is_passphrase(""), "an open network");
+        assert!(is_passphrase("12345678"));
+        assert!(is_passphrase(&"x".repeat(63)));
+        assert!(
+            is_passphrase(&"aB09".repeat(16)),
+            "64 hex digits: a raw key"
+        );
+        assert!(!is_passphrase("1234567"), "too short for WPA2");
+        assert!(
+            !is_passphrase(&"x".repeat(64)),
+            "64 characters that are not hex"
+        );
+        assert!(!is_passphrase("caf\u{e9} au lait"), "not ASCII");
+        assert!(!is_passphrase("tab\there1"), "not printable");
     }
 }

@@ -127,8 +127,11 @@ async fn main(spawner: Spawner) -> ! {
         bus::now(),
     ));
     let settings = door.settings().clone();
-    let configured = !settings.ssid.is_empty();
-    let setup_mode = setup_held || !configured;
+    // Only for a door with no settings yet or with BOOT held, never after a flash read error.
+    let setup_mode = door.setup_access_point();
+    if !setup_mode && settings.ssid.is_empty() {
+        error!("settings unreadable: no setup access point; the door decides offline");
+    }
     if let Some(info) = door.list_info() {
         info!("list generation {} active", info.generation);
     }
@@ -173,18 +176,14 @@ async fn main(spawner: Spawner) -> ! {
         info!("join Wi-Fi {ssid} and open http://{}/", setup::AP_ADDRESS);
         spawner.spawn(net::net_task(runner).expect("net task spawned once"));
         spawner.spawn(setup::ap_task(wifi).expect("AP task spawned once"));
+        info!(
+            "the setup access point closes after {} minutes",
+            setup::AP_OPEN.as_secs() / 60
+        );
         spawner.spawn(setup::dhcp_task(stack).expect("DHCP task spawned once"));
         spawner.spawn(setup::http_task(stack).expect("HTTP task spawned once"));
-    } else {
+    } else if let Some(auth) = station_auth(&settings.password) {
         info!("station mode: joining {}", settings.ssid);
-        let auth = if settings.password.is_empty() {
-            AuthenticationMethodConfig::Open
-        } else {
-            match settings.password.as_str().try_into() {
-                Ok(p) => AuthenticationMethodConfig::WpaWpa2Personal(p),
-                Err(_) => AuthenticationMethodConfig::Open,
-            }
-        };
         let station = StationConfig::default()
             .with_ssid(settings.ssid.as_str().try_into().unwrap_or_default())
             .with_authentication(auth);
@@ -215,9 +214,28 @@ async fn main(spawner: Spawner) -> ! {
         spawner.spawn(net::wifi_task(wifi, stack).expect("Wi-Fi task spawned once"));
         spawner.spawn(net::ntp_task(stack, ntp_servers).expect("NTP task spawned once"));
         spawner.spawn(net::backend_task(backend).expect("backend task spawned once"));
+    } else {
+        // Never an open network in place of a password that does not fit: no Wi-Fi at all
+        // (the door decides offline from its list) until setup gives a good one.
+        error!("Wi-Fi password unusable: not joining; hold BOOT at power-up to set it again");
     }
 
     loop {
         embassy_time::Timer::after(embassy_time::Duration::from_secs(3600)).await;
     }
+}
+
+/// How to join the door's network: open for an empty password, WPA2 for a passphrase;
+/// `None` for a password the radio cannot take (setup refuses those; this is the last guard).
+fn station_auth(password: &str) -> Option<AuthenticationMethodConfig> {
+    if password.is_empty() {
+        return Some(AuthenticationMethodConfig::Open);
+    }
+    if !chronolock_device::setup::is_passphrase(password) {
+        return None;
+    }
+    password
+        .try_into()
+        .ok()
+        .map(AuthenticationMethodConfig::WpaWpa2Personal)
 }

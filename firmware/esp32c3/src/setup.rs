@@ -11,6 +11,7 @@ use edge_dhcp::io::{self as dhcp_io, DEFAULT_SERVER_PORT};
 use edge_dhcp::server::{Server as DhcpServer, ServerOptions};
 use edge_nal::UdpBind;
 use edge_nal_embassy::{Udp, UdpBuffers};
+use embassy_futures::select::{select, Either};
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpListenEndpoint, Stack};
 use embassy_time::{Duration, Timer};
@@ -24,17 +25,34 @@ use crate::parse::{route, RequestError, Route, REQUEST_MAX};
 /// The access point's own address; phones get 192.168.4.x from its DHCP server.
 pub const AP_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 4, 1);
 
-/// Keeps the access point's controller alive and logs phones joining.
+/// How long the setup access point stays open after power-up.
+pub const AP_OPEN: Duration = Duration::from_secs(10 * 60);
+
+/// Keeps the access point's controller alive and logs phones joining; after [`AP_OPEN`] it
+/// drops the controller, which stops the radio: the access point is gone until the next
+/// power-up (holding BOOT, or still unprovisioned).
 #[embassy_executor::task]
 pub async fn ap_task(wifi: WifiController<'static>) -> ! {
+    let closing = embassy_time::Instant::now() + AP_OPEN;
     loop {
-        match wifi.wait_for_access_point_connected_event_async().await {
-            Ok(event) => info!("setup access point: {event:?}"),
-            Err(e) => {
+        match select(
+            wifi.wait_for_access_point_connected_event_async(),
+            Timer::at(closing),
+        )
+        .await
+        {
+            Either::First(Ok(event)) => info!("setup access point: {event:?}"),
+            Either::First(Err(e)) => {
                 warn!("setup access point: {e:?}");
                 Timer::after(Duration::from_secs(1)).await;
             }
+            Either::Second(()) => break,
         }
+    }
+    drop(wifi);
+    info!("setup access point closed; power-cycle holding BOOT to open it again");
+    loop {
+        Timer::after(Duration::from_secs(3600)).await;
     }
 }
 

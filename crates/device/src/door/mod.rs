@@ -375,6 +375,8 @@ pub struct Door<F, L> {
     last_now: Instant,
     /// Flash writes that wait until the lock has opened ([`Request::Store`]), in order.
     deferred: Deque<Deferred, DEFERRED_MAX>,
+    /// Whether the shell may open the setup access point at this boot.
+    setup_access_point: bool,
 }
 
 /// Flash writes that wait for [`Request::Store`].
@@ -406,11 +408,14 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 let _ = notices.push(Notice::Storage(e));
             }
         };
+        let mut unreadable = false;
         let settings = store.settings().unwrap_or_else(|e| {
+            unreadable = true;
             note(Err(e));
             None
         });
         let identity = store.identity().unwrap_or_else(|e| {
+            unreadable = true;
             note(Err(e));
             None
         });
@@ -464,6 +469,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         let mut rng = ChaCha8Rng::from_seed(rng_seed);
         // A stream of its own: the controller's nonces and the door's never coincide.
         rng.set_stream(1);
+        let settings_missing = settings.as_ref().is_none_or(|s| s.ssid.is_empty());
         let mut door = Door {
             store,
             ctl,
@@ -495,6 +501,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             counter_reserved: counter_spent.max(1),
             last_now: now,
             deferred: Deque::new(),
+            setup_access_point: !unreadable && (config.setup_button || settings_missing),
         };
         for n in notices {
             door.push(Request::Notice(n));
@@ -786,6 +793,13 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     /// Whether the door is in setup mode (not paired, or the setup button held).
     pub fn setup_mode(&self) -> bool {
         self.ctl.setup_mode()
+    }
+
+    /// Whether the shell may open its setup access point at this boot: only for a door with no
+    /// settings yet, or with the setup button held at power-up, and never when the flash could
+    /// not be read (a read error is no reason to let anyone in range reconfigure the door).
+    pub fn setup_access_point(&self) -> bool {
+        self.setup_access_point
     }
 
     /// Events waiting in the outbox.

@@ -645,3 +645,40 @@ fn the_lock_opens_before_anything_is_written() {
         assert!(events >= 2, "{events}");
     });
 }
+
+/// The setup access point opens only for a door with no settings yet or with the setup button
+/// held at power-up, and never when the settings cannot be read.
+#[test]
+fn the_setup_access_point_opens_only_when_it_should() {
+    let boot = |flash: MemFlash, button: bool| {
+        let store = Store::new(flash, LAYOUT).expect("layout");
+        let config = BootConfig {
+            core: Config::default(),
+            sync_interval_s: None,
+            setup_button: button,
+        };
+        let door = Door::boot(store, config, [1; 32], vec![0u8; 4096], Instant::ZERO);
+        let open = door.setup_access_point();
+        (open, door.into_store().into_flash())
+    };
+    let fresh = MemFlash::new(LAYOUT.end() as usize);
+    let (open, _) = boot(fresh.clone(), false);
+    assert!(open, "an unprovisioned door");
+    let mut store = Store::new(fresh, LAYOUT).expect("layout");
+    let mut settings = Settings::default();
+    settings.ssid.push_str("Makerspace").unwrap();
+    settings.server_url.push_str("http://backend").unwrap();
+    store.set_settings(&settings).expect("settings");
+    let provisioned = store.into_flash();
+    assert!(!boot(provisioned.clone(), false).0, "a provisioned door");
+    assert!(boot(provisioned.clone(), true).0, "the button held");
+    // The settings' flash is overwritten: no access point, button or not.
+    let mut broken = provisioned;
+    for at in (LAYOUT.map.start..LAYOUT.map.end).step_by(4) {
+        embedded_storage::nor_flash::NorFlash::write(&mut broken, at, &[0; 4]).unwrap();
+    }
+    let mut store = Store::new(broken.clone(), LAYOUT).expect("layout");
+    assert!(store.settings().is_err(), "the map reads as corrupt");
+    assert!(!boot(broken.clone(), true).0, "unreadable settings");
+    assert!(!boot(broken, false).0);
+}
