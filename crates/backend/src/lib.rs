@@ -80,6 +80,9 @@ pub struct DoorList<L> {
     pub sync_interval_s: u32,
     /// The list's bytes, when the door's generation is older than `generation`.
     pub list: Option<L>,
+    /// The site's NTP servers, separated by spaces (`""`: the site names none, and its doors
+    /// keep their own).
+    pub ntp_servers: String,
 }
 
 /// The doors, as the backend keeps them. Each method is one step of an exchange; the server
@@ -261,6 +264,7 @@ pub async fn sync<D: Devices>(
         generation: door.generation,
         list,
         list_offset,
+        ntp_servers: &door.ntp_servers,
     }
     .write(site, &key);
     let rest = list.map_or(&[][..], |l| &l[list_offset as usize..]);

@@ -28,6 +28,7 @@ struct Inner {
     lists: BTreeMap<i64, (u64, Vec<u8>)>,
     sync_interval_s: u32,
     grants: Vec<String>,
+    ntp_servers: String,
 }
 
 impl MemoryDevices {
@@ -67,6 +68,11 @@ impl MemoryDevices {
     /// Door `door_id`'s current list, if any.
     pub fn list(&self, door_id: i64) -> Option<(u64, Vec<u8>)> {
         self.inner.borrow().lists.get(&door_id).cloned()
+    }
+
+    /// The NTP servers the site names (separated by spaces; `""`: none).
+    pub fn set_ntp_servers(&self, servers: &str) {
+        self.inner.borrow_mut().ntp_servers = servers.to_owned();
     }
 
     /// The CONDITIONAL credentials let in (as [`Credential`]'s text, e.g. `card:04A1B2C3`;
@@ -167,6 +173,7 @@ impl Devices for MemoryDevices {
             list: current
                 .filter(|(g, _)| *g > device_generation)
                 .map(|(_, b)| b.clone()),
+            ntp_servers: inner.ntp_servers.clone(),
         })
     }
 

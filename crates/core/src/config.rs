@@ -173,11 +173,77 @@ pub enum ConfigError {
     TooManyNtpServers,
     /// A host name longer than [`MAX_HOST_LEN`].
     HostNameTooLong,
+    /// A host name with a character no host name or address has.
+    BadHostName,
+    /// No server at all.
+    NoNtpServer,
+}
+
+impl ConfigError {
+    /// What is wrong, for people.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConfigError::TooManyNtpServers => "at most 4 NTP servers",
+            ConfigError::HostNameTooLong => "a server name longer than 63 characters",
+            ConfigError::BadHostName => {
+                "a server name may hold letters, digits, '.', '-', ':' and '[ ]' (IPv6) only"
+            }
+            ConfigError::NoNtpServer => "at least one NTP server",
+        }
+    }
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// NTP servers as a site names them: 1 to [`MAX_NTP_SERVERS`] host names or addresses
+/// (`host` or `host:port`), separated by spaces, commas or new lines.
+pub fn parse_ntp_servers(
+    text: &str,
+) -> Result<heapless::Vec<HostName, MAX_NTP_SERVERS>, ConfigError> {
+    let mut out = heapless::Vec::new();
+    for name in text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|n| !n.is_empty())
+    {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        {
+            return Err(ConfigError::BadHostName);
+        }
+        let name = HostName::try_from(name).map_err(|_| ConfigError::HostNameTooLong)?;
+        out.push(name).map_err(|_| ConfigError::TooManyNtpServers)?;
+    }
+    if out.is_empty() {
+        return Err(ConfigError::NoNtpServer);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn site_ntp_servers_are_checked() {
+        let servers = parse_ntp_servers("ntp1.example.org, 10.0.0.5:123\n[2001:db8::1]").unwrap();
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[1].as_str(), "10.0.0.5:123");
+        assert_eq!(parse_ntp_servers(" , "), Err(ConfigError::NoNtpServer));
+        assert_eq!(
+            parse_ntp_servers("a b c d e"),
+            Err(ConfigError::TooManyNtpServers)
+        );
+        assert_eq!(parse_ntp_servers("ntp/evil"), Err(ConfigError::BadHostName));
+        assert_eq!(
+            parse_ntp_servers(&"x".repeat(64)),
+            Err(ConfigError::HostNameTooLong)
+        );
+    }
 
     #[test]
     fn defaults_name_the_adr_servers() {

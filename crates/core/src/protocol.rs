@@ -62,7 +62,11 @@ pub const EVENT_HEAD_LEN: usize = 20;
 /// Longest event payload.
 pub const MAX_EVENT_PAYLOAD: usize = 48;
 /// Fixed part of a sync answer; a new list (or the rest of one) follows it.
-pub const SYNC_RESPONSE_LEN: usize = HEADER_LEN + 16 + 64 + 16 + 4 + 32 + 4 + TAG_LEN;
+pub const SYNC_RESPONSE_LEN: usize =
+    HEADER_LEN + 16 + 64 + 16 + 4 + 32 + 4 + NTP_FIELD_LEN + TAG_LEN;
+/// Bytes of a sync answer's NTP server field: the site's servers, separated by spaces, then
+/// zeros (all zeros: the site names none, and the door keeps its own).
+pub const NTP_FIELD_LEN: usize = 128;
 /// Check request length.
 pub const CHECK_REQUEST_LEN: usize = HEADER_LEN + 16 + 2 + MAX_UID_LEN + TAG_LEN;
 /// Check answer length.
@@ -1097,6 +1101,9 @@ pub struct SyncAnswer<'a> {
     /// Where the bytes that follow start in the list (0 unless the door holds its start from
     /// an interrupted download).
     pub list_offset: u32,
+    /// The site's NTP servers, separated by spaces (as [`crate::config::parse_ntp_servers`]
+    /// reads them; at most [`NTP_FIELD_LEN`] bytes), or `""`: the door keeps its own.
+    pub ntp_servers: &'a str,
 }
 
 /// What the site key signs in a sync answer: context, door, nonce, receive and transmit time.
@@ -1138,6 +1145,9 @@ impl SyncAnswer<'_> {
             out[132..164].copy_from_slice(&Sha256::digest(list));
             out[164..168].copy_from_slice(&self.list_offset.to_le_bytes());
         }
+        let ntp = self.ntp_servers.as_bytes();
+        let n = ntp.len().min(NTP_FIELD_LEN);
+        out[168..168 + n].copy_from_slice(&ntp[..n]);
         let key = link_key(device_key, Direction::Down);
         seal(&mut out, HEADER_LEN, SYNC_RESPONSE_LEN - TAG_LEN, &key);
         out
@@ -1162,9 +1172,24 @@ pub struct SyncResponse {
     pub list_digest: [u8; 32],
     /// Where the bytes that follow start in the list (0: the whole list follows).
     pub list_offset: u32,
+    /// The site's NTP servers as sent (checked): see [`SyncResponse::ntp_servers`].
+    ntp: [u8; NTP_FIELD_LEN],
 }
 
 impl SyncResponse {
+    /// The NTP servers the site names for its doors, if it names any.
+    pub fn ntp_servers(
+        &self,
+    ) -> Option<heapless::Vec<crate::config::HostName, { crate::config::MAX_NTP_SERVERS }>> {
+        let end = self
+            .ntp
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(NTP_FIELD_LEN);
+        let text = core::str::from_utf8(&self.ntp[..end]).ok()?;
+        crate::config::parse_ntp_servers(text).ok()
+    }
+
     /// Checks and decrypts (in place) the fixed part of an answer, exactly
     /// [`SYNC_RESPONSE_LEN`] bytes: the AEAD under the device key, the site's signature over
     /// the times, door and nonce. The list that follows is decrypted with a [`ListStream`].
@@ -1204,6 +1229,16 @@ impl SyncResponse {
         if list_offset != 0 && list_offset >= list_len {
             return Err(ProtocolError::Malformed("list_offset"));
         }
+        let mut ntp = [0u8; NTP_FIELD_LEN];
+        ntp.copy_from_slice(&fixed[168..168 + NTP_FIELD_LEN]);
+        let end = ntp.iter().position(|&b| b == 0).unwrap_or(NTP_FIELD_LEN);
+        let named = core::str::from_utf8(&ntp[..end])
+            .ok()
+            .map(crate::config::parse_ntp_servers);
+        // Zeros after the names, and names that read; or nothing at all.
+        if ntp[end..].iter().any(|&b| b != 0) || (end > 0 && !matches!(named, Some(Ok(_)))) {
+            return Err(ProtocolError::Malformed("ntp_servers"));
+        }
         Ok(SyncResponse {
             time: BackendTime {
                 nonce: *nonce,
@@ -1216,6 +1251,7 @@ impl SyncResponse {
             list_len,
             list_digest,
             list_offset,
+            ntp,
         })
     }
 
@@ -1509,10 +1545,14 @@ mod tests {
             generation: 6,
             list: Some(&list),
             list_offset: 40,
+            ntp_servers: "ntp.example.org 10.0.0.5:123",
         }
         .write(&site(), &key);
         let vk = site().verifying_key();
         let r = SyncResponse::parse(&mut answer.clone(), &key, &vk, 42, &[4; 16]).unwrap();
+        let servers = r.ntp_servers().unwrap();
+        assert_eq!(servers[0].as_str(), "ntp.example.org");
+        assert_eq!(servers[1].as_str(), "10.0.0.5:123");
         assert_eq!(r.time.receive.as_micros(), 1_800_000_000_000_000);
         assert_eq!(r.time.transmit.as_micros(), 1_800_000_000_000_150);
         assert_eq!((r.acked, r.generation, r.list_len), (3, 6, 100));
@@ -1535,6 +1575,36 @@ mod tests {
         assert_eq!(
             SyncResponse::parse(&mut answer.clone(), &[1; 32], &vk, 42, &[4; 16]),
             Err(ProtocolError::BadMac)
+        );
+    }
+
+    #[test]
+    fn a_site_that_names_no_ntp_servers_leaves_the_doors_own() {
+        let key = [9u8; 32];
+        let answer = |ntp_servers| {
+            SyncAnswer {
+                door_id: 42,
+                nonce: [4; 16],
+                receive_us: 1_800_000_000_000_000,
+                transmit_us: 1_800_000_000_000_150,
+                acked: 0,
+                sync_interval_s: 300,
+                generation: 6,
+                list: None,
+                list_offset: 0,
+                ntp_servers,
+            }
+            .write(&site(), &key)
+        };
+        let vk = site().verifying_key();
+        let mut none = answer("");
+        let r = SyncResponse::parse(&mut none, &key, &vk, 42, &[4; 16]).unwrap();
+        assert_eq!(r.ntp_servers(), None);
+        // A server that names something no host is called is not listened to.
+        let mut bad = answer("ntp/evil");
+        assert_eq!(
+            SyncResponse::parse(&mut bad, &key, &vk, 42, &[4; 16]),
+            Err(ProtocolError::Malformed("ntp_servers"))
         );
     }
 

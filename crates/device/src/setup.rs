@@ -40,6 +40,9 @@ button{margin-top:1.2rem;width:100%;padding:.7rem;font-size:1.1rem}
 <input id="server" name="server" type="url" maxlength="128" placeholder="https://access.example.org" required>
 <label for="code">Pairing code</label>
 <input id="code" name="code" maxlength="16" placeholder="XXXX-XXXX-XXXX" required autocomplete="off">
+<label for="ntp">NTP servers (optional)</label>
+<input id="ntp" name="ntp" maxlength="128" placeholder="pool.ntp.org time.cloudflare.com" autocomplete="off">
+<p class="hint">Only for a site without internet: up to 4 names or addresses, separated by spaces. The server's site settings replace them at the first sync if it names others.</p>
 <button type="submit" id="save">Save and set the time</button>
 </form>
 <script>
@@ -65,6 +68,8 @@ pub struct SetupForm {
     pub server_url: String<128>,
     /// The pairing code as shown in the admin UI (letters and digits, dashes optional).
     pub pairing_code: String<16>,
+    /// NTP servers to ask, separated by spaces (empty: the door's own or the site's).
+    pub ntp_servers: String<128>,
 }
 
 /// A form field.
@@ -81,6 +86,8 @@ pub enum Field {
     Server,
     /// `code`.
     Code,
+    /// `ntp`.
+    Ntp,
 }
 
 impl Field {
@@ -92,6 +99,7 @@ impl Field {
             Field::Password => "password",
             Field::Server => "server",
             Field::Code => "code",
+            Field::Ntp => "ntp",
         }
     }
 }
@@ -116,6 +124,8 @@ pub enum Problem {
     /// Not a WPA2 passphrase: 8 to 63 printable ASCII characters, or 64 hex digits (or empty
     /// for an open network).
     NotAPassphrase,
+    /// Not 1 to 4 host names or addresses separated by spaces.
+    NotNtpServers,
 }
 
 /// Why a form was refused.
@@ -136,6 +146,9 @@ impl core::fmt::Display for FormError {
             Problem::NotAnAddress => "must start with http:// or https://",
             Problem::NotACode => "must be 12 letters and digits, as shown in the admin UI",
             Problem::BadEncoding => "is not properly encoded",
+            Problem::NotNtpServers => {
+                "must be up to 4 host names or addresses (host or host:port), separated by spaces"
+            }
             Problem::NotAPassphrase => {
                 "must be 8 to 63 characters or 64 hex digits (empty for an open network)"
             }
@@ -163,6 +176,7 @@ pub fn parse_form(body: &[u8]) -> Result<SetupForm, FormError> {
             b"password" => Field::Password,
             b"server" => Field::Server,
             b"code" => Field::Code,
+            b"ntp" => Field::Ntp,
             _ => continue,
         };
         let err = |problem| FormError { field, problem };
@@ -172,6 +186,7 @@ pub fn parse_form(body: &[u8]) -> Result<SetupForm, FormError> {
             Field::Password => decode_into(value, &mut form.password).map_err(err)?,
             Field::Server => decode_into(value, &mut form.server_url).map_err(err)?,
             Field::Code => decode_into(value, &mut form.pairing_code).map_err(err)?,
+            Field::Ntp => decode_into(value, &mut form.ntp_servers).map_err(err)?,
         }
     }
     let err = |field, problem| Err(FormError { field, problem });
@@ -189,6 +204,12 @@ pub fn parse_form(body: &[u8]) -> Result<SetupForm, FormError> {
     }
     if !is_passphrase(&form.password) {
         return err(Field::Password, Problem::NotAPassphrase);
+    }
+    trim_in_place(&mut form.ntp_servers);
+    if !form.ntp_servers.is_empty()
+        && chronolock_core::config::parse_ntp_servers(&form.ntp_servers).is_err()
+    {
+        return err(Field::Ntp, Problem::NotNtpServers);
     }
     trim_in_place(&mut form.server_url);
     let url = form.server_url.as_str();
@@ -405,6 +426,11 @@ mod tests {
                 "time_ms=1767225600123&ssid=net&server=http://x",
                 Field::Code,
                 Problem::Missing,
+            ),
+            (
+                "time_ms=1767225600123&ssid=net&server=http://x&code=ABCDEFGHJKMN&ntp=a+b+c+d+e",
+                Field::Ntp,
+                Problem::NotNtpServers,
             ),
             (
                 "time_ms=1767225600123&ssid=net&password=short&server=http://x&code=ABCDEFGHJKMN",

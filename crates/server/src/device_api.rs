@@ -220,12 +220,14 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
         door_id: i64,
         device_generation: u64,
     ) -> Result<DoorList<Vec<u8>>, chronolock_backend::DeviceError> {
-        let (generation, interval): (i64, i32) =
-            sqlx::query_as("SELECT generation, sync_interval_s FROM doors WHERE id = $1")
-                .bind(door_id)
-                .fetch_one(self.0.db.pool())
-                .await
-                .map_err(internal)?;
+        let (generation, interval, ntp_servers): (i64, i32, Option<String>) = sqlx::query_as(
+            "SELECT d.generation, d.sync_interval_s, s.ntp_servers FROM doors d \
+             JOIN sites s ON s.id = d.site_id WHERE d.id = $1",
+        )
+        .bind(door_id)
+        .fetch_one(self.0.db.pool())
+        .await
+        .map_err(internal)?;
         let generation = generation as u64;
         let list = if device_generation < generation {
             crate::model::door_list(self.0, door_id)
@@ -240,6 +242,7 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
             generation,
             sync_interval_s: interval.max(1) as u32,
             list,
+            ntp_servers: ntp_servers.unwrap_or_default(),
         })
     }
 

@@ -81,6 +81,9 @@ pub struct Site {
     pub name: String,
     /// IANA time zone name, e.g. `Europe/Berlin`.
     pub timezone: String,
+    /// The NTP servers its doors ask, separated by spaces (`None`: the doors' built-in
+    /// `pool.ntp.org` and `time.cloudflare.com`).
+    pub ntp_servers: Option<String>,
 }
 
 impl Site {
@@ -92,11 +95,51 @@ impl Site {
 
 /// The site the admin UI works on: the first one created.
 pub async fn first_site(state: &AppState) -> Result<Option<Site>, ModelError> {
-    let row: Option<(i64, String, String)> =
-        sqlx::query_as("SELECT id, name, timezone FROM sites ORDER BY id LIMIT 1")
+    let row: Option<(i64, String, String, Option<String>)> =
+        sqlx::query_as("SELECT id, name, timezone, ntp_servers FROM sites ORDER BY id LIMIT 1")
             .fetch_optional(state.db.pool())
             .await?;
-    Ok(row.map(|(id, name, timezone)| Site { id, name, timezone }))
+    Ok(row.map(|(id, name, timezone, ntp_servers)| Site {
+        id,
+        name,
+        timezone,
+        ntp_servers,
+    }))
+}
+
+/// Sets the NTP servers a site's doors ask: 1 to 4 host names or addresses (`host` or
+/// `host:port`), or nothing for the doors' built-in ones. Doors take them at their next sync.
+pub async fn set_site_ntp_servers(
+    state: &AppState,
+    site_id: i64,
+    servers: &str,
+) -> Result<(), ModelError> {
+    let stored = if servers.trim().is_empty() {
+        None
+    } else {
+        let parsed = chronolock_core::config::parse_ntp_servers(servers)
+            .map_err(|e| invalid("ntp_servers", e.as_str()))?;
+        let joined = parsed
+            .iter()
+            .map(|h| h.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let most = chronolock_core::protocol::NTP_FIELD_LEN;
+        if joined.len() > most {
+            return Err(invalid(
+                "ntp_servers",
+                format!("at most {most} characters in all"),
+            ));
+        }
+        Some(joined)
+    };
+    let rows = sqlx::query("UPDATE sites SET ntp_servers = $1 WHERE id = $2")
+        .bind(stored)
+        .bind(site_id)
+        .execute(state.db.pool())
+        .await?
+        .rows_affected();
+    changed(rows)
 }
 
 /// Renames a site and sets its time zone (checked against the IANA database).

@@ -254,7 +254,7 @@ async fn pairing_sync_events_and_lists() {
         let again = sync(&state, &device, generation, &[], 2).await;
         assert_eq!(again.response.list_len, 0);
         assert_eq!(again.len, SYNC_RESPONSE_LEN);
-        assert!(again.len < 300);
+        assert!(again.len < 400);
 
         // Events are acknowledged and stored once, however often they are resent.
         let events = [
@@ -749,5 +749,50 @@ async fn a_list_too_large_for_the_device_is_not_sent_and_the_admin_is_told() {
             list.find_card(&[0x04, 0xB0, 0xB0, 0xB0]).is_some(),
             "Bob is in"
         );
+    }
+}
+
+/// The site's NTP servers, as the admin names them, reach its doors in the authenticated sync
+/// answer; bad names are refused with what is wrong; none named leaves the doors their own.
+#[tokio::test]
+async fn the_sites_ntp_servers_reach_its_doors_in_the_sync_answer() {
+    for (label, state) in common::states("site_ntp").await {
+        let s = site(&state).await;
+        let device = pair(&state, s.door).await;
+        let synced = sync(&state, &device, 0, &[], 71).await;
+        assert_eq!(synced.response.ntp_servers(), None, "{label}: none named");
+        let e = chronolock_server::directory::set_site_ntp_servers(&state, s.site, "ntp/evil")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ntp_servers") && e.contains("letters, digits"),
+            "{e}"
+        );
+        chronolock_server::directory::set_site_ntp_servers(
+            &state,
+            s.site,
+            " ntp1.internal, 10.0.0.5:123 ",
+        )
+        .await
+        .unwrap();
+        let site = chronolock_server::directory::first_site(&state)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            site.ntp_servers.as_deref(),
+            Some("ntp1.internal 10.0.0.5:123")
+        );
+        let synced = sync(&state, &device, 0, &[], 72).await;
+        let servers = synced.response.ntp_servers().expect("named");
+        let names: Vec<&str> = servers.iter().map(|h| h.as_str()).collect();
+        assert_eq!(names, ["ntp1.internal", "10.0.0.5:123"], "{label}");
+        // Back to the defaults.
+        chronolock_server::directory::set_site_ntp_servers(&state, s.site, "")
+            .await
+            .unwrap();
+        let synced = sync(&state, &device, 0, &[], 73).await;
+        assert_eq!(synced.response.ntp_servers(), None);
     }
 }

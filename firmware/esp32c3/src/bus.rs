@@ -10,6 +10,7 @@
 //! No task makes a decision: the door task passes inputs in and carries requests out; the others
 //! only move bytes and pins.
 
+use chronolock_core::config::HostName;
 use chronolock_core::controller::Feedback;
 use chronolock_core::ntp::PACKET_LEN;
 use chronolock_core::{Instant, RtcReading, UnixTime};
@@ -72,7 +73,8 @@ pub static NET: Channel<CriticalSectionRawMutex, (Exchange, heapless::Vec<u8, BO
     Channel::new();
 
 /// An NTP request for the NTP task: server index and packet.
-pub static NTP: Channel<CriticalSectionRawMutex, (u8, [u8; PACKET_LEN]), 4> = Channel::new();
+pub static NTP: Channel<CriticalSectionRawMutex, (u8, HostName, [u8; PACKET_LEN]), 4> =
+    Channel::new();
 
 /// What the RTC task is asked.
 #[derive(Clone, Copy)]

@@ -123,7 +123,11 @@ async fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery) {
                 }
             }
             Request::SendNtp { server, packet } => {
-                if NTP.try_send((server, packet)).is_err() {
+                // The site's servers once it named them (they may change at any sync).
+                let Some(host) = door.ntp_servers().get(usize::from(server)).cloned() else {
+                    continue;
+                };
+                if NTP.try_send((server, host, packet)).is_err() {
                     warn!("NTP queue full: request {server} dropped");
                 }
             }
@@ -181,6 +185,7 @@ fn log_notice(n: &Notice) {
         Notice::SyncFailed(e) => warn!("sync failed: {e}"),
         Notice::PairingFailed(e) => warn!("pairing failed: {e}"),
         Notice::Storage(e) => warn!("flash: {e}"),
+        Notice::NtpServers { count } => info!("{count} NTP server(s) from the site"),
         other => info!("{other:?}"),
     }
 }

@@ -118,7 +118,6 @@ async fn main(spawner: Spawner) -> ! {
         sync_interval_s: None,
         setup_button: setup_held,
     };
-    let ntp_servers = config.core.ntp_servers.clone();
     let door = DOOR.init(Door::boot(
         store,
         config,
@@ -212,7 +211,7 @@ async fn main(spawner: Spawner) -> ! {
         };
         spawner.spawn(net::net_task(runner).expect("net task spawned once"));
         spawner.spawn(net::wifi_task(wifi, stack).expect("Wi-Fi task spawned once"));
-        spawner.spawn(net::ntp_task(stack, ntp_servers).expect("NTP task spawned once"));
+        spawner.spawn(net::ntp_task(stack).expect("NTP task spawned once"));
         spawner.spawn(net::backend_task(backend).expect("backend task spawned once"));
     } else {
         // Never an open network in place of a password that does not fit: no Wi-Fi at all

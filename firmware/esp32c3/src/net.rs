@@ -4,7 +4,7 @@
 
 use core::net::SocketAddr;
 
-use chronolock_core::config::{HostName, MAX_NTP_SERVERS};
+use chronolock_core::config::MAX_NTP_SERVERS;
 use chronolock_core::ntp::PACKET_LEN;
 use chronolock_device::door::{Exchange, Failure};
 use embassy_futures::select::{select, Either};
@@ -51,10 +51,7 @@ pub async fn wifi_task(mut wifi: WifiController<'static>, stack: Stack<'static>)
 /// socket for all servers: answers are matched to servers by address, and the core matches them
 /// to its requests by their origin timestamp.
 #[embassy_executor::task]
-pub async fn ntp_task(
-    stack: Stack<'static>,
-    servers: heapless::Vec<HostName, MAX_NTP_SERVERS>,
-) -> ! {
+pub async fn ntp_task(stack: Stack<'static>) -> ! {
     let mut rx_meta = [PacketMetadata::EMPTY; 8];
     let mut rx_buf = [0u8; 512];
     let mut tx_meta = [PacketMetadata::EMPTY; 8];
@@ -68,13 +65,14 @@ pub async fn ntp_task(
     loop {
         let mut rx = [0u8; 128];
         match select(NTP.receive(), socket.recv_from(&mut rx)).await {
-            Either::First((server, packet)) => {
-                let Some(name) = servers.get(usize::from(server)) else {
+            Either::First((server, host, packet)) => {
+                if usize::from(server) >= MAX_NTP_SERVERS {
                     continue;
-                };
+                }
+                let (name, port) = host_port(&host);
                 match stack.dns_query(name, DnsQueryType::A).await {
                     Ok(found) if !found.is_empty() => {
-                        let addr = SocketAddr::new(found[0].into(), 123);
+                        let addr = SocketAddr::new(found[0].into(), port);
                         addrs[usize::from(server)] = Some(addr);
                         if socket.send_to(&packet, addr).await.is_err() {
                             warn!("NTP send to {name} failed");
@@ -102,6 +100,15 @@ pub async fn ntp_task(
             }
             Either::Second(Err(_)) => Timer::after(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// `host` or `host:port` (port 123 by default). IPv6 literals are not supported here: the
+/// door's stack resolves IPv4 only.
+fn host_port(name: &str) -> (&str, u16) {
+    match name.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, port.parse().unwrap_or(123)),
+        _ => (name, 123),
     }
 }
 

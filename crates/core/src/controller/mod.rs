@@ -477,6 +477,21 @@ impl Controller {
         self.offer(sample, now);
     }
 
+    /// The NTP servers rounds ask, by index ([`Action::SendNtp`]'s `server`).
+    pub fn ntp_servers(&self) -> &[crate::config::HostName] {
+        &self.cfg.ntp_servers
+    }
+
+    /// Replaces the NTP servers (the site named others in an authenticated sync answer, or
+    /// setup did). The next round asks them; answers to a round already sent still count, as
+    /// the same validation applies to every answer.
+    pub fn set_ntp_servers(
+        &mut self,
+        servers: heapless::Vec<crate::config::HostName, { crate::config::MAX_NTP_SERVERS }>,
+    ) {
+        self.cfg.ntp_servers = servers;
+    }
+
     /// Enters or leaves setup mode (the setup button held at boot). An unprovisioned device is
     /// in setup mode from boot.
     pub fn set_setup_mode(&mut self, on: bool) {

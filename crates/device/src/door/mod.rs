@@ -163,6 +163,14 @@ pub enum Request {
 /// What the door tells the outside world (logs, the virtual door's panel).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
+    /// The site named other NTP servers (kept in flash): [`Request::SendNtp`]'s `server`
+    /// indexes [`Door::ntp_servers`], which are these from now on. (The names stay in the
+    /// door: a request queue of notices that each held four host names would cost kilobytes
+    /// of RAM.)
+    NtpServers {
+        /// How many.
+        count: u8,
+    },
     /// A controller event, now in the outbox under this id.
     Event {
         /// Its outbox id.
@@ -427,6 +435,12 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         if let Some(id) = &identity {
             cfg.site_key = Some(id.site_key);
         }
+        // The site's NTP servers, once it has named them, replace the built-in ones.
+        match store.ntp_servers() {
+            Ok(Some(servers)) => cfg.ntp_servers = servers,
+            Ok(None) => {}
+            Err(e) => note(Err(e)),
+        }
         if let Some(s) = config
             .sync_interval_s
             .or(identity.as_ref().map(|i| i.sync_interval_s))
@@ -591,6 +605,12 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         };
         let saved = self.store.set_settings(&self.settings);
         self.stored(saved);
+        // NTP servers for a site without internet; the site's, if it names any, win later.
+        if let Ok(servers) = chronolock_core::config::parse_ntp_servers(&form.ntp_servers) {
+            let kept = self.store.set_ntp_servers(&servers);
+            self.stored(kept);
+            self.ctl.set_ntp_servers(servers);
+        }
         self.enrol = None;
         self.enrol_backoff = ENROL_RETRY_INITIAL;
         self.enrol_at = Some(now);
@@ -773,6 +793,12 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     /// The controller, to read its clock and state.
     pub fn controller(&self) -> &Controller {
         &self.ctl
+    }
+
+    /// The NTP servers [`Request::SendNtp`]'s `server` indexes: the site's, once it named
+    /// them, else those the shell booted with.
+    pub fn ntp_servers(&self) -> &[chronolock_core::config::HostName] {
+        self.ctl.ntp_servers()
     }
 
     /// The settings.
@@ -1287,6 +1313,15 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             ));
             let (sent, newest) = (core::mem::take(&mut sync.sent), sync.newest_sent);
             self.ctl.handle_backend_time(&answer.time, now);
+            if let Some(servers) = answer.ntp_servers() {
+                if servers[..] != *self.ctl.ntp_servers() {
+                    let kept = self.store.set_ntp_servers(&servers);
+                    self.stored(kept);
+                    let count = servers.len() as u8;
+                    self.ctl.set_ntp_servers(servers);
+                    self.push(Request::Notice(Notice::NtpServers { count }));
+                }
+            }
             let acked = usize::from(answer.acked).min(sent);
             if acked > 0 {
                 // The server stores all of a request's events or none; should it ever take

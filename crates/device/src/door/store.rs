@@ -11,6 +11,8 @@
 //! Every operation is blocking (see [`crate::flash`]); the store keeps no state in RAM that the
 //! flash does not hold, so a power cut at any instant leaves a store that opens.
 
+use chronolock_core::config::{parse_ntp_servers, HostName, MAX_NTP_SERVERS};
+use chronolock_core::protocol::NTP_FIELD_LEN;
 use core::ops::Range;
 
 use chronolock_core::keypad::KeypadUse;
@@ -81,6 +83,7 @@ const KEY_ACKED: Key = key(4);
 const KIND_KEYPAD: u8 = 5;
 const KEY_PARTIAL: Key = key(6);
 const KEY_COUNTER: Key = key(7);
+const KEY_NTP: Key = key(8);
 
 const fn key(kind: u8) -> Key {
     let mut k = [0u8; 10];
@@ -492,6 +495,32 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
     /// Counters below `until` may be used from now on (kept before any of them is sent).
     pub fn set_counter_spent(&mut self, until: u64) -> Result<(), StoreError> {
         self.put(&KEY_COUNTER, &until.to_le_bytes())
+    }
+
+    /// The NTP servers the site named (space-separated), if it named any.
+    pub fn ntp_servers(
+        &mut self,
+    ) -> Result<Option<heapless::Vec<HostName, MAX_NTP_SERVERS>>, StoreError> {
+        let mut v = [0u8; NTP_FIELD_LEN];
+        let Some(n) = self.fetch(&KEY_NTP, &mut v)? else {
+            return Ok(None);
+        };
+        let text = core::str::from_utf8(&v[..n]).map_err(|_| StoreError::Corrupt)?;
+        parse_ntp_servers(text)
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt)
+    }
+
+    /// Keeps the NTP servers the site named.
+    pub fn set_ntp_servers(&mut self, servers: &[HostName]) -> Result<(), StoreError> {
+        let mut v: heapless::String<NTP_FIELD_LEN> = heapless::String::new();
+        for (i, s) in servers.iter().enumerate() {
+            if i > 0 {
+                v.push(' ').map_err(|_| StoreError::Full)?;
+            }
+            v.push_str(s).map_err(|_| StoreError::Full)?;
+        }
+        self.put(&KEY_NTP, v.as_bytes())
     }
 
     fn set_acked(&mut self, id: u64) -> Result<(), StoreError> {

@@ -682,3 +682,53 @@ fn the_setup_access_point_opens_only_when_it_should() {
     assert!(!boot(broken.clone(), true).0, "unreadable settings");
     assert!(!boot(broken, false).0);
 }
+
+/// NTP servers per site: the door takes those the site names in the authenticated sync answer,
+/// keeps them in flash across reboots, and asks them (by index) from then on; a site that
+/// names none leaves the door's own.
+#[test]
+fn the_site_names_the_ntp_servers_and_the_door_keeps_them() {
+    let mut backend = Backend::new(1);
+    backend.publish(1, &[&[4, 0xA1, 0xB2, 0xC3]]);
+    let mut bench = Bench::new();
+    let names = |door: &Running<'_>| -> Vec<std::string::String> {
+        door.door
+            .ntp_servers()
+            .iter()
+            .map(|h| h.as_str().into())
+            .collect()
+    };
+    bench.boot(|door| {
+        door.online(&mut backend);
+        assert_eq!(names(door), ["pool.ntp.org", "time.cloudflare.com"]);
+        backend.devices.set_ntp_servers("ntp.internal 10.0.0.5:123");
+        door.next_sync(&mut backend);
+        assert_eq!(names(door), ["ntp.internal", "10.0.0.5:123"]);
+    });
+    assert!(bench
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::NtpServers { count: 2 })));
+    bench.boot(|door| {
+        assert_eq!(
+            names(door),
+            ["ntp.internal", "10.0.0.5:123"],
+            "kept in flash"
+        );
+        // The first NTP round asks them: server 1 is 10.0.0.5:123.
+        door.door.handle_network(true, door.now);
+        let mut asked = Vec::new();
+        while let Some(r) = door.door.poll_request() {
+            if let Request::SendNtp { server, .. } = r {
+                let host: std::string::String =
+                    door.door.ntp_servers()[usize::from(server)].as_str().into();
+                asked.push(host);
+            }
+        }
+        assert!(asked.iter().any(|h| h == "10.0.0.5:123"), "{asked:?}");
+        // A site that names none (again) leaves them as they are.
+        backend.devices.set_ntp_servers("");
+        door.online(&mut backend);
+        assert_eq!(names(door), ["ntp.internal", "10.0.0.5:123"]);
+    });
+}

@@ -35,6 +35,10 @@ fn form(admin: &Admin, site: Option<&Site>, f: &Fields, err: FieldError<'_>) -> 
     };
     let name = f.or("name", site.map_or("", |s| s.name.as_str()));
     let timezone = f.or("timezone", site.map_or("", |s| s.timezone.as_str()));
+    let ntp_servers = f.or(
+        "ntp_servers",
+        site.and_then(|s| s.ntp_servers.as_deref()).unwrap_or(""),
+    );
     editor_page(
         title,
         admin,
@@ -57,6 +61,13 @@ fn form(admin: &Admin, site: Option<&Site>, f: &Fields, err: FieldError<'_>) -> 
                 (field_error(err, "timezone"))
                 @if site.is_some() {
                     p.hint { "Changing the time zone recompiles every door's list." }
+                    label for="ntp_servers" { "NTP servers (up to 4, separated by spaces)" }
+                    input id="ntp_servers" name="ntp_servers" value=(ntp_servers)
+                        placeholder="pool.ntp.org time.cloudflare.com" autocomplete="off" maxlength="128";
+                    (field_error(err, "ntp_servers"))
+                    p.hint { "Empty: the doors' built-in pool.ntp.org and time.cloudflare.com. \
+                              An air-gapped site names its own (host or host:port); doors take \
+                              them at their next sync and keep them." }
                 }
                 button type="submit" id="save-site" { (button) }
             }
@@ -87,10 +98,16 @@ async fn submit(
     let (name, timezone) = (f.get("name"), f.get("timezone").trim());
     let result = match &site {
         None => model::create_site(&state, name, timezone).await.map(|_| ()),
-        Some(s) => directory::update_site(&state, s.id, name, timezone).await,
+        // The servers first: a list that is refused leaves everything as it was.
+        Some(s) => {
+            match directory::set_site_ntp_servers(&state, s.id, f.get("ntp_servers")).await {
+                Ok(()) => directory::update_site(&state, s.id, name, timezone).await,
+                Err(e) => Err(e),
+            }
+        }
     };
     if let Err(e) = result {
-        let (field, message) = form_error(e, &["name", "timezone"])?;
+        let (field, message) = form_error(e, &["name", "timezone", "ntp_servers"])?;
         return Ok(unprocessable(form(
             &admin,
             site.as_ref(),

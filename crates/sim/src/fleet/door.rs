@@ -321,6 +321,8 @@ impl Devices for SimBackend<'_> {
             list: current
                 .filter(|v| v.generation > device_generation)
                 .map(|v| SharedList(v.bytes.clone())),
+            // The fleet's doors keep the servers they were built with.
+            ntp_servers: String::new(),
         })
     }
 
@@ -1155,6 +1157,11 @@ impl<'w> DoorRun<'w> {
     fn notice(&mut self, n: Notice) {
         match n {
             Notice::Event { id, event } => self.record(id, event),
+            // The fleet's backend names no NTP servers.
+            Notice::NtpServers { .. } => self.violate(
+                "ntp_servers",
+                "the door took NTP servers the backend never named".into(),
+            ),
             Notice::RtcWritten { id, utc } => self.emit(
                 id,
                 EventBody::RtcWrite {

@@ -566,9 +566,11 @@ impl Shell {
                     if !(self.network && self.ntp_up) {
                         continue; // Lost on the way; the core's round times out.
                     }
-                    let Some(host) = self.opts.ntp.get(usize::from(server)).cloned() else {
+                    // The site's servers once it named them, else those from the options.
+                    let Some(host) = r.door.ntp_servers().get(usize::from(server)) else {
                         continue;
                     };
+                    let host = host.as_str().to_owned();
                     let tx = self.inputs_tx.clone();
                     let timeout = Duration::from_secs(5);
                     r.tasks.spawn(async move {
@@ -690,6 +692,14 @@ impl Shell {
             }
             Notice::RtcWritten { utc, .. } => {
                 self.emit(json!({"event": "rtc_write", "utc": crate::scenario::format_utc(utc)}))
+            }
+            Notice::NtpServers { .. } => {
+                let servers: Vec<String> = self
+                    .running
+                    .as_ref()
+                    .map(|r| r.door.ntp_servers().iter().map(|s| s.to_string()).collect())
+                    .unwrap_or_default();
+                self.emit(json!({"event": "ntp_servers", "servers": servers}));
             }
             Notice::Paired { door_id, new_site } => {
                 if let Some(r) = &mut self.running {
