@@ -690,7 +690,7 @@ async fn keypad_secrets_are_shown_once() {
         // HOTP backup codes for the same user code: ten codes = hotp(secret, 0..10).
         let r = b.post(&keypad, &[("code", "1234"), ("kind", "hotp")]).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        assert!(r.body.contains("window.print()"));
+        assert!(r.body.contains("id=\"print\"") && r.body.contains("/static/print.js"));
         let shown = hotp_codes(&r.body);
         let (hotp_secret, counter): (String, i64) = sqlx::query_as(
             "SELECT hotp_secret, hotp_counter FROM keypad_users WHERE code = '1234'",
