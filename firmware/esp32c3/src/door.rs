@@ -19,7 +19,7 @@ use log::{info, warn};
 
 use crate::board::Battery;
 use crate::bus::{self, Input, RtcRequest, BODY, FEEDBACK, INPUTS, LOCK, NET, NTP, RTC};
-use crate::reader;
+use crate::{reader, watchdog};
 
 /// A door step longer than this may have hidden a reader pulse (they come ~2 ms apart; one
 /// edge per line is latched even with interrupts off).
@@ -37,16 +37,19 @@ pub type FirmwareDoor = Door<FlashStorage<'static>, &'static mut [u8; LIST_RAM]>
 /// Runs the door for ever.
 pub async fn run(door: &'static mut FirmwareDoor, mut battery: Battery) -> ! {
     loop {
+        watchdog::door_beat();
         carry_out(door, &mut battery).await;
-        let input = match door.poll_timeout() {
-            Some(due) => {
-                let at = embassy_time::Instant::from_micros(due.as_micros());
-                match select(INPUTS.receive(), Timer::at(at)).await {
-                    Either::First(input) => Some(input),
-                    Either::Second(()) => None,
-                }
-            }
-            None => Some(INPUTS.receive().await),
+        // Awake at least every few seconds, to show the watchdog this task lives.
+        let beat = embassy_time::Instant::now()
+            + Duration::from_millis(crate::liveness::DOOR_BEAT_EVERY_MS);
+        let due = door
+            .poll_timeout()
+            .map(|due| embassy_time::Instant::from_micros(due.as_micros()));
+        let wake = due.map_or(beat, |d| d.min(beat));
+        let input = match select(INPUTS.receive(), Timer::at(wake)).await {
+            Either::First(input) => Some(input),
+            Either::Second(()) if due.is_some_and(|d| d <= wake) => None,
+            Either::Second(()) => continue,
         };
         // Cards and keys come from the reader after their frame ended; anything else may touch
         // the flash, so it waits for the reader's line to be quiet.

@@ -16,12 +16,14 @@ mod board;
 mod bus;
 mod door;
 mod http;
+mod liveness;
 mod net;
 mod parse;
 mod reader;
 mod rtc;
 mod setup;
 mod store;
+mod watchdog;
 
 use chronolock_core::Config;
 use chronolock_device::door::{BootConfig, Door};
@@ -68,6 +70,7 @@ async fn main(spawner: Spawner) -> ! {
     esp_alloc::heap_allocator!(size: 16 * 1024);
 
     let timg0 = TimerGroup::new(peripherals.TIMG0);
+    let timg1 = TimerGroup::new(peripherals.TIMG1);
     esp_rtos::start(timg0.timer0, peripherals.FROM_CPU_INTR0);
 
     // ----- pins (README: pin map) ----------------------------------------------------------
@@ -135,6 +138,8 @@ async fn main(spawner: Spawner) -> ! {
         info!("list generation {} active", info.generation);
     }
     spawner.spawn(door::door_task(door, battery).expect("door task spawned once"));
+    watchdog::door_beat();
+    spawner.spawn(watchdog::watchdog_task(timg1.wdt).expect("watchdog task spawned once"));
 
     // ----- I/O tasks -----------------------------------------------------------------------
     spawner.spawn(rtc::rtc_task(i2c).expect("RTC task spawned once"));

@@ -130,7 +130,14 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 #[embassy_executor::task]
 pub async fn backend_task(mut b: Backend) -> ! {
     loop {
-        let (exchange, body) = NET.receive().await;
+        crate::watchdog::network_beat();
+        // Idle, it still beats; an exchange beats again when it ends (its timeout is shorter
+        // than the silence the watchdog allows).
+        let (exchange, body) =
+            match select(NET.receive(), Timer::after(Duration::from_secs(2))).await {
+                Either::First(job) => job,
+                Either::Second(()) => continue,
+            };
         let outcome = with_timeout(EXCHANGE_TIMEOUT, b.exchange(exchange, &body)).await;
         let failure = match outcome {
             Ok(Ok(())) => None,

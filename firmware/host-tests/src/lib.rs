@@ -6,6 +6,9 @@
 #[path = "../../esp32c3/src/parse.rs"]
 pub mod parse;
 
+#[path = "../../esp32c3/src/liveness.rs"]
+pub mod liveness;
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -161,5 +164,32 @@ mod tests {
                 let _ = Server::parse(text);
             }
         }
+    }
+
+    #[test]
+    fn the_watchdog_is_fed_only_while_both_tasks_live() {
+        use super::liveness::*;
+        let both = Beats {
+            door_ms: 100_000,
+            network_ms: Some(100_000),
+        };
+        assert!(alive(both, 100_000 + DOOR_SILENCE_MS));
+        assert!(!alive(both, 100_001 + DOOR_SILENCE_MS), "the door task hangs");
+        let door_beating = Beats {
+            door_ms: 170_000,
+            ..both
+        };
+        assert!(alive(door_beating, 100_000 + NETWORK_SILENCE_MS));
+        assert!(
+            !alive(door_beating, 100_001 + NETWORK_SILENCE_MS),
+            "the network task hangs"
+        );
+        let setup = Beats {
+            door_ms: 500_000,
+            network_ms: None,
+        };
+        assert!(alive(setup, 505_000), "no network task in setup mode");
+        // A beat recorded a little after `now` was read does not count as silence.
+        assert!(alive(both, 99_000));
     }
 }
