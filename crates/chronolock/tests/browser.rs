@@ -133,6 +133,31 @@ async fn editors_door_person_schedule_rule_and_totp() {
         assert!(b.text("main").await.contains("Now in Europe/Berlin"));
         b.shot("site-created").await;
 
+        // The site's NTP servers: a bad name is refused beside the field, a good list kept.
+        b.fill("#ntp_servers", "ntp/evil").await;
+        b.click("#save-site").await;
+        assert!(b
+            .text("#ntp_servers-error")
+            .await
+            .contains("letters, digits"));
+        b.fill("#ntp_servers", "ntp1.internal 10.0.0.5:123").await;
+        b.click("#save-site").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let site = chronolock_server::directory::first_site(&b.state)
+                .await
+                .unwrap()
+                .unwrap();
+            if site.ntp_servers.as_deref() == Some("ntp1.internal 10.0.0.5:123") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not saved: {site:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        b.goto("/site").await;
+        assert_eq!(b.value("#ntp_servers").await, "ntp1.internal 10.0.0.5:123");
+        b.shot("site-ntp-servers").await;
+
         // A door: it gets its (empty) list at once.
         b.goto("/doors").await;
         assert!(b.text("main").await.contains("No doors yet."));
