@@ -508,9 +508,14 @@ impl StatusBuffer {
         let mut tx = db.pool().begin().await?;
         for (door_id, s) in &pending {
             sqlx::query(
+                // A reported capacity that changed marks the list for a recompile, so that a list
+                // too large for the device is reported to the admin (and not sent). The CASEs
+                // read the row's values from before this update.
                 "UPDATE doors SET last_sync = $1, device_generation = $2, clock_valid = $3, clock_source = $4, \
-                 clock_offset_us = $5, clock_error_us = $6, battery_mv = CASE WHEN $7 > 0 THEN $7 ELSE battery_mv END \
-                 WHERE id = $8",
+                 clock_offset_us = $5, clock_error_us = $6, battery_mv = CASE WHEN $7 > 0 THEN $7 ELSE battery_mv END, \
+                 list_dirty = CASE WHEN $8 > 0 AND list_capacity <> $8 THEN 1 ELSE list_dirty END, \
+                 list_capacity = CASE WHEN $8 > 0 THEN $8 ELSE list_capacity END \
+                 WHERE id = $9",
             )
             .bind(s.at)
             .bind(s.generation)
@@ -519,21 +524,10 @@ impl StatusBuffer {
             .bind(s.offset_us)
             .bind(s.error_us)
             .bind(s.battery_mv)
+            .bind(s.list_capacity)
             .bind(door_id)
             .execute(&mut *tx)
             .await?;
-            if s.list_capacity > 0 {
-                // A new or smaller capacity: recompile, so that a list too large for the device
-                // is reported to the admin (and not sent).
-                sqlx::query(
-                    "UPDATE doors SET list_capacity = $1, list_dirty = 1 \
-                     WHERE id = $2 AND list_capacity <> $1",
-                )
-                .bind(s.list_capacity)
-                .bind(door_id)
-                .execute(&mut *tx)
-                .await?;
-            }
             if let (Some(offset), Some(source)) = (s.offset_us, s.source) {
                 // One sample a minute at most: the chart's resolution, whatever the sync rate.
                 sqlx::query(
