@@ -484,7 +484,8 @@ mod tests {
         let bytes = compile(&entries, 3, 1_795_510_740, &key).unwrap();
         let list = AllowList::verify(&bytes, &key.verifying_key()).unwrap();
         assert_eq!(list.info().cards, 2);
-        let user = list.find_keypad_user(b"1234").unwrap();
+        let mut rec = [0; chronolock_core::allowlist::KEYPAD_LEN];
+        let user = list.find_keypad_user(b"1234", &mut rec).unwrap();
         assert_eq!(user.totp_secret, Some(&b"Hello!\xde\xad\xbe\xef"[..]));
         let summary = inspect(&bytes, Some(&key.verifying_key())).unwrap();
         assert!(

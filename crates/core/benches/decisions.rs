@@ -54,7 +54,7 @@ fn fixture(cards: usize) -> &'static Fixture {
     fixture
 }
 
-fn list(fixture: &'static Fixture) -> AllowList<'static> {
+fn list(fixture: &'static Fixture) -> AllowList<&'static [u8]> {
     AllowList::open(&fixture.bytes).expect("the generated list opens")
 }
 

@@ -206,7 +206,7 @@ impl Fixture {
     }
 
     /// The list, fully checked (signature and records).
-    pub fn verified(&self) -> AllowList<'_> {
+    pub fn verified(&self) -> AllowList<&[u8]> {
         AllowList::verify(&self.bytes, &self.key.verifying_key())
             .expect("the generated list verifies")
     }
@@ -229,7 +229,7 @@ impl Fixture {
 
 /// One card decision, as the controller makes it: find the card, read its policy, evaluate it.
 #[inline(never)]
-pub fn decide(list: &AllowList<'_>, uid: &[u8], wall: &WallTime) -> Verdict {
+pub fn decide(list: &AllowList<&[u8]>, uid: &[u8], wall: &WallTime) -> Verdict {
     match list.find_card(uid).and_then(|i| list.policy(i)) {
         Some(policy) => access::evaluate(&policy, list.slots_of(&policy), Some(wall)),
         None => Verdict::Decided(Decision::DeniedUnknown),

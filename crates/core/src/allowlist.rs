@@ -70,6 +70,8 @@ pub enum ListError {
     BadRecord,
     /// The signature does not verify against the site's key (corrupted, or signed by another site).
     BadSignature,
+    /// The storage the list lies in could not be read.
+    Unreadable,
     /// The list is not newer than the one installed (rollback refused).
     StaleGeneration {
         /// The installed generation.
@@ -90,6 +92,7 @@ impl ListError {
             ListError::NotSorted => "not_sorted",
             ListError::BadRecord => "bad_record",
             ListError::BadSignature => "bad_signature",
+            ListError::Unreadable => "unreadable",
             ListError::StaleGeneration { .. } => "stale_generation",
         }
     }
@@ -311,78 +314,173 @@ pub fn unseal_secrets<'a: 'b, 'b>(
     }
 }
 
-/// A structurally checked list, borrowed from where it lies.
+/// Where a list's bytes lie: a slice in memory (host), or flash read a record at a time (a
+/// door, through `ReadNorFlash`). The reader never needs more than one record in RAM.
+pub trait ListBytes {
+    /// Length of the list in bytes.
+    fn len(&self) -> u32;
+
+    /// Whether the list is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `buf` from `offset`. Fails with [`ListError::Truncated`] past the end and
+    /// [`ListError::Unreadable`] when the storage fails.
+    fn read(&self, offset: u32, buf: &mut [u8]) -> Result<(), ListError>;
+}
+
+impl<T: AsRef<[u8]> + ?Sized> ListBytes for &T {
+    fn len(&self) -> u32 {
+        u32::try_from(self.as_ref().len()).unwrap_or(u32::MAX)
+    }
+
+    fn read(&self, offset: u32, buf: &mut [u8]) -> Result<(), ListError> {
+        let from = offset as usize;
+        let src = from
+            .checked_add(buf.len())
+            .and_then(|end| self.as_ref().get(from..end))
+            .ok_or(ListError::Truncated)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// A list in memory.
+pub type SliceList<'a> = AllowList<&'a [u8]>;
+
+/// A structurally checked list, searched where it lies: a lookup reads the header's counts
+/// from RAM and at most one record per binary-search step (17 reads for 100,000 cards).
 #[derive(Clone, Copy, Debug)]
-pub struct AllowList<'a> {
-    bytes: &'a [u8],
+pub struct AllowList<S> {
+    bytes: S,
     info: ListInfo,
 }
 
-impl<'a> AllowList<'a> {
-    /// Checks the header and that the sections fit (O(1)); does not check the signature or the
-    /// records. Use this to open a list that was fully checked when it was installed.
+impl<'a> AllowList<&'a [u8]> {
+    /// [`AllowList::open_in`] over a slice.
     pub fn open(bytes: &'a [u8]) -> Result<Self, ListError> {
-        if bytes.len() < 4 {
-            return Err(ListError::Truncated);
+        Self::open_in(bytes)
+    }
+
+    /// [`AllowList::verify_in`] over a slice, in one go.
+    pub fn verify(bytes: &'a [u8], site_key: &VerifyingKey) -> Result<Self, ListError> {
+        Self::verify_in(bytes, site_key)
+    }
+
+    /// The bytes, signature included.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// Reads a list's header: its fields, and whether its sections fit its length.
+fn read_header<S: ListBytes>(bytes: &S) -> Result<ListInfo, ListError> {
+    let mut h = [0u8; HEADER_LEN];
+    if bytes.len() < 4 {
+        return Err(ListError::Truncated);
+    }
+    bytes.read(0, &mut h[..4])?;
+    if h[..4] != MAGIC {
+        return Err(ListError::NotAnAllowList);
+    }
+    if (bytes.len() as usize) < HEADER_LEN + SIGNATURE_LEN {
+        return Err(ListError::Truncated);
+    }
+    bytes.read(0, &mut h)?;
+    let version = le_u16(&h, 4);
+    if version != VERSION {
+        return Err(ListError::UnsupportedVersion(version));
+    }
+    if usize::from(le_u16(&h, 6)) != HEADER_LEN {
+        return Err(ListError::BadLayout);
+    }
+    let mut key_id = [0u8; 4];
+    key_id.copy_from_slice(&h[44..48]);
+    let info = ListInfo {
+        generation: le_u64(&h, 8),
+        created_unix: le_i64(&h, 16),
+        cards: le_u32(&h, 24),
+        keypad_users: le_u32(&h, 28),
+        policies: le_u32(&h, 32),
+        slots: le_u32(&h, 36),
+        key_id,
+        sealed: h[48] & FLAG_SEALED != 0,
+    };
+    if h[48] & !FLAG_SEALED != 0 {
+        return Err(ListError::BadLayout);
+    }
+    let body_len = le_u32(&h, 40) as u64;
+    if info.body_len() != body_len || info.policies as usize > MAX_POLICIES {
+        return Err(ListError::BadLayout);
+    }
+    let total = HEADER_LEN as u64 + body_len + SIGNATURE_LEN as u64;
+    if u64::from(bytes.len()) < total {
+        return Err(ListError::Truncated);
+    }
+    if u64::from(bytes.len()) != total {
+        return Err(ListError::BadLayout);
+    }
+    Ok(info)
+}
+
+impl ListInfo {
+    /// Bytes of records the counts call for.
+    fn body_len(&self) -> u64 {
+        self.cards as u64 * CARD_LEN as u64
+            + self.keypad_users as u64 * KEYPAD_LEN as u64
+            + self.policies as u64 * POLICY_LEN as u64
+            + self.slots as u64 * SLOT_LEN as u64
+    }
+
+    /// Length of the whole list, signature included.
+    pub fn list_len(&self) -> u64 {
+        HEADER_LEN as u64 + self.body_len() + SIGNATURE_LEN as u64
+    }
+
+    /// Where section `index` (cards, keypad users, policies, slots) starts, its record count
+    /// and record length. A list whose header [`read_header`] accepted fits in `u32`.
+    fn section(&self, index: usize) -> (u32, u32, usize) {
+        let counts = [
+            (self.cards, CARD_LEN),
+            (self.keypad_users, KEYPAD_LEN),
+            (self.policies, POLICY_LEN),
+            (self.slots, SLOT_LEN),
+        ];
+        let mut at = HEADER_LEN as u64;
+        for (n, len) in &counts[..index.min(3)] {
+            at += u64::from(*n) * *len as u64;
         }
-        if bytes[..4] != MAGIC {
-            return Err(ListError::NotAnAllowList);
-        }
-        if bytes.len() < HEADER_LEN + SIGNATURE_LEN {
-            return Err(ListError::Truncated);
-        }
-        let version = le_u16(bytes, 4);
-        if version != VERSION {
-            return Err(ListError::UnsupportedVersion(version));
-        }
-        if usize::from(le_u16(bytes, 6)) != HEADER_LEN {
-            return Err(ListError::BadLayout);
-        }
-        let mut key_id = [0u8; 4];
-        key_id.copy_from_slice(&bytes[44..48]);
-        let info = ListInfo {
-            generation: le_u64(bytes, 8),
-            created_unix: le_i64(bytes, 16),
-            cards: le_u32(bytes, 24),
-            keypad_users: le_u32(bytes, 28),
-            policies: le_u32(bytes, 32),
-            slots: le_u32(bytes, 36),
-            key_id,
-            sealed: bytes[48] & FLAG_SEALED != 0,
-        };
-        if bytes[48] & !FLAG_SEALED != 0 {
-            return Err(ListError::BadLayout);
-        }
-        let body_len = le_u32(bytes, 40) as u64;
-        let expected = info.cards as u64 * CARD_LEN as u64
-            + info.keypad_users as u64 * KEYPAD_LEN as u64
-            + info.policies as u64 * POLICY_LEN as u64
-            + info.slots as u64 * SLOT_LEN as u64;
-        if expected != body_len || info.policies as usize > MAX_POLICIES {
-            return Err(ListError::BadLayout);
-        }
-        let total = HEADER_LEN as u64 + body_len + SIGNATURE_LEN as u64;
-        if (bytes.len() as u64) < total {
-            return Err(ListError::Truncated);
-        }
-        if bytes.len() as u64 != total {
-            return Err(ListError::BadLayout);
-        }
+        let (n, len) = counts[index.min(3)];
+        (at as u32, n, len)
+    }
+}
+
+impl<S: ListBytes> AllowList<S> {
+    /// Checks the header and that the sections fit (one read); does not check the signature
+    /// or the records. Use this to open a list that was fully checked when it was installed.
+    pub fn open_in(bytes: S) -> Result<Self, ListError> {
+        let info = read_header(&bytes)?;
         Ok(AllowList { bytes, info })
     }
 
-    /// Full check before installing: header, signature against the site key, and every record
-    /// (sorted, unique, references in range, values possible). O(n), done once per download.
-    pub fn verify(bytes: &'a [u8], site_key: &VerifyingKey) -> Result<Self, ListError> {
-        let list = Self::open(bytes)?;
-        let split = bytes.len() - SIGNATURE_LEN;
-        let signature =
-            Signature::from_slice(&bytes[split..]).map_err(|_| ListError::BadSignature)?;
-        site_key
-            .verify_strict(&bytes[..split], &signature)
-            .map_err(|_| ListError::BadSignature)?;
-        list.check_records()?;
-        Ok(list)
+    /// A list whose header was read when it was checked in full (by [`ListCheck`] or
+    /// [`verify_in`](Self::verify_in)): no read at all to open it. Reads stay bounded by the
+    /// source's length whatever `info` says.
+    pub fn trusted(bytes: S, info: ListInfo) -> Self {
+        AllowList { bytes, info }
+    }
+
+    /// Full check before installing, in one go: header, signature against the site key, and
+    /// every record (sorted, unique, references in range, values possible). O(n), reading the
+    /// list once in small pieces ([`ListCheck`] does the same a step at a time).
+    pub fn verify_in(bytes: S, site_key: &VerifyingKey) -> Result<Self, ListError> {
+        let mut check = ListCheck::start(&bytes, site_key)?;
+        loop {
+            if let Some(info) = check.step(&bytes, u32::MAX, |_| {})? {
+                return Ok(AllowList { bytes, info });
+            }
+        }
     }
 
     /// The header fields.
@@ -390,46 +488,64 @@ impl<'a> AllowList<'a> {
         self.info
     }
 
-    /// The bytes, signature included.
-    pub fn as_bytes(&self) -> &'a [u8] {
-        self.bytes
+    /// Where the bytes lie.
+    pub fn source(&self) -> &S {
+        &self.bytes
     }
 
-    fn section(&self, index: usize) -> &'a [u8] {
-        let counts = [
-            (self.info.cards as usize, CARD_LEN),
-            (self.info.keypad_users as usize, KEYPAD_LEN),
-            (self.info.policies as usize, POLICY_LEN),
-            (self.info.slots as usize, SLOT_LEN),
-        ];
-        let mut at = HEADER_LEN;
-        for (i, (n, len)) in counts.iter().enumerate() {
-            if i == index {
-                return &self.bytes[at..at + n * len];
-            }
-            at += n * len;
+    /// Record `index` of section `section`, read into an array of its length.
+    fn record<const N: usize>(&self, section: usize, index: u32) -> Option<[u8; N]> {
+        let (start, count, len) = self.info.section(section);
+        if index >= count || len != N {
+            return None;
         }
-        &[]
+        let mut rec = [0u8; N];
+        let at = start.checked_add(index.checked_mul(N as u32)?)?;
+        self.bytes.read(at, &mut rec).ok()?;
+        Some(rec)
     }
 
-    /// The policy index of a card, by UID (4, 7 or 10 bytes).
+    /// Binary search of a sorted section by key: one record read per step.
+    fn search<const N: usize>(&self, section: usize, key: &[u8]) -> Option<(u32, [u8; N])> {
+        let (_, count, _) = self.info.section(section);
+        let (mut lo, mut hi) = (0u32, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let rec = self.record::<N>(section, mid)?;
+            match rec[..key.len()].cmp(key) {
+                core::cmp::Ordering::Less => lo = mid + 1,
+                core::cmp::Ordering::Greater => hi = mid,
+                core::cmp::Ordering::Equal => return Some((mid, rec)),
+            }
+        }
+        None
+    }
+
+    /// The policy index of a card, by UID (4, 7 or 10 bytes). `None` also when the storage
+    /// cannot be read (the door then denies).
     pub fn find_card(&self, uid: &[u8]) -> Option<u32> {
         let key = card_key(uid)?;
-        let rec = binary_search(self.section(0), CARD_LEN, &key)?;
-        Some(le_u24(rec, 11))
+        let (_, rec) = self.search::<CARD_LEN>(0, &key)?;
+        Some(le_u24(&rec, 11))
     }
 
-    /// A keypad user, by user code (ASCII digits).
-    pub fn find_keypad_user(&self, code: &[u8]) -> Option<KeypadUser<'a>> {
+    /// A keypad user, by user code (ASCII digits); its record is read into `rec`, which the
+    /// user borrows.
+    pub fn find_keypad_user<'r>(
+        &self,
+        code: &[u8],
+        rec: &'r mut [u8; KEYPAD_LEN],
+    ) -> Option<KeypadUser<'r>> {
         let key = keypad_key(code)?;
-        let section = self.section(1);
-        let (index, rec) = binary_search_indexed(section, KEYPAD_LEN, &key)?;
+        let (index, found) = self.search::<KEYPAD_LEN>(1, &key)?;
+        *rec = found;
+        let rec: &'r [u8; KEYPAD_LEN] = rec;
         let code_len = usize::from(rec[8]).min(MAX_USER_CODE_LEN);
         let flags = rec[9];
         let totp_len = usize::from(rec[11]).min(MAX_LIST_SECRET_LEN);
         let hotp_len = usize::from(rec[12]).min(MAX_LIST_SECRET_LEN);
         Some(KeypadUser {
-            index: index as u32,
+            index,
             code: &rec[..code_len],
             totp_secret: (flags & 1 != 0).then(|| &rec[32..32 + totp_len]),
             hotp_secret: (flags & 2 != 0).then(|| &rec[64..64 + hotp_len]),
@@ -442,79 +558,237 @@ impl<'a> AllowList<'a> {
 
     /// A policy by index.
     pub fn policy(&self, index: u32) -> Option<Policy> {
-        let rec = record(self.section(2), POLICY_LEN, index as usize)?;
-        Some(Policy {
-            access: AccessType::from_u8(rec[0])?,
-            slot_count: le_u16(rec, 2),
-            slot_start: le_u32(rec, 4),
-            valid_from: le_i64(rec, 8),
-            valid_until: le_i64(rec, 16),
-        })
+        decode_policy(&self.record::<POLICY_LEN>(2, index)?)
     }
 
     /// A slot by index.
     pub fn slot(&self, index: u32) -> Option<Slot> {
-        let rec = record(self.section(3), SLOT_LEN, index as usize)?;
-        Some(Slot {
-            days: rec[0],
-            start_min: le_u16(rec, 2),
-            end_min: le_u16(rec, 4),
-            from: le_i64(rec, 8),
-            until: le_i64(rec, 16),
+        Some(decode_slot(&self.record::<SLOT_LEN>(3, index)?))
+    }
+
+    /// The slots of a policy, skipping any that cannot be read (a checked list has none such).
+    pub fn slots_of<'l>(&'l self, policy: &Policy) -> impl Iterator<Item = Slot> + 'l {
+        let start = policy.slot_start;
+        (0..u32::from(policy.slot_count)).filter_map(move |i| self.slot(start.checked_add(i)?))
+    }
+}
+
+fn decode_policy(rec: &[u8]) -> Option<Policy> {
+    Some(Policy {
+        access: AccessType::from_u8(rec[0])?,
+        slot_count: le_u16(rec, 2),
+        slot_start: le_u32(rec, 4),
+        valid_from: le_i64(rec, 8),
+        valid_until: le_i64(rec, 16),
+    })
+}
+
+fn decode_slot(rec: &[u8]) -> Slot {
+    Slot {
+        days: rec[0],
+        start_min: le_u16(rec, 2),
+        end_min: le_u16(rec, 4),
+        from: le_i64(rec, 8),
+        until: le_i64(rec, 16),
+    }
+}
+
+/// Bytes read at a time by [`ListCheck::step`] (a multiple of every record length's divisor
+/// 8, so that reads stay aligned for flash).
+pub const CHECK_CHUNK: usize = 512;
+
+/// The full check of a list, a step at a time, reading it once from where it lies: the
+/// Ed25519 signature (strict: no small-order key or `R`, canonical `S`) hashed as the bytes go
+/// by, and every record checked as it passes (sorted, unique, references in range, values
+/// possible). A door runs it in steps between other work, so that cards are still read while
+/// a 100,000-card list is checked.
+pub struct ListCheck {
+    info: ListInfo,
+    verifier: Option<ed25519_dalek::StreamVerifier>,
+    /// Bytes of the list handed on so far (the signature's included, at the end).
+    at: u32,
+    signed_end: u32,
+    /// The record being assembled across reads, and how much of it is in.
+    rec: [u8; KEYPAD_LEN],
+    rec_len: usize,
+    /// Which section and record the next complete record is.
+    section: usize,
+    index: u32,
+    /// The previous record's key, for order.
+    prev: [u8; MAX_UID_LEN + 1],
+}
+
+impl core::fmt::Debug for ListCheck {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ListCheck")
+            .field("info", &self.info)
+            .field("at", &self.at)
+            .finish()
+    }
+}
+
+impl ListCheck {
+    /// Reads the header and the signature and prepares the check.
+    pub fn start<S: ListBytes>(bytes: &S, site_key: &VerifyingKey) -> Result<Self, ListError> {
+        let info = read_header(bytes)?;
+        let signed_end = bytes.len() - SIGNATURE_LEN as u32;
+        let mut sig = [0u8; SIGNATURE_LEN];
+        bytes.read(signed_end, &mut sig)?;
+        let signature = Signature::from_bytes(&sig);
+        // verify_strict's refusals, which the streaming verifier leaves to its caller.
+        let mut r = [0u8; 32];
+        r.copy_from_slice(&sig[..32]);
+        let small_r = curve25519_dalek::edwards::CompressedEdwardsY(r)
+            .decompress()
+            .is_none_or(|p| p.is_small_order());
+        if small_r || site_key.is_weak() {
+            return Err(ListError::BadSignature);
+        }
+        let verifier = site_key
+            .verify_stream(&signature)
+            .map_err(|_| ListError::BadSignature)?;
+        Ok(ListCheck {
+            info,
+            verifier: Some(verifier),
+            at: 0,
+            signed_end,
+            rec: [0; KEYPAD_LEN],
+            rec_len: 0,
+            section: 0,
+            index: 0,
+            prev: [0; MAX_UID_LEN + 1],
         })
     }
 
-    /// The slots of a policy, skipping any that do not exist (a checked list has none such).
-    pub fn slots_of(&self, policy: &Policy) -> impl Iterator<Item = Slot> + 'a {
-        let list = *self;
-        let start = policy.slot_start;
-        (0..u32::from(policy.slot_count)).filter_map(move |i| list.slot(start.checked_add(i)?))
+    /// The header of the list being checked.
+    pub fn info(&self) -> ListInfo {
+        self.info
     }
 
-    fn check_records(&self) -> Result<(), ListError> {
-        check_sorted(self.section(0), CARD_LEN, 11)?;
-        check_sorted(self.section(1), KEYPAD_LEN, 9)?;
+    /// Bytes of the list read so far.
+    pub fn checked(&self) -> u32 {
+        self.at
+    }
+
+    /// Reads and checks up to `budget` more bytes (at least one chunk), handing each piece
+    /// read to `seen` (e.g. to hash the whole list). `Some(info)` once the whole list read
+    /// checks out; an error as soon as something does not.
+    pub fn step<S: ListBytes>(
+        &mut self,
+        bytes: &S,
+        budget: u32,
+        mut seen: impl FnMut(&[u8]),
+    ) -> Result<Option<ListInfo>, ListError> {
+        let mut buf = [0u8; CHECK_CHUNK];
+        let mut spent = 0u32;
+        let total = bytes.len();
+        while self.at < total && (spent == 0 || spent < budget) {
+            let n = (total - self.at).min(CHECK_CHUNK as u32) as usize;
+            bytes.read(self.at, &mut buf[..n])?;
+            seen(&buf[..n]);
+            // The signed part: everything before the signature.
+            let signed = (self.signed_end.saturating_sub(self.at) as usize).min(n);
+            if let Some(v) = &mut self.verifier {
+                v.update(&buf[..signed]);
+            }
+            let body_from = (HEADER_LEN as u32).saturating_sub(self.at) as usize;
+            if body_from < signed {
+                self.records(&buf[body_from..signed])?;
+            }
+            self.at += n as u32;
+            spent = spent.saturating_add(n as u32);
+        }
+        if self.at < total {
+            return Ok(None);
+        }
+        let verifier = self.verifier.take().ok_or(ListError::BadSignature)?;
+        verifier
+            .finalize_and_verify()
+            .map_err(|_| ListError::BadSignature)?;
+        self.skip_empty_sections();
+        if self.section < 4 || self.rec_len != 0 {
+            return Err(ListError::BadLayout);
+        }
+        Ok(Some(self.info))
+    }
+
+    /// Feeds body bytes, checking each record once it is whole.
+    fn records(&mut self, mut body: &[u8]) -> Result<(), ListError> {
+        while !body.is_empty() {
+            self.skip_empty_sections();
+            if self.section >= 4 {
+                return Err(ListError::BadLayout);
+            }
+            let len = self.info.section(self.section).2;
+            let take = (len - self.rec_len).min(body.len());
+            self.rec[self.rec_len..self.rec_len + take].copy_from_slice(&body[..take]);
+            self.rec_len += take;
+            body = &body[take..];
+            if self.rec_len == len {
+                self.rec_len = 0;
+                self.check_record()?;
+                self.index += 1;
+            }
+        }
+        self.skip_empty_sections();
+        Ok(())
+    }
+
+    fn skip_empty_sections(&mut self) {
+        while self.section < 4 && self.index >= self.info.section(self.section).1 {
+            self.section += 1;
+            self.index = 0;
+        }
+    }
+
+    fn check_record(&mut self) -> Result<(), ListError> {
+        match self.section {
+            0 => self.in_order(MAX_UID_LEN + 1)?,
+            1 => self.in_order(MAX_USER_CODE_LEN + 1)?,
+            _ => {}
+        }
+        let rec = &self.rec;
         let policies = self.info.policies;
-        for rec in self.section(0).chunks_exact(CARD_LEN) {
-            let len = usize::from(rec[10]);
-            let policy = le_u24(rec, 11);
-            if ![4, 7, 10].contains(&len)
-                || rec[len..MAX_UID_LEN].iter().any(|&b| b != 0)
-                || policy >= policies
-            {
-                return Err(ListError::BadRecord);
+        let ok = match self.section {
+            0 => {
+                let len = usize::from(rec[10]);
+                [4, 7, 10].contains(&len)
+                    && rec[len..MAX_UID_LEN].iter().all(|&b| b == 0)
+                    && le_u24(rec, 11) < policies
             }
-        }
-        for i in 0..self.info.keypad_users as usize {
-            let rec = &self.section(1)[i * KEYPAD_LEN..(i + 1) * KEYPAD_LEN];
-            let code_len = usize::from(rec[8]);
-            let flags = rec[9];
-            let ok = (1..=MAX_USER_CODE_LEN).contains(&code_len)
-                && rec[..code_len].iter().all(u8::is_ascii_digit)
-                && rec[code_len..MAX_USER_CODE_LEN].iter().all(|&b| b == 0)
-                && flags & 3 != 0
-                && (6..=8).contains(&rec[10])
-                && usize::from(rec[11]) <= MAX_LIST_SECRET_LEN
-                && usize::from(rec[12]) <= MAX_LIST_SECRET_LEN
-                && (flags & 1 == 0 || (rec[11] > 0 && le_u16(rec, 14) > 0))
-                && (flags & 2 == 0 || rec[12] > 0)
-                && le_u24(rec, 16) < policies;
-            if !ok {
-                return Err(ListError::BadRecord);
+            1 => {
+                let code_len = usize::from(rec[8]);
+                let flags = rec[9];
+                (1..=MAX_USER_CODE_LEN).contains(&code_len)
+                    && rec[..code_len].iter().all(u8::is_ascii_digit)
+                    && rec[code_len..MAX_USER_CODE_LEN].iter().all(|&b| b == 0)
+                    && flags & 3 != 0
+                    && (6..=8).contains(&rec[10])
+                    && usize::from(rec[11]) <= MAX_LIST_SECRET_LEN
+                    && usize::from(rec[12]) <= MAX_LIST_SECRET_LEN
+                    && (flags & 1 == 0 || (rec[11] > 0 && le_u16(rec, 14) > 0))
+                    && (flags & 2 == 0 || rec[12] > 0)
+                    && le_u24(rec, 16) < policies
             }
+            2 => decode_policy(rec).is_some_and(|p| {
+                u64::from(p.slot_start) + u64::from(p.slot_count) <= u64::from(self.info.slots)
+            }),
+            _ => decode_slot(rec).is_well_formed(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ListError::BadRecord)
         }
-        for i in 0..policies {
-            let p = self.policy(i).ok_or(ListError::BadRecord)?;
-            let end = u64::from(p.slot_start) + u64::from(p.slot_count);
-            if end > u64::from(self.info.slots) {
-                return Err(ListError::BadRecord);
-            }
+    }
+
+    /// Whether the record's key (its first `key_len` bytes) follows the previous one's.
+    fn in_order(&mut self, key_len: usize) -> Result<(), ListError> {
+        let key = &self.rec[..key_len];
+        if self.index > 0 && self.prev[..key_len] >= *key {
+            return Err(ListError::NotSorted);
         }
-        for i in 0..self.info.slots {
-            if !self.slot(i).is_some_and(|s| s.is_well_formed()) {
-                return Err(ListError::BadRecord);
-            }
-        }
+        self.prev[..key_len].copy_from_slice(key);
         Ok(())
     }
 }
@@ -539,43 +813,6 @@ pub fn keypad_key(code: &[u8]) -> Option<[u8; MAX_USER_CODE_LEN + 1]> {
     key[..code.len()].copy_from_slice(code);
     key[MAX_USER_CODE_LEN] = code.len() as u8;
     Some(key)
-}
-
-fn record(section: &[u8], len: usize, index: usize) -> Option<&[u8]> {
-    section.get(index.checked_mul(len)?..index.checked_mul(len)?.checked_add(len)?)
-}
-
-fn binary_search<'s>(section: &'s [u8], len: usize, key: &[u8]) -> Option<&'s [u8]> {
-    binary_search_indexed(section, len, key).map(|(_, r)| r)
-}
-
-fn binary_search_indexed<'s>(
-    section: &'s [u8],
-    len: usize,
-    key: &[u8],
-) -> Option<(usize, &'s [u8])> {
-    let (mut lo, mut hi) = (0usize, section.len() / len);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let rec = &section[mid * len..(mid + 1) * len];
-        match rec[..key.len()].cmp(key) {
-            core::cmp::Ordering::Less => lo = mid + 1,
-            core::cmp::Ordering::Greater => hi = mid,
-            core::cmp::Ordering::Equal => return Some((mid, rec)),
-        }
-    }
-    None
-}
-
-fn check_sorted(section: &[u8], len: usize, key_len: usize) -> Result<(), ListError> {
-    let mut prev: Option<&[u8]> = None;
-    for rec in section.chunks_exact(len) {
-        if prev.is_some_and(|p| p >= &rec[..key_len]) {
-            return Err(ListError::NotSorted);
-        }
-        prev = Some(&rec[..key_len]);
-    }
-    Ok(())
 }
 
 #[cfg(any(feature = "alloc", test))]
@@ -911,16 +1148,96 @@ mod tests {
             "3-byte UIDs do not exist"
         );
         assert!(list.find_card(&[1; 10]).is_some());
-        let u = list.find_keypad_user(b"1234").unwrap();
+        let mut rec = [0u8; KEYPAD_LEN];
+        let u = list.find_keypad_user(b"1234", &mut rec).unwrap();
         assert_eq!(
             (u.hotp_counter, u.digits, u.period_s, u.code),
             (5, 6, 30, &b"1234"[..])
         );
         assert_eq!(u.hotp_secret, Some(&b"1234567890"[..]));
-        assert!(list.find_keypad_user(b"0123").is_none());
-        assert!(list.find_keypad_user(b"12345").is_none());
+        assert!(list.find_keypad_user(b"0123", &mut rec).is_none());
+        assert!(list.find_keypad_user(b"12345", &mut rec).is_none());
         // 16 bytes per card record.
         assert_eq!(CARD_LEN, 16);
+    }
+
+    /// A door checks a list in steps between other work: every step size gives the one-go
+    /// result, hands on every byte once, and keeps verify_strict's refusals.
+    #[test]
+    fn checked_in_steps_as_in_one_go() {
+        let bytes = sample_list();
+        let vk = key().verifying_key();
+        let src: &[u8] = &bytes;
+        for budget in [1, 64, 100, 4096] {
+            let mut check = ListCheck::start(&src, &vk).unwrap();
+            let mut seen = Vec::new();
+            let info = loop {
+                if let Some(info) = check
+                    .step(&src, budget, |b| seen.extend_from_slice(b))
+                    .unwrap()
+                {
+                    break info;
+                }
+            };
+            assert_eq!(seen, bytes);
+            assert_eq!(info, AllowList::verify(&bytes, &vk).unwrap().info());
+        }
+        // A small-order public key (the identity) verifies nothing.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        assert_eq!(
+            ListCheck::start(&src, &weak).unwrap_err(),
+            ListError::BadSignature
+        );
+        // Two cards swapped: found out of order as they pass, before the signature's end.
+        let mut swapped = bytes.clone();
+        let (a, b) = (HEADER_LEN, HEADER_LEN + CARD_LEN);
+        let first: Vec<u8> = swapped[a..b].to_vec();
+        swapped.copy_within(b..b + CARD_LEN, a);
+        swapped[b..b + CARD_LEN].copy_from_slice(&first);
+        let src: &[u8] = &swapped;
+        let mut check = ListCheck::start(&src, &vk).unwrap();
+        assert_eq!(
+            check.step(&src, 1, |_| {}).unwrap_err(),
+            ListError::NotSorted
+        );
+    }
+
+    /// A lookup reads one record per binary-search step: at most ⌈log2(n + 1)⌉ reads.
+    #[test]
+    fn a_lookup_reads_one_record_per_step() {
+        struct Counted<'a>(&'a [u8], core::cell::Cell<u32>);
+        impl ListBytes for Counted<'_> {
+            fn len(&self) -> u32 {
+                self.0.len() as u32
+            }
+            fn read(&self, offset: u32, buf: &mut [u8]) -> Result<(), ListError> {
+                self.1.set(self.1.get() + 1);
+                (&self.0).read(offset, buf)
+            }
+        }
+        let mut b = Builder::new();
+        for i in 0..10_000u32 {
+            b.card(&CardEntry {
+                uid: i.to_be_bytes().to_vec(),
+                policy: policy(AccessType::Unrestricted),
+                slots: vec![],
+            })
+            .unwrap();
+        }
+        let bytes = b.build(1, 0, &key()).unwrap();
+        let list = AllowList::open_in(Counted(&bytes, core::cell::Cell::new(0))).unwrap();
+        for i in [0u32, 1, 4_999, 9_999, 10_000] {
+            list.source().1.set(0);
+            let found = list.find_card(&i.to_be_bytes());
+            assert_eq!(found.is_some(), i < 10_000);
+            assert!(
+                list.source().1.get() <= 14,
+                "{} reads",
+                list.source().1.get()
+            );
+        }
     }
 
     #[test]
@@ -1027,7 +1344,7 @@ mod tests {
             let _ = AllowList::verify(&bytes, &vk);
             if let Ok(list) = AllowList::open(&bytes) {
                 let _ = list.find_card(&[1, 2, 3, 4]);
-                let _ = list.find_keypad_user(b"1234");
+                let _ = list.find_keypad_user(b"1234", &mut [0; KEYPAD_LEN]);
                 for i in 0..4 { let _ = list.policy(i); let _ = list.slot(i); }
             }
         }
@@ -1043,13 +1360,13 @@ mod tests {
             for candidate in [&bytes[..], &bytes[..cut]] {
                 let _ = AllowList::verify(candidate, &key().verifying_key());
                 if let Ok(list) = AllowList::open(candidate) {
-                    let _ = list.check_records();
+                    let _ = AllowList::verify_in(candidate, &SigningKey::from_bytes(&[9; 32]).verifying_key());
                     for uid in [&[0x04, 0xA1, 0xB2, 0xC3][..], &[1; 10][..]] {
                         if let Some(p) = list.find_card(uid).and_then(|i| list.policy(i)) {
                             let _ = list.slots_of(&p).count();
                         }
                     }
-                    let _ = list.find_keypad_user(b"1234");
+                    let _ = list.find_keypad_user(b"1234", &mut [0; KEYPAD_LEN]);
                 }
             }
         }

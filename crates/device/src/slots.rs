@@ -21,8 +21,11 @@
 //!
 //! [`Controller::check_allowlist`]: chronolock_core::Controller::check_allowlist
 
+use core::cell::{Cell, RefCell};
+
+use chronolock_core::allowlist::{ListBytes, ListError};
 use crc::{Crc, Digest, CRC_32_ISO_HDLC};
-use embedded_storage::nor_flash::{NorFlash, NorFlashError, NorFlashErrorKind};
+use embedded_storage::nor_flash::{NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
 
 /// Where a slot's list starts, relative to the slot. Leaves room for the header at any write
 /// granularity up to 256 bytes.
@@ -118,6 +121,9 @@ pub struct Download {
     pending: [u8; MAX_WRITE_SIZE],
     pending_len: usize,
     digest: Digest<'static, u32>,
+    /// Bytes of the slot (from its start) erased for this download: sectors are erased one at
+    /// a time as the bytes reach them, so that no erase holds the flash for long.
+    erased: u32,
 }
 
 impl core::fmt::Debug for Download {
@@ -273,8 +279,11 @@ impl<F: NorFlash> Slots<F> {
             Some(a) => (1 - a.index, a.sequence.wrapping_add(1)),
             None => (0, 1),
         };
+        // Only the sector with the header now (the slot stops being valid at once); the rest
+        // as the download reaches it.
         let start = self.slot_start(index);
-        self.flash.erase(start, start + self.slot_size)?;
+        let sector = F::ERASE_SIZE as u32;
+        self.flash.erase(start, start + sector)?;
         Ok(Download {
             index,
             sequence,
@@ -283,6 +292,7 @@ impl<F: NorFlash> Slots<F> {
             pending: [0xff; MAX_WRITE_SIZE],
             pending_len: 0,
             digest: CRC32.digest(),
+            erased: sector,
         })
     }
 
@@ -301,8 +311,9 @@ impl<F: NorFlash> Slots<F> {
 
     /// Goes on with a download of `len` bytes into slot `target` (as [`Download::target`] gave)
     /// at `at`, a [`resume_point`](Self::resume_point). Refused if the spare slot or its next
-    /// sequence changed since (another list was installed). Unless `exact`, the slot from the
-    /// sector of `at` on is erased first; the CRC of the bytes kept is read back.
+    /// sequence changed since (another list was installed). Unless `exact`, the sector of `at`
+    /// is erased first (the following ones as the download reaches them); the CRC of the bytes
+    /// kept is read back.
     pub fn resume(
         &mut self,
         target: (u8, u32),
@@ -320,15 +331,21 @@ impl<F: NorFlash> Slots<F> {
         let (index, sequence) = target;
         let start = self.slot_start(index);
         let data = start + DATA_OFFSET;
-        if !exact {
+        let sector = F::ERASE_SIZE as u32;
+        let erased = if !exact {
             if self.resume_point(at, false) != at {
                 return Err(SlotError::Resume);
             }
             let from = if at == 0 { start } else { data + at };
-            self.flash.erase(from, start + self.slot_size)?;
+            self.flash.erase(from, from + sector)?;
+            from - start + sector
         } else if !(at as usize).is_multiple_of(F::WRITE_SIZE) {
             return Err(SlotError::Resume);
-        }
+        } else {
+            // Stopped cleanly: the sector the download was in was erased and nothing was
+            // written past `at`; the next one is erased when reached.
+            (DATA_OFFSET + at).next_multiple_of(sector)
+        };
         let digest = self.crc_of(data, at)?;
         Ok(Download {
             index,
@@ -338,7 +355,21 @@ impl<F: NorFlash> Slots<F> {
             pending: [0xff; MAX_WRITE_SIZE],
             pending_len: 0,
             digest,
+            erased,
         })
+    }
+
+    /// Erases the download's next sectors, one at a time, until the slot is erased up to
+    /// `end` (from the slot's start).
+    fn erase_to(&mut self, d: &mut Download, end: u32) -> Result<(), SlotError> {
+        let sector = F::ERASE_SIZE as u32;
+        let start = self.slot_start(d.index);
+        while d.erased < end.min(self.slot_size) {
+            self.flash
+                .erase(start + d.erased, start + d.erased + sector)?;
+            d.erased += sector;
+        }
+        Ok(())
     }
 
     /// Appends the next bytes of the list.
@@ -358,12 +389,14 @@ impl<F: NorFlash> Slots<F> {
             chunk = &chunk[take..];
             if d.pending_len == ws {
                 let at = data + d.written - ws as u32;
+                self.erase_to(d, DATA_OFFSET + d.written)?;
                 self.flash.write(at, &d.pending[..ws])?;
                 d.pending_len = 0;
             }
         }
         let whole = chunk.len() - chunk.len() % ws;
         if whole > 0 {
+            self.erase_to(d, DATA_OFFSET + d.written + whole as u32)?;
             self.flash.write(data + d.written, &chunk[..whole])?;
             d.written += whole as u32;
         }
@@ -390,7 +423,9 @@ impl<F: NorFlash> Slots<F> {
         if d.pending_len > 0 {
             let ws = F::WRITE_SIZE;
             d.pending[d.pending_len..ws].fill(0xff);
-            let at = self.slot_start(d.index) + DATA_OFFSET + d.written - d.pending_len as u32;
+            let rel = DATA_OFFSET + d.written - d.pending_len as u32;
+            self.erase_to(d, rel + ws as u32)?;
+            let at = self.slot_start(d.index) + rel;
             self.flash.write(at, &d.pending[..ws])?;
             d.pending_len = 0;
         }
@@ -430,6 +465,64 @@ impl<F: NorFlash> Slots<F> {
     pub fn read(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), SlotError> {
         self.flash.read(offset, buf)?;
         Ok(())
+    }
+}
+
+/// A list read in place from NOR flash, a record at a time, for the core's
+/// [`AllowList`](chronolock_core::allowlist::AllowList): no copy of the list in RAM. It counts
+/// its reads and keeps the first flash error, so that the door can say how many reads a
+/// decision took and report a failing flash (a lookup that cannot read denies).
+pub struct FlashList<'f, F> {
+    flash: RefCell<&'f mut F>,
+    offset: u32,
+    len: u32,
+    reads: Cell<u32>,
+    failed: Cell<Option<NorFlashErrorKind>>,
+}
+
+impl<'f, F: ReadNorFlash> FlashList<'f, F> {
+    /// The `len` bytes from absolute flash offset `offset` (a slot's [`SlotInfo::data_offset`]).
+    pub fn new(flash: &'f mut F, offset: u32, len: u32) -> Self {
+        FlashList {
+            flash: RefCell::new(flash),
+            offset,
+            len,
+            reads: Cell::new(0),
+            failed: Cell::new(None),
+        }
+    }
+
+    /// Flash reads so far.
+    pub fn reads(&self) -> u32 {
+        self.reads.get()
+    }
+
+    /// The first flash error, if a read failed.
+    pub fn failed(&self) -> Option<NorFlashErrorKind> {
+        self.failed.get()
+    }
+}
+
+impl<F: ReadNorFlash> ListBytes for FlashList<'_, F> {
+    fn len(&self) -> u32 {
+        self.len
+    }
+
+    fn read(&self, offset: u32, buf: &mut [u8]) -> Result<(), ListError> {
+        let end = offset.checked_add(buf.len() as u32);
+        if end.is_none_or(|e| e > self.len) {
+            return Err(ListError::Truncated);
+        }
+        self.reads.set(self.reads.get().saturating_add(1));
+        let Ok(mut flash) = self.flash.try_borrow_mut() else {
+            return Err(ListError::Unreadable);
+        };
+        flash.read(self.offset + offset, buf).map_err(|e| {
+            if self.failed.get().is_none() {
+                self.failed.set(Some(e.kind()));
+            }
+            ListError::Unreadable
+        })
     }
 }
 

@@ -14,7 +14,7 @@ fn uid(hex: &str) -> Vec<u8> {
 }
 
 /// What the list says about a card at `at` (`None`: not on the list).
-fn verdict(list: &AllowList<'_>, card: &str, at: i64) -> Option<Verdict> {
+fn verdict(list: &AllowList<&[u8]>, card: &str, at: i64) -> Option<Verdict> {
     let policy = list.policy(list.find_card(&uid(card))?)?;
     Some(evaluate(
         &policy,
@@ -23,7 +23,7 @@ fn verdict(list: &AllowList<'_>, card: &str, at: i64) -> Option<Verdict> {
     ))
 }
 
-fn access(list: &AllowList<'_>, card: &str) -> Option<AccessType> {
+fn access(list: &AllowList<&[u8]>, card: &str) -> Option<AccessType> {
     list.policy(list.find_card(&uid(card))?).map(|p| p.access)
 }
 
@@ -131,10 +131,18 @@ async fn demo_seed_makes_a_working_site_once() {
             Some(Verdict::Decided(Decision::DeniedNotYetValid))
         );
         // Keypad users: Ada (TOTP and HOTP) everywhere, Linus (TOTP) where members go.
-        assert!(front.find_keypad_user(b"1234").is_some());
-        assert!(server_room.find_keypad_user(b"1234").is_some());
-        assert!(workshop.find_keypad_user(b"4711").is_some());
-        assert!(server_room.find_keypad_user(b"4711").is_none());
+        assert!(front
+            .find_keypad_user(b"1234", &mut [0; chronolock_core::allowlist::KEYPAD_LEN])
+            .is_some());
+        assert!(server_room
+            .find_keypad_user(b"1234", &mut [0; chronolock_core::allowlist::KEYPAD_LEN])
+            .is_some());
+        assert!(workshop
+            .find_keypad_user(b"4711", &mut [0; chronolock_core::allowlist::KEYPAD_LEN])
+            .is_some());
+        assert!(server_room
+            .find_keypad_user(b"4711", &mut [0; chronolock_core::allowlist::KEYPAD_LEN])
+            .is_none());
 
         // Seeding again leaves the site as it is.
         let before = (

@@ -114,7 +114,7 @@ impl SimRtc {
 }
 
 /// The door that ships, over an in-memory NOR flash.
-type SimDoor = Door<MemFlash, Vec<u8>>;
+type SimDoor = Door<MemFlash>;
 
 struct Device {
     door: SimDoor,
@@ -136,8 +136,8 @@ fn scale(us: i64, ppm: f64) -> i64 {
 }
 
 /// The door's flash before its first boot: paired with the scenario's backend, the world's
-/// persisted record, and the world's list in the active slot. Also the RAM lists are checked in.
-fn provision(scenario: &Scenario) -> (Store<MemFlash>, Vec<u8>) {
+/// persisted record, and the world's list in the active slot.
+fn provision(scenario: &Scenario) -> Store<MemFlash> {
     let list = scenario.list.as_deref();
     let slot = list
         .map_or(0, |l| l.len() as u32)
@@ -169,7 +169,7 @@ fn provision(scenario: &Scenario) -> (Store<MemFlash>, Vec<u8>) {
         Ok(())
     });
     written.expect("fresh in-memory flash takes the provisioning");
-    (store, vec![0; slot as usize])
+    store
 }
 
 /// The simulated world and the device in it.
@@ -187,7 +187,7 @@ pub struct Sim {
     rtc: Option<SimRtc>,
     device: Option<Device>,
     /// The door's flash and list RAM while it is off.
-    off: Option<(Store<MemFlash>, Vec<u8>)>,
+    off: Option<Store<MemFlash>>,
     /// The battery's voltage now.
     battery_mv: u16,
     cfg: Config,
@@ -467,7 +467,7 @@ impl Sim {
             // Booting a running door resets it: RAM is lost, flash kept.
             self.power_off();
         }
-        let Some((store, ram)) = self.off.take() else {
+        let Some(store) = self.off.take() else {
             return;
         };
         self.boots += 1;
@@ -478,7 +478,7 @@ impl Sim {
             sync_interval_s: None,
             setup_button: self.setup_button,
         };
-        let door = Door::boot(store, config, seed, ram, Instant::ZERO);
+        let door = Door::boot(store, config, seed, Instant::ZERO);
         self.device = Some(Device {
             door,
             boot_t: self.now,
@@ -495,7 +495,7 @@ impl Sim {
     /// Power is cut: RAM is lost; the flash keeps what the door stored.
     fn power_off(&mut self) {
         if let Some(dev) = self.device.take() {
-            self.off = Some(dev.door.into_parts());
+            self.off = Some(dev.door.into_store());
         }
     }
 

@@ -27,12 +27,9 @@ const STALL_US: u64 = 1_500;
 /// Longest wait for a reader frame to end before touching the flash anyway.
 const QUIET_WAIT: Duration = Duration::from_millis(200);
 
-/// Largest allow-list the door checks and searches in RAM (bytes): about 2500 cards at 16 bytes
-/// each. A larger list is refused with a notice.
-pub const LIST_RAM: usize = 40 * 1024;
-
-/// The door as this firmware runs it.
-pub type FirmwareDoor = Door<FlashStorage<'static>, &'static mut [u8; LIST_RAM]>;
+/// The door as this firmware runs it: the active list is searched in flash where it lies, so
+/// its size is bounded by the list slots of the partition table, not by RAM.
+pub type FirmwareDoor = Door<FlashStorage<'static>>;
 
 /// Runs the door for ever.
 pub async fn run(door: &'static mut FirmwareDoor, mut battery: Battery) -> ! {

@@ -47,13 +47,10 @@ use log::{error, info, warn};
 use static_cell::StaticCell;
 
 use crate::board::{Battery, Indicators};
-use crate::door::LIST_RAM;
 use crate::http::{Buffers, Server};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
-/// The active allow-list's bytes.
-static LIST: StaticCell<[u8; LIST_RAM]> = StaticCell::new();
 /// The door: controller, flash, exchanges.
 static DOOR: StaticCell<door::FirmwareDoor> = StaticCell::new();
 /// The IP stack's sockets: DHCP, DNS, NTP, one TCP exchange, spare.
@@ -121,13 +118,7 @@ async fn main(spawner: Spawner) -> ! {
         sync_interval_s: None,
         setup_button: setup_held,
     };
-    let door = DOOR.init(Door::boot(
-        store,
-        config,
-        seed,
-        LIST.init([0; LIST_RAM]),
-        bus::now(),
-    ));
+    let door = DOOR.init(Door::boot(store, config, seed, bus::now()));
     let settings = door.settings().clone();
     // Only for a door with no settings yet or with BOOT held, never after a flash read error.
     let setup_mode = door.setup_access_point();

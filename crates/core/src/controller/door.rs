@@ -13,7 +13,8 @@ use ed25519_dalek::VerifyingKey;
 use super::{Action, Controller, Event};
 use crate::access::{self, Decision, Verdict};
 use crate::allowlist::{
-    unseal_secrets, AllowList, ListError, ListInfo, MAX_UID_LEN, MAX_USER_CODE_LEN,
+    unseal_secrets, AllowList, ListBytes, ListError, ListInfo, KEYPAD_LEN, MAX_UID_LEN,
+    MAX_USER_CODE_LEN,
 };
 use crate::keypad::{CodeCheck, KeypadUse};
 use crate::time::{duration_micros, Instant, UnixTime};
@@ -123,7 +124,12 @@ impl Feedback {
 
 impl Controller {
     /// A card was presented.
-    pub fn handle_card(&mut self, uid: &[u8], list: Option<&AllowList<'_>>, now: Instant) {
+    pub fn handle_card<S: ListBytes>(
+        &mut self,
+        uid: &[u8],
+        list: Option<&AllowList<S>>,
+        now: Instant,
+    ) {
         self.tick(now);
         let credential = Credential::card(uid);
         let policy = list.and_then(|l| l.find_card(uid));
@@ -131,7 +137,7 @@ impl Controller {
     }
 
     /// A keypad key (`0`–`9`, `*`, `#`) was pressed; `#` finishes an entry.
-    pub fn handle_key(&mut self, key: u8, list: Option<&AllowList<'_>>, now: Instant) {
+    pub fn handle_key<S: ListBytes>(&mut self, key: u8, list: Option<&AllowList<S>>, now: Instant) {
         self.tick(now);
         let Some(entry) = self.keypad.key(key, now, &self.cfg) else {
             return;
@@ -140,9 +146,11 @@ impl Controller {
         if self.keypad.locked(now) {
             return self.finish(credential, Decision::DeniedLockedOut);
         }
-        let Some((list, user)) =
-            list.and_then(|l| l.find_keypad_user(entry.user_code()).map(|u| (l, u)))
-        else {
+        let mut record = [0u8; KEYPAD_LEN];
+        let Some((list, user)) = list.and_then(|l| {
+            l.find_keypad_user(entry.user_code(), &mut record)
+                .map(|u| (l, u))
+        }) else {
             self.keypad.fail(now, &self.cfg, Decision::DeniedUnknown);
             return self.finish(credential, Decision::DeniedUnknown);
         };
@@ -242,23 +250,35 @@ impl Controller {
         }
     }
 
-    /// Checks a downloaded list before it is installed: signed by the site's key, records sound,
-    /// and newer than the installed one. The shell switches flash slots only if this passes.
-    pub fn check_allowlist<'b>(&self, bytes: &'b [u8]) -> Result<AllowList<'b>, ListError> {
-        let key = self
-            .cfg
+    /// Checks a downloaded list before it is installed, in one go: signed by the site's key,
+    /// records sound, and newer than the installed one. The shell switches flash slots only if
+    /// this passes. (A door checks in steps: [`crate::allowlist::ListCheck`] with
+    /// [`site_key`](Self::site_key), then [`check_generation`](Self::check_generation).)
+    pub fn check_allowlist<S: ListBytes>(&self, bytes: S) -> Result<AllowList<S>, ListError> {
+        let key = self.site_key().ok_or(ListError::BadSignature)?;
+        let list = AllowList::verify_in(bytes, &key)?;
+        self.check_generation(&list.info())?;
+        Ok(list)
+    }
+
+    /// The key the site signs its lists with, once known.
+    pub fn site_key(&self) -> Option<VerifyingKey> {
+        self.cfg
             .site_key
             .and_then(|k| VerifyingKey::from_bytes(&k).ok())
-            .ok_or(ListError::BadSignature)?;
-        let list = AllowList::verify(bytes, &key)?;
+    }
+
+    /// Refuses a list that is not newer than the installed one (a replayed list could still
+    /// hold a revoked card).
+    pub fn check_generation(&self, info: &ListInfo) -> Result<(), ListError> {
         let installed = self.persisted.list_generation;
-        if list.info().generation <= installed {
+        if info.generation <= installed {
             return Err(ListError::StaleGeneration {
                 installed,
-                offered: list.info().generation,
+                offered: info.generation,
             });
         }
-        Ok(list)
+        Ok(())
     }
 
     /// The shell switched to a checked list (or found one in flash at boot): remember its
@@ -273,11 +293,11 @@ impl Controller {
         }
     }
 
-    fn decide(
+    fn decide<S: ListBytes>(
         &mut self,
         credential: Credential,
         policy: Option<u32>,
-        list: Option<&AllowList<'_>>,
+        list: Option<&AllowList<S>>,
         now: Instant,
     ) {
         let Some((policy, list)) = list.and_then(|l| Some((l.policy(policy?)?, l))) else {

@@ -924,7 +924,11 @@ mod tests {
         let mut c = boot(RtcReading::Absent);
         // Each unknown card queues a decision and its feedback; nobody drains the queue.
         for i in 0..20u8 {
-            c.handle_card(&[i, 1, 2, 3], None, Instant::from_secs(1));
+            c.handle_card(
+                &[i, 1, 2, 3],
+                None::<&crate::allowlist::SliceList<'_>>,
+                Instant::from_secs(1),
+            );
         }
         let actions = drain(&mut c);
         assert_eq!(actions.len(), ACTION_QUEUE_LEN + 1);

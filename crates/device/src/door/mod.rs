@@ -21,7 +21,7 @@
 
 mod store;
 
-use chronolock_core::allowlist::{AllowList, ListError, ListInfo};
+use chronolock_core::allowlist::{AllowList, ListBytes, ListCheck, ListError, ListInfo};
 use chronolock_core::controller::{Credential, Feedback, NONCE_LEN};
 use chronolock_core::ntp::PACKET_LEN;
 use chronolock_core::protocol::{
@@ -35,11 +35,12 @@ use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash};
 use heapless::{Deque, Vec};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
+use sha2::{Digest as _, Sha256};
 
 pub use store::{Layout, PartialDownload, Settings, Store, StoreError, EVENT_MAX};
 
 use crate::setup::SetupForm;
-use crate::slots::Download;
+use crate::slots::{Download, FlashList, SlotInfo};
 
 /// Events carried by one sync at most; the rest wait for the next.
 pub const SYNC_EVENTS_MAX: usize = 64;
@@ -51,6 +52,10 @@ pub const BODY_MAX: usize =
 /// A download in progress is noted in flash each time this many more bytes are in, so that a
 /// power cut costs at most this much (plus an erase sector) of it.
 const CHECKPOINT_BYTES: u32 = 32 * 1024;
+
+/// Bytes of a downloaded list checked per step ([`Door::handle_timeout`]): the check of a
+/// 100,000-card list (1.6 MB) runs in steps this large, with cards read between them.
+pub const INSTALL_STEP: u32 = 1024;
 
 /// Requests waiting for the shell at most; the shell drains them after every call.
 pub const REQUEST_QUEUE_LEN: usize = 32;
@@ -273,9 +278,9 @@ pub enum ListRejection {
     },
     /// The core refused it (signature, records, generation).
     List(ListError),
-    /// Flash refused it (too large for a slot, or a flash error).
+    /// Flash refused it (a flash error).
     Store(StoreError),
-    /// Larger than the RAM this door checks lists in.
+    /// Larger than a list slot of this door.
     TooLarge {
         /// Its length.
         len: u32,
@@ -343,8 +348,24 @@ struct EnrolExchange {
     answer: Vec<u8, ENROL_RESPONSE_LEN>,
 }
 
+/// A downloaded list being checked where it lies, a step at a time, before the slots switch.
+struct Installing {
+    download: Download,
+    staged: SlotInfo,
+    answer: SyncResponse,
+    /// The check (`None` once it failed, or if it could not start).
+    check: Option<ListCheck>,
+    /// SHA-256 of the bytes read so far, against the digest the answer announced.
+    digest: Sha256,
+    /// The check failed: the rest is only hashed, to tell a list that is not the announced
+    /// one from a bad list.
+    failed: Option<ListError>,
+    /// Bytes hashed.
+    hashed: u32,
+}
+
 /// One door, from boot to power-off. A power cut drops it; the next boot starts from its flash.
-pub struct Door<F, L> {
+pub struct Door<F> {
     store: Store<F>,
     ctl: Controller,
     settings: Settings,
@@ -352,9 +373,12 @@ pub struct Door<F, L> {
     /// The site's key from the identity, decompressed once (every sync answer is checked
     /// against it).
     site: Option<ed25519_dalek::VerifyingKey>,
-    /// RAM the active list is checked and searched in (the firmware's is a static buffer).
-    list_ram: L,
-    list_len: Option<usize>,
+    /// The slot whose list is in use (searched in place), and its header.
+    active: Option<(SlotInfo, ListInfo)>,
+    /// A downloaded list being checked.
+    installing: Option<Installing>,
+    /// Flash reads the last card or keypad decision took.
+    list_reads: u32,
     rng: ChaCha8Rng,
     requests: Deque<Request, REQUEST_QUEUE_LEN>,
     dropped_requests: u32,
@@ -400,16 +424,11 @@ enum Deferred {
 /// Deferred writes held at most; beyond, they are written at once.
 const DEFERRED_MAX: usize = 8;
 
-impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> {
+impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
     /// Boots a door at `now` (normally zero) from what its flash holds, with 32 bytes from the
-    /// hardware RNG and RAM for the active list. The first request asks for the RTC.
-    pub fn boot(
-        mut store: Store<F>,
-        config: BootConfig,
-        rng_seed: [u8; 32],
-        list_ram: L,
-        now: Instant,
-    ) -> Self {
+    /// hardware RNG. The active list is checked in full where it lies before it is used. The
+    /// first request asks for the RTC.
+    pub fn boot(mut store: Store<F>, config: BootConfig, rng_seed: [u8; 32], now: Instant) -> Self {
         let mut notices: Vec<Notice, 4> = Vec::new();
         let mut note = |r: Result<(), StoreError>| {
             if let Err(e) = r {
@@ -492,8 +511,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 .as_ref()
                 .and_then(|i| ed25519_dalek::VerifyingKey::from_bytes(&i.site_key).ok()),
             identity,
-            list_ram,
-            list_len: None,
+            active: None,
+            installing: None,
+            list_reads: 0,
             rng,
             requests: Deque::new(),
             dropped_requests: 0,
@@ -527,24 +547,44 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     // ----- inputs -------------------------------------------------------------------------
 
-    /// A card was presented.
+    /// A card was presented. The active list is searched in flash, where it lies.
     pub fn handle_card(&mut self, uid: &[u8], now: Instant) {
-        let list = self
-            .list_len
-            .and_then(|n| AllowList::open(&self.list_ram.as_ref()[..n]).ok());
-        self.ctl.handle_card(uid, list.as_ref(), now);
+        self.with_list(|ctl, list| ctl.handle_card(uid, list, now));
         self.drain(now);
     }
 
     /// Keypad keys were pressed (`0`–`9`, `*`, `#`).
     pub fn handle_keys(&mut self, keys: &[u8], now: Instant) {
-        let list = self
-            .list_len
-            .and_then(|n| AllowList::open(&self.list_ram.as_ref()[..n]).ok());
-        for &k in keys {
-            self.ctl.handle_key(k, list.as_ref(), now);
-        }
+        self.with_list(|ctl, list| {
+            for &k in keys {
+                ctl.handle_key(k, list, now);
+            }
+        });
         self.drain(now);
+    }
+
+    /// Runs `decide` with the active list read in place, counts its flash reads and reports a
+    /// flash that failed (the lookup that could not read denied).
+    fn with_list(
+        &mut self,
+        decide: impl FnOnce(&mut Controller, Option<&AllowList<FlashList<'_, F>>>),
+    ) {
+        let (reads, failed) = match self.active {
+            Some((slot, info)) => {
+                let source = FlashList::new(self.store.flash(), slot.data_offset, slot.len);
+                let list = AllowList::trusted(source, info);
+                decide(&mut self.ctl, Some(&list));
+                (list.source().reads(), list.source().failed())
+            }
+            None => {
+                decide(&mut self.ctl, None);
+                (0, None)
+            }
+        };
+        self.list_reads = reads;
+        if let Some(kind) = failed {
+            self.push(Request::Notice(Notice::Storage(StoreError::Flash(kind))));
+        }
     }
 
     /// The RTC's answer to [`Request::ReadRtc`].
@@ -617,9 +657,10 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         self.handle_timeout(now);
     }
 
-    /// Runs every timer that is due.
+    /// Runs every timer that is due, and the next step of checking a downloaded list.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.store_pending();
+        self.install_step(now);
         if let Some((exchange, since)) = self.in_flight {
             if now >= since + EXCHANGE_TIMEOUT {
                 self.handle_exchange_failed(exchange, Failure::Unreachable, now);
@@ -778,7 +819,9 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let enrol = self.enrol_at.filter(|_| self.network_up);
         let give_up = self.in_flight.map(|(_, since)| since + EXCHANGE_TIMEOUT);
-        [self.ctl.poll_timeout(), enrol, give_up]
+        // A list being checked goes on at once (between other inputs).
+        let install = self.installing.as_ref().map(|_| self.last_now);
+        [self.ctl.poll_timeout(), enrol, give_up, install]
             .into_iter()
             .flatten()
             .min()
@@ -835,17 +878,24 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     /// The active list's header, if a list is in use.
     pub fn list_info(&self) -> Option<ListInfo> {
-        let n = self.list_len?;
-        AllowList::open(&self.list_ram.as_ref()[..n])
-            .ok()
-            .map(|l| l.info())
+        self.active.map(|(_, info)| info)
     }
 
-    /// The largest list this door can install, in bytes: what a slot holds and what the RAM it
-    /// checks lists in holds, whichever is less. Reported at every sync.
+    /// Flash reads the last card or keypad decision took (header counts are kept in RAM; a
+    /// card is found in at most ⌈log2(cards + 1)⌉ reads, then its policy and slots).
+    pub fn list_reads(&self) -> u32 {
+        self.list_reads
+    }
+
+    /// Whether a downloaded list is being checked (it is installed when the check ends).
+    pub fn installing(&self) -> bool {
+        self.installing.is_some()
+    }
+
+    /// The largest list this door can install, in bytes: what a slot holds (the list is
+    /// searched in place, so RAM sets no limit). Reported at every sync.
     pub fn list_capacity(&self) -> u32 {
-        let ram = u32::try_from(self.list_ram.as_ref().len()).unwrap_or(u32::MAX);
-        self.store.list_capacity().min(ram)
+        self.store.list_capacity()
     }
 
     /// The last battery reading, millivolts (0: none yet).
@@ -885,11 +935,6 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
     /// Ends this boot and gives the flash back (what a power cut keeps).
     pub fn into_store(self) -> Store<F> {
         self.store
-    }
-
-    /// Ends this boot and gives back the flash and the list RAM.
-    pub fn into_parts(self) -> (Store<F>, L) {
-        (self.store, self.list_ram)
     }
 
     // ----- internals ----------------------------------------------------------------------
@@ -1013,32 +1058,26 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         }
     }
 
-    /// Reads the active slot's list into RAM and checks it in full against the site key.
+    /// Checks the active slot's list in full where it lies, against the site key, before it is
+    /// used (at boot: before any card can be presented).
     fn load_active_list(&mut self, now: Instant) {
-        self.list_len = None;
-        let info = match self.store.active_list() {
-            Ok(Some(info)) => info,
+        self.active = None;
+        let slot = match self.store.active_list() {
+            Ok(Some(slot)) => slot,
             Ok(None) => return,
             Err(e) => return self.stored(Err(e)),
         };
         if self.identity.is_none() {
             return; // Not paired: no key to check it with, and no site to serve.
         }
-        let len = info.len as usize;
-        if len > self.list_ram.as_ref().len() {
-            let reason = ListRejection::TooLarge { len: info.len };
-            return self.push(Request::Notice(Notice::ListRejected(reason)));
-        }
-        if let Err(e) = self.store.read_list(&info, self.list_ram.as_mut()) {
-            return self.stored(Err(e));
-        }
         let checked = self.site.ok_or(ListError::BadSignature).and_then(|key| {
-            AllowList::verify(&self.list_ram.as_ref()[..len], &key).map(|l| l.info())
+            let source = FlashList::new(self.store.flash(), slot.data_offset, slot.len);
+            AllowList::verify_in(source, &key).map(|l| l.info())
         });
         match checked {
             Ok(info) => {
                 self.ctl.allowlist_installed(info, now);
-                self.list_len = Some(len);
+                self.active = Some((slot, info));
             }
             Err(e) => self.push(Request::Notice(Notice::ListRejected(ListRejection::List(
                 e,
@@ -1105,8 +1144,10 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
             .set_list_key(Some(protocol::list_key(&enrolled.device_key)));
         self.ctl.set_setup_mode(false);
         if new_site {
-            self.list_len = None;
+            self.active = None;
         }
+        // A list of the old pairing still being checked is not installed.
+        self.installing = None;
         self.push(Request::Notice(Notice::Paired {
             door_id: enrolled.door_id,
             new_site,
@@ -1338,7 +1379,7 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                 list_offset: answer.list_offset,
             }));
             if answer.list_len > 0 {
-                self.begin_download(&answer);
+                self.begin_download(&answer, now);
             }
         }
         let Some(sync) = &mut self.sync else { return };
@@ -1386,9 +1427,14 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
 
     /// Starts the download the answer announced, or goes on with the interrupted one it
     /// resumes.
-    fn begin_download(&mut self, answer: &SyncResponse) {
+    fn begin_download(&mut self, answer: &SyncResponse, now: Instant) {
+        // A list still being checked lies in the slot this download would erase: it is
+        // finished first.
+        while self.installing.is_some() {
+            self.install_step(now);
+        }
         let len = answer.list_len;
-        let started = if len as usize > self.list_ram.as_ref().len() {
+        let started = if len > self.store.list_capacity() {
             Err(ListRejection::TooLarge { len })
         } else if answer.list_offset == 0 {
             self.forget_partial();
@@ -1483,8 +1529,8 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         self.push(Request::Notice(Notice::SyncFailed(e)));
     }
 
-    /// Checks a downloaded list against the sync answer and the core, then switches slots. The
-    /// RAM of the active list is used to check it; on refusal the active list is read back.
+    /// A download is over: if complete, its check starts (carried on by
+    /// [`install_step`](Self::install_step) until the slots switch or the list is refused).
     fn install(&mut self, mut d: Download, answer: Option<SyncResponse>, now: Instant) {
         if d.written() != d.len() {
             let reason = ListRejection::Incomplete {
@@ -1499,29 +1545,112 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
         }
         // Complete: installed or refused, this download is over.
         self.forget_partial();
-        let checked = self
+        let Some(answer) = answer else { return };
+        let started = self
             .store
             .staged_list(&mut d)
-            .and_then(|staged| self.store.read_list(&staged, self.list_ram.as_mut()))
             .map_err(ListRejection::Store)
-            .and_then(|bytes| {
-                if !answer.is_some_and(|a| a.list_matches(bytes)) {
-                    return Err(ListRejection::Digest);
-                }
-                self.ctl
-                    .check_allowlist(bytes)
-                    .map(|l| l.info())
-                    .map_err(ListRejection::List)
+            .and_then(|staged| {
+                let key = self
+                    .ctl
+                    .site_key()
+                    .ok_or(ListRejection::List(ListError::BadSignature))?;
+                let source = FlashList::new(self.store.flash(), staged.data_offset, staged.len);
+                let check = ListCheck::start(&source, &key);
+                Ok((staged, check))
             });
-        let outcome = checked.and_then(|info| {
+        match started {
+            Ok((staged, check)) => {
+                self.installing = Some(Installing {
+                    download: d,
+                    staged,
+                    answer,
+                    failed: check.as_ref().err().copied(),
+                    check: check.ok(),
+                    digest: Sha256::new(),
+                    hashed: 0,
+                });
+                self.install_step(now);
+            }
+            Err(reason) => self.refuse_list(reason),
+        }
+    }
+
+    /// Checks the next [`INSTALL_STEP`] bytes of the list being installed; at the end, installs
+    /// it if it is the list the answer announced (length and SHA-256), its signature and
+    /// records check out and it is newer than the active one.
+    fn install_step(&mut self, now: Instant) {
+        let Some(mut inst) = self.installing.take() else {
+            return;
+        };
+        let source = FlashList::new(self.store.flash(), inst.staged.data_offset, inst.staged.len);
+        let step = match (&mut inst.check, inst.failed) {
+            (Some(check), None) => {
+                let digest = &mut inst.digest;
+                let hashed = &mut inst.hashed;
+                check.step(&source, INSTALL_STEP, |bytes| {
+                    digest.update(bytes);
+                    *hashed += bytes.len() as u32;
+                })
+            }
+            // The check failed: only the hash goes on.
+            (_, failed) => {
+                let e = failed.unwrap_or(ListError::BadLayout);
+                let mut buf = [0u8; 512];
+                let mut spent = 0;
+                while inst.hashed < inst.staged.len && spent < INSTALL_STEP {
+                    let n = (inst.staged.len - inst.hashed).min(buf.len() as u32) as usize;
+                    if let Err(e) = source.read(inst.hashed, &mut buf[..n]) {
+                        inst.failed = Some(e);
+                        break;
+                    }
+                    inst.digest.update(&buf[..n]);
+                    inst.hashed += n as u32;
+                    spent += n as u32;
+                }
+                if inst.hashed < inst.staged.len && source.failed().is_none() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        };
+        if let Some(kind) = source.failed() {
+            return self.refuse_list(ListRejection::Store(StoreError::Flash(kind)));
+        }
+        let result = match step {
+            Ok(None) => {
+                self.installing = Some(inst);
+                return;
+            }
+            Err(e) if inst.failed.is_none() && inst.hashed < inst.staged.len => {
+                // Finish hashing before saying why.
+                inst.failed = Some(e);
+                inst.check = None;
+                self.installing = Some(inst);
+                return;
+            }
+            Ok(Some(info)) => Ok(info),
+            Err(e) => Err(e),
+        };
+        let announced = inst.staged.len == inst.answer.list_len
+            && inst.digest.finalize()[..] == inst.answer.list_digest;
+        let outcome = if !announced {
+            Err(ListRejection::Digest)
+        } else {
+            result
+                .and_then(|info| self.ctl.check_generation(&info).map(|()| info))
+                .map_err(ListRejection::List)
+        };
+        let outcome = outcome.and_then(|info| {
             self.store
-                .commit_list(d)
+                .commit_list(inst.download)
                 .map(|slot| (info, slot))
                 .map_err(ListRejection::Store)
         });
         match outcome {
             Ok((info, slot)) => {
-                self.list_len = Some(slot.len as usize);
+                self.active = Some((slot, info));
                 self.ctl.allowlist_installed(info, now);
                 self.push(Request::Notice(Notice::ListInstalled {
                     generation: info.generation,
@@ -1529,14 +1658,15 @@ impl<F: NorFlash + MultiwriteNorFlash, L: AsRef<[u8]> + AsMut<[u8]>> Door<F, L> 
                     len: slot.len,
                 }));
             }
-            Err(reason) => {
-                self.push(Request::Notice(Notice::ListRejected(reason)));
-                // Back to the list that is still active (unless the door just changed sites).
-                if self.list_len.is_some() {
-                    self.load_active_list(now);
-                }
-            }
+            Err(reason) => self.refuse_list(reason),
         }
+        self.drain(now);
+    }
+
+    /// A downloaded list is not installed; the active one stays.
+    fn refuse_list(&mut self, reason: ListRejection) {
+        self.installing = None;
+        self.push(Request::Notice(Notice::ListRejected(reason)));
     }
 
     fn start_check(&mut self, request: u32, credential: Credential, now: Instant) {

@@ -62,6 +62,7 @@ pub struct MemFlash {
     mem: Vec<u8>,
     budget: Option<usize>,
     changes: u64,
+    largest_erase: u32,
 }
 
 impl MemFlash {
@@ -71,12 +72,19 @@ impl MemFlash {
             mem: vec![0xff; size],
             budget: None,
             changes: 0,
+            largest_erase: 0,
         }
     }
 
     /// Erases and writes so far (each call counts once, whatever its size).
     pub fn changes(&self) -> u64 {
         self.changes
+    }
+
+    /// The largest single erase so far, in bytes (an erase holds the flash, and on the chip
+    /// the CPU, for its whole length).
+    pub fn largest_erase(&self) -> u32 {
+        self.largest_erase
     }
 
     /// Cuts the power after `bytes` more bytes are written or erased (`None`: never).
@@ -142,6 +150,7 @@ impl NorFlash for MemFlash {
         aligned_erase(from, to)?;
         let r = self.range(from, (to - from) as usize)?;
         self.changes += 1;
+        self.largest_erase = self.largest_erase.max(to - from);
         let ok = self.spend(r.len());
         self.mem[r.start..r.start + ok].fill(0xff);
         if ok < r.len() {

@@ -45,8 +45,6 @@ use super::{FleetConfig, Plant, Violation};
 /// events: the longest backend outage the fault model draws, 36 h, at the busiest door, fits
 /// with room to spare).
 const LAYOUT: Layout = Layout::packed(64 * 1024, 256 * 1024);
-/// RAM the door checks lists in.
-const LIST_RAM: usize = 64 * 1024;
 /// Most steps at one instant before the door is declared stuck.
 const MAX_STEPS_PER_INSTANT: u32 = 10_000;
 /// Events emitted this close to the end may still be waiting for the next sync.
@@ -350,7 +348,7 @@ impl Devices for SimBackend<'_> {
 /// The running device: one door per boot, and its monotonic clock as a piecewise-linear
 /// function of true time (the oscillator's rate changes with temperature).
 struct Dev {
-    door: Door<MemFlash, Vec<u8>>,
+    door: Door<MemFlash>,
     boot: u64,
     seg_t: i64,
     seg_mono: i64,
@@ -381,7 +379,7 @@ pub(crate) struct DoorRun<'w> {
     rtc: Option<Rtc>,
     battery_mv: u16,
     /// The flash and list RAM while the door is off.
-    flash: Option<(MemFlash, Vec<u8>)>,
+    flash: Option<MemFlash>,
     backend: SimBackend<'w>,
     // Checker state.
     emitted: BTreeMap<u64, Stored>,
@@ -494,7 +492,7 @@ impl<'w> DoorRun<'w> {
             mains_off_until: 0,
             rtc,
             battery_mv: 3_700,
-            flash: Some((flash, vec![0; LIST_RAM])),
+            flash: Some(flash),
             backend,
             emitted: BTreeMap::new(),
             report_days: BTreeMap::new(),
@@ -985,7 +983,7 @@ impl<'w> DoorRun<'w> {
             {
                 self.fault("power_cut_during_list_download");
             }
-            let (store, ram) = dev.door.into_parts();
+            let store = dev.door.into_store();
             let mut flash = store.into_flash();
             flash.cut_after(None);
             if self.cfg.plant == Some(Plant::ForgetKeypadUse) {
@@ -1003,7 +1001,7 @@ impl<'w> DoorRun<'w> {
                     }
                 }
             }
-            self.flash = Some((flash, ram));
+            self.flash = Some(flash);
         }
         self.asked.clear();
         self.swapped = None;
@@ -1011,7 +1009,7 @@ impl<'w> DoorRun<'w> {
     }
 
     fn boot(&mut self) {
-        let Some((flash, ram)) = self.flash.take() else {
+        let Some(flash) = self.flash.take() else {
             return;
         };
         let store = match Store::new(flash, LAYOUT) {
@@ -1049,7 +1047,7 @@ impl<'w> DoorRun<'w> {
             let sign = if self.rng.below(2) == 0 { 1 } else { -1 };
             self.hijacked_ntp = Some((server, sign * HOUR, self.t + 10 * 60 * SEC));
         }
-        let door = Door::boot(store, config, seed, ram, Instant::ZERO);
+        let door = Door::boot(store, config, seed, Instant::ZERO);
         self.lies_seen.clear();
         if self.rtc.is_some() {
             if let Some(lie) = self.rtc_taint {
@@ -2168,7 +2166,7 @@ impl<'w> DoorRun<'w> {
             (Some(dev), _) => {
                 let _ = dev.door.store().peek_events(&mut collect);
             }
-            (None, Some((flash, _))) => {
+            (None, Some(flash)) => {
                 if let Ok(mut store) = Store::new(flash, LAYOUT) {
                     let _ = store.peek_events(&mut collect);
                 }

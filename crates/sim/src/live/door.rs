@@ -181,11 +181,8 @@ impl Input {
     }
 }
 
-/// The list RAM of a virtual door: as large as a slot.
-type Ram = Vec<u8>;
-
 struct Running {
-    door: Door<FileFlash, Ram>,
+    door: Door<FileFlash>,
     boot: u64,
     started: tokio::time::Instant,
     tasks: JoinSet<()>,
@@ -326,8 +323,7 @@ impl Shell {
             setup_button: false,
         };
         let started = tokio::time::Instant::now();
-        let ram = vec![0u8; store::SLOT_SIZE as usize];
-        let door = Door::boot(store, config, rand::random(), ram, Instant::ZERO);
+        let door = Door::boot(store, config, rand::random(), Instant::ZERO);
         let setup = door.setup_mode();
         self.running = Some(Running {
             door,
