@@ -12,6 +12,7 @@
 //! - [`persist`]: the state kept across power cycles.
 //! - [`controller`]: the state machine that composes them.
 //! - [`protocol`]: the device protocol's messages (pairing, sync, CONDITIONAL checks).
+//! - [`firmware`]: signed firmware images and the trial-boot rule.
 #![cfg_attr(not(test), no_std)]
 
 pub mod access;
@@ -19,6 +20,7 @@ pub mod allowlist;
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod firmware;
 pub mod keypad;
 pub mod ntp;
 pub mod otp;

@@ -8,6 +8,7 @@
 //!   posts (the phone's time, Wi-Fi, server and pairing code);
 //! - [`door`]: the door itself, sans IO: the controller, its flash, and its exchanges with the
 //!   backend, driven by every shell;
+//! - [`ota`]: over-the-air updates into the spare app slot;
 //! - [`flash`]: blocking NOR flash for `sequential-storage`, and host flash (memory, file);
 //! - [`wiegand`]: Wiegand 26/34 card frames and keypad keys from the reader's D0/D1 pulses.
 //!
@@ -17,6 +18,7 @@
 
 pub mod door;
 pub mod flash;
+pub mod ota;
 pub mod setup;
 pub mod slots;
 pub mod wiegand;

@@ -477,6 +477,7 @@ impl Sim {
             core: self.cfg.clone(),
             sync_interval_s: None,
             setup_button: self.setup_button,
+            firmware: None,
         };
         let door = Door::boot(store, config, seed, Instant::ZERO);
         self.device = Some(Device {
@@ -588,6 +589,8 @@ impl Sim {
                         dev.door.handle_battery(mv, now);
                     }
                 }
+                // The scenario's door runs no firmware updates (no app slots).
+                Request::BootFirmware { .. } => {}
                 Request::Notice(notice) => self.notice(notice),
             }
         }

@@ -23,6 +23,7 @@ mod store;
 
 use chronolock_core::allowlist::{AllowList, ListBytes, ListCheck, ListError, ListInfo};
 use chronolock_core::controller::{Credential, Feedback, NONCE_LEN};
+use chronolock_core::firmware::Version;
 use chronolock_core::ntp::PACKET_LEN;
 use chronolock_core::protocol::{
     self, DeviceStatus, Enrolled, Enrolment, EventBody, ListStream, PartialList, ProtocolError,
@@ -39,6 +40,7 @@ use sha2::{Digest as _, Sha256};
 
 pub use store::{Layout, PartialDownload, Settings, Store, StoreError, EVENT_MAX};
 
+use crate::ota::{FirmwareBoot, OtaDownload, OtaError};
 use crate::setup::SetupForm;
 use crate::slots::{Download, FlashList, SlotInfo};
 
@@ -161,6 +163,12 @@ pub enum Request {
     /// whose flash stalls the CPU waits until no reader frame is arriving. Until then the work
     /// waits in RAM (a power cut loses it); any other input stores it first.
     Store,
+    /// Boot app slot `slot` from now on (the bootloader's `otadata`) and restart: a checked
+    /// update is ready, or an update on trial failed and the previous slot comes back.
+    BootFirmware {
+        /// 0 (`ota_0`) or 1 (`ota_1`).
+        slot: u8,
+    },
     /// Something to log or show; what must be kept is stored or waits for [`Request::Store`].
     Notice(Notice),
 }
@@ -235,6 +243,27 @@ pub enum Notice {
     },
     /// A flash operation failed.
     Storage(StoreError),
+    /// A firmware update was refused; the running firmware stays.
+    FirmwareRefused(OtaError),
+    /// A firmware update is checked in flash; the door restarts into it (on trial).
+    FirmwareReady {
+        /// Its version.
+        version: Version,
+        /// Its app slot.
+        slot: u8,
+    },
+    /// The firmware on trial completed a signed sync with a loaded list: it is kept.
+    FirmwareConfirmed {
+        /// Its version.
+        version: Version,
+    },
+    /// The firmware on trial did not prove itself (or never started): the previous slot boots.
+    FirmwareRolledBack {
+        /// The version given up.
+        version: Version,
+        /// Boots it had.
+        boots: u8,
+    },
 }
 
 /// Why an exchange failed.
@@ -317,6 +346,9 @@ pub struct BootConfig {
     pub sync_interval_s: Option<u32>,
     /// The setup button is held: the phone may set the time, and a new pairing is possible.
     pub setup_button: bool,
+    /// The running firmware and its app slots, where the shell can update itself (`None`: no
+    /// over-the-air update).
+    pub firmware: Option<FirmwareBoot>,
 }
 
 struct SyncExchange {
@@ -409,6 +441,10 @@ pub struct Door<F> {
     deferred: Deque<Deferred, DEFERRED_MAX>,
     /// Whether the shell may open the setup access point at this boot.
     setup_access_point: bool,
+    /// The running firmware, an update being written, and a new image on trial.
+    firmware: Option<FirmwareBoot>,
+    ota: Option<OtaDownload>,
+    trial: Option<chronolock_core::firmware::Trial>,
 }
 
 /// Flash writes that wait for [`Request::Store`].
@@ -503,6 +539,13 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         // A stream of its own: the controller's nonces and the door's never coincide.
         rng.set_stream(1);
         let settings_missing = settings.as_ref().is_none_or(|s| s.ssid.is_empty());
+        let trial = match &config.firmware {
+            Some(_) => store.trial().unwrap_or_else(|e| {
+                note(Err(e));
+                None
+            }),
+            None => None,
+        };
         let mut door = Door {
             store,
             ctl,
@@ -536,13 +579,146 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             last_now: now,
             deferred: Deque::new(),
             setup_access_point: !unreadable && (config.setup_button || settings_missing),
+            firmware: config.firmware,
+            ota: None,
+            trial,
         };
         for n in notices {
             door.push(Request::Notice(n));
         }
         door.load_active_list(now);
+        door.trial_at_boot();
         door.drain(now);
         door
+    }
+
+    // ----- firmware updates ----------------------------------------------------------------
+
+    /// The running firmware's version, if the shell updates itself.
+    pub fn firmware_version(&self) -> Option<Version> {
+        self.firmware.as_ref().map(|f| f.version)
+    }
+
+    /// The image on trial, if one is.
+    pub fn firmware_trial(&self) -> Option<chronolock_core::firmware::Trial> {
+        self.trial
+    }
+
+    /// A signed image's header arrived: checked (firmware key, newer, for this flash, fits a
+    /// slot); if good, the spare app slot is made ready for its bytes. A download under way is
+    /// abandoned.
+    pub fn begin_firmware(&mut self, header: &[u8], now: Instant) {
+        self.store_pending();
+        self.ota = None;
+        let Some(fw) = &self.firmware else {
+            return self.push(Request::Notice(Notice::FirmwareRefused(OtaError::Geometry)));
+        };
+        match fw.begin(self.store.flash(), header) {
+            Ok(d) => self.ota = Some(d),
+            Err(e) => self.push(Request::Notice(Notice::FirmwareRefused(e))),
+        }
+        self.drain(now);
+    }
+
+    /// The next bytes of the image being downloaded.
+    pub fn firmware_bytes(&mut self, bytes: &[u8], now: Instant) {
+        self.store_pending();
+        if let (Some(fw), Some(d)) = (&self.firmware, &mut self.ota) {
+            if let Err(e) = fw.write(self.store.flash(), d, bytes) {
+                self.ota = None;
+                self.push(Request::Notice(Notice::FirmwareRefused(e)));
+            }
+        }
+        self.drain(now);
+    }
+
+    /// The image is all in: checked in flash, the trial is kept, and the shell is asked to
+    /// boot the new slot. Refused, the running firmware stays.
+    pub fn end_firmware(&mut self, now: Instant) {
+        self.store_pending();
+        let (Some(fw), Some(d)) = (&self.firmware, self.ota.take()) else {
+            return;
+        };
+        let slot = d.slot();
+        let running = fw.running_slot;
+        match fw.finish(self.store.flash(), d) {
+            Ok(header) => {
+                let trial = chronolock_core::firmware::Trial {
+                    slot,
+                    version: header.version,
+                    previous: running,
+                    boots: 0,
+                };
+                // The trial reaches flash before the boot slot changes: a power cut between
+                // boots the old firmware, which finds a trial for a slot that never ran.
+                match self.store.set_trial(Some(&trial)) {
+                    Ok(()) => {
+                        self.trial = Some(trial);
+                        self.push(Request::Notice(Notice::FirmwareReady {
+                            version: header.version,
+                            slot,
+                        }));
+                        self.push(Request::BootFirmware { slot });
+                    }
+                    Err(e) => self.stored(Err(e)),
+                }
+            }
+            Err(e) => self.push(Request::Notice(Notice::FirmwareRefused(e))),
+        }
+        self.drain(now);
+    }
+
+    /// Counts a boot of an image on trial; after too many without a confirmation, or if the
+    /// bootloader did not start it, the previous slot comes back.
+    fn trial_at_boot(&mut self) {
+        use chronolock_core::firmware::{Trial, TrialBoot};
+        let Some(fw) = &self.firmware else { return };
+        let verdict = Trial::at_boot(self.trial, fw.running_slot, fw.version);
+        match verdict {
+            TrialBoot::None => {}
+            TrialBoot::Running(t) => {
+                let r = self.store.set_trial(Some(&t));
+                self.stored(r);
+                self.trial = Some(t);
+            }
+            TrialBoot::RollBack(t) => {
+                let r = self.store.set_trial(None);
+                self.stored(r);
+                self.trial = None;
+                self.push(Request::Notice(Notice::FirmwareRolledBack {
+                    version: t.version,
+                    boots: t.boots - 1,
+                }));
+                self.push(Request::BootFirmware { slot: t.previous });
+            }
+            TrialBoot::DidNotStart(t) => {
+                let r = self.store.set_trial(None);
+                self.stored(r);
+                self.trial = None;
+                self.push(Request::Notice(Notice::FirmwareRolledBack {
+                    version: t.version,
+                    boots: t.boots,
+                }));
+            }
+        }
+    }
+
+    /// A signed sync answer checked out: with a list loaded, the image on trial has shown it
+    /// can do its work, and is kept.
+    fn confirm_trial(&mut self) {
+        if self.active.is_none() {
+            return;
+        }
+        if let Some(t) = self.trial.take() {
+            let r = self.store.set_trial(None);
+            if r.is_err() {
+                self.trial = Some(t);
+                return self.stored(r);
+            }
+            self.push(Request::Notice(Notice::FirmwareConfirmed {
+                version: t.version,
+            }));
+        }
     }
 
     // ----- inputs -------------------------------------------------------------------------
@@ -1347,6 +1523,10 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 }
             };
             sync.answer = Some(answer);
+            self.confirm_trial();
+            let Some(sync) = self.sync.as_mut().filter(|s| s.id == exchange) else {
+                return;
+            };
             sync.stream = Some(ListStream::new(
                 &id.device_key,
                 &sync.nonce,

@@ -15,6 +15,7 @@ use chronolock_core::config::{parse_ntp_servers, HostName, MAX_NTP_SERVERS};
 use chronolock_core::protocol::NTP_FIELD_LEN;
 use core::ops::Range;
 
+use chronolock_core::firmware::{Trial, Version};
 use chronolock_core::keypad::KeypadUse;
 use chronolock_core::protocol::Enrolled;
 use chronolock_core::Persisted;
@@ -84,6 +85,7 @@ const KIND_KEYPAD: u8 = 5;
 const KEY_PARTIAL: Key = key(6);
 const KEY_COUNTER: Key = key(7);
 const KEY_NTP: Key = key(8);
+const KEY_TRIAL: Key = key(9);
 
 const fn key(kind: u8) -> Key {
     let mut k = [0u8; 10];
@@ -521,6 +523,36 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
             v.push_str(s).map_err(|_| StoreError::Full)?;
         }
         self.put(&KEY_NTP, v.as_bytes())
+    }
+
+    /// The new firmware image on trial, if one is.
+    pub fn trial(&mut self) -> Result<Option<Trial>, StoreError> {
+        let mut v = [0u8; 7];
+        Ok(match self.fetch(&KEY_TRIAL, &mut v)? {
+            Some(7) => Some(Trial {
+                slot: v[0],
+                previous: v[1],
+                boots: v[2],
+                version: Version(u32::from_le_bytes([v[3], v[4], v[5], v[6]])),
+            }),
+            Some(_) => return Err(StoreError::Corrupt),
+            None => None,
+        })
+    }
+
+    /// Keeps the trial of a new firmware image (`None`: no image on trial).
+    pub fn set_trial(&mut self, trial: Option<&Trial>) -> Result<(), StoreError> {
+        match trial {
+            Some(t) => {
+                let mut v = [0u8; 7];
+                v[0] = t.slot;
+                v[1] = t.previous;
+                v[2] = t.boots;
+                v[3..7].copy_from_slice(&t.version.0.to_le_bytes());
+                self.put(&KEY_TRIAL, &v)
+            }
+            None => self.remove(&KEY_TRIAL),
+        }
     }
 
     fn set_acked(&mut self, id: u64) -> Result<(), StoreError> {

@@ -14,6 +14,8 @@ use ed25519_dalek::SigningKey;
 
 use super::*;
 use crate::flash::{block_on, MemFlash};
+use crate::ota::{AppSlots, FirmwareBoot, OtaError};
+use chronolock_core::firmware::{self, FirmwareError, Version};
 
 const LAYOUT: Layout = Layout::packed(192 * 1024, 16 * 1024);
 const CODE: &str = "ABCD-EFGH-JKLM";
@@ -111,6 +113,10 @@ impl Backend {
 /// A door on the bench: its flash, what it said.
 struct Bench {
     layout: Layout,
+    /// The firmware the door runs, if it can update itself.
+    firmware: Option<FirmwareBoot>,
+    /// App slots the door asked to boot.
+    slot_requests: Vec<u8>,
     flash: Option<MemFlash>,
     notices: Vec<Notice>,
     decisions: Vec<Decision>,
@@ -132,6 +138,8 @@ impl Bench {
         store.set_settings(&settings).expect("settings");
         Bench {
             layout,
+            firmware: None,
+            slot_requests: Vec::new(),
             flash: Some(store.into_flash()),
             notices: Vec::new(),
             decisions: Vec::new(),
@@ -149,10 +157,12 @@ impl Bench {
             core: Config::default(),
             sync_interval_s: None,
             setup_button: false,
+            firmware: self.firmware.clone(),
         };
         let door = Door::boot(store, config, [self.boots; 32], Instant::ZERO);
         let mut running = Running {
             door,
+            slot_requests: &mut self.slot_requests,
             notices: &mut self.notices,
             decisions: &mut self.decisions,
             now: Instant::ZERO,
@@ -169,6 +179,7 @@ impl Bench {
 
 struct Running<'a> {
     door: Door<MemFlash>,
+    slot_requests: &'a mut Vec<u8>,
     notices: &'a mut Vec<Notice>,
     decisions: &'a mut Vec<Decision>,
     now: Instant,
@@ -232,6 +243,7 @@ impl Running<'_> {
             }) => self.decisions.push(decision),
             Request::Notice(n) => self.notices.push(n),
             Request::Store => self.door.store_pending(),
+            Request::BootFirmware { slot } => self.slot_requests.push(slot),
             _ => {}
         }
     }
@@ -659,6 +671,7 @@ fn the_setup_access_point_opens_only_when_it_should() {
             core: Config::default(),
             sync_interval_s: None,
             setup_button: button,
+            firmware: None,
         };
         let door = Door::boot(store, config, [1; 32], Instant::ZERO);
         let open = door.setup_access_point();
@@ -801,4 +814,210 @@ fn a_hundred_thousand_cards_are_installed_and_searched_in_place_on_8_mb() {
         assert_eq!(door.door.list_info().map(|i| i.generation), Some(1));
         assert_eq!(door.card(&cards[77_777]), Decision::Granted);
     });
+}
+
+// ----- over-the-air updates ---------------------------------------------------------------
+
+const V1: Version = Version::new(1, 0, 0);
+const V2: Version = Version::new(1, 1, 0);
+/// Two 64 KiB app slots after the door's data.
+const APP_SLOT: u32 = 64 * 1024;
+
+fn firmware_key() -> SigningKey {
+    SigningKey::from_bytes(&[77; 32])
+}
+
+/// A door running `version` from `slot`, with the firmware key built in.
+fn ota_bench(version: Version) -> Bench {
+    let end = LAYOUT.end();
+    let mut bench = Bench::with_layout(LAYOUT, end + 2 * APP_SLOT);
+    bench.firmware = Some(FirmwareBoot {
+        slots: AppSlots {
+            offsets: [end, end + APP_SLOT],
+            size: APP_SLOT,
+        },
+        running_slot: 0,
+        version,
+        key: Some(firmware_key().verifying_key().to_bytes()),
+        flash_mb: 4,
+    });
+    bench
+}
+
+/// An application image of 40,000 bytes, signed.
+fn signed_image(version: Version, key: &SigningKey) -> (Vec<u8>, Vec<u8>) {
+    let image: Vec<u8> = (0..40_000u32).map(|i| (i * 31 + 7) as u8).collect();
+    let signed = firmware::sign(&image, version, 4, key).expect("sign");
+    (image, signed)
+}
+
+fn download(door: &mut Running<'_>, signed: &[u8]) {
+    door.door
+        .begin_firmware(&signed[..firmware::HEADER_LEN], door.now);
+    for chunk in signed[firmware::HEADER_LEN..].chunks(1_000) {
+        door.door.firmware_bytes(chunk, door.now);
+    }
+    door.door.end_firmware(door.now);
+    door.settle();
+}
+
+/// The shell did as asked: the bootloader now starts `slot`, which runs `version`.
+fn runs(bench: &mut Bench, slot: u8, version: Version) {
+    let fw = bench.firmware.as_mut().expect("firmware");
+    fw.running_slot = slot;
+    fw.version = version;
+}
+
+fn refused(notices: &[Notice]) -> Vec<OtaError> {
+    notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::FirmwareRefused(e) => Some(*e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A signed, newer image is written into the spare slot (a sector erased at a time), checked
+/// where it lies, kept on trial and booted; its first signed sync with a loaded list confirms
+/// it.
+#[test]
+fn a_signed_update_boots_on_trial_and_a_signed_sync_with_a_list_confirms_it() {
+    let mut backend = Backend::new(1);
+    backend.publish(1, &[&[1, 1, 1, 1]]);
+    let mut bench = ota_bench(V1);
+    let (image, signed) = signed_image(V2, &firmware_key());
+    bench.boot(|door| {
+        door.online(&mut backend);
+        download(door, &signed);
+        let flash = door.door.store().flash();
+        let at = (LAYOUT.end() + APP_SLOT) as usize;
+        assert_eq!(&flash.bytes()[at..at + image.len()], &image[..]);
+        assert_eq!(flash.largest_erase(), 4096);
+    });
+    assert_eq!(bench.slot_requests, [1]);
+    assert!(bench.notices.iter().any(|n| matches!(
+        n,
+        Notice::FirmwareReady {
+            version: V2,
+            slot: 1
+        }
+    )));
+    runs(&mut bench, 1, V2);
+    bench.boot(|door| {
+        assert_eq!(door.door.firmware_trial().map(|t| t.boots), Some(1));
+        assert_eq!(door.card(&[1, 1, 1, 1]), Decision::Granted);
+        door.online(&mut backend);
+        assert_eq!(door.door.firmware_trial(), None);
+    });
+    assert!(bench
+        .notices
+        .iter()
+        .any(|n| matches!(n, Notice::FirmwareConfirmed { version: V2 })));
+    bench.boot(|door| assert_eq!(door.door.firmware_trial(), None));
+    assert_eq!(bench.slot_requests, [1], "confirmed: no rollback");
+}
+
+/// An image that never completes a signed sync with a list is given up after its trial boots;
+/// one the bootloader did not start is given up at once.
+#[test]
+fn an_update_that_does_not_prove_itself_falls_back_to_the_previous_slot() {
+    let mut backend = Backend::new(1);
+    backend.publish(1, &[&[1, 1, 1, 1]]);
+    let mut bench = ota_bench(V1);
+    let (_, signed) = signed_image(V2, &firmware_key());
+    bench.boot(|door| {
+        door.online(&mut backend);
+        download(door, &signed);
+    });
+    runs(&mut bench, 1, V2);
+    // It boots, but never reaches the backend.
+    for boot in 1..=firmware::MAX_TRIAL_BOOTS {
+        bench.boot(|door| assert_eq!(door.door.firmware_trial().map(|t| t.boots), Some(boot)));
+    }
+    assert_eq!(bench.slot_requests, [1]);
+    bench.boot(|door| assert_eq!(door.door.firmware_trial(), None));
+    assert_eq!(bench.slot_requests, [1, 0], "back to the previous slot");
+    assert!(bench.notices.iter().any(|n| matches!(
+        n,
+        Notice::FirmwareRolledBack {
+            version: V2,
+            boots: 3
+        }
+    )));
+    // The same image again, and this time the bootloader refuses it and starts the old slot.
+    runs(&mut bench, 0, V1);
+    bench.boot(|door| download(door, &signed));
+    assert_eq!(bench.slot_requests, [1, 0, 1]);
+    bench.boot(|door| assert_eq!(door.door.firmware_trial(), None));
+    let rolled = bench
+        .notices
+        .iter()
+        .filter(|n| matches!(n, Notice::FirmwareRolledBack { .. }))
+        .count();
+    assert_eq!(rolled, 2);
+}
+
+/// Downgrades, images signed with another key and images whose bytes differ from the signed
+/// ones are refused, and nothing is booted.
+#[test]
+fn downgrades_foreign_and_altered_images_are_refused() {
+    let mut bench = ota_bench(V2);
+    bench.boot(|door| {
+        let (_, older) = signed_image(V1, &firmware_key());
+        download(door, &older);
+        let (_, same) = signed_image(V2, &firmware_key());
+        download(door, &same);
+        let (_, foreign) = signed_image(Version::new(2, 0, 0), &SigningKey::from_bytes(&[5; 32]));
+        download(door, &foreign);
+        let (_, mut altered) = signed_image(Version::new(2, 0, 0), &firmware_key());
+        altered[firmware::HEADER_LEN + 12_345] ^= 0x40;
+        download(door, &altered);
+    });
+    assert_eq!(
+        refused(&bench.notices),
+        [
+            OtaError::Image(FirmwareError::Downgrade {
+                running: V2.0,
+                offered: V1.0
+            }),
+            OtaError::Image(FirmwareError::Downgrade {
+                running: V2.0,
+                offered: V2.0
+            }),
+            OtaError::Image(FirmwareError::BadSignature),
+            OtaError::Image(FirmwareError::Digest),
+        ]
+    );
+    assert!(bench.slot_requests.is_empty());
+}
+
+/// A power cut at any point of the download, the check or the trial's write leaves a door that
+/// runs its old firmware with no trial pending once it has booted, and takes the update again.
+#[test]
+fn a_power_cut_anywhere_in_an_update_keeps_the_running_firmware() {
+    let (_, signed) = signed_image(V2, &firmware_key());
+    // About 40 KB erased and 40 KB written, then the trial record.
+    for step in (0..90_000).step_by(2_003) {
+        let mut bench = ota_bench(V1);
+        bench.boot(|door| {
+            door.door.store().flash().cut_after(Some(step));
+            download(door, &signed);
+        });
+        // The shell switches slots only when asked, and only after the trial is in flash.
+        if let Some(&slot) = bench.slot_requests.last() {
+            runs(&mut bench, slot, V2);
+        }
+        bench.boot(|door| {
+            let fw = door.door.firmware_version();
+            match door.door.firmware_trial() {
+                Some(t) => assert_eq!((fw, t.boots), (Some(V2), 1), "cut after {step}"),
+                None => assert_eq!(fw, Some(V1), "cut after {step}"),
+            }
+            if fw == Some(V1) {
+                download(door, &signed);
+            }
+        });
+        assert_eq!(bench.slot_requests.last(), Some(&1), "cut after {step}");
+    }
 }

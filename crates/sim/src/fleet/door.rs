@@ -1026,6 +1026,7 @@ impl<'w> DoorRun<'w> {
             core: self.ctl_cfg.clone(),
             sync_interval_s: None,
             setup_button: false,
+            firmware: None,
         };
         let mut store = store;
         if self.cfg.plant == Some(Plant::ForgetRtcProvenance) {
@@ -1143,6 +1144,10 @@ impl<'w> DoorRun<'w> {
                         dev.door.handle_battery(mv, now);
                     }
                 }
+                // The fleet's doors run no firmware updates.
+                Request::BootFirmware { slot } => {
+                    self.violate("firmware", format!("asked to boot app slot {slot}"))
+                }
                 Request::Notice(n) => self.notice(n),
             }
         }
@@ -1195,6 +1200,12 @@ impl<'w> DoorRun<'w> {
             Notice::ListRejected(ListRejection::Store(_)) if self.flash_cut() => {}
             Notice::ListRejected(reason) => {
                 self.violate("list_refused", format!("{reason}"));
+            }
+            n @ (Notice::FirmwareRefused(_)
+            | Notice::FirmwareReady { .. }
+            | Notice::FirmwareConfirmed { .. }
+            | Notice::FirmwareRolledBack { .. }) => {
+                self.violate("firmware", format!("{n:?}"));
             }
             Notice::OutboxFull { dropped } => {
                 self.violate("outbox_full", format!("{dropped} events dropped"));

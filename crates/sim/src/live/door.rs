@@ -321,6 +321,7 @@ impl Shell {
             core,
             sync_interval_s: self.opts.sync_interval_s,
             setup_button: false,
+            firmware: None,
         };
         let started = tokio::time::Instant::now();
         let door = Door::boot(store, config, rand::random(), Instant::ZERO);
@@ -603,6 +604,11 @@ impl Shell {
                 }
                 // The file is written after the unlock above was carried out.
                 Request::Store => r.door.store_pending(),
+                // A virtual door runs no firmware image: it has no app slots to boot.
+                Request::BootFirmware { slot } => self.emit(json!({
+                    "event": "error",
+                    "error": format!("asked to boot app slot {slot}: a virtual door has none"),
+                })),
                 Request::Notice(n) => self.notice(n),
             }
         }
@@ -753,6 +759,20 @@ impl Shell {
             Notice::Storage(e) => {
                 self.emit(json!({"event": "error", "error": format!("flash: {e}")}))
             }
+            Notice::FirmwareRefused(e) => {
+                self.emit(json!({"event": "firmware_refused", "reason": e.to_string()}))
+            }
+            Notice::FirmwareReady { version, slot } => self.emit(
+                json!({"event": "firmware_ready", "version": version.to_string(), "slot": slot}),
+            ),
+            Notice::FirmwareConfirmed { version } => {
+                self.emit(json!({"event": "firmware_confirmed", "version": version.to_string()}))
+            }
+            Notice::FirmwareRolledBack { version, boots } => self.emit(json!({
+                "event": "firmware_rolled_back",
+                "version": version.to_string(),
+                "boots": boots,
+            })),
         }
     }
 
