@@ -13,8 +13,8 @@ pub mod memory;
 
 use chronolock_core::controller::Credential;
 use chronolock_core::protocol::{
-    self, CheckRequest, DeviceStatus, EnrolRequest, Header, Kind, ListStream, ProtocolError,
-    SyncAnswer, SyncRequest, WireEvent,
+    self, CheckRequest, DeviceStatus, EnrolRequest, FirmwareOffer, Header, Kind, ListStream,
+    ProtocolError, SyncAnswer, SyncRequest, WireEvent, FIRMWARE_CHUNK_MAX,
 };
 use ed25519_dalek::SigningKey;
 
@@ -129,6 +129,13 @@ pub trait Devices {
         door_id: i64,
         device_generation: u64,
     ) -> Result<DoorList<Self::List>, DeviceError>;
+
+    /// The signed firmware image the admin assigned to this door, if any (`chronolock
+    /// firmware sign`'s output). A door that runs it, or a newer one, is offered nothing.
+    async fn door_firmware(&self, door_id: i64) -> Result<Option<Vec<u8>>, DeviceError> {
+        let _ = door_id;
+        Ok(None)
+    }
 
     /// Whether a CONDITIONAL credential may enter at this door now.
     async fn conditional_granted(
@@ -254,6 +261,34 @@ pub async fn sync<D: Devices>(
         }
         _ => 0,
     };
+    // A firmware update for a door that takes them and runs an older version: the next piece,
+    // from where the door's interrupted download stopped.
+    let image = if request.status.firmware_version != 0 {
+        devices.door_firmware(door_id).await?
+    } else {
+        None
+    };
+    let firmware = image.as_deref().and_then(|image| {
+        let version = chronolock_core::firmware::Header::peek(image)
+            .ok()?
+            .version
+            .0;
+        let len = u32::try_from(image.len()).ok()?;
+        if version <= request.status.firmware_version {
+            return None;
+        }
+        let offset = match request.status.partial_firmware {
+            // The door holds all of it (or refused it): nothing more to send.
+            Some(p) if p.version == version && p.offset >= len => return None,
+            Some(p) if p.version == version => p.offset,
+            _ => 0,
+        };
+        Some(FirmwareOffer {
+            image,
+            offset,
+            len: (len - offset).min(FIRMWARE_CHUNK_MAX),
+        })
+    });
     let answer = SyncAnswer {
         door_id: header.door_id,
         nonce: header.nonce,
@@ -265,13 +300,20 @@ pub async fn sync<D: Devices>(
         list,
         list_offset,
         ntp_servers: &door.ntp_servers,
+        firmware,
     }
     .write(site, &key);
     let rest = list.map_or(&[][..], |l| &l[list_offset as usize..]);
-    let mut out = Vec::with_capacity(answer.len() + rest.len());
+    let piece = firmware.as_ref().map_or(&[][..], FirmwareOffer::piece);
+    let mut out = Vec::with_capacity(answer.len() + rest.len() + piece.len());
     out.extend_from_slice(&answer);
     out.extend_from_slice(rest);
+    let list_end = out.len();
     ListStream::new(&key, &header.nonce, list_offset).apply(&mut out[answer.len()..]);
+    out.extend_from_slice(piece);
+    if let Some(fw) = &firmware {
+        ListStream::firmware(&key, &header.nonce, fw.offset).apply(&mut out[list_end..]);
+    }
     Ok(out)
 }
 

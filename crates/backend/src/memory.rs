@@ -29,6 +29,7 @@ struct Inner {
     sync_interval_s: u32,
     grants: Vec<String>,
     ntp_servers: String,
+    firmware: BTreeMap<i64, Vec<u8>>,
 }
 
 impl MemoryDevices {
@@ -68,6 +69,15 @@ impl MemoryDevices {
     /// Door `door_id`'s current list, if any.
     pub fn list(&self, door_id: i64) -> Option<(u64, Vec<u8>)> {
         self.inner.borrow().lists.get(&door_id).cloned()
+    }
+
+    /// Door `door_id` is to run this signed firmware image (`None`: no update).
+    pub fn assign_firmware(&self, door_id: i64, image: Option<Vec<u8>>) {
+        let mut inner = self.inner.borrow_mut();
+        match image {
+            Some(image) => inner.firmware.insert(door_id, image),
+            None => inner.firmware.remove(&door_id),
+        };
     }
 
     /// The NTP servers the site names (separated by spaces; `""`: none).
@@ -175,6 +185,10 @@ impl Devices for MemoryDevices {
                 .map(|(_, b)| b.clone()),
             ntp_servers: inner.ntp_servers.clone(),
         })
+    }
+
+    async fn door_firmware(&self, door_id: i64) -> Result<Option<Vec<u8>>, DeviceError> {
+        Ok(self.inner.borrow().firmware.get(&door_id).cloned())
     }
 
     async fn conditional_granted(

@@ -46,7 +46,7 @@ use crate::time::UnixTime;
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"CLDP";
 /// The protocol version this code speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Header length.
 pub const HEADER_LEN: usize = 32;
 /// Poly1305 tag length: every message ends with one.
@@ -56,14 +56,20 @@ pub const ENROL_REQUEST_LEN: usize = HEADER_LEN + 32 + TAG_LEN;
 /// Enrolment answer length.
 pub const ENROL_RESPONSE_LEN: usize = HEADER_LEN + 32 + 32 + 8 + TAG_LEN;
 /// Fixed part of a sync request, before the events.
-pub const SYNC_REQUEST_FIXED: usize = HEADER_LEN + 60;
+pub const SYNC_REQUEST_FIXED: usize = HEADER_LEN + 72;
 /// Fixed part of an event, before its payload.
 pub const EVENT_HEAD_LEN: usize = 20;
 /// Longest event payload.
 pub const MAX_EVENT_PAYLOAD: usize = 48;
-/// Fixed part of a sync answer; a new list (or the rest of one) follows it.
+/// Fixed part of a sync answer; a new list (or the rest of one) follows it, then a piece of a
+/// firmware update.
 pub const SYNC_RESPONSE_LEN: usize =
-    HEADER_LEN + 16 + 64 + 16 + 4 + 32 + 4 + NTP_FIELD_LEN + TAG_LEN;
+    HEADER_LEN + 16 + 64 + 16 + 4 + 32 + 4 + NTP_FIELD_LEN + FIRMWARE_FIELD_LEN + TAG_LEN;
+/// Bytes of a sync answer's firmware offer: version, length, offset and length of the piece
+/// that follows, SHA-256 of the signed image.
+pub const FIRMWARE_FIELD_LEN: usize = 48;
+/// Most bytes of a firmware update one sync answer carries; the door asks for the rest at once.
+pub const FIRMWARE_CHUNK_MAX: u32 = 128 * 1024;
 /// Bytes of a sync answer's NTP server field: the site's servers, separated by spaces, then
 /// zeros (all zeros: the site names none, and the door keeps its own).
 pub const NTP_FIELD_LEN: usize = 128;
@@ -85,6 +91,7 @@ const ENROL_KEY_INFO: &[u8] = b"chronolock/enrol/v2";
 /// AEAD and the list's keystream never share one.
 const PURPOSE_BODY: u8 = 0;
 const PURPOSE_LIST: u8 = 1;
+const PURPOSE_FIRMWARE: u8 = 2;
 
 /// What kind of message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -316,10 +323,25 @@ pub struct ListStream(XChaCha20);
 impl ListStream {
     /// The keystream of the answer to the request with `nonce`, positioned at `offset`.
     pub fn new(device_key: &[u8; 32], nonce: &[u8; NONCE_LEN], offset: u32) -> Self {
+        Self::with_purpose(device_key, nonce, offset, PURPOSE_LIST)
+    }
+
+    /// The keystream a firmware piece travels under (another nonce than the list's), at byte
+    /// `offset` of the signed image.
+    pub fn firmware(device_key: &[u8; 32], nonce: &[u8; NONCE_LEN], offset: u32) -> Self {
+        Self::with_purpose(device_key, nonce, offset, PURPOSE_FIRMWARE)
+    }
+
+    fn with_purpose(
+        device_key: &[u8; 32],
+        nonce: &[u8; NONCE_LEN],
+        offset: u32,
+        purpose: u8,
+    ) -> Self {
         let key = link_key(device_key, Direction::Down);
         let mut n = [0u8; 24];
         n[..NONCE_LEN].copy_from_slice(nonce);
-        n[NONCE_LEN] = PURPOSE_LIST;
+        n[NONCE_LEN] = purpose;
         let mut cipher = XChaCha20::new((&key).into(), (&n).into());
         cipher.seek(u64::from(offset));
         ListStream(cipher)
@@ -911,6 +933,19 @@ pub struct DeviceStatus {
     /// The largest list, in bytes, the door can install (0: not said). The server sends no
     /// larger one, and tells the admin.
     pub list_capacity: u32,
+    /// The firmware version it runs (0: it takes no update over the air).
+    pub firmware_version: u32,
+    /// A firmware download it holds the start of: the answer goes on from there.
+    pub partial_firmware: Option<PartialFirmware>,
+}
+
+/// The part of a firmware update a door already holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartialFirmware {
+    /// The update's version.
+    pub version: u32,
+    /// Bytes of the signed image it holds, from the start.
+    pub offset: u32,
 }
 
 /// The part of a list a door already holds from an interrupted download.
@@ -968,6 +1003,13 @@ impl<'a> SyncRequestWriter<'a> {
         buf[76..84].copy_from_slice(&partial.generation.to_le_bytes());
         buf[84..88].copy_from_slice(&partial.offset.to_le_bytes());
         buf[88..92].copy_from_slice(&status.list_capacity.to_le_bytes());
+        buf[92..96].copy_from_slice(&status.firmware_version.to_le_bytes());
+        let fw = status.partial_firmware.unwrap_or(PartialFirmware {
+            version: 0,
+            offset: 0,
+        });
+        buf[96..100].copy_from_slice(&fw.version.to_le_bytes());
+        buf[100..104].copy_from_slice(&fw.offset.to_le_bytes());
         Ok(SyncRequestWriter {
             buf,
             len: SYNC_REQUEST_FIXED,
@@ -1045,6 +1087,12 @@ impl<'a> SyncRequest<'a> {
                 }),
             },
             list_capacity: u32_at(bytes, 88),
+            firmware_version: u32_at(bytes, 92),
+            partial_firmware: match (u32_at(bytes, 96), u32_at(bytes, 100)) {
+                (0, 0) => None,
+                (0, _) | (_, 0) => return Err(ProtocolError::Malformed("partial_firmware")),
+                (version, offset) => Some(PartialFirmware { version, offset }),
+            },
         };
         let request = SyncRequest {
             header,
@@ -1104,6 +1152,33 @@ pub struct SyncAnswer<'a> {
     /// The site's NTP servers, separated by spaces (as [`crate::config::parse_ntp_servers`]
     /// reads them; at most [`NTP_FIELD_LEN`] bytes), or `""`: the door keeps its own.
     pub ntp_servers: &'a str,
+    /// A piece of a firmware update for the door, following the list.
+    pub firmware: Option<FirmwareOffer<'a>>,
+}
+
+/// A piece of a signed firmware image a sync answer carries.
+#[derive(Clone, Copy, Debug)]
+pub struct FirmwareOffer<'a> {
+    /// The whole signed image (`chronolock firmware sign`).
+    pub image: &'a [u8],
+    /// Where the piece starts.
+    pub offset: u32,
+    /// Its length (at most [`FIRMWARE_CHUNK_MAX`]).
+    pub len: u32,
+}
+
+impl FirmwareOffer<'_> {
+    /// The signed image's version (its header's bytes 8..12).
+    pub fn version(&self) -> u32 {
+        self.image.get(8..12).map_or(0, |b| u32_at(b, 0))
+    }
+
+    /// The piece's bytes.
+    pub fn piece(&self) -> &[u8] {
+        let from = (self.offset as usize).min(self.image.len());
+        let to = from.saturating_add(self.len as usize).min(self.image.len());
+        &self.image[from..to]
+    }
 }
 
 /// What the site key signs in a sync answer: context, door, nonce, receive and transmit time.
@@ -1148,6 +1223,14 @@ impl SyncAnswer<'_> {
         let ntp = self.ntp_servers.as_bytes();
         let n = ntp.len().min(NTP_FIELD_LEN);
         out[168..168 + n].copy_from_slice(&ntp[..n]);
+        if let Some(fw) = &self.firmware {
+            let at = 168 + NTP_FIELD_LEN;
+            out[at..at + 4].copy_from_slice(&fw.version().to_le_bytes());
+            out[at + 4..at + 8].copy_from_slice(&(fw.image.len() as u32).to_le_bytes());
+            out[at + 8..at + 12].copy_from_slice(&fw.offset.to_le_bytes());
+            out[at + 12..at + 16].copy_from_slice(&(fw.piece().len() as u32).to_le_bytes());
+            out[at + 16..at + 48].copy_from_slice(&Sha256::digest(fw.image));
+        }
         let key = link_key(device_key, Direction::Down);
         seal(&mut out, HEADER_LEN, SYNC_RESPONSE_LEN - TAG_LEN, &key);
         out
@@ -1174,6 +1257,16 @@ pub struct SyncResponse {
     pub list_offset: u32,
     /// The site's NTP servers as sent (checked): see [`SyncResponse::ntp_servers`].
     ntp: [u8; NTP_FIELD_LEN],
+    /// A firmware update's version (0: none offered).
+    pub firmware_version: u32,
+    /// Its signed image's length.
+    pub firmware_len: u32,
+    /// Where the piece that follows the list starts in it.
+    pub firmware_offset: u32,
+    /// The piece's length.
+    pub firmware_piece: u32,
+    /// SHA-256 of the whole signed image.
+    pub firmware_digest: [u8; 32],
 }
 
 impl SyncResponse {
@@ -1239,6 +1332,21 @@ impl SyncResponse {
         if ntp[end..].iter().any(|&b| b != 0) || (end > 0 && !matches!(named, Some(Ok(_)))) {
             return Err(ProtocolError::Malformed("ntp_servers"));
         }
+        let at = 168 + NTP_FIELD_LEN;
+        let (fw_version, fw_len, fw_offset, fw_piece) = (
+            u32_at(fixed, at),
+            u32_at(fixed, at + 4),
+            u32_at(fixed, at + 8),
+            u32_at(fixed, at + 12),
+        );
+        let mut firmware_digest = [0u8; 32];
+        firmware_digest.copy_from_slice(&fixed[at + 16..at + 48]);
+        let offered = fw_version != 0 && fw_len != 0;
+        let fits = u64::from(fw_offset) + u64::from(fw_piece) <= u64::from(fw_len)
+            && fw_piece <= FIRMWARE_CHUNK_MAX;
+        if (offered && !fits) || (!offered && (fw_version | fw_len | fw_offset | fw_piece) != 0) {
+            return Err(ProtocolError::Malformed("firmware"));
+        }
         Ok(SyncResponse {
             time: BackendTime {
                 nonce: *nonce,
@@ -1252,6 +1360,11 @@ impl SyncResponse {
             list_digest,
             list_offset,
             ntp,
+            firmware_version: fw_version,
+            firmware_len: fw_len,
+            firmware_offset: fw_offset,
+            firmware_piece: fw_piece,
+            firmware_digest,
         })
     }
 
@@ -1482,6 +1595,11 @@ mod tests {
                 offset: 4096,
             }),
             list_capacity: 258_048,
+            firmware_version: 0x01_02_03,
+            partial_firmware: Some(PartialFirmware {
+                version: 0x01_03_00,
+                offset: 65_536,
+            }),
         };
         let mut buf = [0u8; 512];
         let mut w = SyncRequestWriter::new(&mut buf, 42, [4; 16], 77, &status).unwrap();
@@ -1535,6 +1653,8 @@ mod tests {
     fn sync_answer_carries_signed_time_bound_to_the_nonce() {
         let key = [9u8; 32];
         let list = [0xAAu8; 100];
+        let mut image = [0x55u8; 5_000];
+        image[8..12].copy_from_slice(&0x01_03_00u32.to_le_bytes());
         let answer = SyncAnswer {
             door_id: 42,
             nonce: [4; 16],
@@ -1546,6 +1666,11 @@ mod tests {
             list: Some(&list),
             list_offset: 40,
             ntp_servers: "ntp.example.org 10.0.0.5:123",
+            firmware: Some(FirmwareOffer {
+                image: &image,
+                offset: 128,
+                len: 1_000,
+            }),
         }
         .write(&site(), &key);
         let vk = site().verifying_key();
@@ -1557,6 +1682,16 @@ mod tests {
         assert_eq!(r.time.transmit.as_micros(), 1_800_000_000_000_150);
         assert_eq!((r.acked, r.generation, r.list_len), (3, 6, 100));
         assert_eq!(r.list_offset, 40);
+        assert_eq!(
+            (
+                r.firmware_version,
+                r.firmware_len,
+                r.firmware_offset,
+                r.firmware_piece
+            ),
+            (0x01_03_00, 5_000, 128, 1_000)
+        );
+        assert_eq!(r.firmware_digest[..], Sha256::digest(image)[..]);
         assert!(r.list_matches(&list));
         assert!(!r.list_matches(&list[1..]));
         assert_eq!(
@@ -1593,6 +1728,7 @@ mod tests {
                 list: None,
                 list_offset: 0,
                 ntp_servers,
+                firmware: None,
             }
             .write(&site(), &key)
         };
@@ -1655,7 +1791,7 @@ mod tests {
         let mut m = Enrolment::new([1; 32], [2; 16], CODE).request();
         m[4] = 1;
         assert_eq!(Header::read(&m), Err(ProtocolError::UnsupportedVersion(1)));
-        m[4] = 2;
+        m[4] = VERSION;
         m[5] = 0x55;
         assert_eq!(Header::read(&m), Err(ProtocolError::UnexpectedKind(0x55)));
     }

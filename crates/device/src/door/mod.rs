@@ -26,9 +26,10 @@ use chronolock_core::controller::{Credential, Feedback, NONCE_LEN};
 use chronolock_core::firmware::Version;
 use chronolock_core::ntp::PACKET_LEN;
 use chronolock_core::protocol::{
-    self, DeviceStatus, Enrolled, Enrolment, EventBody, ListStream, PartialList, ProtocolError,
-    SyncRequestWriter, SyncResponse, WireEvent, CHECK_RESPONSE_LEN, ENROL_RESPONSE_LEN,
-    EVENT_HEAD_LEN, MAX_COUNTER, MAX_EVENT_PAYLOAD, SYNC_REQUEST_FIXED, SYNC_RESPONSE_LEN, TAG_LEN,
+    self, DeviceStatus, Enrolled, Enrolment, EventBody, ListStream, PartialFirmware, PartialList,
+    ProtocolError, SyncRequestWriter, SyncResponse, WireEvent, CHECK_RESPONSE_LEN,
+    ENROL_RESPONSE_LEN, EVENT_HEAD_LEN, MAX_COUNTER, MAX_EVENT_PAYLOAD, SYNC_REQUEST_FIXED,
+    SYNC_RESPONSE_LEN, TAG_LEN,
 };
 use chronolock_core::{Action, Config, Controller, Event, Instant, RtcReading, UnixTime};
 use core::time::Duration;
@@ -362,8 +363,18 @@ struct SyncExchange {
     fixed: Vec<u8, SYNC_RESPONSE_LEN>,
     answer: Option<SyncResponse>,
     download: Option<Download>,
-    /// The list the answer announced cannot be taken (the rest of the answer is ignored).
+    /// The list the answer announced cannot be taken (its bytes are ignored).
     refused: bool,
+    /// Bytes of the list still to come in this answer; a firmware piece follows them.
+    list_left: u32,
+    /// The firmware piece: its keystream, bytes still to come, the image offset of the next
+    /// one, and whether this door takes it.
+    fw_stream: Option<ListStream>,
+    fw_left: u32,
+    fw_at: u32,
+    fw_taking: bool,
+    /// A new update's signed header, gathered before its check.
+    fw_header: Vec<u8, { chronolock_core::firmware::HEADER_LEN }>,
 }
 
 struct CheckExchange {
@@ -444,7 +455,20 @@ pub struct Door<F> {
     /// The running firmware, an update being written, and a new image on trial.
     firmware: Option<FirmwareBoot>,
     ota: Option<OtaDownload>,
+    /// The update `ota` belongs to, as the backend announced it.
+    ota_offer: Option<Offer>,
+    /// An update this door refused: it says it holds all of it, so that the backend stops
+    /// sending it.
+    ota_refused: Option<Offer>,
     trial: Option<chronolock_core::firmware::Trial>,
+}
+
+/// A firmware update as a sync answer announces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Offer {
+    version: u32,
+    len: u32,
+    digest: [u8; 32],
 }
 
 /// Flash writes that wait for [`Request::Store`].
@@ -581,6 +605,8 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             setup_access_point: !unreadable && (config.setup_button || settings_missing),
             firmware: config.firmware,
             ota: None,
+            ota_offer: None,
+            ota_refused: None,
             trial,
         };
         for n in notices {
@@ -641,6 +667,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         };
         let slot = d.slot();
         let running = fw.running_slot;
+        let offer = self.ota_offer.take();
         match fw.finish(self.store.flash(), d) {
             Ok(header) => {
                 let trial = chronolock_core::firmware::Trial {
@@ -663,7 +690,12 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                     Err(e) => self.stored(Err(e)),
                 }
             }
-            Err(e) => self.push(Request::Notice(Notice::FirmwareRefused(e))),
+            Err(e) => {
+                if let OtaError::Image(_) = e {
+                    self.ota_refused = offer;
+                }
+                self.push(Request::Notice(Notice::FirmwareRefused(e)))
+            }
         }
         self.drain(now);
     }
@@ -1351,6 +1383,12 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             answer: None,
             download: None,
             refused: false,
+            list_left: 0,
+            fw_stream: None,
+            fw_left: 0,
+            fw_at: 0,
+            fw_taking: false,
+            fw_header: Vec::new(),
         });
         self.post(Exchange::Sync { id });
     }
@@ -1467,6 +1505,18 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             battery_mv: self.battery_mv,
             partial_list,
             list_capacity: self.list_capacity(),
+            firmware_version: self.firmware.as_ref().map_or(0, |f| f.version.0),
+            partial_firmware: match (&self.ota, self.ota_offer, self.ota_refused) {
+                (_, _, Some(refused)) => Some(PartialFirmware {
+                    version: refused.version,
+                    offset: refused.len,
+                }),
+                (Some(d), Some(offer), None) => Some(PartialFirmware {
+                    version: offer.version,
+                    offset: (chronolock_core::firmware::HEADER_LEN as u32 + d.written()),
+                }),
+                _ => None,
+            },
         };
         let counter = self.take_counter()?;
         let sync = self.sync.as_mut().filter(|s| s.id == exchange)?;
@@ -1495,9 +1545,6 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         let Some(sync) = self.sync.as_mut().filter(|s| s.id == exchange) else {
             return;
         };
-        if sync.refused {
-            return;
-        }
         if sync.answer.is_none() {
             bytes = take_into(&mut sync.fixed, bytes);
             if !sync.fixed.is_full() {
@@ -1532,6 +1579,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 &sync.nonce,
                 answer.list_offset,
             ));
+            sync.list_left = answer.list_len.saturating_sub(answer.list_offset);
             let (sent, newest) = (core::mem::take(&mut sync.sent), sync.newest_sent);
             self.ctl.handle_backend_time(&answer.time, now);
             if let Some(servers) = answer.ntp_servers() {
@@ -1561,7 +1609,21 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             if answer.list_len > 0 {
                 self.begin_download(&answer, now);
             }
+            self.offer_firmware(&answer, &id.device_key);
         }
+        let Some(sync) = self.sync.as_mut().filter(|s| s.id == exchange) else {
+            return;
+        };
+        // The list's bytes come first, then the firmware piece.
+        let n = (sync.list_left as usize).min(bytes.len());
+        let (list, firmware) = bytes.split_at(n);
+        sync.list_left -= n as u32;
+        self.list_bytes(list);
+        self.firmware_piece(firmware);
+    }
+
+    /// Bytes of the list the answer carries, into the spare slot.
+    fn list_bytes(&mut self, bytes: &[u8]) {
         let Some(sync) = &mut self.sync else { return };
         if bytes.is_empty() || sync.refused {
             return;
@@ -1602,6 +1664,94 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 self.forget_partial();
                 self.push(Request::Notice(Notice::ListRejected(reason)));
             }
+        }
+    }
+
+    /// The answer offers a piece of a firmware update: taken if this door updates itself and
+    /// the piece starts a new download or goes on exactly where its own download stands.
+    fn offer_firmware(&mut self, answer: &SyncResponse, device_key: &[u8; 32]) {
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        if answer.firmware_piece == 0 {
+            return;
+        }
+        sync.fw_left = answer.firmware_piece;
+        sync.fw_at = answer.firmware_offset;
+        sync.fw_stream = Some(ListStream::firmware(
+            device_key,
+            &sync.nonce,
+            answer.firmware_offset,
+        ));
+        let offer = Offer {
+            version: answer.firmware_version,
+            len: answer.firmware_len,
+            digest: answer.firmware_digest,
+        };
+        let header_len = chronolock_core::firmware::HEADER_LEN as u32;
+        let goes_on = self.ota_offer == Some(offer)
+            && self
+                .ota
+                .as_ref()
+                .is_some_and(|d| header_len + d.written() == answer.firmware_offset);
+        sync.fw_taking = self.firmware.is_some()
+            && self.ota_refused != Some(offer)
+            && (answer.firmware_offset == 0 || goes_on);
+        if sync.fw_taking && answer.firmware_offset == 0 {
+            // A new download (or the same one again from its start).
+            self.ota = None;
+            self.ota_offer = Some(offer);
+            self.ota_refused = None;
+        }
+    }
+
+    /// Bytes of the firmware piece the answer carries: the signed header is gathered and
+    /// checked, then the image goes into the spare app slot.
+    fn firmware_piece(&mut self, bytes: &[u8]) {
+        let header_len = chronolock_core::firmware::HEADER_LEN;
+        let Some(sync) = &mut self.sync else { return };
+        let n = (sync.fw_left as usize).min(bytes.len());
+        sync.fw_left -= n as u32;
+        let Some(stream) = sync.fw_stream.as_mut().filter(|_| sync.fw_taking) else {
+            return;
+        };
+        let Some(fw) = &self.firmware else { return };
+        let mut failed = None;
+        for piece in bytes[..n].chunks(256) {
+            let mut clear = [0u8; 256];
+            let clear = &mut clear[..piece.len()];
+            clear.copy_from_slice(piece);
+            stream.apply(clear);
+            let mut rest = &clear[..];
+            if (sync.fw_at as usize) < header_len {
+                rest = take_into(&mut sync.fw_header, rest);
+                sync.fw_at += (clear.len() - rest.len()) as u32;
+                if sync.fw_header.is_full() && self.ota.is_none() {
+                    match fw.begin(self.store.flash(), &sync.fw_header) {
+                        Ok(d) => self.ota = Some(d),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            if let (Some(d), false) = (&mut self.ota, rest.is_empty()) {
+                if let Err(e) = fw.write(self.store.flash(), d, rest) {
+                    failed = Some(e);
+                    break;
+                }
+                sync.fw_at += rest.len() as u32;
+            }
+        }
+        if let Some(e) = failed {
+            sync.fw_taking = false;
+            self.ota = None;
+            if let OtaError::Image(_) = e {
+                // The backend would send it again and again: say it is all here.
+                self.ota_refused = self.ota_offer.take();
+            }
+            self.push(Request::Notice(Notice::FirmwareRefused(e)));
         }
     }
 
@@ -1701,6 +1851,14 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         }
         if let Some(d) = sync.download {
             self.install(d, sync.answer, now);
+        }
+        // A firmware update: booted once complete, else the next piece is asked for at once.
+        match &self.ota {
+            Some(d) if d.written() == d.header().len => self.end_firmware(now),
+            Some(_) if sync.answer.is_some_and(|a| a.firmware_piece > 0) => {
+                self.ctl.handle_backend_configured(now)
+            }
+            _ => {}
         }
     }
 

@@ -827,14 +827,19 @@ fn firmware_key() -> SigningKey {
     SigningKey::from_bytes(&[77; 32])
 }
 
-/// A door running `version` from `slot`, with the firmware key built in.
+/// A door running `version` from slot 0, with the firmware key built in.
 fn ota_bench(version: Version) -> Bench {
+    ota_bench_sized(version, APP_SLOT)
+}
+
+/// The same with app slots of `slot` bytes.
+fn ota_bench_sized(version: Version, slot: u32) -> Bench {
     let end = LAYOUT.end();
-    let mut bench = Bench::with_layout(LAYOUT, end + 2 * APP_SLOT);
+    let mut bench = Bench::with_layout(LAYOUT, end + 2 * slot);
     bench.firmware = Some(FirmwareBoot {
         slots: AppSlots {
-            offsets: [end, end + APP_SLOT],
-            size: APP_SLOT,
+            offsets: [end, end + slot],
+            size: slot,
         },
         running_slot: 0,
         version,
@@ -1020,4 +1025,84 @@ fn a_power_cut_anywhere_in_an_update_keeps_the_running_firmware() {
         });
         assert_eq!(bench.slot_requests.last(), Some(&1), "cut after {step}");
     }
+}
+
+/// The backend delivers an assigned update in sync answers of at most 128 KiB, the door asks
+/// for each next piece at once, and boots the image when it is whole and checked; once it
+/// runs it, nothing more is offered.
+#[test]
+fn the_backend_delivers_an_update_in_pieces_and_the_door_boots_it() {
+    let mut backend = Backend::new(1);
+    backend.publish(1, &[&[1, 1, 1, 1]]);
+    let image: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let signed = firmware::sign(&image, V2, 4, &firmware_key()).expect("sign");
+    backend.devices.assign_firmware(DOOR, Some(signed.clone()));
+    let mut bench = ota_bench_sized(V1, 512 * 1024);
+    bench.boot(|door| {
+        door.online(&mut backend);
+        for _ in 0..10 {
+            if !door.slot_requests.is_empty() {
+                break;
+            }
+            door.door.handle_timeout(door.now);
+            door.exchange(&mut backend);
+        }
+        let at = (LAYOUT.end() + 512 * 1024) as usize;
+        assert_eq!(
+            &door.door.store().flash().bytes()[at..at + image.len()],
+            &image[..]
+        );
+    });
+    assert_eq!(bench.slot_requests, [1]);
+    // Three pieces: 128 KiB, 128 KiB and the rest, each after the list (or nothing).
+    let pieces: Vec<usize> = backend
+        .sync_answers
+        .borrow()
+        .iter()
+        .map(|n| n - SYNC_RESPONSE_LEN)
+        .filter(|&n| n > 1_000)
+        .collect();
+    assert_eq!(pieces.len(), 3, "{pieces:?}");
+    let list = backend.list().map_or(0, |l| l.len());
+    assert_eq!(pieces[1], 128 * 1024);
+    assert_eq!(pieces.iter().sum::<usize>(), list + signed.len(), "{pieces:?}");
+    runs(&mut bench, 1, V2);
+    bench.boot(|door| {
+        door.online(&mut backend);
+        assert_eq!(door.door.firmware_trial(), None, "confirmed");
+    });
+    let status = backend.devices.status(DOOR).expect("status");
+    assert_eq!(
+        (status.firmware_version, status.partial_firmware),
+        (V2.0, None)
+    );
+    assert_eq!(
+        backend.sync_answers.borrow().last(),
+        Some(&SYNC_RESPONSE_LEN),
+        "nothing offered to a door that runs it"
+    );
+}
+
+/// An assigned image the door refuses (another signing key) is refused once: the door says it
+/// holds all of it, and the backend stops sending it.
+#[test]
+fn an_update_the_door_refuses_is_not_sent_again() {
+    let mut backend = Backend::new(1);
+    backend.publish(1, &[&[1, 1, 1, 1]]);
+    let (_, foreign) = signed_image(V2, &SigningKey::from_bytes(&[5; 32]));
+    backend.devices.assign_firmware(DOOR, Some(foreign));
+    let mut bench = ota_bench(V1);
+    bench.boot(|door| {
+        door.online(&mut backend);
+        door.next_sync(&mut backend);
+    });
+    assert_eq!(
+        refused(&bench.notices),
+        [OtaError::Image(FirmwareError::BadSignature)]
+    );
+    assert_eq!(
+        backend.sync_answers.borrow().last(),
+        Some(&SYNC_RESPONSE_LEN)
+    );
+    assert!(bench.slot_requests.is_empty());
 }
