@@ -64,6 +64,8 @@ impl Door {
             battery_mv: 3700,
             partial_list: None,
             list_capacity: 0,
+            firmware_version: 0,
+            partial_firmware: None,
         };
         let mut buf = vec![0u8; 256];
         let w = SyncRequestWriter::new(&mut buf, self.id, nonce, self.counter, &status).unwrap();

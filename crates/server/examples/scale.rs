@@ -210,6 +210,8 @@ async fn main() {
             battery_mv: 3700,
             partial_list: None,
             list_capacity: 0,
+            firmware_version: 0,
+            partial_firmware: None,
         };
         // Each request is fresh once: replayed, the server refuses it (409) before any work
         // but opening it and checking its counter.

@@ -211,6 +211,10 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
                 error_us: i64::try_from(status.error_us).unwrap_or(i64::MAX),
                 battery_mv: i32::from(status.battery_mv),
                 list_capacity: i64::from(status.list_capacity),
+                firmware_version: i64::from(status.firmware_version),
+                firmware_partial: status
+                    .partial_firmware
+                    .map(|p| (i64::from(p.version), i64::from(p.offset))),
             },
         );
     }
@@ -244,6 +248,23 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
             list,
             ntp_servers: ntp_servers.unwrap_or_default(),
         })
+    }
+
+    async fn door_firmware(
+        &self,
+        door_id: i64,
+    ) -> Result<Option<Vec<u8>>, chronolock_backend::DeviceError> {
+        // What this sync reported (recorded just before, and not written yet unless a flush
+        // took it meanwhile): a door that runs the assigned image or a newer one, or holds all
+        // of it, is offered nothing, so the file is not read for it.
+        let reported = self
+            .0
+            .door_status
+            .firmware_reported(door_id)
+            .unwrap_or_default();
+        crate::firmware::assigned_file(self.0, door_id, reported)
+            .await
+            .map_err(internal)
     }
 
     async fn conditional_granted(
@@ -478,6 +499,10 @@ pub struct DoorStatus {
     pub battery_mv: i32,
     /// The largest list the device can install, bytes (0: not reported).
     pub list_capacity: i64,
+    /// The firmware version it runs (0: it takes no update over the air).
+    pub firmware_version: i64,
+    /// The firmware update it holds the start of: its version, and bytes of the signed file.
+    pub firmware_partial: Option<(i64, i64)>,
 }
 
 /// Door statuses waiting to be written: the latest per door, flushed every second in one
@@ -494,6 +519,19 @@ impl StatusBuffer {
         if let Ok(mut p) = self.pending.lock() {
             p.insert(door_id, status);
         }
+    }
+
+    /// What a door reported of its firmware in a status not written yet.
+    pub fn firmware_reported(&self, door_id: i64) -> Option<crate::firmware::Reported> {
+        let pending = self.pending.lock().ok()?;
+        let status = pending.get(&door_id)?;
+        let u32_of = |v: i64| u32::try_from(v).ok();
+        Some(crate::firmware::Reported {
+            running: u32_of(status.firmware_version)?,
+            held: status
+                .firmware_partial
+                .and_then(|(version, bytes)| u32_of(version).zip(u32_of(bytes))),
+        })
     }
 
     /// Writes what is waiting; returns how many doors.
@@ -514,8 +552,9 @@ impl StatusBuffer {
                 "UPDATE doors SET last_sync = $1, device_generation = $2, clock_valid = $3, clock_source = $4, \
                  clock_offset_us = $5, clock_error_us = $6, battery_mv = CASE WHEN $7 > 0 THEN $7 ELSE battery_mv END, \
                  list_dirty = CASE WHEN $8 > 0 AND list_capacity <> $8 THEN 1 ELSE list_dirty END, \
-                 list_capacity = CASE WHEN $8 > 0 THEN $8 ELSE list_capacity END \
-                 WHERE id = $9",
+                 list_capacity = CASE WHEN $8 > 0 THEN $8 ELSE list_capacity END, \
+                 firmware_version = $9, firmware_partial_version = $10, firmware_partial_offset = $11 \
+                 WHERE id = $12",
             )
             .bind(s.at)
             .bind(s.generation)
@@ -525,6 +564,9 @@ impl StatusBuffer {
             .bind(s.error_us)
             .bind(s.battery_mv)
             .bind(s.list_capacity)
+            .bind(s.firmware_version)
+            .bind(s.firmware_partial.map(|p| p.0))
+            .bind(s.firmware_partial.map(|p| p.1))
             .bind(door_id)
             .execute(&mut *tx)
             .await?;

@@ -3,6 +3,7 @@
 //! - [`db`]: SQLite by default, PostgreSQL for sites that outgrow one machine; migrations at start.
 //! - [`site`]: the site's signing key, made on first start; its private half never leaves here.
 //! - [`router`]: the HTTP routes, one group per concern, sharing one [`AppState`].
+//! - [`firmware`]: signed firmware images the admin assigns to doors, offered at their syncs.
 //!
 //! The server keeps no state outside the database, so several processes can share one
 //! PostgreSQL database behind a load balancer.
@@ -17,6 +18,7 @@ pub mod device_api;
 pub mod directory;
 pub mod editors;
 pub mod error;
+pub mod firmware;
 pub mod model;
 pub mod monitor;
 pub mod pages;

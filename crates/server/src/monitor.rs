@@ -19,6 +19,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use chronolock_core::firmware::Version;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use maud::{html, Markup, PreEscaped};
@@ -27,6 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Admin;
 use crate::error::AppError;
+use crate::firmware::{self, DoorFirmware, FirmwareUpdate};
 use crate::pages::page;
 use crate::{now_unix, AppState};
 
@@ -108,6 +110,11 @@ pub struct DoorStatus {
     /// Why the door's newest list was not compiled for its device (too large for it); the
     /// door keeps its older list meanwhile.
     pub list_error: Option<String>,
+    /// The firmware version the device runs, `major.minor.patch`, as it reported at its last
+    /// sync (`null`: not reported yet, or it takes no update over the air).
+    pub firmware_version: Option<String>,
+    /// The firmware update the admin assigned to the door, and where it stands (`null`: none).
+    pub firmware_update: Option<FirmwareUpdate>,
 }
 
 /// Counts for the dashboard.
@@ -187,7 +194,18 @@ fn door_status(row: DoorRow, now: i64) -> DoorStatus {
         battery_mv: row.13,
         list_capacity: Some(row.14).filter(|&c| c > 0),
         list_error: row.15,
+        firmware_version: None,
+        firmware_update: None,
     }
+}
+
+/// Fills in what `firmware` says of the door.
+fn with_firmware(mut door: DoorStatus, firmware: Option<&DoorFirmware>) -> DoorStatus {
+    if let Some(f) = firmware {
+        door.firmware_version = f.running.filter(|&v| v > 0).map(|v| Version(v).to_string());
+        door.firmware_update = f.update();
+    }
+    door
 }
 
 /// Every door with its device's state, by site and name.
@@ -196,7 +214,14 @@ pub async fn doors(state: &AppState, now: i64) -> Result<Vec<DoorStatus>, AppErr
         sqlx::query_as(&format!("{DOOR_SELECT} ORDER BY s.name, d.name, d.id"))
             .fetch_all(state.db.pool())
             .await?;
-    Ok(rows.into_iter().map(|r| door_status(r, now)).collect())
+    let firmware = firmware::doors_firmware(state, None).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let id = r.0;
+            with_firmware(door_status(r, now), firmware.get(&id))
+        })
+        .collect())
 }
 
 /// One door with its device's state.
@@ -205,7 +230,9 @@ pub async fn door(state: &AppState, id: i64, now: i64) -> Result<DoorStatus, App
         .bind(id)
         .fetch_optional(state.db.pool())
         .await?;
-    row.map(|r| door_status(r, now)).ok_or(AppError::NotFound)
+    let row = row.ok_or(AppError::NotFound)?;
+    let firmware = firmware::doors_firmware(state, Some(id)).await?;
+    Ok(with_firmware(door_status(row, now), firmware.get(&id)))
 }
 
 /// The dashboard's data as of `now`.
@@ -884,7 +911,9 @@ async fn dashboard(State(state): State<AppState>, admin: Admin) -> Result<Markup
                         @if several_sites { th { "Site" } }
                         th { "Door" } th { "Status" } th { "Last sync" }
                         th title="list generation on the server / on the device" { "List (server / device)" }
-                        th { "Clock" } th { "Battery" } th { "Charts" }
+                        th { "Clock" } th { "Battery" }
+                        th title="the version the device runs, and the update assigned to it" { "Firmware" }
+                        th { "Charts" }
                     } }
                     tbody {
                         @for d in &o.doors {
@@ -959,6 +988,20 @@ fn door_row(d: &DoorStatus, now: i64, several_sites: bool) -> Markup {
                 @match d.battery_mv {
                     Some(mv) => (volts(mv)),
                     None => span.muted { "—" },
+                }
+            }
+            td.firmware {
+                @match &d.firmware_version {
+                    Some(v) => (v),
+                    None => span.muted { "—" },
+                }
+                @if let Some(u) = &d.firmware_update {
+                    " " span.firmware-update
+                        .pending[matches!(u.state.as_str(), "waiting" | "downloading" | "downloaded")]
+                        .status-offline[u.state == "not_supported"]
+                        title="the update assigned to the door" {
+                        "→ " (u.version) " · " (u.describe())
+                    }
                 }
             }
             td { a href={ "/doors/" (d.id) "/charts" } { "charts" } }

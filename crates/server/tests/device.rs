@@ -141,6 +141,8 @@ async fn sync_resuming(
         battery_mv: 3650,
         partial_list,
         list_capacity: 0,
+        firmware_version: 0,
+        partial_firmware: None,
     };
     sync_reporting(state, device, &status, events, nonce).await
 }
@@ -430,6 +432,8 @@ async fn extreme_numbers_from_a_device_do_not_wrap() {
                 battery_mv: u16::MAX,
                 partial_list: None,
                 list_capacity: 0,
+                firmware_version: 0,
+                partial_firmware: None,
             };
             let mut buf = vec![0u8; 512];
             let w =
@@ -676,6 +680,8 @@ async fn a_list_too_large_for_the_device_is_not_sent_and_the_admin_is_told() {
             battery_mv: 3650,
             partial_list: None,
             list_capacity,
+            firmware_version: 0,
+            partial_firmware: None,
         };
         let (server_generation, list) = model::door_list(&state, s.door).await.unwrap().unwrap();
         assert!(list.len() > 100, "{label}: {}", list.len());

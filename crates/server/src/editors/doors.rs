@@ -1,5 +1,6 @@
 //! `/doors` and `/doors/{id}`: list, add, rename and delete doors, see their list's generation
-//! and size, pair a device (the pairing code is shown once), and the rules that name a door.
+//! and size, pair a device (the pairing code is shown once), see its firmware and update, and
+//! the rules that name a door.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -135,6 +136,10 @@ async fn door_page(
     let info = list
         .as_ref()
         .and_then(|(_, bytes)| AllowList::open(bytes).ok().map(|l| l.info()));
+    let firmware = crate::firmware::doors_firmware(state, Some(door.id))
+        .await?
+        .remove(&door.id)
+        .unwrap_or_default();
     let now = crate::now_unix();
     let from = format!("door:{}", door.id);
     Ok(editor_page(
@@ -172,6 +177,24 @@ async fn door_page(
                               the new one enrols." }
                     button type="submit" id="pair" { "Pair a device" }
                 }
+            }
+            section #firmware {
+                h3 { "Firmware" }
+                p { "Runs " strong #firmware-running { (firmware.running_text()) }
+                    @if firmware.running == Some(0) {
+                        span.muted { " (the device takes no updates over the air)" }
+                    } @else if firmware.running.is_none() {
+                        span.muted { " (not reported yet)" }
+                    }
+                }
+                @match (&firmware.assigned, firmware.state_text()) {
+                    (Some(a), Some(text)) => p #firmware-update {
+                        "Update to " strong { (a.version) } " (" (a.flash_mb) " MB flash): "
+                        span #firmware-state { (text) }
+                    },
+                    _ => p.muted #firmware-update { "No update assigned." },
+                }
+                p { a href="/firmware" #firmware-link { "Assign an update on the firmware page" } }
             }
             section {
                 h3 { "Rules for this door" }

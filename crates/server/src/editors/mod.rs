@@ -1,5 +1,5 @@
 //! The admin UI's editors: server-rendered forms for the site, doors, people (cards, keypad
-//! codes, groups), groups, schedules and rules.
+//! codes, groups), groups, schedules, rules and firmware updates.
 //!
 //! Every form posts, and a successful post redirects to a page to GET (POST-redirect-GET); the
 //! exceptions are the pages that show a secret once (a pairing code, a TOTP secret, HOTP backup
@@ -13,6 +13,7 @@
 //! `/site` shows a link to create it.
 
 mod doors;
+mod firmware;
 mod groups;
 mod keypad;
 mod people;
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(site::routes())
         .merge(doors::routes())
+        .merge(firmware::routes())
         .merge(people::routes())
         .merge(keypad::routes())
         .merge(groups::routes())
