@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# Builds the ESP32-C3 firmware (release, --locked), prints its flash and static RAM use, fails
-# above the budgets, and writes the flashable application image. First runs the host tests of
-# the firmware's own parsing (firmware/host-tests); the drivers shared with the virtual doors are
-# tested with the main workspace (`cargo test -p chronolock-device`).
+# Builds the ESP32-C3 firmware (release, --locked) once per flash size: for 4 MB
+# (partitions-4mb.csv, default features) and for 8 MB (partitions-8mb.csv, `--features
+# flash-8mb`). For each it prints the flash and static RAM use and the allow-list slot size,
+# fails above the budgets, and writes the flashable application image. First runs the host tests
+# of the firmware's own parsing (firmware/host-tests); the drivers shared with the virtual doors
+# are tested with the main workspace (`cargo test -p chronolock-device`).
 #
 #   scripts/firmware.sh            # from anywhere in the repository
 #
-# Budgets: 1.5 MiB of flash (the image), 200 KiB of static RAM (.data, .bss and the code that
-# runs from RAM). Installs what it needs on a fresh Debian machine: the riscv32imc target and
-# esptool (from PyPI, pinned) for `elf2image`.
+# Budgets: the OTA app slot for the image (ota_0 and ota_1 are 0x180000 bytes, 1.5 MiB, in both
+# tables), 150 KiB of static RAM (.data, .bss and the code that runs from RAM). Installs what it
+# needs on a fresh Debian machine: the riscv32imc target and esptool (from PyPI, pinned) for
+# `elf2image`.
 set -euo pipefail
 
 ESPTOOL_VERSION=5.1.0
-FLASH_LIMIT=$((1536 * 1024))
-RAM_LIMIT=$((200 * 1024))
+# An image larger than an app slot could not be flashed, nor installed by an update.
+FLASH_LIMIT=$((0x180000))
+RAM_LIMIT=$((150 * 1024))
 TARGET=riscv32imc-unknown-none-elf
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 fw="$root/firmware/esp32c3"
-elf="$fw/target/$TARGET/release/chronolock-esp32c3"
-image="$fw/target/chronolock-esp32c3.bin"
+# Both builds write this one path: each is copied out before the next build.
+built="$fw/target/$TARGET/release/chronolock-esp32c3"
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$TARGET"; then
     rustup target add "$TARGET"
@@ -40,18 +44,46 @@ fi
 echo "firmware: host tests of its parsing (firmware/host-tests)"
 (cd "$root/firmware/host-tests" && CARGO_TARGET_DIR="$root/firmware/host-tests/target" cargo test --locked --quiet)
 
-echo "firmware: cargo build --release --locked (firmware/esp32c3)"
-# Its own target directory whatever CARGO_TARGET_DIR says: the ELF is looked for there.
-(cd "$fw" && CARGO_TARGET_DIR="$fw/target" cargo build --release --locked --quiet)
+# build SIZE [CARGO FLAGS...]: builds the image for partitions-SIZE.csv, prints its figures and
+# fails above the budgets.
+build() {
+    local size=$1
+    shift
+    local table="$fw/partitions-$size.csv"
+    local elf="$fw/target/chronolock-esp32c3-$size.elf"
+    local image="$fw/target/chronolock-esp32c3-$size.bin"
 
-"$venv/bin/esptool" --chip esp32c3 elf2image --flash-mode dio --flash-size 4MB \
-    --output "$image" "$elf" >/dev/null
+    echo "firmware $size: cargo build --release --locked${*:+ $*} (firmware/esp32c3)"
+    # Its own target directory whatever CARGO_TARGET_DIR says: the ELF is looked for there.
+    (cd "$fw" && CARGO_TARGET_DIR="$fw/target" cargo build --release --locked --quiet "$@")
+    cp "$built" "$elf"
 
-# Sizes from the ELF's section headers (no binutils needed).
-python3 - "$elf" "$image" "$FLASH_LIMIT" "$RAM_LIMIT" <<'EOF'
+    "$venv/bin/esptool" --chip esp32c3 elf2image --flash-mode dio --flash-size "${size^^}" \
+        --output "$image" "$elf" >/dev/null
+
+    python3 - "$size" "$elf" "$image" "$table" "$FLASH_LIMIT" "$RAM_LIMIT" <<'EOF'
 import os, struct, sys
 
-elf_path, image_path, flash_limit, ram_limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+size_name, elf_path, image_path, table_path = sys.argv[1:5]
+flash_limit, ram_limit = int(sys.argv[5]), int(sys.argv[6])
+
+def say(line, file=sys.stdout):
+    print(f"firmware {size_name}: {line}", file=file)
+
+# The allow-list slots, from the table the image is built for (src/store.rs checks the same
+# offsets at boot). A slot holds a 256-byte slot header, then the list: a 64-byte header,
+# 16-byte card records (keypad entries and policies take room too) and a 64-byte signature.
+slot = None
+for line in open(table_path):
+    fields = [field.strip() for field in line.split(",")]
+    if not line.startswith("#") and len(fields) >= 5 and fields[0] == "allowlists":
+        slot = int(fields[4], 0) // 2
+if slot is None:
+    say(f"FAIL: no allowlists partition in {table_path}", sys.stderr)
+    sys.exit(1)
+cards = (slot - 256 - 64 - 64) // 16
+
+# Sizes from the ELF's section headers (no binutils needed).
 f = open(elf_path, "rb").read()
 shoff = struct.unpack_from("<I", f, 0x20)[0]
 shentsize, shnum, shstrndx = struct.unpack_from("<HHH", f, 0x2E)
@@ -89,15 +121,20 @@ for s in sections:
 image = os.path.getsize(image_path)
 static_ram = sum(ram.values())
 detail = ", ".join(f"{k} {v}" for k, v in sorted(ram.items(), key=lambda kv: -kv[1]))
-print(f"firmware: flash {image} bytes ({image / 1024:.1f} KiB image, limit {flash_limit // 1024} KiB)")
-print(f"firmware: static RAM {static_ram} bytes ({static_ram / 1024:.1f} KiB, limit {ram_limit // 1024} KiB): {detail}")
-print(f"firmware: image {os.path.relpath(image_path)}")
+say(f"flash {image} bytes ({image / 1024:.1f} KiB image, limit {flash_limit // 1024} KiB, the app slot)")
+say(f"static RAM {static_ram} bytes ({static_ram / 1024:.1f} KiB, limit {ram_limit // 1024} KiB): {detail}")
+say(f"allow-list slots 2 x {slot} bytes ({slot // 1024} KiB), up to {cards} cards of 16 bytes each")
+say(f"image {os.path.relpath(image_path)} for {os.path.relpath(table_path)}")
 failed = False
 if image > flash_limit:
-    print("firmware: FAIL: image above the flash budget", file=sys.stderr)
+    say("FAIL: image above the flash budget", sys.stderr)
     failed = True
 if static_ram > ram_limit:
-    print("firmware: FAIL: static RAM above the budget", file=sys.stderr)
+    say("FAIL: static RAM above the budget", sys.stderr)
     failed = True
 sys.exit(1 if failed else 0)
 EOF
+}
+
+build 4mb
+build 8mb --features flash-8mb
