@@ -78,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// What flashing a door needs: its setup access point's secret.
+    Firmware {
+        #[command(subcommand)]
+        command: chronolock::firmware::FirmwareCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -284,6 +289,7 @@ fn main() -> ExitCode {
             device_listen,
         }),
         Command::Keygen { out } => report(keygen(&out)),
+        Command::Firmware { command } => report(chronolock::firmware::run(command)),
         Command::Admin {
             command:
                 AdminCommand::ResetPassword {

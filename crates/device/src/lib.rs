@@ -4,8 +4,9 @@
 //!
 //! - [`slots`]: two allow-list slots in a NOR-flash region, switched only after the new list is
 //!   complete and checked, so a power cut mid-download keeps the previous list;
-//! - [`setup`]: the setup page a door in setup mode serves from its access point, and the form it
-//!   posts (the phone's time, Wi-Fi, server and pairing code);
+//! - [`setup`]: the setup page a door in setup mode serves from its WPA2 access point, the form it
+//!   posts (the phone's time, Wi-Fi, server and pairing code), and the per-door secret of that
+//!   access point (its `setup` partition);
 //! - [`door`]: the door itself, sans IO: the controller, its flash, and its exchanges with the
 //!   backend, driven by every shell;
 //! - [`ota`]: over-the-air updates into the spare app slot;

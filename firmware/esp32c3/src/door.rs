@@ -150,6 +150,11 @@ async fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery) {
                 watched(|| door.store_pending());
             }
             Request::Feedback(pattern) => FEEDBACK.signal(pattern),
+            Request::BootFirmware { slot } => {
+                // What the door kept (the trial, events) is in flash already.
+                door.store_pending();
+                crate::ota::boot_slot(door.store().flash(), slot);
+            }
             Request::Notice(n) => log_notice(&n),
         }
     }
@@ -186,6 +191,7 @@ fn log_notice(n: &Notice) {
         Notice::PairingFailed(e) => warn!("pairing failed: {e}"),
         Notice::Storage(e) => warn!("flash: {e}"),
         Notice::NtpServers { count } => info!("{count} NTP server(s) from the site"),
+        Notice::FirmwareRefused(e) => warn!("firmware update refused: {e}"),
         other => info!("{other:?}"),
     }
 }

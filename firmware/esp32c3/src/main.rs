@@ -18,6 +18,7 @@ mod door;
 mod http;
 mod liveness;
 mod net;
+mod ota;
 mod parse;
 mod reader;
 mod rtc;
@@ -99,12 +100,20 @@ async fn main(spawner: Spawner) -> ! {
     let setup_held = setup_button.is_low();
 
     // ----- the door: everything flash keeps, read once ------------------------------------
-    let store = match store::open(FlashStorage::new(peripherals.FLASH)) {
+    let mut flash = FlashStorage::new(peripherals.FLASH);
+    // The setup password, read before the store takes the flash (used only in setup mode).
+    let setup_secret = setup::read_secret(&mut flash);
+    // Which app slot runs, for updates over the air and their trial boots.
+    let firmware = ota::firmware_boot(&mut flash);
+    let store = match store::open(flash) {
         Ok(s) => s,
         Err(e) => {
             // Fail secure: a door that cannot keep its list, its clock record or its events
             // stays locked and says why.
-            error!("flash unusable ({e:?}): the partition table must be partitions.csv");
+            error!(
+                "flash unusable ({e:?}): the partition table must be {}",
+                store::TABLE
+            );
             loop {
                 bus::FEEDBACK.signal(chronolock_core::controller::Feedback::Denied);
                 embassy_time::Timer::after(embassy_time::Duration::from_secs(10)).await;
@@ -117,6 +126,7 @@ async fn main(spawner: Spawner) -> ! {
         core: Config::default(),
         sync_interval_s: None,
         setup_button: setup_held,
+        firmware,
     };
     let door = DOOR.init(Door::boot(store, config, seed, bus::now()));
     let settings = door.settings().clone();
@@ -143,19 +153,19 @@ async fn main(spawner: Spawner) -> ! {
     // ----- network -------------------------------------------------------------------------
     let net_seed = (u64::from(Rng::new().random()) << 32) | u64::from(Rng::new().random());
     let resources = NET_RESOURCES.init(StackResources::new());
-    if setup_mode {
+    // In setup mode, the door's own WPA2 password; without one, no access point at all.
+    let setup_auth = if setup_mode {
         info!("setup mode");
+        setup_access_point_auth(&setup_secret)
+    } else {
+        None
+    };
+    if let Some((ssid, auth)) = setup_auth {
         let interface = Interface::access_point();
-        let mac = interface.mac_address();
-        let mut ssid: heapless::String<32> = heapless::String::new();
-        let _ = core::fmt::write(
-            &mut ssid,
-            format_args!("chronolock-{:02X}{:02X}", mac[4], mac[5]),
-        );
         let ap = WifiConfig::AccessPoint(
             AccessPointConfig::default()
                 .with_ssid(ssid.as_str().try_into().expect("a 15-character SSID"))
-                .with_authentication(AuthenticationMethodConfig::Open),
+                .with_authentication(auth),
         );
         let wifi = WifiController::new(
             peripherals.WIFI,
@@ -177,6 +187,8 @@ async fn main(spawner: Spawner) -> ! {
         );
         spawner.spawn(setup::dhcp_task(stack).expect("DHCP task spawned once"));
         spawner.spawn(setup::http_task(stack).expect("HTTP task spawned once"));
+    } else if setup_mode {
+        // Logged by setup_access_point_auth: no network until the door is flashed again.
     } else if let Some(auth) = station_auth(&settings.password) {
         info!("station mode: joining {}", settings.ssid);
         let station = StationConfig::default()
@@ -217,6 +229,34 @@ async fn main(spawner: Spawner) -> ! {
 
     loop {
         embassy_time::Timer::after(embassy_time::Duration::from_secs(3600)).await;
+    }
+}
+
+/// The setup access point's name and WPA2 authentication from the door's setup secret, or
+/// `None` (and why, on the console) when it has none: a door without its secret opens no access
+/// point, never an open one. The password itself is never logged.
+fn setup_access_point_auth(
+    secret: &Result<setup::Password, setup::SecretError>,
+) -> Option<(heapless::String<32>, AuthenticationMethodConfig)> {
+    let password = match secret {
+        Ok(p) => p,
+        Err(e) => {
+            error!(
+                "no setup access point: {e}; flash the door with scripts/flash.sh, which writes \
+                 its setup secret (until then it decides offline from its list)"
+            );
+            return None;
+        }
+    };
+    match password.as_str().try_into() {
+        Ok(p) => Some((
+            chronolock_device::setup::setup_ssid(password),
+            AuthenticationMethodConfig::Wpa2Personal(p),
+        )),
+        Err(_) => {
+            error!("no setup access point: the radio refuses the setup password's length");
+            None
+        }
     }
 }
 

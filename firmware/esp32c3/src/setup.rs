@@ -1,12 +1,17 @@
-//! Setup mode: the door is its own Wi-Fi access point (`chronolock-XXXX`, open, at 192.168.4.1)
+//! Setup mode: the door is its own Wi-Fi access point (`chronolock-XXXX`, WPA2, at 192.168.4.1)
 //! and serves [`chronolock_device::setup::PAGE`]. The installer's phone posts its time, the Wi-Fi
 //! network, the server address and the pairing code; the time goes to the controller (seed 000:
 //! phone → ESP → RTC), the rest to flash, and the door restarts into station mode.
+//!
+//! The access point's password is the door's own, written to its `setup` partition when it was
+//! first flashed (`scripts/flash.sh`); [`read_secret`] reads it, and the network's name comes
+//! from it ([`chronolock_device::setup::setup_ssid`]), as on the label the flashing printed. A
+//! door without a readable secret opens no access point at all: never an open network.
 
 use core::fmt::Write as _;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
-use chronolock_device::setup::{self, SetupForm};
+use chronolock_device::setup::{self, SetupForm, SetupSecretError, PASSWORD_MAX, SECRET_LEN};
 use edge_dhcp::io::{self as dhcp_io, DEFAULT_SERVER_PORT};
 use edge_dhcp::server::{Server as DhcpServer, ServerOptions};
 use edge_nal::UdpBind;
@@ -17,6 +22,7 @@ use embassy_net::{IpListenEndpoint, Stack};
 use embassy_time::{Duration, Timer};
 use embedded_io_async::Write;
 use esp_radio::wifi::WifiController;
+use esp_storage::FlashStorage;
 use log::{info, warn};
 
 use crate::bus::{self, Input};
@@ -27,6 +33,59 @@ pub const AP_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 4, 1);
 
 /// How long the setup access point stays open after power-up.
 pub const AP_OPEN: Duration = Duration::from_secs(10 * 60);
+
+/// The label of the partition holding the setup secret (`partitions-*.csv`).
+const SECRET_LABEL: &str = "setup";
+
+/// The setup access point's password.
+pub type Password = heapless::String<PASSWORD_MAX>;
+
+/// Why the door has no setup password, so no setup access point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretError {
+    /// The partition table cannot be read.
+    Table,
+    /// The table has no partition labelled `setup` large enough for a record.
+    NoPartition,
+    /// Reading the partition failed.
+    Read,
+    /// The partition holds no usable secret.
+    Secret(SetupSecretError),
+}
+
+impl core::fmt::Display for SecretError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SecretError::Table => f.write_str("the partition table cannot be read"),
+            SecretError::NoPartition => {
+                f.write_str("the partition table has no partition labelled setup")
+            }
+            SecretError::Read => f.write_str("the setup partition cannot be read"),
+            SecretError::Secret(e) => write!(f, "the setup partition: {e}"),
+        }
+    }
+}
+
+/// The setup access point's password from the `setup` partition, checked (magic, version, CRC,
+/// a 16 to 63 character passphrase). Called before the store takes the flash; only reads.
+pub fn read_secret(flash: &mut FlashStorage<'_>) -> Result<Password, SecretError> {
+    let mut buf = [0u8; esp_bootloader_esp_idf::partitions::PARTITION_TABLE_MAX_LEN];
+    let table = esp_bootloader_esp_idf::partitions::read_partition_table(flash, &mut buf)
+        .map_err(|_| SecretError::Table)?;
+    // By label alone: `store::open` checks the whole table (types, subtypes, offsets) before
+    // the door uses the flash, and the record carries its own magic and CRC. Never through
+    // `partition_type()`, which panics on subtypes it does not know.
+    let offset = table
+        .iter()
+        .find(|p| p.label_as_str() == SECRET_LABEL && p.len() as usize >= SECRET_LEN)
+        .ok_or(SecretError::NoPartition)?
+        .offset();
+    let mut record = [0u8; SECRET_LEN];
+    flash
+        .read(offset, &mut record)
+        .map_err(|_| SecretError::Read)?;
+    setup::decode_setup_secret(&record).map_err(SecretError::Secret)
+}
 
 /// Keeps the access point's controller alive and logs phones joining; after [`AP_OPEN`] it
 /// drops the controller, which stops the radio: the access point is gone until the next

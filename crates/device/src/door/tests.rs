@@ -1065,7 +1065,11 @@ fn the_backend_delivers_an_update_in_pieces_and_the_door_boots_it() {
     assert_eq!(pieces.len(), 3, "{pieces:?}");
     let list = backend.list().map_or(0, |l| l.len());
     assert_eq!(pieces[1], 128 * 1024);
-    assert_eq!(pieces.iter().sum::<usize>(), list + signed.len(), "{pieces:?}");
+    assert_eq!(
+        pieces.iter().sum::<usize>(),
+        list + signed.len(),
+        "{pieces:?}"
+    );
     runs(&mut bench, 1, V2);
     bench.boot(|door| {
         door.online(&mut backend);
