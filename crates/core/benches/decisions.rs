@@ -3,6 +3,8 @@
 //! - `card_decision/{1000,100000,1000000}`: one card decision (`find_card`, `policy`,
 //!   `access::evaluate` at a valid wall time) for a present UID, a different one each iteration
 //!   from 4096 picked beforehand; `card_decision/unknown_100000` for UIDs not in the list;
+//!   `card_decision/by_record_100000` reads each probed record through [`ListBytes::read`], as
+//!   a door reads its list from flash, instead of comparing in place;
 //! - `controller/handle_card_100000`: the same through `Controller::handle_card` with a valid
 //!   clock, draining `poll_action()`;
 //! - `keypad/*`: TOTP (±1 step) and HOTP (look-ahead 10, replay window 10) verification, and
@@ -19,7 +21,7 @@ use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chronolock_core::allowlist::{AllowList, KeypadUser};
+use chronolock_core::allowlist::{AllowList, KeypadUser, ListBytes, ListError};
 use chronolock_core::keypad::{CodeCheck, Keypad};
 use chronolock_core::otp::{self, Match, OtpParams};
 use chronolock_core::{Config, Controller, Instant, Persisted, RtcReading, UnixTime, WallTime};
@@ -58,6 +60,25 @@ fn list(fixture: &'static Fixture) -> AllowList<&'static [u8]> {
     AllowList::open(&fixture.bytes).expect("the generated list opens")
 }
 
+/// A list read a record at a time, as the door reads flash (no in-place comparison).
+struct ByRecord(&'static [u8]);
+
+impl ListBytes for ByRecord {
+    fn len(&self) -> u32 {
+        self.0.len() as u32
+    }
+
+    fn read(&self, offset: u32, buf: &mut [u8]) -> Result<(), ListError> {
+        let from = offset as usize;
+        let src = self
+            .0
+            .get(from..from + buf.len())
+            .ok_or(ListError::Truncated)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
 fn card_decision(c: &mut Criterion) {
     let mut group = c.benchmark_group("card_decision");
     group
@@ -79,6 +100,19 @@ fn card_decision(c: &mut Criterion) {
             });
         });
     }
+    let mut prepared = None;
+    let mut i = 0;
+    group.bench_function("by_record_100000", |b| {
+        let (list, picks) = prepared.get_or_insert_with(|| {
+            let fixture = fixture(100_000);
+            let list = AllowList::open_in(ByRecord(&fixture.bytes)).expect("the list opens");
+            (list, fixture.picks(PICKS, 7))
+        });
+        b.iter(|| {
+            i = (i + 1) & (PICKS - 1);
+            decide(black_box(&*list), black_box(&picks[i]), &wall)
+        });
+    });
     let mut prepared = None;
     let mut i = 0;
     group.bench_function("unknown_100000", |b| {

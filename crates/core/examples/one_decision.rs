@@ -18,7 +18,7 @@ use std::hint::black_box;
 
 use chronolock_core::access::{self, Decision, Verdict};
 use chronolock_core::allowlist::{
-    AccessType, AllowList, Builder, CardEntry, ListInfo, Policy, Slot, CARD_LEN,
+    AccessType, AllowList, Builder, CardEntry, ListBytes, ListInfo, Policy, Slot, CARD_LEN,
 };
 use chronolock_core::{UnixTime, WallTime};
 use ed25519_dalek::SigningKey;
@@ -229,7 +229,7 @@ impl Fixture {
 
 /// One card decision, as the controller makes it: find the card, read its policy, evaluate it.
 #[inline(never)]
-pub fn decide(list: &AllowList<&[u8]>, uid: &[u8], wall: &WallTime) -> Verdict {
+pub fn decide<S: ListBytes>(list: &AllowList<S>, uid: &[u8], wall: &WallTime) -> Verdict {
     match list.find_card(uid).and_then(|i| list.policy(i)) {
         Some(policy) => access::evaluate(&policy, list.slots_of(&policy), Some(wall)),
         None => Verdict::Decided(Decision::DeniedUnknown),

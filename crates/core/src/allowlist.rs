@@ -328,6 +328,12 @@ pub trait ListBytes {
     /// Fills `buf` from `offset`. Fails with [`ListError::Truncated`] past the end and
     /// [`ListError::Unreadable`] when the storage fails.
     fn read(&self, offset: u32, buf: &mut [u8]) -> Result<(), ListError>;
+
+    /// The bytes themselves, when they lie in memory: lookups then compare in place instead of
+    /// copying each record they probe.
+    fn in_memory(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 impl<T: AsRef<[u8]> + ?Sized> ListBytes for &T {
@@ -343,6 +349,10 @@ impl<T: AsRef<[u8]> + ?Sized> ListBytes for &T {
             .ok_or(ListError::Truncated)?;
         buf.copy_from_slice(src);
         Ok(())
+    }
+
+    fn in_memory(&self) -> Option<&[u8]> {
+        Some(self.as_ref())
     }
 }
 
@@ -505,10 +515,25 @@ impl<S: ListBytes> AllowList<S> {
         Some(rec)
     }
 
-    /// Binary search of a sorted section by key: one record read per step.
+    /// Binary search of a sorted section by key: one record read per step (compared in place
+    /// when the list lies in memory).
     fn search<const N: usize>(&self, section: usize, key: &[u8]) -> Option<(u32, [u8; N])> {
-        let (_, count, _) = self.info.section(section);
+        let (start, count, _) = self.info.section(section);
         let (mut lo, mut hi) = (0u32, count);
+        if let Some(bytes) = self.bytes.in_memory() {
+            let len = (count as usize).checked_mul(N)?;
+            let records = bytes.get(start as usize..(start as usize).checked_add(len)?)?;
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let rec = &records[mid as usize * N..(mid as usize + 1) * N];
+                match rec[..key.len()].cmp(key) {
+                    core::cmp::Ordering::Less => lo = mid + 1,
+                    core::cmp::Ordering::Greater => hi = mid,
+                    core::cmp::Ordering::Equal => return Some((mid, rec.try_into().ok()?)),
+                }
+            }
+            return None;
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let rec = self.record::<N>(section, mid)?;
@@ -719,14 +744,28 @@ impl ListCheck {
             if self.section >= 4 {
                 return Err(ListError::BadLayout);
             }
-            let len = self.info.section(self.section).2;
+            let (_, count, len) = self.info.section(self.section);
+            if self.rec_len == 0 {
+                // Whole records are checked where they lie in the chunk.
+                let whole = (body.len() / len).min((count - self.index) as usize);
+                for rec in body[..whole * len].chunks_exact(len) {
+                    self.check_record(rec)?;
+                    self.index += 1;
+                }
+                body = &body[whole * len..];
+                if whole > 0 {
+                    continue;
+                }
+            }
+            // A record split between chunks is put together first.
             let take = (len - self.rec_len).min(body.len());
             self.rec[self.rec_len..self.rec_len + take].copy_from_slice(&body[..take]);
             self.rec_len += take;
             body = &body[take..];
             if self.rec_len == len {
                 self.rec_len = 0;
-                self.check_record()?;
+                let rec = self.rec;
+                self.check_record(&rec[..len])?;
                 self.index += 1;
             }
         }
@@ -741,13 +780,12 @@ impl ListCheck {
         }
     }
 
-    fn check_record(&mut self) -> Result<(), ListError> {
+    fn check_record(&mut self, rec: &[u8]) -> Result<(), ListError> {
         match self.section {
-            0 => self.in_order(MAX_UID_LEN + 1)?,
-            1 => self.in_order(MAX_USER_CODE_LEN + 1)?,
+            0 => self.in_order(&rec[..MAX_UID_LEN + 1])?,
+            1 => self.in_order(&rec[..MAX_USER_CODE_LEN + 1])?,
             _ => {}
         }
-        let rec = &self.rec;
         let policies = self.info.policies;
         let ok = match self.section {
             0 => {
@@ -782,13 +820,13 @@ impl ListCheck {
         }
     }
 
-    /// Whether the record's key (its first `key_len` bytes) follows the previous one's.
-    fn in_order(&mut self, key_len: usize) -> Result<(), ListError> {
-        let key = &self.rec[..key_len];
-        if self.index > 0 && self.prev[..key_len] >= *key {
+    /// Whether a record's key follows the previous one's.
+    fn in_order(&mut self, key: &[u8]) -> Result<(), ListError> {
+        let prev = &mut self.prev[..key.len()];
+        if self.index > 0 && *prev >= *key {
             return Err(ListError::NotSorted);
         }
-        self.prev[..key_len].copy_from_slice(key);
+        prev.copy_from_slice(key);
         Ok(())
     }
 }
