@@ -74,6 +74,7 @@ fn flash_err<E: NorFlashError>(e: E) -> OtaError {
 #[derive(Debug)]
 pub struct OtaDownload {
     header: Header,
+    raw: [u8; HEADER_LEN],
     slot: u8,
     written: u32,
     erased: u32,
@@ -87,6 +88,11 @@ impl OtaDownload {
         &self.header
     }
 
+    /// The header's bytes, signature included (to note the download in flash).
+    pub fn raw_header(&self) -> &[u8; HEADER_LEN] {
+        &self.raw
+    }
+
     /// The slot it goes to.
     pub fn slot(&self) -> u8 {
         self.slot
@@ -95,6 +101,11 @@ impl OtaDownload {
     /// Image bytes received.
     pub fn written(&self) -> u32 {
         self.written
+    }
+
+    /// Image bytes in flash (those of a last partial write unit are still in RAM).
+    pub fn flushed(&self) -> u32 {
+        self.written - self.pending_len as u32
     }
 }
 
@@ -115,22 +126,64 @@ impl FirmwareBoot {
             return Err(OtaError::Geometry);
         }
         let key = self.key.and_then(|k| VerifyingKey::from_bytes(&k).ok());
+        let header_bytes = header.get(..HEADER_LEN).unwrap_or(header);
         let header = Header::check(
-            header.get(..HEADER_LEN).unwrap_or(header),
+            header_bytes,
             key.as_ref(),
             self.version,
             self.flash_mb,
             self.slots.size,
         )?;
+        let mut raw = [0u8; HEADER_LEN];
+        raw.copy_from_slice(header_bytes);
         let slot = self.spare_slot();
         let start = self.slot_start(slot)?;
         let sector = F::ERASE_SIZE as u32;
         flash.erase(start, start + sector).map_err(flash_err)?;
         Ok(OtaDownload {
             header,
+            raw,
             slot,
             written: 0,
             erased: sector,
+            pending: [0xff; MAX_WRITE_SIZE],
+            pending_len: 0,
+        })
+    }
+
+    /// Goes on with a download interrupted by a power cut, of which `flushed` image bytes had
+    /// reached flash: the header is checked again, and the download goes on from the start of
+    /// the erase sector that holds byte `flushed` (what follows may be torn; that sector is
+    /// erased again when the bytes reach it). No flash is touched here.
+    pub fn resume<F: NorFlash>(
+        &self,
+        header: &[u8],
+        flushed: u32,
+    ) -> Result<OtaDownload, OtaError> {
+        if F::WRITE_SIZE > MAX_WRITE_SIZE {
+            return Err(OtaError::Geometry);
+        }
+        let key = self.key.and_then(|k| VerifyingKey::from_bytes(&k).ok());
+        let checked = Header::check(
+            header,
+            key.as_ref(),
+            self.version,
+            self.flash_mb,
+            self.slots.size,
+        )?;
+        let mut raw = [0u8; HEADER_LEN];
+        raw.copy_from_slice(&header[..HEADER_LEN]);
+        let header = checked;
+        let sector = F::ERASE_SIZE as u32;
+        let at = flushed.min(header.len) / sector * sector;
+        Ok(OtaDownload {
+            header,
+            raw,
+            slot: self.spare_slot(),
+            written: at,
+            // The first sector holds the image's start: never counted as erased at 0, so that
+            // a resumed download from the start erases it again.
+            erased: at,
             pending: [0xff; MAX_WRITE_SIZE],
             pending_len: 0,
         })

@@ -39,7 +39,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest as _, Sha256};
 
-pub use store::{Layout, PartialDownload, Settings, Store, StoreError, EVENT_MAX};
+pub use store::{Layout, OtaNote, PartialDownload, Settings, Store, StoreError, EVENT_MAX};
 
 use crate::ota::{FirmwareBoot, OtaDownload, OtaError};
 use crate::setup::SetupForm;
@@ -614,6 +614,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         }
         door.load_active_list(now);
         door.trial_at_boot();
+        door.resume_firmware();
         door.drain(now);
         door
     }
@@ -668,6 +669,10 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         let slot = d.slot();
         let running = fw.running_slot;
         let offer = self.ota_offer.take();
+        // The download is over, whatever the check says.
+        let r = self.store.set_ota_note(None);
+        self.stored(r);
+        let Some(fw) = &self.firmware else { return };
         match fw.finish(self.store.flash(), d) {
             Ok(header) => {
                 let trial = chronolock_core::firmware::Trial {
@@ -733,6 +738,46 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 }));
             }
         }
+    }
+
+    /// A firmware download a power cut interrupted goes on from its note in flash (the backend
+    /// sends from where this door says it stands); one that no longer checks out is forgotten.
+    fn resume_firmware(&mut self) {
+        let Some(fw) = &self.firmware else { return };
+        let note = match self.store.ota_note() {
+            Ok(Some(note)) => note,
+            Ok(None) => return,
+            Err(e) => return self.stored(Err(e)),
+        };
+        match fw.resume::<F>(&note.header, note.flushed) {
+            Ok(d) => {
+                self.ota_offer = Some(Offer {
+                    version: d.header().version.0,
+                    len: note.len,
+                    digest: note.digest,
+                });
+                self.ota = Some(d);
+            }
+            Err(_) => {
+                let r = self.store.set_ota_note(None);
+                self.stored(r);
+            }
+        }
+    }
+
+    /// Notes in flash how far the firmware download got (or that none is under way).
+    fn note_firmware(&mut self) {
+        let note = match (&self.ota, self.ota_offer) {
+            (Some(d), Some(offer)) => Some(OtaNote {
+                header: *d.raw_header(),
+                len: offer.len,
+                digest: offer.digest,
+                flushed: d.flushed(),
+            }),
+            _ => None,
+        };
+        let r = self.store.set_ota_note(note.as_ref());
+        self.stored(r);
     }
 
     /// A signed sync answer checked out: with a list loaded, the image on trial has shown it
@@ -1698,8 +1743,10 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             && self.ota_refused != Some(offer)
             && (answer.firmware_offset == 0 || goes_on);
         if sync.fw_taking && answer.firmware_offset == 0 {
-            // A new download (or the same one again from its start).
+            // A new download (or the same one again from its start): the note of an older
+            // one no longer says what the spare slot holds.
             self.ota = None;
+            self.note_firmware();
             self.ota_offer = Some(offer);
             self.ota_refused = None;
         }
@@ -1744,6 +1791,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 sync.fw_at += rest.len() as u32;
             }
         }
+        let piece_done = sync.fw_left == 0;
         if let Some(e) = failed {
             sync.fw_taking = false;
             self.ota = None;
@@ -1751,7 +1799,16 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 // The backend would send it again and again: say it is all here.
                 self.ota_refused = self.ota_offer.take();
             }
+            self.note_firmware();
             self.push(Request::Notice(Notice::FirmwareRefused(e)));
+        } else if piece_done
+            && self
+                .ota
+                .as_ref()
+                .is_some_and(|d| d.written() < d.header().len)
+        {
+            // A power cut from here on costs at most the next piece.
+            self.note_firmware();
         }
     }
 

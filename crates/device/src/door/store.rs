@@ -70,6 +70,22 @@ impl Layout {
     }
 }
 
+const FW_HEADER_LEN: usize = chronolock_core::firmware::HEADER_LEN;
+const OTA_NOTE_LEN: usize = FW_HEADER_LEN + 4 + 32 + 4;
+
+/// How far a firmware download got, as kept in flash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OtaNote {
+    /// The signed image's header.
+    pub header: [u8; FW_HEADER_LEN],
+    /// The signed image's length, as the backend announced it.
+    pub len: u32,
+    /// Its SHA-256, as announced.
+    pub digest: [u8; 32],
+    /// Image bytes (after the header) in the spare slot.
+    pub flushed: u32,
+}
+
 /// Largest value in the map (settings: four length-prefixed strings), with its key, rounded up.
 const MAP_BUF: usize = 320;
 /// Largest queued event (a [`chronolock_core::protocol::WireEvent`] is at most 68 bytes).
@@ -86,6 +102,7 @@ const KEY_PARTIAL: Key = key(6);
 const KEY_COUNTER: Key = key(7);
 const KEY_NTP: Key = key(8);
 const KEY_TRIAL: Key = key(9);
+const KEY_OTA: Key = key(10);
 
 const fn key(kind: u8) -> Key {
     let mut k = [0u8; 10];
@@ -538,6 +555,42 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
             Some(_) => return Err(StoreError::Corrupt),
             None => None,
         })
+    }
+
+    /// How far a firmware download got, if one was under way: the signed header, the image's
+    /// announced length and SHA-256, and the image bytes flushed to the spare slot.
+    pub fn ota_note(&mut self) -> Result<Option<OtaNote>, StoreError> {
+        let mut v = [0u8; OTA_NOTE_LEN];
+        Ok(match self.fetch(&KEY_OTA, &mut v)? {
+            Some(OTA_NOTE_LEN) => {
+                let mut note = OtaNote {
+                    header: [0; FW_HEADER_LEN],
+                    len: u32::from_le_bytes([v[128], v[129], v[130], v[131]]),
+                    digest: [0; 32],
+                    flushed: u32::from_le_bytes([v[164], v[165], v[166], v[167]]),
+                };
+                note.header.copy_from_slice(&v[..FW_HEADER_LEN]);
+                note.digest.copy_from_slice(&v[132..164]);
+                Some(note)
+            }
+            Some(_) => return Err(StoreError::Corrupt),
+            None => None,
+        })
+    }
+
+    /// Notes how far a firmware download got (`None`: none under way).
+    pub fn set_ota_note(&mut self, note: Option<&OtaNote>) -> Result<(), StoreError> {
+        match note {
+            Some(n) => {
+                let mut v = [0u8; OTA_NOTE_LEN];
+                v[..FW_HEADER_LEN].copy_from_slice(&n.header);
+                v[128..132].copy_from_slice(&n.len.to_le_bytes());
+                v[132..164].copy_from_slice(&n.digest);
+                v[164..168].copy_from_slice(&n.flushed.to_le_bytes());
+                self.put(&KEY_OTA, &v)
+            }
+            None => self.remove(&KEY_OTA),
+        }
     }
 
     /// Keeps the trial of a new firmware image (`None`: no image on trial).

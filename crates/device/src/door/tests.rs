@@ -1110,3 +1110,49 @@ fn an_update_the_door_refuses_is_not_sent_again() {
     );
     assert!(bench.slot_requests.is_empty());
 }
+
+/// A power cut anywhere in a download of several pieces: the next boot goes on from the note
+/// of the last whole piece (from the start of its erase sector), not from the first byte, and
+/// the image that boots is the signed one.
+#[test]
+fn a_firmware_download_cut_by_power_goes_on_from_its_note() {
+    let image: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let signed = firmware::sign(&image, V2, 4, &firmware_key()).expect("sign");
+    // The budget counts erased and written bytes: about 2 × 300 KB for the image, after the
+    // pairing's and the list's few kilobytes.
+    for step in [100_000, 270_000, 400_000, 530_000, 590_000] {
+        let mut backend = Backend::new(1);
+        backend.publish(1, &[&[1, 1, 1, 1]]);
+        backend.devices.assign_firmware(DOOR, Some(signed.clone()));
+        let mut bench = ota_bench_sized(V1, 512 * 1024);
+        bench.boot(|door| {
+            door.door.store().flash().cut_after(Some(step));
+            door.online(&mut backend);
+        });
+        let resumed_from = bench.boot(|door| {
+            let from = door
+                .door
+                .store()
+                .ota_note()
+                .expect("note")
+                .map(|n| n.flushed);
+            door.online(&mut backend);
+            let at = (LAYOUT.end() + 512 * 1024) as usize;
+            assert_eq!(
+                &door.door.store().flash().bytes()[at..at + image.len()],
+                &image[..],
+                "cut after {step}"
+            );
+            from
+        });
+        assert_eq!(bench.slot_requests, [1], "cut after {step}");
+        // Past the first piece's note (2 × 128 KiB of erases and writes), the download goes on
+        // from it.
+        if step >= 270_000 {
+            assert!(
+                resumed_from.is_some_and(|f| f >= 128 * 1024 - firmware::HEADER_LEN as u32),
+                "cut after {step}: went on from {resumed_from:?}"
+            );
+        }
+    }
+}
