@@ -12,9 +12,11 @@
 pub mod memory;
 
 use chronolock_core::controller::Credential;
+use chronolock_core::lockdown::{LockdownOrder, ORDER_LEN};
 use chronolock_core::protocol::{
-    self, CheckRequest, DeviceStatus, EnrolRequest, FirmwareOffer, Header, Kind, ListStream,
-    ProtocolError, SyncAnswer, SyncRequest, WireEvent, FIRMWARE_CHUNK_MAX,
+    self, CheckRequest, DeviceStatus, DoorPosition, EnrolRequest, FirmwareOffer, Header, Kind,
+    ListStream, ProtocolError, SyncAnswer, SyncRequest, WatchRequest, WireEvent,
+    FIRMWARE_CHUNK_MAX,
 };
 use ed25519_dalek::SigningKey;
 
@@ -83,6 +85,10 @@ pub struct DoorList<L> {
     /// The site's NTP servers, separated by spaces (`""`: the site names none, and its doors
     /// keep their own).
     pub ntp_servers: String,
+    /// The site's latest lockdown order, as signed when it was given (`None`: never).
+    pub lockdown: Option<[u8; ORDER_LEN]>,
+    /// The door's contact and held-open time (`None`: the door keeps its own).
+    pub position: Option<DoorPosition>,
 }
 
 /// The doors, as the backend keeps them. Each method is one step of an exchange; the server
@@ -301,6 +307,8 @@ pub async fn sync<D: Devices>(
         list_offset,
         ntp_servers: &door.ntp_servers,
         firmware,
+        lockdown: door.lockdown.as_ref(),
+        position: door.position,
     }
     .write(site, &key);
     let rest = list.map_or(&[][..], |l| &l[list_offset as usize..]);
@@ -331,4 +339,44 @@ pub async fn check<D: Devices>(
         .conditional_granted(header.door_id as i64, &request.credential, now_unix)
         .await?;
     Ok(request.answer(granted, &key).to_vec())
+}
+
+/// A door's watch request (`POST /device/v1/watch`), authenticated: the server holds it until
+/// [`due`](Watch::due) or its wait ends, then sends [`answer`](Watch::answer).
+#[derive(Clone, Debug)]
+pub struct Watch {
+    request: WatchRequest,
+    key: [u8; 32],
+}
+
+/// Opens a watch request: the door must be paired and the request sealed with its key. A watch
+/// changes nothing on the server, so it needs no counter; a replayed one only makes the server
+/// answer "sync now" or "nothing new" to whoever replayed it.
+pub async fn open_watch<D: Devices>(devices: &D, body: &[u8]) -> Result<Watch, DeviceError> {
+    let (message, key) = open(devices, body, Kind::WatchRequest).await?;
+    let request = WatchRequest::parse(&message)?;
+    i64::try_from(request.header.door_id).map_err(|_| ProtocolError::Malformed("door_id"))?;
+    Ok(Watch { request, key })
+}
+
+impl Watch {
+    /// The door.
+    pub fn door_id(&self) -> i64 {
+        self.request.header.door_id as i64
+    }
+
+    /// Whether the backend holds something the door has not heard of: a newer list generation
+    /// or a newer lockdown order.
+    pub async fn due<D: Devices>(&self, devices: &D) -> Result<bool, DeviceError> {
+        let door = devices
+            .door_list(self.door_id(), self.request.generation)
+            .await?;
+        let seq = door.lockdown.as_ref().map_or(0, LockdownOrder::peek_seq);
+        Ok(door.generation > self.request.generation || seq > self.request.lockdown_seq)
+    }
+
+    /// The answer: `changed` tells the door to sync now.
+    pub fn answer(&self, changed: bool) -> Vec<u8> {
+        self.request.answer(changed, &self.key).to_vec()
+    }
 }

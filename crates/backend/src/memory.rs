@@ -5,7 +5,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use chronolock_core::controller::Credential;
-use chronolock_core::protocol::{pairing_code_hash, DeviceStatus, WireEvent};
+use chronolock_core::lockdown::{LockdownOrder, ORDER_LEN};
+use chronolock_core::protocol::{pairing_code_hash, DeviceStatus, DoorPosition, WireEvent};
+use ed25519_dalek::SigningKey;
 
 use crate::{DeviceError, Devices, DoorList, Pairing};
 
@@ -30,6 +32,8 @@ struct Inner {
     grants: Vec<String>,
     ntp_servers: String,
     firmware: BTreeMap<i64, Vec<u8>>,
+    lockdown: Option<[u8; ORDER_LEN]>,
+    positions: BTreeMap<i64, DoorPosition>,
 }
 
 impl MemoryDevices {
@@ -78,6 +82,31 @@ impl MemoryDevices {
             Some(image) => inner.firmware.insert(door_id, image),
             None => inner.firmware.remove(&door_id),
         };
+    }
+
+    /// Puts the site into lockdown (`on`) or out of it: the next order, signed by `site`.
+    pub fn set_lockdown(&self, on: bool, issued_unix: i64, site: &SigningKey) {
+        let mut inner = self.inner.borrow_mut();
+        let seq = inner.lockdown.as_ref().map_or(0, LockdownOrder::peek_seq) + 1;
+        inner.lockdown = Some(
+            LockdownOrder {
+                seq,
+                on,
+                issued_unix,
+            }
+            .sign(site),
+        );
+    }
+
+    /// Whether the site is in lockdown.
+    pub fn lockdown(&self) -> bool {
+        let inner = self.inner.borrow();
+        inner.lockdown.is_some_and(|o| o[8] == 1)
+    }
+
+    /// The door's contact and held-open time, as the site sets them.
+    pub fn set_position(&self, door_id: i64, position: DoorPosition) {
+        self.inner.borrow_mut().positions.insert(door_id, position);
     }
 
     /// The NTP servers the site names (separated by spaces; `""`: none).
@@ -184,6 +213,8 @@ impl Devices for MemoryDevices {
                 .filter(|(g, _)| *g > device_generation)
                 .map(|(_, b)| b.clone()),
             ntp_servers: inner.ntp_servers.clone(),
+            lockdown: inner.lockdown,
+            position: inner.positions.get(&door_id).copied(),
         })
     }
 

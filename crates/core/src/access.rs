@@ -35,11 +35,13 @@ pub enum Decision {
     DeniedLockedOut,
     /// The code was already used.
     DeniedReplay,
+    /// The site is in lockdown: only EMERGENCY entries are let in.
+    DeniedLockdown,
 }
 
 impl Decision {
     /// Every decision, in wire-code order.
-    pub const ALL: [Decision; 11] = [
+    pub const ALL: [Decision; 12] = [
         Decision::Granted,
         Decision::GrantedEmergency,
         Decision::DeniedUnknown,
@@ -51,6 +53,7 @@ impl Decision {
         Decision::DeniedClockUnsynced,
         Decision::DeniedLockedOut,
         Decision::DeniedReplay,
+        Decision::DeniedLockdown,
     ];
 
     /// The device protocol's code (one definition: [`from_code`](Self::from_code) is its
@@ -68,6 +71,7 @@ impl Decision {
             Decision::DeniedClockUnsynced => 8,
             Decision::DeniedLockedOut => 9,
             Decision::DeniedReplay => 10,
+            Decision::DeniedLockdown => 11,
         }
     }
 
@@ -90,6 +94,7 @@ impl Decision {
             Decision::DeniedClockUnsynced => "DENIED_CLOCK_UNSYNCED",
             Decision::DeniedLockedOut => "DENIED_LOCKED_OUT",
             Decision::DeniedReplay => "DENIED_REPLAY",
+            Decision::DeniedLockdown => "DENIED_LOCKDOWN",
         }
     }
 

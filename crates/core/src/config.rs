@@ -77,6 +77,12 @@ pub struct Config {
     pub site_key: Option<[u8; 32]>,
     /// How long the lock stays open after a grant. Default 3 s.
     pub unlock: Duration,
+    /// A door-position contact is fitted: the door reports open and closed, and raises the
+    /// forced and held-open alarms. Without one, door reports change nothing. Default false.
+    pub door_contact: bool,
+    /// How long the door may stay open after an authorised opening before the held-open alarm.
+    /// Default 30 s.
+    pub held_open: Duration,
     /// How long a CONDITIONAL check may wait for the backend before `DENIED_OFFLINE`. Default 3 s.
     pub conditional_timeout: Duration,
     /// A keypad entry not finished with `#` within this is discarded. Default 10 s.
@@ -132,6 +138,8 @@ impl Default for Config {
             time_floor: UnixTime::VALIDITY_THRESHOLD,
             site_key: None,
             unlock: Duration::from_secs(3),
+            door_contact: false,
+            held_open: Duration::from_secs(30),
             conditional_timeout: Duration::from_secs(3),
             keypad_entry_timeout: Duration::from_secs(10),
             lockout_after_failures: 5,

@@ -22,6 +22,7 @@ pub mod config;
 pub mod controller;
 pub mod firmware;
 pub mod keypad;
+pub mod lockdown;
 pub mod ntp;
 pub mod otp;
 pub mod persist;

@@ -39,14 +39,15 @@ use sha2::{Digest, Sha256};
 use crate::access::Decision;
 use crate::allowlist::{MAX_UID_LEN, MAX_USER_CODE_LEN};
 use crate::clock::Source;
-use crate::controller::{BackendTime, Credential, Event, NONCE_LEN};
+use crate::controller::{AlarmKind, BackendTime, Credential, Event, NONCE_LEN};
+use crate::lockdown::ORDER_LEN;
 use crate::report::Basis;
 use crate::time::UnixTime;
 
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"CLDP";
 /// The protocol version this code speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Header length.
 pub const HEADER_LEN: usize = 32;
 /// Poly1305 tag length: every message ends with one.
@@ -63,8 +64,25 @@ pub const EVENT_HEAD_LEN: usize = 20;
 pub const MAX_EVENT_PAYLOAD: usize = 48;
 /// Fixed part of a sync answer; a new list (or the rest of one) follows it, then a piece of a
 /// firmware update.
-pub const SYNC_RESPONSE_LEN: usize =
-    HEADER_LEN + 16 + 64 + 16 + 4 + 32 + 4 + NTP_FIELD_LEN + FIRMWARE_FIELD_LEN + TAG_LEN;
+pub const SYNC_RESPONSE_LEN: usize = HEADER_LEN
+    + 16
+    + 64
+    + 16
+    + 4
+    + 32
+    + 4
+    + NTP_FIELD_LEN
+    + FIRMWARE_FIELD_LEN
+    + ORDER_LEN
+    + POSITION_FIELD_LEN
+    + TAG_LEN;
+/// Bytes of a sync answer's door settings: held-open seconds (u16), flags (bit 0: the site
+/// sets them, bit 1: a door contact is fitted), one reserved byte.
+pub const POSITION_FIELD_LEN: usize = 4;
+/// Watch request length.
+pub const WATCH_REQUEST_LEN: usize = HEADER_LEN + 16 + TAG_LEN;
+/// Watch answer length.
+pub const WATCH_RESPONSE_LEN: usize = HEADER_LEN + 8 + TAG_LEN;
 /// Bytes of a sync answer's firmware offer: version, length, offset and length of the piece
 /// that follows, SHA-256 of the signed image.
 pub const FIRMWARE_FIELD_LEN: usize = 48;
@@ -103,12 +121,16 @@ pub enum Kind {
     SyncRequest = 2,
     /// Device → server: may this CONDITIONAL credential enter?
     CheckRequest = 3,
+    /// Device → server: answer when something for me changes.
+    WatchRequest = 4,
     /// Server → device.
     EnrolResponse = 0x81,
     /// Server → device.
     SyncResponse = 0x82,
     /// Server → device.
     CheckResponse = 0x83,
+    /// Server → device.
+    WatchResponse = 0x84,
 }
 
 impl Kind {
@@ -117,6 +139,8 @@ impl Kind {
             1 => Kind::EnrolRequest,
             2 => Kind::SyncRequest,
             3 => Kind::CheckRequest,
+            4 => Kind::WatchRequest,
+            0x84 => Kind::WatchResponse,
             0x81 => Kind::EnrolResponse,
             0x82 => Kind::SyncResponse,
             0x83 => Kind::CheckResponse,
@@ -567,6 +591,28 @@ pub enum EventBody {
         /// Who.
         credential: Credential,
     },
+    /// The door-position contact changed.
+    Door {
+        /// Open now.
+        open: bool,
+    },
+    /// The request-to-exit button was pressed.
+    Rex,
+    /// An alarm started.
+    Alarm {
+        /// Which.
+        kind: AlarmKind,
+    },
+    /// An alarm ended.
+    AlarmCleared {
+        /// Which.
+        kind: AlarmKind,
+    },
+    /// The door's lockdown state changed.
+    Lockdown {
+        /// In lockdown now.
+        on: bool,
+    },
     /// The daily battery report.
     Report {
         /// Millivolts.
@@ -631,6 +677,11 @@ impl EventBody {
             Event::Notify { credential } => EventBody::Notify { credential },
             Event::Report { mv, basis } => EventBody::Report { mv, basis },
             Event::ActionsDropped { count } => EventBody::ActionsDropped { count },
+            Event::Door { open } => EventBody::Door { open },
+            Event::Rex => EventBody::Rex,
+            Event::Alarm { kind } => EventBody::Alarm { kind },
+            Event::AlarmCleared { kind } => EventBody::AlarmCleared { kind },
+            Event::Lockdown { on } => EventBody::Lockdown { on },
             Event::TimeRejected {
                 source,
                 server,
@@ -652,7 +703,7 @@ impl EventBody {
     }
 
     /// Every kind name, in wire-code order (code 1 first).
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 12] = [
         "decision",
         "notify",
         "report",
@@ -660,6 +711,11 @@ impl EventBody {
         "rtc_write",
         "time_rejected",
         "actions_dropped",
+        "door",
+        "rex",
+        "alarm",
+        "alarm_cleared",
+        "lockdown",
     ];
 
     /// The short kind name the server stores: one of [`KINDS`](Self::KINDS).
@@ -672,6 +728,11 @@ impl EventBody {
             EventBody::RtcWrite { .. } => "rtc_write",
             EventBody::TimeRejected { .. } => "time_rejected",
             EventBody::ActionsDropped { .. } => "actions_dropped",
+            EventBody::Door { .. } => "door",
+            EventBody::Rex => "rex",
+            EventBody::Alarm { .. } => "alarm",
+            EventBody::AlarmCleared { .. } => "alarm_cleared",
+            EventBody::Lockdown { .. } => "lockdown",
         }
     }
 
@@ -685,6 +746,11 @@ impl EventBody {
             EventBody::RtcWrite { .. } => 5,
             EventBody::TimeRejected { .. } => 6,
             EventBody::ActionsDropped { .. } => 7,
+            EventBody::Door { .. } => 8,
+            EventBody::Rex => 9,
+            EventBody::Alarm { .. } => 10,
+            EventBody::AlarmCleared { .. } => 11,
+            EventBody::Lockdown { .. } => 12,
         }
     }
 }
@@ -791,6 +857,15 @@ impl WireEvent {
                 payload[..4].copy_from_slice(&count.to_le_bytes());
                 4
             }
+            EventBody::Door { open: on } | EventBody::Lockdown { on } => {
+                payload[0] = u8::from(*on);
+                1
+            }
+            EventBody::Rex => 0,
+            EventBody::Alarm { kind } | EventBody::AlarmCleared { kind } => {
+                payload[0] = kind.code();
+                1
+            }
         };
         let total = EVENT_HEAD_LEN + len;
         if out.len() < total {
@@ -894,6 +969,32 @@ impl WireEvent {
                 need(4)?;
                 EventBody::ActionsDropped {
                     count: u32_at(p, 0),
+                }
+            }
+            8 | 12 => {
+                need(1)?;
+                let on = match p[0] {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(ProtocolError::Malformed("state")),
+                };
+                if b[8] == 8 {
+                    EventBody::Door { open: on }
+                } else {
+                    EventBody::Lockdown { on }
+                }
+            }
+            9 => {
+                need(0)?;
+                EventBody::Rex
+            }
+            10 | 11 => {
+                need(1)?;
+                let kind = AlarmKind::from_code(p[0]).ok_or(ProtocolError::Malformed("alarm"))?;
+                if b[8] == 10 {
+                    EventBody::Alarm { kind }
+                } else {
+                    EventBody::AlarmCleared { kind }
                 }
             }
             _ => return Err(ProtocolError::Malformed("event_kind")),
@@ -1154,6 +1255,21 @@ pub struct SyncAnswer<'a> {
     pub ntp_servers: &'a str,
     /// A piece of a firmware update for the door, following the list.
     pub firmware: Option<FirmwareOffer<'a>>,
+    /// The site's latest lockdown order, signed by the site ([`crate::lockdown`]), if it ever
+    /// gave one.
+    pub lockdown: Option<&'a [u8; ORDER_LEN]>,
+    /// The door's contact and held-open time, as the site sets them (`None`: the door keeps
+    /// its own).
+    pub position: Option<DoorPosition>,
+}
+
+/// A door's position settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DoorPosition {
+    /// A door-position contact is fitted.
+    pub contact: bool,
+    /// Seconds the door may stay open after an authorised opening.
+    pub held_open_s: u16,
 }
 
 /// A piece of a signed firmware image a sync answer carries.
@@ -1231,6 +1347,15 @@ impl SyncAnswer<'_> {
             out[at + 12..at + 16].copy_from_slice(&(fw.piece().len() as u32).to_le_bytes());
             out[at + 16..at + 48].copy_from_slice(&Sha256::digest(fw.image));
         }
+        let at = 168 + NTP_FIELD_LEN + FIRMWARE_FIELD_LEN;
+        if let Some(order) = self.lockdown {
+            out[at..at + ORDER_LEN].copy_from_slice(order);
+        }
+        if let Some(p) = self.position {
+            let at = at + ORDER_LEN;
+            out[at..at + 2].copy_from_slice(&p.held_open_s.to_le_bytes());
+            out[at + 2] = 1 | u8::from(p.contact) << 1;
+        }
         let key = link_key(device_key, Direction::Down);
         seal(&mut out, HEADER_LEN, SYNC_RESPONSE_LEN - TAG_LEN, &key);
         out
@@ -1267,6 +1392,11 @@ pub struct SyncResponse {
     pub firmware_piece: u32,
     /// SHA-256 of the whole signed image.
     pub firmware_digest: [u8; 32],
+    /// The site's latest lockdown order, unchecked: the controller checks its signature
+    /// ([`crate::Controller::handle_lockdown_order`]).
+    pub lockdown: Option<[u8; ORDER_LEN]>,
+    /// The door's position settings, if the site sets them.
+    pub position: Option<DoorPosition>,
 }
 
 impl SyncResponse {
@@ -1347,7 +1477,22 @@ impl SyncResponse {
         if (offered && !fits) || (!offered && (fw_version | fw_len | fw_offset | fw_piece) != 0) {
             return Err(ProtocolError::Malformed("firmware"));
         }
+        let at = 168 + NTP_FIELD_LEN + FIRMWARE_FIELD_LEN;
+        let mut order = [0u8; ORDER_LEN];
+        order.copy_from_slice(&fixed[at..at + ORDER_LEN]);
+        let lockdown = order.iter().any(|&b| b != 0).then_some(order);
+        let at = at + ORDER_LEN;
+        let flags = fixed[at + 2];
+        if flags & !3 != 0 || fixed[at + 3] != 0 || (flags == 0 && u16_at(fixed, at) != 0) {
+            return Err(ProtocolError::Malformed("door_position"));
+        }
+        let position = (flags & 1 != 0).then(|| DoorPosition {
+            contact: flags & 2 != 0,
+            held_open_s: u16_at(fixed, at),
+        });
         Ok(SyncResponse {
+            lockdown,
+            position,
             time: BackendTime {
                 nonce: *nonce,
                 receive: UnixTime::from_micros(t2),
@@ -1469,6 +1614,107 @@ pub fn check_response(
         0 => Ok(false),
         1 => Ok(true),
         _ => Err(ProtocolError::Malformed("granted")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watch (push)
+
+/// Writes a watch request: the door's list generation and lockdown sequence. The server holds
+/// it until something for the door is newer than these (a list, a lockdown order) or its wait
+/// ends, and answers whether the door should sync now. It carries no counter: it changes
+/// nothing on the server, and its answer, bound to its nonce, says nothing but "sync now".
+pub fn watch_request(
+    door_id: u64,
+    nonce: [u8; NONCE_LEN],
+    generation: u64,
+    lockdown_seq: u64,
+    device_key: &[u8; 32],
+) -> [u8; WATCH_REQUEST_LEN] {
+    let mut out = [0u8; WATCH_REQUEST_LEN];
+    Header {
+        kind: Kind::WatchRequest,
+        door_id,
+        nonce,
+    }
+    .write(&mut out);
+    out[32..40].copy_from_slice(&generation.to_le_bytes());
+    out[40..48].copy_from_slice(&lockdown_seq.to_le_bytes());
+    let key = link_key(device_key, Direction::Up);
+    seal(&mut out, HEADER_LEN, WATCH_REQUEST_LEN - TAG_LEN, &key);
+    out
+}
+
+/// A watch request as the server reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchRequest {
+    /// The header.
+    pub header: Header,
+    /// The door's installed list generation.
+    pub generation: u64,
+    /// The sequence of the lockdown order it holds (0: none).
+    pub lockdown_seq: u64,
+}
+
+impl WatchRequest {
+    /// Reads a watch request: its header and plaintext body, as [`open_request`] left them.
+    pub fn parse(bytes: &[u8]) -> Result<WatchRequest, ProtocolError> {
+        let plain = WATCH_REQUEST_LEN - TAG_LEN;
+        let header = Header::expect(bytes, Kind::WatchRequest, plain)?;
+        if bytes.len() != plain {
+            return Err(ProtocolError::Malformed("length"));
+        }
+        Ok(WatchRequest {
+            header,
+            generation: u64_at(bytes, 32),
+            lockdown_seq: u64_at(bytes, 40),
+        })
+    }
+
+    /// The server's answer: `changed` when the door should sync now.
+    pub fn answer(&self, changed: bool, device_key: &[u8; 32]) -> [u8; WATCH_RESPONSE_LEN] {
+        let mut out = [0u8; WATCH_RESPONSE_LEN];
+        Header {
+            kind: Kind::WatchResponse,
+            door_id: self.header.door_id,
+            nonce: self.header.nonce,
+        }
+        .write(&mut out);
+        out[32] = u8::from(changed);
+        let key = link_key(device_key, Direction::Down);
+        seal(&mut out, HEADER_LEN, WATCH_RESPONSE_LEN - TAG_LEN, &key);
+        out
+    }
+}
+
+/// Reads the server's answer to a watch request: whether to sync now.
+pub fn watch_response(
+    bytes: &[u8],
+    device_key: &[u8; 32],
+    door_id: u64,
+    nonce: &[u8; NONCE_LEN],
+) -> Result<bool, ProtocolError> {
+    let header = Header::expect(bytes, Kind::WatchResponse, WATCH_RESPONSE_LEN)?;
+    if bytes.len() != WATCH_RESPONSE_LEN {
+        return Err(ProtocolError::Malformed("length"));
+    }
+    if header.door_id != door_id || header.nonce != *nonce {
+        return Err(ProtocolError::Mismatch);
+    }
+    let mut fixed = [0u8; WATCH_RESPONSE_LEN];
+    fixed.copy_from_slice(bytes);
+    open(
+        &mut fixed,
+        HEADER_LEN,
+        &link_key(device_key, Direction::Down),
+    )?;
+    if fixed[33..40].iter().any(|&b| b != 0) {
+        return Err(ProtocolError::Malformed("changed"));
+    }
+    match fixed[32] {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(ProtocolError::Malformed("changed")),
     }
 }
 
@@ -1650,11 +1896,78 @@ mod tests {
     }
 
     #[test]
+    fn door_events_round_trip_and_bad_states_are_refused() {
+        let bodies = [
+            EventBody::Door { open: true },
+            EventBody::Door { open: false },
+            EventBody::Rex,
+            EventBody::Alarm {
+                kind: AlarmKind::DoorForced,
+            },
+            EventBody::AlarmCleared {
+                kind: AlarmKind::DoorHeldOpen,
+            },
+            EventBody::Lockdown { on: true },
+        ];
+        for (i, body) in bodies.into_iter().enumerate() {
+            let event = WireEvent {
+                id: i as u64 + 1,
+                device_us: Some(7),
+                body,
+            };
+            let mut buf = [0u8; 64];
+            let n = event.write(&mut buf).unwrap();
+            assert_eq!(WireEvent::read(&buf[..n]).unwrap(), (event.clone(), n));
+            assert!(EventBody::KINDS.contains(&event.body.kind_name()));
+            assert_eq!(
+                EventBody::KINDS[usize::from(event.body.code()) - 1],
+                event.body.kind_name()
+            );
+            if n > EVENT_HEAD_LEN {
+                buf[EVENT_HEAD_LEN] = 9;
+                assert!(matches!(
+                    WireEvent::read(&buf[..n]),
+                    Err(ProtocolError::Malformed(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn watch_answers_are_bound_to_the_door_and_nonce() {
+        let key = [9u8; 32];
+        let mut request = watch_request(42, [4; 16], 6, 3, &key);
+        let n = open_request(&mut request, &key).unwrap();
+        let parsed = WatchRequest::parse(&request[..n]).unwrap();
+        assert_eq!((parsed.generation, parsed.lockdown_seq), (6, 3));
+        let answer = parsed.answer(true, &key);
+        assert_eq!(watch_response(&answer, &key, 42, &[4; 16]), Ok(true));
+        let quiet = parsed.answer(false, &key);
+        assert_eq!(watch_response(&quiet, &key, 42, &[4; 16]), Ok(false));
+        assert_eq!(
+            watch_response(&answer, &key, 42, &[5; 16]),
+            Err(ProtocolError::Mismatch)
+        );
+        assert_eq!(
+            watch_response(&answer, &[1; 32], 42, &[4; 16]),
+            Err(ProtocolError::BadMac)
+        );
+        let mut forged = watch_request(42, [4; 16], 6, 3, &[1; 32]);
+        assert_eq!(open_request(&mut forged, &key), Err(ProtocolError::BadMac));
+    }
+
+    #[test]
     fn sync_answer_carries_signed_time_bound_to_the_nonce() {
         let key = [9u8; 32];
         let list = [0xAAu8; 100];
         let mut image = [0x55u8; 5_000];
         image[8..12].copy_from_slice(&0x01_03_00u32.to_le_bytes());
+        let order = crate::lockdown::LockdownOrder {
+            seq: 2,
+            on: true,
+            issued_unix: 1_800_000_000,
+        }
+        .sign(&site());
         let answer = SyncAnswer {
             door_id: 42,
             nonce: [4; 16],
@@ -1670,6 +1983,11 @@ mod tests {
                 image: &image,
                 offset: 128,
                 len: 1_000,
+            }),
+            lockdown: Some(&order),
+            position: Some(DoorPosition {
+                contact: true,
+                held_open_s: 45,
             }),
         }
         .write(&site(), &key);
@@ -1692,6 +2010,14 @@ mod tests {
             (0x01_03_00, 5_000, 128, 1_000)
         );
         assert_eq!(r.firmware_digest[..], Sha256::digest(image)[..]);
+        assert_eq!(r.lockdown, Some(order));
+        assert_eq!(
+            r.position,
+            Some(DoorPosition {
+                contact: true,
+                held_open_s: 45
+            })
+        );
         assert!(r.list_matches(&list));
         assert!(!r.list_matches(&list[1..]));
         assert_eq!(
@@ -1729,6 +2055,8 @@ mod tests {
                 list_offset: 0,
                 ntp_servers,
                 firmware: None,
+                lockdown: None,
+                position: None,
             }
             .write(&site(), &key)
         };
@@ -1736,6 +2064,7 @@ mod tests {
         let mut none = answer("");
         let r = SyncResponse::parse(&mut none, &key, &vk, 42, &[4; 16]).unwrap();
         assert_eq!(r.ntp_servers(), None);
+        assert_eq!((r.lockdown, r.position), (None, None));
         // A server that names something no host is called is not listened to.
         let mut bad = answer("ntp/evil");
         assert_eq!(

@@ -247,6 +247,8 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
             sync_interval_s: interval.max(1) as u32,
             list,
             ntp_servers: ntp_servers.unwrap_or_default(),
+            lockdown: None,
+            position: None,
         })
     }
 
@@ -373,6 +375,28 @@ fn event_columns(
                     "reason": reason.as_str()})
                 .to_string(),
             ),
+        ),
+        EventBody::Door { open } => (
+            kind,
+            None,
+            None,
+            None,
+            Some(serde_json::json!({"open": open}).to_string()),
+        ),
+        EventBody::Rex => (kind, None, None, None, None),
+        EventBody::Alarm { kind: alarm } | EventBody::AlarmCleared { kind: alarm } => (
+            kind,
+            None,
+            None,
+            None,
+            Some(serde_json::json!({"kind": alarm.as_str()}).to_string()),
+        ),
+        EventBody::Lockdown { on } => (
+            kind,
+            None,
+            None,
+            None,
+            Some(serde_json::json!({"on": on}).to_string()),
         ),
     }
 }

@@ -382,7 +382,7 @@ pub struct EventQuery {
 pub const FILTER_PARAMS: [&str; 6] = ["door", "kind", "decision", "credential", "from", "until"];
 
 /// Event kinds devices send: the device protocol's own list.
-pub const KINDS: [&str; 7] = chronolock_core::protocol::EventBody::KINDS;
+pub const KINDS: [&str; 12] = chronolock_core::protocol::EventBody::KINDS;
 
 /// Decisions devices report (see the scenario contract), from the core's one definition.
 pub fn decisions() -> impl Iterator<Item = &'static str> {

@@ -76,6 +76,21 @@ enum Delivery {
     RtcTick {
         boot: u64,
     },
+    /// The backend's wait for a watch ends: it answers "nothing new" if it still holds it.
+    WatchTimeout {
+        exchange: Exchange,
+    },
+}
+
+/// How long the simulated backend holds a watch before it answers "nothing new" (as the
+/// server does).
+const WATCH_HOLD_US: i64 = 25_000_000;
+
+/// A watch the backend holds.
+struct ParkedWatch {
+    boot: u64,
+    exchange: Exchange,
+    watch: chronolock_backend::Watch,
 }
 
 #[derive(Clone, Debug)]
@@ -198,6 +213,10 @@ pub struct Sim {
     pending: std::collections::HashMap<u64, Delivery>,
     seq: u64,
     out: Vec<Value>,
+    /// Whether the door stands open (the contact's state, kept across power cuts).
+    door_open: bool,
+    /// Watches the backend holds until something for the door changes.
+    watches: Vec<ParkedWatch>,
 }
 
 impl Sim {
@@ -218,6 +237,8 @@ impl Sim {
         if let Some(floor) = w.time_floor_utc {
             cfg.time_floor = floor.0;
         }
+        cfg.door_contact = w.door.contact;
+        cfg.held_open = std::time::Duration::from_secs_f64(w.door.held_open_s);
         let rtc = w.rtc.as_ref().map(|r| SimRtc {
             base_t: 0,
             base_utc: match r.utc {
@@ -239,6 +260,9 @@ impl Sim {
                 let devices = MemoryDevices::new(sync_interval_s());
                 devices.paired(DOOR_ID as i64, DEVICE_KEY);
                 devices.set_grants(w.backend.conditional_grant.clone());
+                if w.backend.lockdown {
+                    devices.set_lockdown(true, w.start_utc.0.secs(), &scenario::test_site_key());
+                }
                 devices
             },
             site: scenario::test_site_key(),
@@ -254,6 +278,8 @@ impl Sim {
             pending: std::collections::HashMap::new(),
             seq: 0,
             out: Vec::new(),
+            door_open: false,
+            watches: Vec::new(),
         }
     }
 
@@ -420,6 +446,26 @@ impl Sim {
                 if let Some(v) = c.offset_s {
                     self.backend.offset_s = v;
                 }
+                if c.reachable == Some(false) {
+                    // The connections it held break.
+                    for w in std::mem::take(&mut self.watches) {
+                        let (boot, exchange) = (w.boot, w.exchange);
+                        let failure = Failure::Unreachable;
+                        self.schedule(
+                            self.now,
+                            Delivery::Failed {
+                                boot,
+                                exchange,
+                                failure,
+                            },
+                        );
+                    }
+                }
+                if let Some(on) = c.lockdown {
+                    let unix = self.true_utc().secs();
+                    self.devices.set_lockdown(on, unix, &self.site);
+                    self.wake_watches();
+                }
             }
             A::PhoneTime(utc) => match &mut self.device {
                 // The phone submits the door's setup page with its time and nothing else.
@@ -441,6 +487,17 @@ impl Sim {
                 None => notes.0.push(off("keys")),
             },
             A::Battery(mv) => self.battery_mv = (*mv).min(u32::from(u16::MAX)) as u16,
+            A::Door(open) => {
+                // The door moves whether or not the controller is on to see it.
+                self.door_open = *open;
+                if let Some(dev) = &mut self.device {
+                    dev.door.handle_door(*open, now);
+                }
+            }
+            A::Rex => match &mut self.device {
+                Some(dev) => dev.door.handle_rex(now),
+                None => notes.0.push(off("rex")),
+            },
             A::End => {}
         }
         self.drain();
@@ -486,6 +543,12 @@ impl Sim {
             boot: self.boots,
         });
         self.drain();
+        // The contact is read at boot.
+        let open = self.door_open;
+        if let Some(dev) = &mut self.device {
+            dev.door.handle_door(open, Instant::ZERO);
+        }
+        self.drain();
         if self.network_up {
             if let Some(dev) = &mut self.device {
                 dev.door.handle_network(true, Instant::ZERO);
@@ -530,6 +593,16 @@ impl Sim {
                 exchange,
                 failure,
             } if boot == dev.boot => door.handle_exchange_failed(exchange, failure, now),
+            Delivery::WatchTimeout { exchange } => {
+                if let Some(i) = self.watches.iter().position(|w| w.exchange == exchange) {
+                    let w = self.watches.swap_remove(i);
+                    let body = w.watch.answer(false);
+                    if w.boot == dev.boot && online {
+                        door.handle_answer(exchange, &body, now);
+                        door.handle_answer_end(exchange, now);
+                    }
+                }
+            }
             Delivery::RtcTick { boot } if boot == dev.boot => {
                 let reading = self
                     .rtc
@@ -591,6 +664,8 @@ impl Sim {
                 }
                 // The scenario's door runs no firmware updates (no app slots).
                 Request::BootFirmware { .. } => {}
+                // The buzzer: the contract's `alarm` events say what it sounds for.
+                Request::Alarm { .. } => {}
                 Request::Notice(notice) => self.notice(notice),
             }
         }
@@ -675,8 +750,12 @@ impl Sim {
             .start
             .offset_micros(self.now + delay / 2 + (self.backend.offset_s * 1e6).round() as i64)
             .as_micros();
+        if let Exchange::Watch { .. } = exchange {
+            return self.watch(boot, exchange, &body, delay);
+        }
         let backend = &self.devices;
         let (answer, at) = match exchange {
+            Exchange::Watch { .. } => return,
             Exchange::Sync { .. } => {
                 let answer =
                     chronolock_backend::sync(backend, &self.site, &body, receive_us, || {
@@ -719,6 +798,72 @@ impl Sim {
         self.schedule(at, delivery);
     }
 
+    /// The backend takes a watch: answered at once if it holds something new for the door,
+    /// else held until it does (a lockdown step) or its wait ends.
+    fn watch(&mut self, boot: u64, exchange: Exchange, body: &[u8], delay: i64) {
+        let opened = block_on(chronolock_backend::open_watch(&self.devices, body));
+        let watch = match opened {
+            Ok(Ok(w)) => w,
+            refused => {
+                let failure = match refused {
+                    Ok(Err(e)) => Failure::Refused { status: e.status },
+                    _ => Failure::Unreachable,
+                };
+                return self.schedule(
+                    self.now + delay,
+                    Delivery::Failed {
+                        boot,
+                        exchange,
+                        failure,
+                    },
+                );
+            }
+        };
+        if matches!(block_on(watch.due(&self.devices)), Ok(Ok(true))) {
+            let body = watch.answer(true);
+            return self.schedule(
+                self.now + delay,
+                Delivery::Answer {
+                    boot,
+                    exchange,
+                    body,
+                },
+            );
+        }
+        self.watches.push(ParkedWatch {
+            boot,
+            exchange,
+            watch,
+        });
+        self.schedule(
+            self.now + delay / 2 + WATCH_HOLD_US,
+            Delivery::WatchTimeout { exchange },
+        );
+    }
+
+    /// Something changed on the backend: every watch it holds that it concerns is answered.
+    fn wake_watches(&mut self) {
+        let half = (self.backend.delay_ms * 500.0).round() as i64;
+        let mut held = Vec::new();
+        for w in std::mem::take(&mut self.watches) {
+            if matches!(block_on(w.watch.due(&self.devices)), Ok(Ok(true))) {
+                let body = w.watch.answer(true);
+                let (boot, exchange) = (w.boot, w.exchange);
+                self.schedule(
+                    self.now + half,
+                    Delivery::Answer {
+                        boot,
+                        exchange,
+                        body,
+                    },
+                );
+            } else {
+                held.push(w);
+            }
+        }
+        self.watches = held;
+    }
+
     fn emit_event(&mut self, e: Event) {
         self.emit(event_json(&e));
     }
@@ -754,6 +899,11 @@ pub fn event_json(e: &Event) -> Value {
             "mv": mv,
             "basis": basis.as_str(),
         }),
+        Event::Door { open } => json!({"event": "door", "open": open}),
+        Event::Rex => json!({"event": "rex"}),
+        Event::Alarm { kind } => json!({"event": "alarm", "kind": kind.as_str()}),
+        Event::AlarmCleared { kind } => json!({"event": "alarm_cleared", "kind": kind.as_str()}),
+        Event::Lockdown { on } => json!({"event": "lockdown", "on": on}),
         Event::ActionsDropped { count } => json!({
             "event": "actions_dropped",
             "count": count,

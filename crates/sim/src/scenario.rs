@@ -113,9 +113,38 @@ pub struct World {
     /// The battery voltage at the start, in millivolts. Default 3700.
     #[serde(default = "default_battery")]
     pub battery_mv: u32,
+    /// The door itself: its position contact and held-open time.
+    #[serde(default)]
+    pub door: DoorSpec,
     /// Free text, ignored.
     #[serde(default)]
     pub comment: Option<String>,
+}
+
+/// The door's position contact.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoorSpec {
+    /// A door-position contact is fitted. Default false: no contact, no door alarms, and
+    /// `door` steps change nothing.
+    #[serde(default)]
+    pub contact: bool,
+    /// Seconds the door may stay open after an authorised opening. Default 30.
+    #[serde(default = "default_held_open")]
+    pub held_open_s: f64,
+}
+
+impl Default for DoorSpec {
+    fn default() -> Self {
+        DoorSpec {
+            contact: false,
+            held_open_s: default_held_open(),
+        }
+    }
+}
+
+fn default_held_open() -> f64 {
+    30.0
 }
 
 fn default_battery() -> u32 {
@@ -238,6 +267,9 @@ pub struct BackendSpec {
     /// How far its clock is from true time, in seconds. Default 0.
     #[serde(default)]
     pub offset_s: f64,
+    /// The site is in lockdown from the start. Default false.
+    #[serde(default)]
+    pub lockdown: bool,
 }
 
 impl Default for BackendSpec {
@@ -247,6 +279,7 @@ impl Default for BackendSpec {
             conditional_grant: Vec::new(),
             delay_ms: 40.0,
             offset_s: 0.0,
+            lockdown: false,
         }
     }
 }
@@ -282,6 +315,8 @@ pub struct BackendChange {
     pub delay_ms: Option<f64>,
     /// New clock offset.
     pub offset_s: Option<f64>,
+    /// The site goes into (`true`) or out of lockdown.
+    pub lockdown: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -311,6 +346,11 @@ struct BatteryArgs {
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct DoorArgs {
+    open: bool,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NoArgs {}
 
 /// What a step does.
@@ -334,6 +374,10 @@ pub enum Action {
     Keys(String),
     /// The battery voltage now.
     Battery(u32),
+    /// The door-position contact reports the door open (`true`) or closed.
+    Door(bool),
+    /// The request-to-exit button is pressed.
+    Rex,
     /// Simulate until the step's time, then stop.
     End,
 }
@@ -513,6 +557,12 @@ fn check_world(w: &World) -> Result<(), String> {
             ));
         }
     }
+    let held = w.door.held_open_s;
+    if !(held.is_finite() && held >= 1.0 && held <= 65_535.0) {
+        return Err(format!(
+            "door.held_open_s {held} is not between 1 and 65535 seconds"
+        ));
+    }
     let servers = w.ntp.clone().into_vec();
     if servers.is_empty() || servers.len() > chronolock_core::config::MAX_NTP_SERVERS {
         return Err(format!(
@@ -612,9 +662,11 @@ fn parse_step(line: usize, obj: &mut Map<String, Value>) -> Result<Step, Scenari
             Action::Keys(keys)
         }
         "battery" => Action::Battery(from_value::<BatteryArgs>(rest).map_err(args)?.mv),
+        "door" => Action::Door(from_value::<DoorArgs>(rest).map_err(args)?.open),
+        "rex" => from_value::<NoArgs>(rest).map(|_| Action::Rex).map_err(args)?,
         other => {
             return Err(err(format!(
-                "unknown step `{other}` (expected boot, power_off, network, ntp, backend, phone_time, card, keys, battery or end)"
+                "unknown step `{other}` (expected boot, power_off, network, ntp, backend, phone_time, card, keys, battery, door, rex or end)"
             )))
         }
     };

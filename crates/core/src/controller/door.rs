@@ -13,11 +13,11 @@ use ed25519_dalek::VerifyingKey;
 use super::{Action, Controller, Event};
 use crate::access::{self, Decision, Verdict};
 use crate::allowlist::{
-    unseal_secrets, AllowList, ListBytes, ListError, ListInfo, KEYPAD_LEN, MAX_UID_LEN,
+    unseal_secrets, AccessType, AllowList, ListBytes, ListError, ListInfo, KEYPAD_LEN, MAX_UID_LEN,
     MAX_USER_CODE_LEN,
 };
 use crate::keypad::{CodeCheck, KeypadUse};
-use crate::time::{duration_micros, Instant, UnixTime};
+use crate::time::{Instant, UnixTime};
 
 /// Who asked to enter.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -194,6 +194,7 @@ impl Controller {
                 self.push(Action::Persist(self.persisted));
             }
             self.list_created = None;
+            self.forget_lockdown();
         }
         self.cfg.site_key = Some(key);
     }
@@ -303,6 +304,9 @@ impl Controller {
         let Some((policy, list)) = list.and_then(|l| Some((l.policy(policy?)?, l))) else {
             return self.finish(credential, Decision::DeniedUnknown);
         };
+        if let Some(refused) = self.under_lockdown(policy.access == AccessType::Emergency) {
+            return self.finish(credential, refused);
+        }
         let wall = self.clock.wall_time(now);
         match access::evaluate(&policy, list.slots_of(&policy), wall.as_ref()) {
             Verdict::Decided(decision) => self.finish(credential, decision),
@@ -332,10 +336,10 @@ impl Controller {
         }));
         if decision == Decision::GrantedEmergency {
             self.push(Action::Event(Event::Notify { credential }));
+            self.sync_soon(self.last_now);
         }
         if decision.is_granted() {
-            let ms = (duration_micros(self.cfg.unlock) / 1000).min(u64::from(u32::MAX)) as u32;
-            self.push(Action::Unlock { ms });
+            self.unlock(self.last_now);
         }
         self.push(Action::Feedback(Feedback::of(decision)));
     }

@@ -21,8 +21,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 mod door;
+mod position;
 
 pub use door::{Credential, Feedback};
+pub use position::AlarmKind;
 
 use crate::access::Decision;
 use crate::clock::{Clock, ClockPolicy, Outcome, Refusal, Sample, Source};
@@ -94,6 +96,14 @@ pub enum Action {
     },
     /// Measure the battery and call [`Controller::handle_battery`].
     ReadBattery,
+    /// Sound the alarm (buzzer and red light) until told otherwise.
+    Alarm {
+        /// On or off.
+        sounding: bool,
+    },
+    /// Store this signed lockdown order; hand it back at the next boot through
+    /// [`Controller::restore_lockdown`].
+    PersistLockdown([u8; crate::lockdown::ORDER_LEN]),
     /// Something to log or report.
     Event(Event),
 }
@@ -136,6 +146,28 @@ pub enum Event {
     ActionsDropped {
         /// How many.
         count: u32,
+    },
+    /// The door-position contact changed.
+    Door {
+        /// Open now.
+        open: bool,
+    },
+    /// The request-to-exit button was pressed (an unlock follows).
+    Rex,
+    /// An alarm started.
+    Alarm {
+        /// Which.
+        kind: AlarmKind,
+    },
+    /// An alarm ended: the door closed.
+    AlarmCleared {
+        /// Which.
+        kind: AlarmKind,
+    },
+    /// The door's lockdown state changed.
+    Lockdown {
+        /// In lockdown now.
+        on: bool,
     },
     /// A time from a source was not used.
     TimeRejected {
@@ -216,6 +248,8 @@ struct BackendState {
     pending: Option<([u8; NONCE_LEN], Instant)>,
     next_sync: Option<Instant>,
     backoff: Duration,
+    /// Something came up during the sync under way: sync again as soon as it ends.
+    again: bool,
 }
 
 /// One door controller, from boot to power-off.
@@ -245,6 +279,8 @@ pub struct Controller {
     list_created: Option<UnixTime>,
     /// Opens keypad secrets sealed to this device (from its device key).
     list_key: Option<[u8; 32]>,
+    /// The door's contact, unlock, alarm and lockdown.
+    position: position::Position,
 }
 
 impl Controller {
@@ -284,6 +320,7 @@ impl Controller {
             list_key: None,
             next_request: 0,
             list_created: None,
+            position: position::Position::default(),
         };
         c.push(Action::ReadRtc { at_tick: false });
         c
@@ -444,7 +481,12 @@ impl Controller {
         };
         self.offer(sample, now);
         self.backend.backoff = self.cfg.backend_retry_initial;
-        self.backend.next_sync = Some(now + self.cfg.backend_sync_interval);
+        let again = core::mem::take(&mut self.backend.again);
+        self.backend.next_sync = Some(if again {
+            now
+        } else {
+            now + self.cfg.backend_sync_interval
+        });
         if !self.persisted.provisioned {
             self.persisted.provisioned = true;
             self.setup_mode = false;
@@ -498,6 +540,11 @@ impl Controller {
         self.setup_mode = on;
     }
 
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
     /// Whether a phone may set the time now.
     pub fn setup_mode(&self) -> bool {
         self.setup_mode
@@ -507,6 +554,7 @@ impl Controller {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
         self.door_timeouts(now);
+        self.position_timeouts(now);
         if self.ntp.round_deadline.is_some_and(|d| d <= now) {
             self.finish_ntp_round(now);
         }
@@ -570,6 +618,7 @@ impl Controller {
             when_online(self.backend.next_sync),
             self.next_rtc_read,
             self.door_timeout(),
+            self.position_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -797,6 +846,18 @@ impl Controller {
         } else {
             self.ntp.backoff = self.cfg.ntp_retry_initial;
             self.ntp.next_round = Some(now + self.cfg.ntp_poll_interval);
+        }
+    }
+
+    /// Something the backend should hear at once (an alarm, an emergency, a lockdown change),
+    /// or the backend said it holds something new for this door: sync now rather than at the
+    /// next interval (if a sync is under way, the next one follows it at once).
+    pub fn sync_soon(&mut self, now: Instant) {
+        self.backend.backoff = self.cfg.backend_retry_initial;
+        if self.backend.pending.is_some() {
+            self.backend.again = true;
+        } else {
+            self.backend.next_sync = Some(self.backend.next_sync.map_or(now, |t| t.min(now)));
         }
     }
 

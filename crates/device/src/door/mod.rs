@@ -29,7 +29,7 @@ use chronolock_core::protocol::{
     self, DeviceStatus, Enrolled, Enrolment, EventBody, ListStream, PartialFirmware, PartialList,
     ProtocolError, SyncRequestWriter, SyncResponse, WireEvent, CHECK_RESPONSE_LEN,
     ENROL_RESPONSE_LEN, EVENT_HEAD_LEN, MAX_COUNTER, MAX_EVENT_PAYLOAD, SYNC_REQUEST_FIXED,
-    SYNC_RESPONSE_LEN, TAG_LEN,
+    SYNC_RESPONSE_LEN, TAG_LEN, WATCH_RESPONSE_LEN,
 };
 use chronolock_core::{Action, Config, Controller, Event, Instant, RtcReading, UnixTime};
 use core::time::Duration;
@@ -78,6 +78,17 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 const ENROL_RETRY_INITIAL: Duration = Duration::from_secs(5);
 const ENROL_RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// A watch the server has not answered within this long is given up and sent again (the server
+/// holds one for at most 30 s).
+const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a watch said "sync now", the next one waits this long, so that a server that keeps
+/// saying so cannot make the door sync in a loop.
+const WATCH_GAP: Duration = Duration::from_secs(1);
+/// First wait before watching again after the backend could not be reached; it doubles up to
+/// [`WATCH_RETRY_MAX`].
+const WATCH_RETRY_INITIAL: Duration = Duration::from_secs(2);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// An exchange with the backend. Each carries an id, so that an answer or a failure that comes
 /// after the door has given up on its exchange (and started another) is recognised and ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +108,13 @@ pub enum Exchange {
         /// The controller's request id.
         request: u32,
     },
+    /// The long poll the server answers as soon as something for this door changes (a list, a
+    /// lockdown), so that the door hears of it within seconds, not at the next sync. It runs
+    /// beside the other exchanges (one more connection), not after them.
+    Watch {
+        /// This watch's id.
+        id: u32,
+    },
 }
 
 impl Exchange {
@@ -106,6 +124,7 @@ impl Exchange {
             Exchange::Enrol { .. } => "/device/v1/enrol",
             Exchange::Sync { .. } => "/device/v1/sync",
             Exchange::Check { .. } => "/device/v1/check",
+            Exchange::Watch { .. } => "/device/v1/watch",
         }
     }
 }
@@ -158,6 +177,12 @@ pub enum Request {
     },
     /// Show this on the LEDs and buzzer.
     Feedback(Feedback),
+    /// Sound the alarm (buzzer pulsing, red light) until told otherwise: the door was forced
+    /// or held open.
+    Alarm {
+        /// On or off.
+        sounding: bool,
+    },
     /// Flash work is waiting (events for the outbox, the core's record, keypad code use): call
     /// [`Door::store_pending`] once the requests before this one are carried out. The lock
     /// opens first; nothing is written between a decision and its [`Request::Unlock`]. A shell
@@ -244,6 +269,8 @@ pub enum Notice {
     },
     /// A flash operation failed.
     Storage(StoreError),
+    /// A lockdown order from the backend was not taken.
+    LockdownRefused(chronolock_core::lockdown::LockdownError),
     /// A firmware update was refused; the running firmware stays.
     FirmwareRefused(OtaError),
     /// A firmware update is checked in flash; the door restarts into it (on trial).
@@ -385,6 +412,13 @@ struct CheckExchange {
     answer: Vec<u8, CHECK_RESPONSE_LEN>,
 }
 
+struct WatchExchange {
+    id: u32,
+    nonce: [u8; NONCE_LEN],
+    since: Instant,
+    answer: Vec<u8, WATCH_RESPONSE_LEN>,
+}
+
 struct EnrolExchange {
     id: u32,
     enrolment: Enrolment,
@@ -461,6 +495,14 @@ pub struct Door<F> {
     /// sending it.
     ota_refused: Option<Offer>,
     trial: Option<chronolock_core::firmware::Trial>,
+    /// The watch (long poll) in flight, when the next one goes, and the wait after failures.
+    watch: Option<WatchExchange>,
+    watch_at: Option<Instant>,
+    watch_backoff: Duration,
+    /// What the last sync answer said the backend holds: the list generation and the lockdown
+    /// order's sequence. A watch asks to hear of anything newer.
+    heard_generation: u64,
+    heard_lockdown: u64,
 }
 
 /// A firmware update as a sync answer announces it.
@@ -526,9 +568,25 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         {
             cfg.backend_sync_interval = Duration::from_secs(u64::from(s.max(1)));
         }
+        // The door's contact and held-open time, once the site has set them.
+        match store.position() {
+            Ok(Some(p)) => {
+                cfg.door_contact = p.contact;
+                cfg.held_open = held_open(&p);
+            }
+            Ok(None) => {}
+            Err(e) => note(Err(e)),
+        }
         let mut ctl = Controller::new(cfg, persisted, rng_seed, now);
         if let Some(id) = &identity {
             ctl.set_list_key(Some(protocol::list_key(&id.device_key)));
+        }
+        // A lockdown outlives a reboot: the order kept is checked again against the site key.
+        let mut lockdown_refused = None;
+        match store.lockdown() {
+            Ok(Some(order)) => lockdown_refused = ctl.restore_lockdown(&order).err(),
+            Ok(None) => {}
+            Err(e) => note(Err(e)),
         }
         note(store.keypad_uses(|u| ctl.restore_keypad_use(u)));
         // Setup mode: not paired, or the button held; otherwise the core's own rule (a door
@@ -608,9 +666,18 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             ota_offer: None,
             ota_refused: None,
             trial,
+            watch: None,
+            watch_at: None,
+            watch_backoff: WATCH_RETRY_INITIAL,
+            heard_generation: 0,
+            heard_lockdown: 0,
         };
+        door.heard_lockdown = door.ctl.lockdown_seq();
         for n in notices {
             door.push(Request::Notice(n));
+        }
+        if let Some(e) = lockdown_refused {
+            door.push(Request::Notice(Notice::LockdownRefused(e)));
         }
         door.load_active_list(now);
         door.trial_at_boot();
@@ -840,6 +907,18 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         }
     }
 
+    /// The door-position contact reads open (`true`) or closed: at boot, and at every change.
+    pub fn handle_door(&mut self, open: bool, now: Instant) {
+        self.ctl.handle_door(open, now);
+        self.drain(now);
+    }
+
+    /// The request-to-exit button was pressed: the lock opens, whatever else holds.
+    pub fn handle_rex(&mut self, now: Instant) {
+        self.ctl.handle_rex(now);
+        self.drain(now);
+    }
+
     /// The RTC's answer to [`Request::ReadRtc`].
     pub fn handle_rtc_read(&mut self, reading: RtcReading, now: Instant) {
         self.store_pending();
@@ -860,9 +939,13 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             // The shell's requests die with the network; what it reports of them later is
             // ignored.
             self.in_flight = None;
+            self.watch = None;
+            self.watch_at = None;
         } else {
             self.enrol_backoff = ENROL_RETRY_INITIAL;
             self.enrol_at = Some(now);
+            self.watch_backoff = WATCH_RETRY_INITIAL;
+            self.watch_at = Some(now);
         }
         self.ctl.handle_network(up, now);
         self.enrol_if_due(now);
@@ -919,8 +1002,17 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 self.handle_exchange_failed(exchange, Failure::Unreachable, now);
             }
         }
+        if self
+            .watch
+            .as_ref()
+            .is_some_and(|w| now >= w.since + WATCH_TIMEOUT)
+        {
+            self.watch = None;
+            self.watch_at = Some(now);
+        }
         self.ctl.handle_timeout(now);
         self.enrol_if_due(now);
+        self.watch_if_due(now);
         self.drain(now);
     }
 
@@ -946,6 +1038,20 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 Some(request.len())
             }
             Exchange::Sync { id } => self.write_sync(id, buf, now),
+            Exchange::Watch { id } => {
+                let ident = self.identity.as_ref()?;
+                let w = self.watch.as_ref().filter(|w| w.id == id)?;
+                let body = protocol::watch_request(
+                    ident.door_id,
+                    w.nonce,
+                    self.heard_generation,
+                    self.heard_lockdown,
+                    &ident.device_key,
+                );
+                let out = buf.get_mut(..body.len())?;
+                out.copy_from_slice(&body);
+                Some(body.len())
+            }
             Exchange::Check { request } => {
                 let id = *self.identity.as_ref()?;
                 self.checks.iter().find(|c| c.request == request)?;
@@ -984,6 +1090,11 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 }
             }
             Exchange::Sync { id } => self.sync_answer(id, bytes, now),
+            Exchange::Watch { id } => {
+                if let Some(w) = self.watch.as_mut().filter(|w| w.id == id) {
+                    take_into(&mut w.answer, bytes);
+                }
+            }
         }
         self.drain(now);
     }
@@ -1020,6 +1131,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 }
             }
             Exchange::Sync { id } => self.sync_end(id, now),
+            Exchange::Watch { id } => self.watch_end(id, now),
         }
         self.exchange_over(exchange);
         self.drain(now);
@@ -1051,6 +1163,12 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                     self.sync_failed(ExchangeError::Failed(failure), now);
                 }
             }
+            Exchange::Watch { id } => {
+                if self.watch.as_ref().is_some_and(|w| w.id == id) {
+                    self.watch = None;
+                    self.watch_failed(now);
+                }
+            }
         }
         self.exchange_over(exchange);
         self.drain(now);
@@ -1074,7 +1192,13 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         let give_up = self.in_flight.map(|(_, since)| since + EXCHANGE_TIMEOUT);
         // A list being checked goes on at once (between other inputs).
         let install = self.installing.as_ref().map(|_| self.last_now);
-        [self.ctl.poll_timeout(), enrol, give_up, install]
+        let watch = match &self.watch {
+            Some(w) => Some(w.since + WATCH_TIMEOUT),
+            None => self
+                .watch_at
+                .filter(|_| self.network_up && self.identity.is_some()),
+        };
+        [self.ctl.poll_timeout(), enrol, give_up, install, watch]
             .into_iter()
             .flatten()
             .min()
@@ -1226,6 +1350,11 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 Action::PersistKeypadUse(u) => self.defer(Deferred::KeypadUse(u)),
                 Action::Unlock { ms } => self.push(Request::Unlock { ms }),
                 Action::Feedback(f) => self.push(Request::Feedback(f)),
+                Action::Alarm { sounding } => self.push(Request::Alarm { sounding }),
+                Action::PersistLockdown(order) => {
+                    let kept = self.store.set_lockdown(&order);
+                    self.stored(kept);
+                }
                 Action::AskBackend {
                     request,
                     credential,
@@ -1330,6 +1459,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         match checked {
             Ok(info) => {
                 self.ctl.allowlist_installed(info, now);
+                self.heard_generation = self.heard_generation.max(info.generation);
                 self.active = Some((slot, info));
             }
             Err(e) => self.push(Request::Notice(Notice::ListRejected(ListRejection::List(
@@ -1401,6 +1531,11 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         }
         // A list of the old pairing still being checked is not installed.
         self.installing = None;
+        // A watch of the old pairing is void; the new one starts from what the door holds.
+        self.watch = None;
+        self.watch_at = Some(now);
+        self.heard_generation = self.active.map_or(0, |(_, info)| info.generation);
+        self.heard_lockdown = self.ctl.lockdown_seq();
         self.push(Request::Notice(Notice::Paired {
             door_id: enrolled.door_id,
             new_site,
@@ -1476,6 +1611,8 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                     }
                     pending && self.checks.iter().any(|c| c.request == request)
                 }
+                // A watch never waits in the queue.
+                Exchange::Watch { .. } => false,
             };
             if wanted {
                 self.in_flight = Some((next, self.last_now));
@@ -1627,6 +1764,16 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             sync.list_left = answer.list_len.saturating_sub(answer.list_offset);
             let (sent, newest) = (core::mem::take(&mut sync.sent), sync.newest_sent);
             self.ctl.handle_backend_time(&answer.time, now);
+            self.heard_generation = answer.generation;
+            if let Some(order) = &answer.lockdown {
+                self.heard_lockdown = chronolock_core::lockdown::LockdownOrder::peek_seq(order);
+                if let Err(e) = self.ctl.handle_lockdown_order(order, now) {
+                    self.push(Request::Notice(Notice::LockdownRefused(e)));
+                }
+            }
+            if let Some(p) = answer.position {
+                self.set_position(p);
+            }
             if let Some(servers) = answer.ntp_servers() {
                 if servers[..] != *self.ctl.ntp_servers() {
                     let kept = self.store.set_ntp_servers(&servers);
@@ -1919,6 +2066,67 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         }
     }
 
+    /// The site set the door's contact and held-open time: kept in flash if they changed.
+    fn set_position(&mut self, p: protocol::DoorPosition) {
+        let held = held_open(&p);
+        let cfg = self.ctl.config();
+        if cfg.door_contact == p.contact && cfg.held_open == held {
+            return;
+        }
+        let kept = self.store.set_position(&p);
+        self.stored(kept);
+        self.ctl.set_door_position(p.contact, held);
+    }
+
+    fn watch_if_due(&mut self, now: Instant) {
+        if !self.network_up
+            || self.identity.is_none()
+            || self.watch.is_some()
+            || self.watch_at.is_none_or(|t| t > now)
+        {
+            return;
+        }
+        self.watch_at = None;
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill_bytes(&mut nonce);
+        let id = self.exchange_id();
+        self.watch = Some(WatchExchange {
+            id,
+            nonce,
+            since: now,
+            answer: Vec::new(),
+        });
+        self.push(Request::Post(Exchange::Watch { id }));
+    }
+
+    /// The watch's answer is complete: "sync now" starts a sync (the next watch waits a
+    /// moment); "nothing new" (the server's wait ended) watches again at once.
+    fn watch_end(&mut self, id: u32, now: Instant) {
+        let Some(w) = self.watch.take_if(|w| w.id == id) else {
+            return;
+        };
+        let verdict = self.identity.as_ref().map(|ident| {
+            protocol::watch_response(&w.answer, &ident.device_key, ident.door_id, &w.nonce)
+        });
+        match verdict {
+            Some(Ok(changed)) => {
+                self.watch_backoff = WATCH_RETRY_INITIAL;
+                if changed {
+                    self.ctl.sync_soon(now);
+                    self.watch_at = Some(now + WATCH_GAP);
+                } else {
+                    self.watch_at = Some(now);
+                }
+            }
+            _ => self.watch_failed(now),
+        }
+    }
+
+    fn watch_failed(&mut self, now: Instant) {
+        self.watch_at = Some(now + self.watch_backoff);
+        self.watch_backoff = (self.watch_backoff * 2).min(WATCH_RETRY_MAX);
+    }
+
     fn sync_failed(&mut self, e: ExchangeError, now: Instant) {
         self.ctl.handle_backend_failed(now);
         self.push(Request::Notice(Notice::SyncFailed(e)));
@@ -2115,3 +2323,12 @@ fn take_into<'b, const N: usize>(buf: &mut Vec<u8, N>, bytes: &'b [u8]) -> &'b [
 
 #[cfg(test)]
 mod tests;
+
+/// The held-open time a site's setting gives (0: the default 30 s).
+fn held_open(p: &protocol::DoorPosition) -> Duration {
+    Duration::from_secs(u64::from(if p.held_open_s == 0 {
+        30
+    } else {
+        p.held_open_s
+    }))
+}

@@ -17,7 +17,8 @@ use core::ops::Range;
 
 use chronolock_core::firmware::{Trial, Version};
 use chronolock_core::keypad::KeypadUse;
-use chronolock_core::protocol::Enrolled;
+use chronolock_core::lockdown::ORDER_LEN;
+use chronolock_core::protocol::{DoorPosition, Enrolled};
 use chronolock_core::Persisted;
 use embedded_storage::nor_flash::{MultiwriteNorFlash, NorFlash, NorFlashErrorKind};
 use heapless::String;
@@ -103,6 +104,8 @@ const KEY_COUNTER: Key = key(7);
 const KEY_NTP: Key = key(8);
 const KEY_TRIAL: Key = key(9);
 const KEY_OTA: Key = key(10);
+const KEY_LOCKDOWN: Key = key(11);
+const KEY_POSITION: Key = key(12);
 
 const fn key(kind: u8) -> Key {
     let mut k = [0u8; 10];
@@ -606,6 +609,40 @@ impl<F: NorFlash + MultiwriteNorFlash> Store<F> {
             }
             None => self.remove(&KEY_TRIAL),
         }
+    }
+
+    /// The site's lockdown order the door holds (signed; checked again at boot), if any.
+    pub fn lockdown(&mut self) -> Result<Option<[u8; ORDER_LEN]>, StoreError> {
+        let mut v = [0u8; ORDER_LEN];
+        Ok(match self.fetch(&KEY_LOCKDOWN, &mut v)? {
+            Some(ORDER_LEN) => Some(v),
+            Some(_) => return Err(StoreError::Corrupt),
+            None => None,
+        })
+    }
+
+    /// Keeps the site's latest lockdown order.
+    pub fn set_lockdown(&mut self, order: &[u8; ORDER_LEN]) -> Result<(), StoreError> {
+        self.put(&KEY_LOCKDOWN, order)
+    }
+
+    /// The door's contact and held-open time as the site last set them, if it has.
+    pub fn position(&mut self) -> Result<Option<DoorPosition>, StoreError> {
+        let mut v = [0u8; 3];
+        Ok(match self.fetch(&KEY_POSITION, &mut v)? {
+            Some(3) if v[2] <= 1 => Some(DoorPosition {
+                held_open_s: u16::from_le_bytes([v[0], v[1]]),
+                contact: v[2] == 1,
+            }),
+            Some(_) => return Err(StoreError::Corrupt),
+            None => None,
+        })
+    }
+
+    /// Keeps the door's contact and held-open time.
+    pub fn set_position(&mut self, p: &DoorPosition) -> Result<(), StoreError> {
+        let h = p.held_open_s.to_le_bytes();
+        self.put(&KEY_POSITION, &[h[0], h[1], u8::from(p.contact)])
     }
 
     fn set_acked(&mut self, id: u64) -> Result<(), StoreError> {

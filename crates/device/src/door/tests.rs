@@ -95,6 +95,7 @@ impl Backend {
                 Exchange::Check { .. } => {
                     chronolock_backend::check(devices, body, t / 1_000_000).await
                 }
+                Exchange::Watch { .. } => Err(chronolock_backend::DeviceError::internal("held")),
             }
         })
         .ok()?
@@ -197,6 +198,9 @@ impl Running<'_> {
         let now = self.now;
         match r {
             Request::ReadRtc { .. } => self.door.handle_rtc_read(RtcReading::Absent, now),
+            // The backend holds a watch until something changes: nothing changes on this bench
+            // unless a test says so.
+            Request::Post(Exchange::Watch { .. }) => {}
             Request::Post(exchange) => {
                 let mut body = vec![0u8; BODY_MAX];
                 let Some(n) = self.door.write_body(exchange, &mut body, now) else {

@@ -321,6 +321,8 @@ impl Devices for SimBackend<'_> {
                 .map(|v| SharedList(v.bytes.clone())),
             // The fleet's doors keep the servers they were built with.
             ntp_servers: String::new(),
+            lockdown: None,
+            position: None,
         })
     }
 
@@ -1096,6 +1098,7 @@ impl<'w> DoorRun<'w> {
             };
             let now = self.mono();
             match request {
+                Request::Alarm { .. } => {}
                 Request::ReadRtc { at_tick } => {
                     let boot = self.dev.as_ref().map_or(0, |d| d.boot);
                     match &self.rtc {
@@ -1160,6 +1163,10 @@ impl<'w> DoorRun<'w> {
     fn notice(&mut self, n: Notice) {
         match n {
             Notice::Event { id, event } => self.record(id, event),
+            Notice::LockdownRefused(e) => self.violate(
+                "lockdown_refused",
+                format!("the door refused the site's lockdown order: {e}"),
+            ),
             // The fleet's backend names no NTP servers.
             Notice::NtpServers { .. } => self.violate(
                 "ntp_servers",
@@ -1499,6 +1506,20 @@ impl<'w> DoorRun<'w> {
 
     /// The backend handles a request with the server's own logic, at the time it arrives.
     fn serve(&mut self, boot: u64, exchange: Exchange, body: Vec<u8>) {
+        if let Exchange::Watch { .. } = exchange {
+            // The fleet's backend does not hold watches yet: the door backs off and syncs on
+            // its interval.
+            let failure = Failure::Refused { status: 404 };
+            let at = self.t + 50_000;
+            return self.schedule(
+                at,
+                Ev::Failed {
+                    boot,
+                    exchange,
+                    failure,
+                },
+            );
+        }
         let back = if self.rng.chance(20_000) {
             self.rng.range(10_000, 9_000_000)
         } else {
@@ -1543,6 +1564,8 @@ impl<'w> DoorRun<'w> {
                 Exchange::Check { .. } => {
                     chronolock_backend::check(b, &body, receive_us / 1_000_000).await
                 }
+                // Answered before it gets here (above).
+                Exchange::Watch { .. } => Err(chronolock_backend::DeviceError::internal("watch")),
             }
         });
         if !matches!(exchange, Exchange::Enrol { .. }) && self.rng.chance(10_000) {

@@ -598,6 +598,9 @@ impl Shell {
                     });
                     self.emit(json!({"event": "unlock", "ms": ms}));
                 }
+                Request::Alarm { sounding } => {
+                    self.emit(json!({"event": "sounder", "on": sounding}));
+                }
                 Request::Feedback(f) => {
                     self.feedback = Some(f.as_str().to_string());
                     self.emit(json!({"event": "feedback", "pattern": f.as_str()}));
@@ -755,6 +758,9 @@ impl Shell {
             }
             Notice::RequestsDropped { count } => {
                 self.emit(json!({"event": "requests_dropped", "count": count}))
+            }
+            Notice::LockdownRefused(e) => {
+                self.emit(json!({"event": "error", "error": format!("lockdown order: {e}")}))
             }
             Notice::Storage(e) => {
                 self.emit(json!({"event": "error", "error": format!("flash: {e}")}))
