@@ -7,10 +7,26 @@
 //! across a DST change therefore still opens at the right local hour until the horizon ends; the
 //! first stretch is unbounded before and the last unbounded after, so a door offline even longer
 //! keeps the last known offset rather than locking everyone out.
+//!
+//! Holidays on the site calendar close a schedule on whole local days. The compiler cuts each
+//! stretch further, around each holiday inside the horizon, so that the UTC slots' `from`/`until`
+//! leave the holiday out: from local midnight of its first day to local midnight after its last,
+//! converted with the offset in force (so the cut lands on the right instant on a DST change
+//! day). The rule for slots that cross midnight:
+//!
+//! - A slot that *starts* on a holiday is closed for its whole length, also the part after
+//!   midnight that falls on the next, ordinary, day (the night shift of Christmas Day does not
+//!   happen). This matches the days mask, which names the days a slot starts on.
+//! - A slot that starts the evening before a holiday runs until midnight and closes there: the
+//!   holiday is closed from its first minute.
+//!
+//! A holiday outside the horizon is left out; the list is recompiled well before it comes into
+//! reach. One that has begun at the horizon's end is compiled whole, with the last known offset.
 
 use chronolock_core::allowlist::Slot;
-use jiff::tz::TimeZone;
-use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::{Offset, TimeZone};
+use jiff::{Timestamp, ToSpan};
 
 /// A weekly slot in local time, as the admin enters it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +50,89 @@ pub enum ScheduleError {
     /// The zone's transitions could not be read.
     #[error("time zone: {0}")]
     Zone(String),
+    /// A holiday whose last day is before its first.
+    #[error("a holiday's last day ({last}) is before its first ({first})")]
+    HolidayBackwards {
+        /// Its first day.
+        first: Date,
+        /// Its last day.
+        last: Date,
+    },
+    /// A yearly holiday that lasts a year or more, so that it would overlap itself.
+    #[error("a yearly holiday must be shorter than a year ({first} to {last} is not)")]
+    HolidayTooLong {
+        /// Its first day.
+        first: Date,
+        /// Its last day.
+        last: Date,
+    },
+    /// The compiled schedule has more slots than one policy of the device's list can hold.
+    #[error(
+        "the schedule compiles to {count} slots with its holidays, more than the {max} one \
+         allow-list policy can hold: use fewer slots or fewer holidays"
+    )]
+    TooManySlots {
+        /// Slots the schedule would need.
+        count: usize,
+        /// The most a policy holds.
+        max: usize,
+    },
+}
+
+/// The most slots one policy of the device's list holds: its record counts them in a `u16`
+/// (`chronolock_core::allowlist::Policy::slot_count`).
+pub const MAX_SLOTS_PER_POLICY: usize = u16::MAX as usize;
+
+/// A day or run of days on the site calendar on which the schedules it names are closed.
+///
+/// `first` and `last` are local dates and both included. A yearly holiday repeats every year
+/// from `first`'s year on, on the same month and day; `last` may fall in the next year (Dec 24 –
+/// Jan 2). A yearly holiday that starts on Feb 29 happens only in leap years; one that ends on
+/// Feb 29 ends on Feb 28 in the other years.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Holiday {
+    /// First closed day.
+    pub first: Date,
+    /// Last closed day (inclusive).
+    pub last: Date,
+    /// Whether it repeats every year.
+    pub yearly: bool,
+}
+
+impl Holiday {
+    /// Checks that the holiday makes sense: not backwards, and a yearly one shorter than a year.
+    pub fn check(&self) -> Result<(), ScheduleError> {
+        let (first, last) = (self.first, self.last);
+        if last < first {
+            return Err(ScheduleError::HolidayBackwards { first, last });
+        }
+        if self.yearly {
+            let too_long = first
+                .checked_add(1.year())
+                .ok()
+                .is_none_or(|next_year| last >= next_year);
+            if too_long {
+                return Err(ScheduleError::HolidayTooLong { first, last });
+            }
+        }
+        Ok(())
+    }
+
+    /// The days it closes in the occurrence that starts in `year`, if there is one.
+    pub fn in_year(&self, year: i16) -> Option<(Date, Date)> {
+        if !self.yearly {
+            return (self.first.year() == year).then_some((self.first, self.last));
+        }
+        if year < self.first.year() {
+            return None;
+        }
+        let first = Date::new(year, self.first.month(), self.first.day()).ok()?;
+        let last_year = year.checked_add(self.last.year() - self.first.year())?;
+        let last = Date::new(last_year, self.last.month(), self.last.day())
+            .or_else(|_| Date::new(last_year, self.last.month(), self.last.day() - 1))
+            .ok()?;
+        Some((first, last))
+    }
 }
 
 /// Default horizon: how far ahead DST changes are compiled in.
@@ -46,6 +145,21 @@ pub fn compile(
     from: Timestamp,
     horizon_days: i64,
 ) -> Result<Vec<Slot>, ScheduleError> {
+    compile_with_holidays(zone, slots, &[], from, horizon_days)
+}
+
+/// Compiles local slots into UTC slots for `zone` that are closed on `holidays` (see the module
+/// documentation for slots that cross midnight), correct from `from` until `from + horizon`.
+pub fn compile_with_holidays(
+    zone: &TimeZone,
+    slots: &[LocalSlot],
+    holidays: &[Holiday],
+    from: Timestamp,
+    horizon_days: i64,
+) -> Result<Vec<Slot>, ScheduleError> {
+    for h in holidays {
+        h.check()?;
+    }
     if slots.iter().any(|s| {
         s.days == 0
             || s.days & 0x80 != 0
@@ -69,6 +183,7 @@ pub fn compile(
         .map(|t| t.timestamp())
         .collect();
     bounds.dedup();
+    let runs = holiday_runs(zone, holidays, start, end)?;
     let mut out = Vec::new();
     let mut stretch_start: Option<Timestamp> = None;
     for i in 0..=bounds.len() {
@@ -81,21 +196,139 @@ pub fn compile(
                 .map_err(|e| ScheduleError::Zone(e.to_string()))?,
             (None, None) => from,
         };
-        let offset_min = zone.to_offset(probe).seconds() / 60;
-        let (from_s, until_s) = (
-            stretch_start.map_or(0, |t| t.as_second()),
-            stretch_end.map_or(0, |t| t.as_second()),
+        let offset = zone.to_offset(probe);
+        let offset_min = offset.seconds() / 60;
+        let stretch = (
+            stretch_start.map_or(i64::MIN, |t| t.as_second()),
+            stretch_end.map_or(i64::MAX, |t| t.as_second()),
         );
         for s in slots {
-            for mut utc in to_utc(s, offset_min) {
-                utc.from = from_s;
-                utc.until = until_s;
-                out.push(utc);
+            let windows = open_windows(s, offset, stretch, &runs)?;
+            for utc in to_utc(s, offset_min) {
+                for &(from_s, until_s) in &windows {
+                    out.push(Slot {
+                        // i64::MIN and i64::MAX stand for unbounded, which the list writes as 0.
+                        from: if from_s == i64::MIN { 0 } else { from_s },
+                        until: if until_s == i64::MAX { 0 } else { until_s },
+                        ..utc
+                    });
+                }
+            }
+            if out.len() > MAX_SLOTS_PER_POLICY {
+                break;
             }
         }
         stretch_start = stretch_end;
     }
+    if out.len() > MAX_SLOTS_PER_POLICY {
+        return Err(ScheduleError::TooManySlots {
+            count: out.len(),
+            max: MAX_SLOTS_PER_POLICY,
+        });
+    }
     Ok(out)
+}
+
+/// The holidays that touch the local days of `[start, end)`, as sorted runs of consecutive
+/// closed days (first, last), overlapping or adjacent holidays merged.
+fn holiday_runs(
+    zone: &TimeZone,
+    holidays: &[Holiday],
+    start: Timestamp,
+    end: Timestamp,
+) -> Result<Vec<(Date, Date)>, ScheduleError> {
+    if holidays.is_empty() {
+        return Ok(Vec::new());
+    }
+    let zone_err = |e: jiff::Error| ScheduleError::Zone(e.to_string());
+    // A day's margin either side covers any offset; a slot's tail past a holiday is under a day.
+    let lo = start
+        .to_zoned(zone.clone())
+        .date()
+        .yesterday()
+        .map_err(zone_err)?;
+    let hi = end
+        .to_zoned(zone.clone())
+        .date()
+        .tomorrow()
+        .map_err(zone_err)?;
+    let mut found = Vec::new();
+    for h in holidays {
+        if !h.yearly {
+            if h.last >= lo && h.first <= hi {
+                found.push((h.first, h.last));
+            }
+            continue;
+        }
+        // A yearly occurrence lasts under a year, so one starting the year before may reach in.
+        for year in lo.year().saturating_sub(1)..=hi.year() {
+            if let Some((first, last)) = h.in_year(year) {
+                if last >= lo && first <= hi {
+                    found.push((first, last));
+                }
+            }
+        }
+    }
+    found.sort_unstable();
+    let mut runs: Vec<(Date, Date)> = Vec::with_capacity(found.len());
+    for (first, last) in found {
+        match runs.last_mut() {
+            Some(run) if run.1.tomorrow().ok().is_none_or(|next| first <= next) => {
+                run.1 = run.1.max(last);
+            }
+            _ => runs.push((first, last)),
+        }
+    }
+    Ok(runs)
+}
+
+/// The windows `[from, until)` of `stretch` (Unix seconds, `i64::MIN`/`i64::MAX` unbounded) in
+/// which slot `s` is open, at the stretch's fixed `offset`: the stretch minus, for each run of
+/// holidays, local midnight of its first day until local midnight after its last day, plus the
+/// slot's part after midnight if it crosses midnight (it started on the holiday).
+fn open_windows(
+    s: &LocalSlot,
+    offset: Offset,
+    stretch: (i64, i64),
+    runs: &[(Date, Date)],
+) -> Result<Vec<(i64, i64)>, ScheduleError> {
+    let zone_err = |e: jiff::Error| ScheduleError::Zone(e.to_string());
+    let tail_s = if s.end_min < s.start_min {
+        i64::from(s.end_min) * 60
+    } else {
+        0
+    };
+    let (mut cursor, stretch_end) = stretch;
+    let mut windows = Vec::new();
+    for &(first, last) in runs {
+        let closed_from = offset
+            .to_timestamp(first.to_datetime(jiff::civil::Time::midnight()))
+            .map_err(zone_err)?
+            .as_second();
+        let closed_until = offset
+            .to_timestamp(
+                last.tomorrow()
+                    .map_err(zone_err)?
+                    .to_datetime(jiff::civil::Time::midnight()),
+            )
+            .map_err(zone_err)?
+            .as_second()
+            + tail_s;
+        if closed_until <= cursor {
+            continue;
+        }
+        if closed_from >= stretch_end {
+            break;
+        }
+        if closed_from > cursor {
+            windows.push((cursor, closed_from));
+        }
+        cursor = closed_until;
+    }
+    if cursor < stretch_end {
+        windows.push((cursor, stretch_end));
+    }
+    Ok(windows)
 }
 
 /// Rotates a days mask by `shift` days (positive: later).
@@ -298,6 +531,191 @@ mod tests {
         );
         assert_eq!(s.len(), 2);
         assert!(s.iter().all(Slot::is_well_formed));
+    }
+
+    fn date(s: &str) -> Date {
+        s.parse().unwrap()
+    }
+
+    fn holiday(first: &str, last: &str, yearly: bool) -> Holiday {
+        Holiday {
+            first: date(first),
+            last: date(last),
+            yearly,
+        }
+    }
+
+    /// Every day, all day.
+    const ALWAYS: LocalSlot = LocalSlot {
+        days: 0b111_1111,
+        start_min: 0,
+        end_min: 1440,
+    };
+
+    #[test]
+    fn christmas_yearly_in_berlin() {
+        // Entered for 2025; 2026-12-25 is a Friday, CET (UTC+1).
+        let zone = tz("Europe/Berlin");
+        let christmas = [holiday("2025-12-25", "2025-12-25", true)];
+        let from = ts("2026-12-21T00:00:00Z");
+        let compiled = compile_with_holidays(&zone, &[WORKDAYS], &christmas, from, 56).unwrap();
+        assert!(compiled.iter().all(Slot::is_well_formed));
+        assert!(
+            utc_open(&compiled, ts("2026-12-24T08:00:00Z")),
+            "Thursday 09:00"
+        );
+        assert!(
+            !utc_open(&compiled, ts("2026-12-25T08:00:00Z")),
+            "Christmas 09:00"
+        );
+        assert!(
+            !utc_open(&compiled, ts("2026-12-25T16:59:00Z")),
+            "Christmas 17:59"
+        );
+        assert!(
+            utc_open(&compiled, ts("2026-12-28T08:00:00Z")),
+            "Monday after"
+        );
+        // The cut lies on local midnight, not UTC midnight.
+        let compiled = compile_with_holidays(&zone, &[ALWAYS], &christmas, from, 56).unwrap();
+        assert!(utc_open(&compiled, ts("2026-12-24T22:59:59Z")));
+        assert!(!utc_open(&compiled, ts("2026-12-24T23:00:00Z")));
+        assert!(!utc_open(&compiled, ts("2026-12-25T22:59:59Z")));
+        assert!(utc_open(&compiled, ts("2026-12-25T23:00:00Z")));
+        // Outside the horizon nothing is cut, and the ends stay unbounded.
+        assert_eq!(compiled.first().map(|s| s.from), Some(0));
+        assert_eq!(compiled.last().map(|s| s.until), Some(0));
+    }
+
+    #[test]
+    fn range_across_a_dst_change() {
+        // Saturday 2027-03-27 to Monday 2027-03-29; DST starts Sunday 01:00 UTC.
+        let zone = tz("Europe/Berlin");
+        let closed = [holiday("2027-03-27", "2027-03-29", false)];
+        let compiled =
+            compile_with_holidays(&zone, &[ALWAYS], &closed, ts("2027-03-20T00:00:00Z"), 56)
+                .unwrap();
+        assert!(
+            utc_open(&compiled, ts("2027-03-26T22:59:59Z")),
+            "Friday 23:59:59 CET"
+        );
+        assert!(
+            !utc_open(&compiled, ts("2027-03-26T23:00:00Z")),
+            "Saturday 00:00 CET"
+        );
+        assert!(
+            !utc_open(&compiled, ts("2027-03-28T01:30:00Z")),
+            "Sunday 03:30 CEST"
+        );
+        assert!(
+            !utc_open(&compiled, ts("2027-03-29T21:59:59Z")),
+            "Monday 23:59:59 CEST"
+        );
+        assert!(
+            utc_open(&compiled, ts("2027-03-29T22:00:00Z")),
+            "Tuesday 00:00 CEST"
+        );
+    }
+
+    #[test]
+    fn slots_across_midnight_belong_to_the_day_they_start() {
+        // Thursday and Friday 22:00–06:00; Friday 2026-12-25 is a holiday (CET, UTC+1).
+        let zone = tz("Europe/Berlin");
+        let night = LocalSlot {
+            days: 0b001_1000,
+            start_min: 1320,
+            end_min: 360,
+        };
+        let christmas = [holiday("2026-12-25", "2026-12-25", false)];
+        let compiled =
+            compile_with_holidays(&zone, &[night], &christmas, ts("2026-12-21T00:00:00Z"), 56)
+                .unwrap();
+        assert!(
+            utc_open(&compiled, ts("2026-12-24T22:30:00Z")),
+            "Thursday 23:30"
+        );
+        assert!(
+            !utc_open(&compiled, ts("2026-12-24T23:30:00Z")),
+            "Thursday's slot stops at the holiday's midnight"
+        );
+        assert!(
+            !utc_open(&compiled, ts("2026-12-25T21:30:00Z")),
+            "Christmas 22:30"
+        );
+        assert!(
+            !utc_open(&compiled, ts("2026-12-26T04:00:00Z")),
+            "Christmas's slot stays closed after midnight"
+        );
+        assert!(
+            utc_open(&compiled, ts("2027-01-01T04:00:00Z")),
+            "next Thursday's night"
+        );
+    }
+
+    #[test]
+    fn february_29_and_year_ends() {
+        let leap = holiday("2028-02-29", "2028-02-29", true);
+        assert_eq!(leap.in_year(2029), None);
+        assert_eq!(leap.in_year(2027), None, "not before its first year");
+        assert_eq!(
+            leap.in_year(2032),
+            Some((date("2032-02-29"), date("2032-02-29")))
+        );
+        let february = holiday("2028-02-01", "2028-02-29", true);
+        assert_eq!(
+            february.in_year(2029),
+            Some((date("2029-02-01"), date("2029-02-28")))
+        );
+        let winter = holiday("2026-12-24", "2027-01-02", true);
+        assert_eq!(winter.check(), Ok(()));
+        assert_eq!(
+            winter.in_year(2030),
+            Some((date("2030-12-24"), date("2031-01-02")))
+        );
+        // The occurrence that began the year before closes the first days of January.
+        let zone = tz("America/New_York");
+        let compiled =
+            compile_with_holidays(&zone, &[ALWAYS], &[winter], ts("2030-12-30T00:00:00Z"), 56)
+                .unwrap();
+        assert!(!utc_open(&compiled, ts("2031-01-02T12:00:00Z")));
+        assert!(utc_open(&compiled, ts("2031-01-03T12:00:00Z")));
+    }
+
+    #[test]
+    fn bad_holidays_and_too_many_slots_are_refused() {
+        let zone = tz("Europe/Berlin");
+        let from = ts("2026-12-21T00:00:00Z");
+        let backwards = holiday("2026-12-26", "2026-12-25", false);
+        assert!(matches!(
+            compile_with_holidays(&zone, &[WORKDAYS], &[backwards], from, 56),
+            Err(ScheduleError::HolidayBackwards { .. })
+        ));
+        let whole_year = holiday("2026-01-01", "2027-01-01", true);
+        assert!(matches!(
+            whole_year.check(),
+            Err(ScheduleError::HolidayTooLong { .. })
+        ));
+        assert_eq!(holiday("2026-01-01", "2026-12-31", true).check(), Ok(()));
+        assert_eq!(holiday("2026-01-01", "2030-01-01", false).check(), Ok(()));
+        // Every other day a holiday: each slot splits into thirty windows.
+        let many: Vec<Holiday> = (0..28)
+            .map(|i| {
+                let d = date("2026-12-22").checked_add((2 * i).days()).unwrap();
+                Holiday {
+                    first: d,
+                    last: d,
+                    yearly: false,
+                }
+            })
+            .collect();
+        let slots = vec![WORKDAYS; 3000];
+        let err = compile_with_holidays(&zone, &slots, &many, from, 56).unwrap_err();
+        assert!(matches!(
+            err,
+            ScheduleError::TooManySlots { max: 65_535, .. }
+        ));
+        assert!(err.to_string().contains("65535"), "{err}");
+        assert!(compile_with_holidays(&zone, &slots[..10], &many, from, 56).is_ok());
     }
 
     /// A probe at `offset_s` after `start`, or near the zone's offset changes and the slots'

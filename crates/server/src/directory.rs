@@ -813,6 +813,70 @@ pub async fn delete_schedule(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Holidays
+
+/// A holiday on the site calendar with the names of the schedules it closes.
+#[derive(Clone, Debug)]
+pub struct HolidayRow {
+    /// Row id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Its days; `None` if the stored days do not read as dates (shown as such, never compiled
+    /// silently).
+    pub holiday: Option<schedule::Holiday>,
+    /// The stored first and last day, as text.
+    pub days: (String, String),
+    /// Whether it repeats every year.
+    pub yearly: bool,
+    /// The schedules it closes, by name.
+    pub schedules: Vec<String>,
+}
+
+/// The site's holidays, by first day.
+pub async fn holidays(state: &AppState, site_id: i64) -> Result<Vec<HolidayRow>, ModelError> {
+    let rows: Vec<(i64, String, String, String, i32)> = sqlx::query_as(
+        "SELECT id, name, first_day, last_day, yearly FROM holidays WHERE site_id = $1 \
+         ORDER BY first_day, id",
+    )
+    .bind(site_id)
+    .fetch_all(state.db.pool())
+    .await?;
+    let links: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT l.holiday_id, s.name FROM holiday_schedules l \
+         JOIN schedules s ON s.id = l.schedule_id WHERE s.site_id = $1 ORDER BY s.name",
+    )
+    .bind(site_id)
+    .fetch_all(state.db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, first, last, yearly)| {
+            let holiday = match (first.parse(), last.parse()) {
+                (Ok(first), Ok(last)) => Some(schedule::Holiday {
+                    first,
+                    last,
+                    yearly: yearly != 0,
+                }),
+                _ => None,
+            };
+            HolidayRow {
+                id,
+                name,
+                holiday,
+                days: (first, last),
+                yearly: yearly != 0,
+                schedules: links
+                    .iter()
+                    .filter(|(h, _)| *h == id)
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rules
 
 /// A rule with the names of what it refers to.

@@ -5,7 +5,8 @@
 //! card and keypad code of those people becomes an entry, schedules become DST-bounded UTC slots
 //! ([`crate::schedule`]). Where one credential falls under several rules, a rule for the person
 //! beats a group's, then the more permissive access type wins (EMERGENCY, UNRESTRICTED,
-//! SCHEDULED, CONDITIONAL), then the older rule.
+//! SCHEDULED, CONDITIONAL), then the older rule. Holidays on the site calendar close the
+//! schedules linked to them on their local days; they are compiled into the same slots' bounds.
 //!
 //! The generation rises only when the compiled content changes: the content is digested without
 //! generation, creation time or signature, and the update is conditional on the generation it
@@ -15,7 +16,7 @@ use chronolock_allowlist::Entry;
 use chronolock_core::allowlist::{AccessType, CardEntry, KeypadEntry, Policy};
 use sha2::{Digest, Sha256};
 
-use crate::schedule::{self, LocalSlot};
+use crate::schedule::{self, Holiday, LocalSlot};
 use crate::AppState;
 
 /// Why a model change was refused.
@@ -327,6 +328,160 @@ fn precedence(access: AccessType) -> u8 {
     }
 }
 
+/// A schedule's slots compiled to UTC for `zone` from `anchor`, closed on the holidays linked to
+/// it and on `extra` (a holiday about to be linked, to check it before it is stored).
+async fn compile_schedule(
+    state: &AppState,
+    zone: &jiff::tz::TimeZone,
+    schedule_id: i64,
+    extra: Option<&Holiday>,
+    anchor: jiff::Timestamp,
+) -> Result<Vec<chronolock_core::allowlist::Slot>, ModelError> {
+    let pool = state.db.pool();
+    let local: Vec<(i32, i32, i32)> = sqlx::query_as(
+        "SELECT days, start_min, end_min FROM schedule_slots WHERE schedule_id = $1 ORDER BY id",
+    )
+    .bind(schedule_id)
+    .fetch_all(pool)
+    .await?;
+    let local: Vec<LocalSlot> = local
+        .into_iter()
+        .map(|(d, s, e)| LocalSlot {
+            days: d as u8,
+            start_min: s as u16,
+            end_min: e as u16,
+        })
+        .collect();
+    let stored: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT h.first_day, h.last_day, h.yearly FROM holidays h \
+         JOIN holiday_schedules l ON l.holiday_id = h.id WHERE l.schedule_id = $1 ORDER BY h.id",
+    )
+    .bind(schedule_id)
+    .fetch_all(pool)
+    .await?;
+    let mut holidays = stored
+        .into_iter()
+        .map(|(first, last, yearly)| {
+            let day = |text: &str| {
+                text.parse::<jiff::civil::Date>()
+                    .map_err(|_| invalid("holiday", format!("stored day `{text}` is not a date")))
+            };
+            Ok(Holiday {
+                first: day(&first)?,
+                last: day(&last)?,
+                yearly: yearly != 0,
+            })
+        })
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    holidays.extend(extra.copied());
+    schedule::compile_with_holidays(
+        zone,
+        &local,
+        &holidays,
+        anchor,
+        schedule::DEFAULT_HORIZON_DAYS,
+    )
+    .map_err(|e| invalid("schedule", e.to_string()))
+}
+
+/// Creates a holiday on the site calendar that closes the schedules `schedule_ids` (at least
+/// one, all of this site), and recompiles the site's doors: the holiday and its effect on the
+/// lists are one step, so no caller can store it without the doors following.
+///
+/// Refused, with nothing stored: a bad name, a holiday that ends before it starts or a yearly
+/// one of a year or more, no schedule or another site's, and a holiday that would give one of
+/// the schedules more slots than the device's list holds for a policy.
+pub async fn create_holiday(
+    state: &AppState,
+    site_id: i64,
+    name: &str,
+    holiday: &Holiday,
+    schedule_ids: &[i64],
+) -> Result<i64, ModelError> {
+    let name = name_field("name", name)?;
+    holiday
+        .check()
+        .map_err(|e| invalid("last", e.to_string()))?;
+    if schedule_ids.is_empty() {
+        return Err(invalid(
+            "schedules",
+            "choose at least one schedule the holiday closes",
+        ));
+    }
+    let (tz,): (String,) = sqlx::query_as("SELECT timezone FROM sites WHERE id = $1")
+        .bind(site_id)
+        .fetch_optional(state.db.pool())
+        .await?
+        .ok_or(ModelError::NotFound)?;
+    let zone = jiff::tz::TimeZone::get(&tz)
+        .map_err(|_| invalid("timezone", format!("`{tz}` is not an IANA time zone")))?;
+    let anchor = week_anchor(crate::now_unix());
+    for &schedule_id in schedule_ids {
+        let named: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM schedules WHERE site_id = $1 AND id = $2")
+                .bind(site_id)
+                .bind(schedule_id)
+                .fetch_optional(state.db.pool())
+                .await?;
+        let Some((schedule_name,)) = named else {
+            return Err(invalid("schedules", "no such schedule on this site"));
+        };
+        compile_schedule(state, &zone, schedule_id, Some(holiday), anchor)
+            .await
+            .map_err(|e| match e {
+                ModelError::Invalid { message, .. } => {
+                    invalid("schedules", format!("{schedule_name}: {message}"))
+                }
+                other => other,
+            })?;
+    }
+    let mut tx = state.db.pool().begin().await?;
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO holidays (site_id, name, first_day, last_day, yearly) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(site_id)
+    .bind(name)
+    .bind(holiday.first.to_string())
+    .bind(holiday.last.to_string())
+    .bind(i32::from(holiday.yearly))
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut linked = std::collections::BTreeSet::new();
+    for &schedule_id in schedule_ids {
+        if linked.insert(schedule_id) {
+            sqlx::query("INSERT INTO holiday_schedules (holiday_id, schedule_id) VALUES ($1, $2)")
+                .bind(id)
+                .bind(schedule_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    site_changed(state, site_id).await?;
+    Ok(id)
+}
+
+/// Deletes a holiday of the site and recompiles the site's doors (the schedules it closed open
+/// on its days again).
+pub async fn delete_holiday(
+    state: &AppState,
+    site_id: i64,
+    holiday_id: i64,
+) -> Result<(), ModelError> {
+    let rows = sqlx::query("DELETE FROM holidays WHERE site_id = $1 AND id = $2")
+        .bind(site_id)
+        .bind(holiday_id)
+        .execute(state.db.pool())
+        .await?
+        .rows_affected();
+    if rows == 0 {
+        return Err(ModelError::NotFound);
+    }
+    site_changed(state, site_id).await?;
+    Ok(())
+}
+
 /// Monday 00:00 UTC of the week of `now`: schedules compile from there, so a door's list stays
 /// the same all week unless the model changes.
 fn week_anchor(now: i64) -> jiff::Timestamp {
@@ -396,23 +551,7 @@ pub async fn door_entries(
             Some(schedule_id) => {
                 if let std::collections::btree_map::Entry::Vacant(v) = schedules.entry(schedule_id)
                 {
-                    let local: Vec<(i32, i32, i32)> =
-                        sqlx::query_as("SELECT days, start_min, end_min FROM schedule_slots WHERE schedule_id = $1 ORDER BY id")
-                            .bind(schedule_id)
-                            .fetch_all(pool)
-                            .await?;
-                    let local: Vec<LocalSlot> = local
-                        .into_iter()
-                        .map(|(d, s, e)| LocalSlot {
-                            days: d as u8,
-                            start_min: s as u16,
-                            end_min: e as u16,
-                        })
-                        .collect();
-                    let utc =
-                        schedule::compile(&zone, &local, anchor, schedule::DEFAULT_HORIZON_DAYS)
-                            .map_err(|e| invalid("schedule", e.to_string()))?;
-                    v.insert(utc);
+                    v.insert(compile_schedule(state, &zone, schedule_id, None, anchor).await?);
                 }
                 schedules[&schedule_id].clone()
             }

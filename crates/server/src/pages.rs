@@ -30,6 +30,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/people", "People"),
     ("/groups", "Groups"),
     ("/schedules", "Schedules"),
+    ("/holidays", "Holidays"),
     ("/firmware", "Firmware"),
     ("/webhooks", "Webhooks"),
     ("/site", "Site"),

@@ -843,3 +843,192 @@ async fn unknown_ids_and_forged_posts_are_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn holidays_close_their_schedules() {
+    for (label, state) in common::states("editors_holidays").await {
+        let b = Browser::new(&state).await;
+        let (_, door, alice) = b.basics(&state).await;
+        let r = b
+            .post(&format!("/people/{alice}/cards"), &[("uid", "04A1B2C3")])
+            .await;
+        assert_eq!(r.location(), format!("/people/{alice}"));
+        let mut always = vec![("name", "Always")];
+        for day in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] {
+            always.push(("days", day));
+        }
+        always.extend([("start", "00:00"), ("end", "24:00")]);
+        let schedule = b.post("/schedules", &always).await.new_id();
+        let (person, door_id, schedule_id) = (
+            format!("person:{alice}"),
+            door.to_string(),
+            schedule.to_string(),
+        );
+        let r = b
+            .post(
+                "/rules/new",
+                &[
+                    ("from", &format!("door:{door}")),
+                    ("subject", &person),
+                    ("door", &door_id),
+                    ("access", "SCHEDULED"),
+                    ("valid_from", ""),
+                    ("valid_until", ""),
+                    ("schedule", &schedule_id),
+                ],
+            )
+            .await;
+        assert_eq!(r.location(), format!("/doors/{door}"), "{}", r.body);
+
+        // The page is in the menu, next to Schedules, and its form carries the CSRF token.
+        let page = b.get("/holidays").await.body;
+        assert!(page.contains("No holidays yet."), "{page}");
+        assert!(page.contains("href=\"/holidays\""), "{page}");
+        assert_eq!(
+            page.matches("method=\"post\"").count(),
+            page.matches("name=\"csrf\"").count()
+        );
+
+        // Next Wednesday (Berlin) is a holiday of the schedule.
+        let uid = [0x04, 0xA1, 0xB2, 0xC3];
+        let noon = next_wednesday_berlin(12);
+        let zone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        let day = noon.to_zoned(zone.clone()).date();
+        let thursday_noon = day
+            .tomorrow()
+            .unwrap()
+            .at(12, 0, 0, 0)
+            .to_zoned(zone)
+            .unwrap()
+            .timestamp();
+        let granted = Some(Verdict::Decided(Decision::Granted));
+        let denied = Some(Verdict::Decided(Decision::DeniedTimeRestriction));
+        assert_eq!(
+            card_verdict(&door_list(&state, door).await, &uid, noon),
+            granted
+        );
+
+        // Bad input: the message beside its field, the input kept, nothing stored.
+        let day_text = day.to_string();
+        let before_text = day.yesterday().unwrap().to_string();
+        for (fields, field) in [
+            (
+                vec![
+                    ("name", "Typo"),
+                    ("first", "2026-13-01"),
+                    ("schedule", &schedule_id),
+                ],
+                "first",
+            ),
+            (
+                vec![
+                    ("name", "Backwards"),
+                    ("first", &day_text),
+                    ("last", &before_text),
+                    ("schedule", &schedule_id),
+                ],
+                "last",
+            ),
+            (
+                vec![("name", "Nothing closed"), ("first", &day_text)],
+                "schedules",
+            ),
+            (
+                vec![
+                    ("name", "Elsewhere"),
+                    ("first", &day_text),
+                    ("schedule", "999"),
+                ],
+                "schedules",
+            ),
+            (
+                vec![
+                    ("name", "Forever"),
+                    ("first", "2026-01-01"),
+                    ("last", "2027-01-01"),
+                    ("yearly", "yes"),
+                    ("schedule", &schedule_id),
+                ],
+                "last",
+            ),
+        ] {
+            let r = b.post("/holidays", &fields).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{label} {fields:?}"
+            );
+            assert!(
+                r.body.contains(&format!("id=\"{field}-error\"")),
+                "{fields:?}: {}",
+                r.body
+            );
+            assert!(r.body.contains(&format!("value=\"{}\"", fields[0].1)));
+        }
+        let r = b
+            .post(
+                "/holidays",
+                &[
+                    ("name", "Backwards"),
+                    ("first", &day_text),
+                    ("last", &before_text),
+                    ("schedule", &schedule_id),
+                ],
+            )
+            .await;
+        assert!(r.body.contains("is before its first"), "{}", r.body);
+        assert_eq!(count(&state, "SELECT COUNT(*) FROM holidays").await, 0);
+        assert_eq!(
+            count(&state, "SELECT COUNT(*) FROM holiday_schedules").await,
+            0
+        );
+
+        // A good one: the door's list is recompiled, closed on the day, open the day after.
+        let before = generation(&state, door).await;
+        let r = b
+            .post(
+                "/holidays",
+                &[
+                    ("name", "Founders' day"),
+                    ("first", &day_text),
+                    ("last", ""),
+                    ("schedule", &schedule_id),
+                ],
+            )
+            .await;
+        assert_eq!(r.location(), "/holidays", "{}", r.body);
+        assert!(generation(&state, door).await > before, "{label}");
+        let list = door_list(&state, door).await;
+        assert_eq!(card_verdict(&list, &uid, noon), denied, "{label}");
+        assert_eq!(card_verdict(&list, &uid, thursday_noon), granted, "{label}");
+        let page = b.get("/holidays").await.body;
+        assert!(
+            page.contains("Founders&#39; day") || page.contains("Founders' day"),
+            "{page}"
+        );
+        assert!(
+            page.contains(&day_text) && page.contains("Always"),
+            "{page}"
+        );
+
+        // Deleted, the day opens again and the generation rises.
+        let (holiday,): (i64,) = sqlx::query_as("SELECT id FROM holidays")
+            .fetch_one(state.db.pool())
+            .await
+            .unwrap();
+        let before = generation(&state, door).await;
+        let r = b.post(&format!("/holidays/{holiday}/delete"), &[]).await;
+        assert_eq!(r.location(), "/holidays");
+        assert!(generation(&state, door).await > before);
+        assert_eq!(
+            card_verdict(&door_list(&state, door).await, &uid, noon),
+            granted
+        );
+        assert_eq!(
+            count(&state, "SELECT COUNT(*) FROM holiday_schedules").await,
+            0
+        );
+        let r = b.post(&format!("/holidays/{holiday}/delete"), &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    }
+}

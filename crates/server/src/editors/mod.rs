@@ -15,6 +15,7 @@
 mod doors;
 mod firmware;
 mod groups;
+mod holidays;
 mod keypad;
 mod people;
 mod rules;
@@ -47,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .merge(keypad::routes())
         .merge(groups::routes())
         .merge(schedules::routes())
+        .merge(holidays::routes())
         .merge(rules::routes())
         .merge(virtual_door::routes())
 }
