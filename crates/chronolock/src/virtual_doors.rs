@@ -84,6 +84,10 @@ impl VirtualDoor for Panel {
             outbox: v.outbox,
             battery_mv: v.battery_mv,
             last_sync: v.last_sync,
+            door_open: v.door_open,
+            contact: v.contact,
+            alarm: v.alarm,
+            lockdown: v.lockdown,
         }
     }
 
@@ -95,6 +99,8 @@ impl VirtualDoor for Panel {
             PanelCommand::PowerCycle => Command::PowerCycle,
             PanelCommand::Network(up) => Command::Network(up),
             PanelCommand::Ntp(up) => Command::Ntp(up),
+            PanelCommand::Door(open) => Command::Door(open),
+            PanelCommand::Rex => Command::Rex,
         })
     }
 }

@@ -358,6 +358,14 @@ pub struct PanelView {
     pub battery_mv: u16,
     /// Last sync outcome.
     pub last_sync: Option<String>,
+    /// The door stands open.
+    pub door_open: bool,
+    /// The controller reads the door's contact (the door's settings say one is fitted).
+    pub contact: bool,
+    /// The alarm sounding, if any.
+    pub alarm: Option<String>,
+    /// The door holds a lockdown.
+    pub lockdown: bool,
 }
 
 /// What the panel's buttons do to a virtual door.
@@ -375,6 +383,10 @@ pub enum PanelCommand {
     Network(bool),
     /// Let NTP through or block it.
     Ntp(bool),
+    /// Open (`true`) or close the door.
+    Door(bool),
+    /// Press the exit button.
+    Rex,
 }
 
 /// A virtual door this process runs, as the admin UI sees it. The server only shows and

@@ -15,6 +15,9 @@
       set("generation", String(v.generation));
       set("outbox", String(v.outbox));
       set("last-sync", v.last_sync || "\u2014");
+      set("door-position", (v.door_open ? "open" : "closed") + (v.contact ? "" : " (no contact fitted: the controller does not see it)"));
+      set("alarm", v.alarm || "\u2014");
+      set("lockdown", v.lockdown ? "LOCKDOWN" : "no");
       var green = v.feedback === "granted";
       document.getElementById("led-green").classList.toggle("green", green);
       document.getElementById("led-red").classList.toggle("red", !green && !!v.feedback);

@@ -764,6 +764,26 @@ mod tests {
             ("{\"world\":{}}\n{\"do\":\"boot\"}", 2, "missing `t`"),
             ("{\"world\":{}}\n{\"t\":1}", 2, "missing `do`"),
             (
+                "{\"world\":{}}\n{\"t\":1,\"do\":\"door\"}",
+                2,
+                "`door`: missing field `open`",
+            ),
+            (
+                "{\"world\":{}}\n{\"t\":1,\"do\":\"rex\",\"open\":true}",
+                2,
+                "unknown field `open`",
+            ),
+            (
+                "{\"world\":{}}\n{\"t\":1,\"do\":\"backend\",\"lockdown\":\"yes\"}",
+                2,
+                "`backend`",
+            ),
+            (
+                "{\"world\":{\"door\":{\"contact\":true,\"held_open_s\":0}}}",
+                1,
+                "held_open_s",
+            ),
+            (
                 "{\"world\":{}}\n{\"t\":1,\"do\":\"network\"}",
                 2,
                 "missing field `up`",

@@ -241,3 +241,149 @@ impl Controller {
         self.position.held_deadline
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::persist::Persisted;
+    use core::time::Duration;
+    use ed25519_dalek::SigningKey;
+
+    fn site() -> SigningKey {
+        SigningKey::from_bytes(&[1; 32])
+    }
+
+    fn door(contact: bool) -> Controller {
+        let cfg = Config {
+            door_contact: contact,
+            held_open: Duration::from_secs(10),
+            site_key: Some(site().verifying_key().to_bytes()),
+            ..Config::default()
+        };
+        let mut c = Controller::new(cfg, Persisted::default(), [0; 32], Instant::ZERO);
+        while c.poll_action().is_some() {}
+        c
+    }
+
+    fn events(c: &mut Controller) -> std::vec::Vec<Event> {
+        core::iter::from_fn(|| c.poll_action())
+            .filter_map(|a| match a {
+                Action::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn at(s: u64) -> Instant {
+        Instant::from_millis(s * 1000)
+    }
+
+    #[test]
+    fn an_opening_inside_an_unlock_is_authorised_and_one_outside_is_forced() {
+        let mut c = door(true);
+        c.handle_rex(at(1));
+        assert_eq!(events(&mut c), [Event::Rex]);
+        c.handle_door(true, at(3));
+        assert_eq!(events(&mut c), [Event::Door { open: true }]);
+        c.handle_door(false, at(5));
+        assert_eq!(events(&mut c), [Event::Door { open: false }]);
+        // The unlock (3 s) ended at 4 s.
+        c.handle_door(true, at(6));
+        let forced = AlarmKind::DoorForced;
+        assert_eq!(
+            events(&mut c),
+            [Event::Door { open: true }, Event::Alarm { kind: forced }]
+        );
+        assert_eq!(c.alarm(), Some(forced));
+        c.handle_door(false, at(7));
+        assert_eq!(
+            events(&mut c),
+            [
+                Event::Door { open: false },
+                Event::AlarmCleared { kind: forced }
+            ]
+        );
+    }
+
+    #[test]
+    fn an_authorised_opening_held_too_long_raises_the_held_open_alarm() {
+        let mut c = door(true);
+        c.handle_rex(at(0));
+        c.handle_door(true, at(1));
+        let _ = events(&mut c);
+        assert_eq!(c.poll_timeout().map(|t| t <= at(11)), Some(true));
+        c.handle_timeout(at(10));
+        assert_eq!(events(&mut c), []);
+        c.handle_timeout(at(11));
+        let held = AlarmKind::DoorHeldOpen;
+        assert_eq!(events(&mut c), [Event::Alarm { kind: held }]);
+        c.handle_door(false, at(20));
+        assert_eq!(
+            events(&mut c),
+            [
+                Event::Door { open: false },
+                Event::AlarmCleared { kind: held }
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_contact_door_reports_change_nothing() {
+        let mut c = door(false);
+        c.handle_door(true, at(1));
+        c.handle_timeout(at(100));
+        assert_eq!(events(&mut c), []);
+        assert_eq!(c.door_open(), None);
+    }
+
+    #[test]
+    fn lockdown_orders_must_be_signed_and_newer() {
+        let mut c = door(false);
+        let order = |seq, on| {
+            LockdownOrder {
+                seq,
+                on,
+                issued_unix: 1_795_510_740,
+            }
+            .sign(&site())
+        };
+        let forged = LockdownOrder {
+            seq: 9,
+            on: false,
+            issued_unix: 0,
+        }
+        .sign(&SigningKey::from_bytes(&[2; 32]));
+        assert_eq!(
+            c.handle_lockdown_order(&forged, at(1)),
+            Err(LockdownError::BadSignature)
+        );
+        assert_eq!(c.handle_lockdown_order(&order(2, true), at(1)), Ok(()));
+        let actions: std::vec::Vec<Action> = core::iter::from_fn(|| c.poll_action()).collect();
+        assert!(actions.contains(&Action::PersistLockdown(order(2, true))));
+        assert!(actions.contains(&Action::Event(Event::Lockdown { on: true })));
+        assert!(c.lockdown());
+        // Replaying an older "lockdown over" does not lift it.
+        assert_eq!(
+            c.handle_lockdown_order(&order(1, false), at(2)),
+            Err(LockdownError::Stale {
+                held: 2,
+                offered: 1
+            })
+        );
+        assert!(c.lockdown());
+        // The same order again is no change and no error.
+        assert_eq!(c.handle_lockdown_order(&order(2, true), at(3)), Ok(()));
+        assert_eq!(events(&mut c), []);
+        // The exit button still opens.
+        c.handle_rex(at(4));
+        assert!(core::iter::from_fn(|| c.poll_action())
+            .any(|a| matches!(a, Action::Unlock { .. })));
+        assert_eq!(c.handle_lockdown_order(&order(3, false), at(5)), Ok(()));
+        assert_eq!(events(&mut c), [Event::Lockdown { on: false }]);
+        // A new site's key: the old site's lockdown no longer holds.
+        assert_eq!(c.handle_lockdown_order(&order(4, true), at(6)), Ok(()));
+        c.set_site_key([7; 32]);
+        assert!(!c.lockdown());
+    }
+}

@@ -60,6 +60,12 @@ fn view_rows(v: &DoorView) -> Markup {
                 } @else { "not set" }
             } }
             tr { th { "Lock" } td #lock { (if v.unlocked { "open" } else { "locked" }) } }
+            tr { th { "Door" } td #door-position {
+                (if v.door_open { "open" } else { "closed" })
+                @if !v.contact { " (no contact fitted: the controller does not see it)" }
+            } }
+            tr { th { "Alarm" } td #alarm { (v.alarm.as_deref().unwrap_or("—")) } }
+            tr { th { "Lockdown" } td #lockdown { (if v.lockdown { "LOCKDOWN" } else { "no" }) } }
             tr { th { "LEDs / buzzer" } td { (leds(v)) " " span #feedback { (v.feedback.as_deref().unwrap_or("—")) } } }
             tr { th { "Last decision" } td #decision {
                 @if let Some((who, what)) = &v.last_decision { code { (who) } " → " strong { (what) } } @else { "—" }
@@ -111,6 +117,11 @@ async fn panel(State(state): State<AppState>, admin: Admin, Path(id): Path<Strin
                 label for="keys" { "Keys (digits, * and #)" }
                 input #keys name="keys" placeholder="1234*123456#" required;
                 button type="submit" #type-keys { "Type" }
+            }
+            h2 { "The door" }
+            p {
+                @if v.door_open { (button("door_close", "Close the door")) } @else { (button("door_open", "Open the door")) }
+                (button("rex", "Press exit button"))
             }
             h2 { "Power and network" }
             p {
@@ -176,6 +187,9 @@ async fn control(
             }
             PanelCommand::Keys(keys.to_string())
         }
+        "door_open" => PanelCommand::Door(true),
+        "door_close" => PanelCommand::Door(false),
+        "rex" => PanelCommand::Rex,
         "power_on" => PanelCommand::Power(true),
         "power_off" => PanelCommand::Power(false),
         "power_cycle" => PanelCommand::PowerCycle,

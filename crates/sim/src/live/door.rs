@@ -45,6 +45,10 @@ pub enum Command {
     CutPowerDuringListDownload,
     /// The setup page was submitted.
     Setup(Box<SetupForm>),
+    /// Open (`true`) or close the door: its position contact reports it.
+    Door(bool),
+    /// Press the request-to-exit button.
+    Rex,
     /// Print the clock, list and outbox now (a `status` event, with the host's UTC beside the
     /// door's for comparison).
     Status,
@@ -89,6 +93,14 @@ pub struct DoorView {
     pub battery_mv: u16,
     /// Last sync outcome.
     pub last_sync: Option<String>,
+    /// The door stands open.
+    pub door_open: bool,
+    /// Whether the door reads its contact (the site says one is fitted).
+    pub contact: bool,
+    /// The alarm sounding, if any (`door_forced`, `door_held_open`).
+    pub alarm: Option<String>,
+    /// The door holds a lockdown.
+    pub lockdown: bool,
 }
 
 /// How a door is set up at start.
@@ -220,6 +232,7 @@ pub fn spawn(opts: DoorOptions, store: Store, out: Output) -> std::io::Result<Do
         feedback: None,
         last_decision: None,
         last_sync: None,
+        door_open: false,
     };
     tokio::spawn(door.run(rx, inputs_rx));
     let name = view_rx.borrow().name.clone();
@@ -250,6 +263,8 @@ struct Shell {
     feedback: Option<String>,
     last_decision: Option<(String, String)>,
     last_sync: Option<String>,
+    /// The door stands open (physical: it stays as it is while the controller is off).
+    door_open: bool,
 }
 
 impl Shell {
@@ -340,8 +355,11 @@ impl Shell {
             self.start_setup_page();
         }
         self.carry_out();
-        if self.network {
-            if let Some(r) = &mut self.running {
+        let open = self.door_open;
+        if let Some(r) = &mut self.running {
+            // The contact is read at boot.
+            r.door.handle_door(open, Instant::ZERO);
+            if self.network {
                 r.door.handle_network(true, Instant::ZERO);
             }
         }
@@ -392,6 +410,10 @@ impl Shell {
                 Command::Network(up) => self.network = up,
                 Command::Ntp(up) => self.ntp_up = up,
                 Command::Battery(mv) => self.battery_mv = mv,
+                Command::Door(open) => {
+                    self.door_open = open;
+                    self.emit(json!({"event": "door_moved", "open": open}));
+                }
                 other => self.emit(json!({"event": "ignored", "reason": "powered off", "command": format!("{other:?}")})),
             }
             return;
@@ -400,6 +422,11 @@ impl Shell {
         match c {
             Command::Card(uid) => r.door.handle_card(&uid, now),
             Command::Keys(keys) => r.door.handle_keys(keys.as_bytes(), now),
+            Command::Door(open) => {
+                self.door_open = open;
+                r.door.handle_door(open, now);
+            }
+            Command::Rex => r.door.handle_rex(now),
             Command::Power(true) => {}
             Command::Power(false) => self.power_off(),
             Command::PowerCycle => {
@@ -805,6 +832,15 @@ impl Shell {
         let last_decision = self.last_decision.clone();
         let last_sync = self.last_sync.clone();
         let battery_mv = self.battery_mv;
+        let door_open = self.door_open;
+        let (contact, alarm, lockdown) = self.running.as_ref().map_or((false, None, false), |r| {
+            let ctl = r.door.controller();
+            (
+                ctl.config().door_contact,
+                ctl.alarm().map(|a| a.as_str().to_string()),
+                ctl.lockdown(),
+            )
+        });
         self.view.send_if_modified(|v| {
             let new = DoorView {
                 name: v.name.clone(),
@@ -825,6 +861,10 @@ impl Shell {
                 outbox,
                 battery_mv,
                 last_sync,
+                door_open,
+                contact,
+                alarm,
+                lockdown,
             };
             let changed = new != *v;
             *v = new;

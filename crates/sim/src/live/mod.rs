@@ -10,7 +10,8 @@
 //! Commands come as JSON Lines too (stdin for `chronolock sim live`, buttons in the admin UI):
 //! `{"door": 0, "do": "card", "uid": "04A1B2C3"}`, `keys` (`"keys": "1234#"`), `power`
 //! (`"on": bool`), `power_cycle`, `network` (`"up": bool`), `ntp` (`"up": bool`), `battery`
-//! (`"mv": 3700`), `cut_power_during_list_download`, `status`.
+//! (`"mv": 3700`), `door` (`"open": bool`: the door moves, its contact reports it), `rex` (the
+//! exit button), `cut_power_during_list_download`, `status`.
 
 pub mod bench;
 pub mod door;
@@ -180,6 +181,7 @@ struct CommandLine {
     keys: Option<String>,
     on: Option<bool>,
     up: Option<bool>,
+    open: Option<bool>,
     mv: Option<u16>,
 }
 
@@ -207,6 +209,8 @@ pub fn parse_command(line: &str) -> Result<(usize, Command), String> {
         }
         "power" => Command::Power(need(c.on, "on")?),
         "power_cycle" => Command::PowerCycle,
+        "door" => Command::Door(need(c.open, "open")?),
+        "rex" => Command::Rex,
         "network" => Command::Network(need(c.up, "up")?),
         "ntp" => Command::Ntp(need(c.up, "up")?),
         "battery" => Command::Battery(c.mv.ok_or("\"battery\" needs \"mv\"")?),

@@ -170,11 +170,16 @@ impl Backend {
         path: &str,
         body: Vec<u8>,
     ) -> Result<reqwest::Response, (Failure, String)> {
-        let response = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/octet-stream")
-            .body(body)
+            .body(body);
+        if path.ends_with("/watch") {
+            // The server holds a watch for up to 25 s before it answers "nothing new".
+            request = request.timeout(Duration::from_secs(45));
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| (Failure::Unreachable, format!("{path}: {}", without_url(&e))))?;
