@@ -377,8 +377,7 @@ mod tests {
         assert_eq!(events(&mut c), []);
         // The exit button still opens.
         c.handle_rex(at(4));
-        assert!(core::iter::from_fn(|| c.poll_action())
-            .any(|a| matches!(a, Action::Unlock { .. })));
+        assert!(core::iter::from_fn(|| c.poll_action()).any(|a| matches!(a, Action::Unlock { .. })));
         assert_eq!(c.handle_lockdown_order(&order(3, false), at(5)), Ok(()));
         assert_eq!(events(&mut c), [Event::Lockdown { on: false }]);
         // A new site's key: the old site's lockdown no longer holds.
