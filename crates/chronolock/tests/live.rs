@@ -394,3 +394,68 @@ fn a_power_cut_during_a_list_download_keeps_the_previous_list() {
     );
     assert_eq!(doors.card("50000007"), "GRANTED");
 }
+
+/// How long after `change` the door first refuses `card` with `refusal`: the card is presented
+/// every 100 ms until it is. Quoted in docs/benchmarks.md.
+fn refused_after(
+    doors: &mut Doors,
+    card: &str,
+    refusal: &str,
+    change: impl FnOnce(),
+) -> Duration {
+    change();
+    let changed = std::time::Instant::now();
+    loop {
+        let decision = doors.card(card);
+        if decision == refusal {
+            return changed.elapsed();
+        }
+        assert!(
+            changed.elapsed() < 10 * SECS,
+            "still {decision} 10 s after the change"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_deleted_card_and_a_lockdown_reach_an_online_door_within_two_seconds() {
+    let data = TempDir::new("push");
+    let server_dir = data.path().join("server");
+    let site = seed(&server_dir);
+    let server = Server::start(&server_dir);
+    let chrony = Chrony::start();
+    // Syncs every 5 minutes, as shipped: only the watch can bring a change this fast.
+    let mut a = args(
+        &server.url,
+        &[chrony.host_port()],
+        &data.path().join("doors"),
+        &["--code", &site.code],
+    );
+    let interval = a.iter().position(|s| s == "--sync-interval").expect("flag");
+    a[interval + 1] = "300".into();
+    let mut doors = Doors::start(&a);
+    paired(&mut doors);
+    assert_eq!(doors.card(UNRESTRICTED_CARD), "GRANTED");
+    // Give the door a moment to have its watch held.
+    std::thread::sleep(SECS);
+
+    // The card is deleted by another process on the same database (as by another server
+    // replica, or the admin UI).
+    let deleted = refused_after(&mut doors, UNRESTRICTED_CARD, "DENIED_UNKNOWN", || {
+        runtime().block_on(async {
+            let s = state(&server_dir).await;
+            sqlx::query("DELETE FROM cards WHERE uid = $1")
+                .bind(UNRESTRICTED_CARD)
+                .execute(s.db.pool())
+                .await
+                .expect("delete");
+            model::site_changed(&s, site.site_id)
+                .await
+                .expect("changed");
+            s.db.close().await;
+        })
+    });
+    eprintln!("deleted card refused after {} ms", deleted.as_millis());
+    assert!(deleted < 2 * SECS, "refused after {deleted:?}");
+}
