@@ -173,6 +173,8 @@ impl Controller {
         self.push(Action::PersistLockdown(*bytes));
         if was != order.on {
             self.push(Action::Event(Event::Lockdown { on: order.on }));
+            // The backend hears at once that this door holds it.
+            self.sync_soon(now);
         }
         Ok(())
     }
