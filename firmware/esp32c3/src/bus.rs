@@ -2,17 +2,22 @@
 //!
 //! - [`INPUTS`]: everything that happened, for the door task, which owns the shared
 //!   [`Door`](chronolock_device::door::Door) and hands each input to it with `now`;
-//! - [`NET`]: the exchanges the door asked of the backend, with their bodies;
+//! - [`NET`]: the exchanges the door asked of the backend, with their bodies, one at a time;
+//! - [`WATCH`]: the watch (long poll), which runs beside them on a connection of its own;
 //! - [`NTP`]: NTP packets, for the NTP task (one UDP socket);
 //! - [`RTC`]: reads and writes for the DS3231 task;
-//! - [`LOCK`] and [`FEEDBACK`]: the relay and the LEDs/buzzer, each with its own task.
+//! - [`LOCK`], [`FEEDBACK`] and [`ALERT`]: the relay, and the LEDs/buzzer's patterns and
+//!   standing state (alarm, lockdown), each with its own task.
 //!
 //! No task makes a decision: the door task passes inputs in and carries requests out; the others
 //! only move bytes and pins.
 
+use core::future::Future;
+
 use chronolock_core::config::HostName;
 use chronolock_core::controller::Feedback;
 use chronolock_core::ntp::PACKET_LEN;
+use chronolock_core::protocol::WATCH_REQUEST_LEN;
 use chronolock_core::{Instant, RtcReading, UnixTime};
 use chronolock_device::door::{Exchange, Failure};
 use chronolock_device::setup::SetupForm;
@@ -31,6 +36,9 @@ pub const ANSWER_CHUNK: usize = 256;
 
 /// Largest request body the backend task sends (a sync carries as many events as fit).
 pub const BODY: usize = 2048;
+
+/// The watch's request body (it has one length).
+pub const WATCH_BODY: usize = WATCH_REQUEST_LEN;
 
 /// Something that happened, for the door task.
 pub enum Input {
@@ -61,8 +69,11 @@ pub enum Input {
     Failed(Exchange, Failure),
     /// The setup page was submitted (setup mode), received at `at`.
     Setup(SetupForm, Instant),
-    /// The door contact opened (`true`) or closed.
+    /// The door contact reads open (`true`) or closed: once at start, then at every
+    /// (debounced) change.
     DoorContact(bool),
+    /// The request-to-exit button was pressed (debounced; once per press).
+    Rex,
 }
 
 /// Inputs for the door task.
@@ -70,6 +81,11 @@ pub static INPUTS: Channel<CriticalSectionRawMutex, Input, 8> = Channel::new();
 
 /// Exchanges for the backend task: what to POST, and where the answer goes.
 pub static NET: Channel<CriticalSectionRawMutex, (Exchange, heapless::Vec<u8, BODY>), 2> =
+    Channel::new();
+
+/// The watch for the watch task: what to POST, and where the answer goes. One at a time (the
+/// door keeps at most one watch), beside whatever [`NET`] carries.
+pub static WATCH: Channel<CriticalSectionRawMutex, (Exchange, heapless::Vec<u8, WATCH_BODY>), 1> =
     Channel::new();
 
 /// An NTP request for the NTP task: server index and packet.
@@ -102,7 +118,22 @@ pub static LOCK: Signal<CriticalSectionRawMutex, u32> = Signal::new();
 /// Show this on the LEDs and buzzer.
 pub static FEEDBACK: Signal<CriticalSectionRawMutex, Feedback> = Signal::new();
 
-/// Sends an input; when the door task is far behind (8 inputs queued) the input waits.
-pub async fn input(i: Input) {
-    INPUTS.send(i).await;
+/// What the LEDs and buzzer show between (and under) feedback patterns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Alert {
+    /// The door's alarm sounds (forced or held open): buzzer pulsing, red LED on.
+    pub alarm: bool,
+    /// The site's lockdown holds: a slow red blink while nothing else shows.
+    pub lockdown: bool,
+}
+
+/// The standing state for the feedback task; the door task signals it when it changes (the
+/// latest wins: it is a state, not a queue of events).
+pub static ALERT: Signal<CriticalSectionRawMutex, Alert> = Signal::new();
+
+/// Sends an input; when the door task is far behind (8 inputs queued) the input waits. The
+/// channel's own future, not an `async fn` around it: that would keep a second copy of the
+/// input (a few hundred bytes) in the static state of every task that sends one.
+pub fn input(i: Input) -> impl Future<Output = ()> {
+    INPUTS.send(i)
 }

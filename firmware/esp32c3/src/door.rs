@@ -18,7 +18,9 @@ use esp_storage::FlashStorage;
 use log::{info, warn};
 
 use crate::board::Battery;
-use crate::bus::{self, Input, RtcRequest, BODY, FEEDBACK, INPUTS, LOCK, NET, NTP, RTC};
+use crate::bus::{
+    self, Alert, Input, RtcRequest, ALERT, BODY, FEEDBACK, INPUTS, LOCK, NET, NTP, RTC, WATCH,
+};
 use crate::{reader, watchdog};
 
 /// A door step longer than this may have hidden a reader pulse (they come ~2 ms apart; one
@@ -33,9 +35,19 @@ pub type FirmwareDoor = Door<FlashStorage<'static>>;
 
 /// Runs the door for ever.
 pub async fn run(door: &'static mut FirmwareDoor, mut battery: Battery) -> ! {
+    // What the LEDs and buzzer show between patterns, as last asked and as last signalled.
+    let mut alert = Alert::default();
+    let mut shown = Alert::default();
     loop {
         watchdog::door_beat();
-        carry_out(door, &mut battery).await;
+        carry_out(door, &mut battery, &mut alert).await;
+        // The lockdown is the controller's state (no request says it changed): read after
+        // every step, signalled only when something changed.
+        alert.lockdown = door.controller().lockdown();
+        if alert != shown {
+            ALERT.signal(alert);
+            shown = alert;
+        }
         // Awake at least every few seconds, to show the watchdog this task lives.
         let beat = embassy_time::Instant::now()
             + Duration::from_millis(crate::liveness::DOOR_BEAT_EVERY_MS);
@@ -101,14 +113,18 @@ fn handle(door: &mut FirmwareDoor, input: Input, now: chronolock_core::Instant) 
         Input::Failed(exchange, failure) => door.handle_exchange_failed(exchange, failure, now),
         Input::Setup(form, at) => door.handle_setup(&form, at),
         Input::DoorContact(open) => {
-            // The core has no use for it yet; the log shows it for installers.
-            info!("door {}", if open { "opened" } else { "closed" });
+            info!("door {}", if open { "open" } else { "closed" });
+            door.handle_door(open, now);
+        }
+        Input::Rex => {
+            info!("exit button pressed");
+            door.handle_rex(now);
         }
     }
 }
 
 /// Carries out every queued request.
-async fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery) {
+async fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery, alert: &mut Alert) {
     while let Some(request) = door.poll_request() {
         let now = bus::now();
         match request {
@@ -150,6 +166,16 @@ async fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery) {
                 watched(|| door.store_pending());
             }
             Request::Feedback(pattern) => FEEDBACK.signal(pattern),
+            Request::Alarm { sounding } => {
+                if sounding != alert.alarm {
+                    if sounding {
+                        warn!("alarm sounding");
+                    } else {
+                        info!("alarm silenced");
+                    }
+                }
+                alert.alarm = sounding;
+            }
             Request::BootFirmware { slot } => {
                 // What the door kept (the trial, events) is in flash already.
                 door.store_pending();
@@ -160,19 +186,35 @@ async fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery) {
     }
 }
 
-/// Hands an exchange's body to the backend task; if it is busy with two already, the exchange
-/// fails at once (the door retries on its own schedule).
+/// Hands an exchange's body to the task that carries it: the watch to the watch task (its own
+/// connection, beside the others), the rest to the backend task. If that task's queue is full
+/// (two exchanges, or a watch), the exchange fails at once (the door retries on its own
+/// schedule).
 fn post(door: &mut FirmwareDoor, exchange: Exchange, now: chronolock_core::Instant) {
-    let mut body: heapless::Vec<u8, BODY> = heapless::Vec::new();
-    let _ = body.resize(BODY, 0);
-    let Some(n) = door.write_body(exchange, &mut body, now) else {
-        return;
+    let busy = match exchange {
+        Exchange::Watch { .. } => body::<{ bus::WATCH_BODY }>(door, exchange, now)
+            .is_some_and(|b| WATCH.try_send((exchange, b)).is_err()),
+        _ => {
+            body::<BODY>(door, exchange, now).is_some_and(|b| NET.try_send((exchange, b)).is_err())
+        }
     };
-    body.truncate(n);
-    if NET.try_send((exchange, body)).is_err() {
+    if busy {
         warn!("backend busy: {} dropped", exchange.path());
         door.handle_exchange_failed(exchange, Failure::Unreachable, now);
     }
+}
+
+/// The body the door writes for `exchange`, or `None` if it no longer wants it.
+fn body<const N: usize>(
+    door: &mut FirmwareDoor,
+    exchange: Exchange,
+    now: chronolock_core::Instant,
+) -> Option<heapless::Vec<u8, N>> {
+    let mut body = heapless::Vec::new();
+    let _ = body.resize(N, 0);
+    let n = door.write_body(exchange, &mut body, now)?;
+    body.truncate(n);
+    Some(body)
 }
 
 fn log_notice(n: &Notice) {
@@ -192,6 +234,7 @@ fn log_notice(n: &Notice) {
         Notice::Storage(e) => warn!("flash: {e}"),
         Notice::NtpServers { count } => info!("{count} NTP server(s) from the site"),
         Notice::FirmwareRefused(e) => warn!("firmware update refused: {e}"),
+        Notice::LockdownRefused(e) => warn!("lockdown order refused: {e}"),
         other => info!("{other:?}"),
     }
 }

@@ -2,6 +2,7 @@
 //! (`Connection: close`), a `Content-Length` body read in pieces. Enough for the device
 //! protocol, whose messages authenticate themselves (docs/protocol.md), so plain HTTP is used;
 //! a server behind TLS is reached through an `http://` address of its local network side.
+//! Each caller brings its own [`Buffers`], sized for what it carries (the exchanges, the watch).
 
 use core::fmt::Write as _;
 use core::net::{IpAddr, Ipv4Addr};
@@ -22,20 +23,21 @@ pub struct Exchange<'s, 'b> {
     remaining: usize,
 }
 
-/// Socket buffers for one exchange.
-pub struct Buffers {
-    rx: [u8; 2048],
-    tx: [u8; 1024],
-    head: [u8; 1024],
+/// Buffers for one connection: the socket's receive and transmit buffers, and room for the
+/// answer's head (with any body bytes that arrive with it).
+pub struct Buffers<const RX: usize, const TX: usize, const HEAD: usize> {
+    rx: [u8; RX],
+    tx: [u8; TX],
+    head: [u8; HEAD],
 }
 
-impl Buffers {
+impl<const RX: usize, const TX: usize, const HEAD: usize> Buffers<RX, TX, HEAD> {
     /// Zeroed buffers.
     pub const fn new() -> Self {
         Buffers {
-            rx: [0; 2048],
-            tx: [0; 1024],
-            head: [0; 1024],
+            rx: [0; RX],
+            tx: [0; TX],
+            head: [0; HEAD],
         }
     }
 }
@@ -52,18 +54,21 @@ async fn resolve(stack: Stack<'_>, host: &str) -> Result<IpAddr, HttpError> {
 }
 
 /// POSTs `body` to `server` + `path` and reads the answer's head; the body follows through
-/// [`Exchange::read`].
-pub async fn post<'s>(
+/// [`Exchange::read_exact`]. The connection is dropped when nothing arrives from the server for
+/// `silence` (while connecting, and while waiting for the answer: a long poll needs more than
+/// the server's longest wait).
+pub async fn post<'s, const RX: usize, const TX: usize, const HEAD: usize>(
     stack: Stack<'s>,
-    bufs: &'s mut Buffers,
+    bufs: &'s mut Buffers<RX, TX, HEAD>,
     server: &Server,
     path: &str,
     body: &[u8],
+    silence: Duration,
 ) -> Result<(Exchange<'s, 's>, usize), HttpError> {
     let Buffers { rx, tx, head: buf } = bufs;
     let ip = resolve(stack, &server.host).await?;
     let mut socket = TcpSocket::new(stack, rx, tx);
-    socket.set_timeout(Some(Duration::from_secs(10)));
+    socket.set_timeout(Some(silence));
     socket
         .connect((ip, server.port))
         .await

@@ -49,15 +49,20 @@ use static_cell::StaticCell;
 
 use crate::board::{Battery, Indicators};
 use crate::http::{Buffers, Server};
+use crate::net::{Backend, BackendBuffers, WatchBuffers, Watcher};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
 /// The door: controller, flash, exchanges.
 static DOOR: StaticCell<door::FirmwareDoor> = StaticCell::new();
-/// The IP stack's sockets: DHCP, DNS, NTP, one TCP exchange, spare.
+/// The IP stack's sockets: DHCP, DNS, NTP, the exchanges' TCP, the watch's TCP, spare.
 static NET_RESOURCES: StaticCell<StackResources<6>> = StaticCell::new();
-/// The backend client's socket buffers.
-static HTTP_BUFFERS: StaticCell<Buffers> = StaticCell::new();
+/// The server's address, shared by the backend and watch tasks.
+static SERVER: StaticCell<Option<Server>> = StaticCell::new();
+/// The backend task's socket buffers.
+static HTTP_BUFFERS: StaticCell<BackendBuffers> = StaticCell::new();
+/// The watch task's socket buffers (a watch is tiny).
+static WATCH_BUFFERS: StaticCell<WatchBuffers> = StaticCell::new();
 
 #[esp_hal::main]
 async fn main(spawner: Spawner) -> ! {
@@ -79,6 +84,8 @@ async fn main(spawner: Spawner) -> ! {
     let d1 = Input::new(peripherals.GPIO1, pull_up);
     let setup_button = Input::new(peripherals.GPIO9, pull_up);
     let contact = Input::new(peripherals.GPIO19, pull_up);
+    // A strapping pin, but one SPI boot ignores: an exit button held at power-up changes nothing.
+    let exit_button = Input::new(peripherals.GPIO8, pull_up);
     let relay = Output::new(peripherals.GPIO6, Level::Low, OutputConfig::default());
     let indicators = Indicators {
         green: Output::new(peripherals.GPIO7, Level::Low, OutputConfig::default()),
@@ -149,6 +156,7 @@ async fn main(spawner: Spawner) -> ! {
     spawner.spawn(board::lock_task(relay).expect("lock task spawned once"));
     spawner.spawn(board::feedback_task(indicators).expect("feedback task spawned once"));
     spawner.spawn(board::contact_task(contact).expect("contact task spawned once"));
+    spawner.spawn(board::rex_task(exit_button).expect("exit button task spawned once"));
 
     // ----- network -------------------------------------------------------------------------
     let net_seed = (u64::from(Rng::new().random()) << 32) | u64::from(Rng::new().random());
@@ -205,22 +213,30 @@ async fn main(spawner: Spawner) -> ! {
             resources,
             net_seed,
         );
-        let server = match Server::parse(&settings.server_url) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                warn!("server address unusable: {e:?}");
-                None
-            }
-        };
-        let backend = net::Backend {
+        let server = SERVER
+            .init(match Server::parse(&settings.server_url) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!("server address unusable: {e:?}");
+                    None
+                }
+            })
+            .as_ref();
+        let backend = Backend {
             stack,
             server,
             bufs: HTTP_BUFFERS.init(Buffers::new()),
+        };
+        let watcher = Watcher {
+            stack,
+            server,
+            bufs: WATCH_BUFFERS.init(Buffers::new()),
         };
         spawner.spawn(net::net_task(runner).expect("net task spawned once"));
         spawner.spawn(net::wifi_task(wifi, stack).expect("Wi-Fi task spawned once"));
         spawner.spawn(net::ntp_task(stack).expect("NTP task spawned once"));
         spawner.spawn(net::backend_task(backend).expect("backend task spawned once"));
+        spawner.spawn(net::watch_task(watcher).expect("watch task spawned once"));
     } else {
         // Never an open network in place of a password that does not fit: no Wi-Fi at all
         // (the door decides offline from its list) until setup gives a good one.

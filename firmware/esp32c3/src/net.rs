@@ -17,7 +17,7 @@ use log::{info, warn};
 use sntpc::NtpUdpSocket;
 use sntpc_net_embassy::UdpSocketWrapper;
 
-use crate::bus::{self, Input, ANSWER_CHUNK, NET, NTP};
+use crate::bus::{self, Input, ANSWER_CHUNK, NET, NTP, WATCH};
 use crate::http::{self, Buffers, HttpError, Server};
 
 /// Runs the IP stack.
@@ -112,18 +112,40 @@ fn host_port(name: &str) -> (&str, u16) {
     }
 }
 
-/// What the backend task needs to talk to the server.
-pub struct Backend {
+/// One connection to the backend at a time: the IP stack, the server and the socket buffers
+/// `B`. The firmware has two: the backend task's for the door's exchanges (one after another),
+/// and the watch task's for the long poll, which runs beside them.
+pub struct Lane<B: 'static> {
     /// The IP stack.
     pub stack: Stack<'static>,
     /// The server's address (`None`: the setting is unusable, logged at boot).
-    pub server: Option<Server>,
+    pub server: Option<&'static Server>,
     /// Socket buffers.
-    pub bufs: &'static mut Buffers,
+    pub bufs: &'static mut B,
 }
+
+/// The backend task's buffers: a sync's answer streams a list or a firmware piece through them.
+pub type BackendBuffers = Buffers<2048, 1024, 1024>;
+
+/// The watch task's buffers: a watch is 64 bytes up and 56 down, so small ones do (the head
+/// buffer holds the answer's head, which the server keeps short).
+pub type WatchBuffers = Buffers<512, 512, 512>;
+
+/// The backend task's lane.
+pub type Backend = Lane<BackendBuffers>;
+
+/// The watch task's lane.
+pub type Watcher = Lane<WatchBuffers>;
 
 /// Longest an exchange may take before it counts as failed.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An exchange's connection is dropped after this long without a byte from the server.
+const EXCHANGE_SILENCE: Duration = Duration::from_secs(10);
+/// Longest a watch may take: above the server's longest hold (25 s) and what it takes to
+/// connect, below the 60 s after which the door gives up on a watch and asks for another.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(50);
+/// A watch's connection is silent while the server holds it: it is dropped only after this.
+const WATCH_SILENCE: Duration = Duration::from_secs(45);
 
 /// POSTs the door's exchanges and streams each answer back to the door task, which checks it
 /// (this task only moves bytes).
@@ -138,7 +160,28 @@ pub async fn backend_task(mut b: Backend) -> ! {
                 Either::First(job) => job,
                 Either::Second(()) => continue,
             };
-        let outcome = with_timeout(EXCHANGE_TIMEOUT, b.exchange(exchange, &body)).await;
+        b.carry(exchange, &body, EXCHANGE_TIMEOUT, EXCHANGE_SILENCE)
+            .await;
+    }
+}
+
+/// POSTs the door's watch (long poll) on a connection of its own, so that a sync or a check
+/// need not wait while the server holds it, and hands the answer to the door task. Not watched
+/// by the watchdog: [`WATCH_TIMEOUT`] bounds every watch, and the door asks again on its own
+/// schedule.
+#[embassy_executor::task]
+pub async fn watch_task(mut w: Watcher) -> ! {
+    loop {
+        let (exchange, body) = WATCH.receive().await;
+        w.carry(exchange, &body, WATCH_TIMEOUT, WATCH_SILENCE).await;
+    }
+}
+
+impl<const RX: usize, const TX: usize, const HEAD: usize> Lane<Buffers<RX, TX, HEAD>> {
+    /// Carries out one exchange within `limit` (its connection dropped after `silence` without
+    /// a byte from the server); the answer, or the failure, goes to the door task.
+    async fn carry(&mut self, exchange: Exchange, body: &[u8], limit: Duration, silence: Duration) {
+        let outcome = with_timeout(limit, self.exchange(exchange, body, silence)).await;
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => {
@@ -157,13 +200,23 @@ pub async fn backend_task(mut b: Backend) -> ! {
             bus::input(Input::Failed(exchange, f)).await;
         }
     }
-}
 
-impl Backend {
-    async fn exchange(&mut self, exchange: Exchange, body: &[u8]) -> Result<(), HttpError> {
-        let server = self.server.as_ref().ok_or(HttpError::Dns)?;
-        let (mut ex, len) =
-            http::post(self.stack, self.bufs, server, exchange.path(), body).await?;
+    async fn exchange(
+        &mut self,
+        exchange: Exchange,
+        body: &[u8],
+        silence: Duration,
+    ) -> Result<(), HttpError> {
+        let server = self.server.ok_or(HttpError::Dns)?;
+        let (mut ex, len) = http::post(
+            self.stack,
+            self.bufs,
+            server,
+            exchange.path(),
+            body,
+            silence,
+        )
+        .await?;
         let mut left = len;
         while left > 0 {
             let mut chunk: heapless::Vec<u8, ANSWER_CHUNK> = heapless::Vec::new();
