@@ -183,11 +183,13 @@ pub enum Request {
         /// On or off.
         sounding: bool,
     },
-    /// Flash work is waiting (events for the outbox, the core's record, keypad code use): call
+    /// Flash work is waiting (events for the outbox, the core's record): call
     /// [`Door::store_pending`] once the requests before this one are carried out. The lock
-    /// opens first; nothing is written between a decision and its [`Request::Unlock`]. A shell
-    /// whose flash stalls the CPU waits until no reader frame is arriving. Until then the work
-    /// waits in RAM (a power cut loses it); any other input stores it first.
+    /// opens first; nothing is written between a decision and its [`Request::Unlock`] but a
+    /// keypad code's use, which reaches flash before the decision is made (a code must never
+    /// open twice, even across a power cut). A shell whose flash stalls the CPU waits until no
+    /// reader frame is arriving. Until then the work waits in RAM (a power cut loses it); any
+    /// other input stores it first.
     Store,
     /// Boot app slot `slot` from now on (the bootloader's `otadata`) and restart: a checked
     /// update is ready, or an update on trial failed and the previous slot comes back.
@@ -513,14 +515,13 @@ struct Offer {
     digest: [u8; 32],
 }
 
-/// Flash writes that wait for [`Request::Store`].
+/// Flash writes that wait for [`Request::Store`]. (A keypad code's use never waits: see
+/// [`Door::keep_keypad_use`].)
 enum Deferred {
     /// An event for the outbox, its id assigned, as written.
     Event(Vec<u8, EVENT_MAX>),
     /// The core's record.
     Persist(chronolock_core::persist::Persisted),
-    /// A keypad user's code use.
-    KeypadUse(chronolock_core::keypad::KeypadUse),
 }
 
 /// Deferred writes held at most; beyond, they are written at once.
@@ -1286,18 +1287,14 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         &mut self.store
     }
 
-    /// Writes the flash work that waits since [`Request::Store`]: events into the outbox, the
-    /// core's record, keypad code use, in the order they were made.
+    /// Writes the flash work that waits since [`Request::Store`]: events into the outbox and the
+    /// core's record, in the order they were made.
     pub fn store_pending(&mut self) {
         while let Some(work) = self.deferred.pop_front() {
             match work {
                 Deferred::Event(bytes) => self.write_event(&bytes),
                 Deferred::Persist(p) => {
                     let r = self.store.set_persisted(&p);
-                    self.stored(r);
-                }
-                Deferred::KeypadUse(u) => {
-                    let r = self.store.set_keypad_use(&u);
                     self.stored(r);
                 }
             }
@@ -1347,7 +1344,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 }
                 Action::SyncBackend { nonce } => self.start_sync(nonce, now),
                 Action::Persist(p) => self.defer(Deferred::Persist(p)),
-                Action::PersistKeypadUse(u) => self.defer(Deferred::KeypadUse(u)),
+                Action::PersistKeypadUse(u) => self.keep_keypad_use(&u),
                 Action::Unlock { ms } => self.push(Request::Unlock { ms }),
                 Action::Feedback(f) => self.push(Request::Feedback(f)),
                 Action::Alarm { sounding } => self.push(Request::Alarm { sounding }),
@@ -1378,6 +1375,17 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             }
             self.push(Request::Store);
         }
+    }
+
+    /// A keypad code was accepted: its use reaches flash now, before the decision it leads to
+    /// (the core asks for it first) and so before the lock opens. Written after the unlock, as
+    /// the rest of a decision's work is, a power cut in between would let the same HOTP code
+    /// (or TOTP step) open the door again after the reboot (fleet seed 7, door 17). One small
+    /// write to the settings map — a millisecond or so, an erase of 4 KiB now and then — comes
+    /// after a keypad entry that took seconds to type; cards still open before any write.
+    fn keep_keypad_use(&mut self, u: &chronolock_core::keypad::KeypadUse) {
+        let r = self.store.set_keypad_use(u);
+        self.stored(r);
     }
 
     /// Queues work for [`Door::store_pending`]; [`Door::drain`] asks the shell for it after
