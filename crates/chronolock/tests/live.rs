@@ -397,12 +397,7 @@ fn a_power_cut_during_a_list_download_keeps_the_previous_list() {
 
 /// How long after `change` the door first refuses `card` with `refusal`: the card is presented
 /// every 100 ms until it is. Quoted in docs/benchmarks.md.
-fn refused_after(
-    doors: &mut Doors,
-    card: &str,
-    refusal: &str,
-    change: impl FnOnce(),
-) -> Duration {
+fn refused_after(doors: &mut Doors, card: &str, refusal: &str, change: impl FnOnce()) -> Duration {
     change();
     let changed = std::time::Instant::now();
     loop {
@@ -458,4 +453,19 @@ fn a_deleted_card_and_a_lockdown_reach_an_online_door_within_two_seconds() {
     });
     eprintln!("deleted card refused after {} ms", deleted.as_millis());
     assert!(deleted < 2 * SECS, "refused after {deleted:?}");
+
+    // Lockdown, pressed by another process too.
+    assert_eq!(doors.card(SCHEDULED_CARD), "GRANTED");
+    std::thread::sleep(SECS);
+    let locked = refused_after(&mut doors, SCHEDULED_CARD, "DENIED_LOCKDOWN", || {
+        runtime().block_on(async {
+            let s = state(&server_dir).await;
+            chronolock_server::lockdown::give(&s, site.site_id, true, None)
+                .await
+                .expect("lockdown");
+            s.db.close().await;
+        })
+    });
+    eprintln!("lockdown refused a card after {} ms", locked.as_millis());
+    assert!(locked < 2 * SECS, "refused after {locked:?}");
 }

@@ -1,4 +1,5 @@
-//! The device API: `POST /device/v1/enrol`, `/device/v1/sync` and `/device/v1/check`, with
+//! The device API: `POST /device/v1/enrol`, `/device/v1/sync`, `/device/v1/check` and
+//! `/device/v1/watch` (the long poll, [`crate::watch`]), with
 //! binary bodies in the format of [`chronolock_core::protocol`] (described in
 //! `docs/protocol.md`). No admin session: enrolment is authorised by the one-time pairing code,
 //! everything after it by the device key's HMAC.
@@ -15,7 +16,8 @@ use axum::Router;
 use chronolock_backend::{DoorList, Pairing};
 use chronolock_core::allowlist::AccessType;
 use chronolock_core::controller::Credential;
-use chronolock_core::protocol::{DeviceStatus, EventBody, ProtocolError, WireEvent};
+use chronolock_core::lockdown::ORDER_LEN;
+use chronolock_core::protocol::{DeviceStatus, DoorPosition, EventBody, ProtocolError, WireEvent};
 use rand::RngCore;
 
 use crate::AppState;
@@ -29,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/device/v1/enrol", post(enrol))
         .route("/device/v1/sync", post(sync))
         .route("/device/v1/check", post(check))
+        .route("/device/v1/watch", post(crate::watch::watch))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -68,7 +71,7 @@ impl From<crate::model::ModelError> for DeviceError {
     }
 }
 
-fn binary(body: Vec<u8>) -> Response {
+pub(crate) fn binary(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
 }
 
@@ -224,14 +227,18 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
         door_id: i64,
         device_generation: u64,
     ) -> Result<DoorList<Vec<u8>>, chronolock_backend::DeviceError> {
-        let (generation, interval, ntp_servers): (i64, i32, Option<String>) = sqlx::query_as(
-            "SELECT d.generation, d.sync_interval_s, s.ntp_servers FROM doors d \
-             JOIN sites s ON s.id = d.site_id WHERE d.id = $1",
-        )
-        .bind(door_id)
-        .fetch_one(self.0.db.pool())
-        .await
-        .map_err(internal)?;
+        type Row = (i64, i32, Option<String>, i32, i32, Option<Vec<u8>>);
+        let (generation, interval, ntp_servers, contact, held_open_s, lockdown): Row =
+            sqlx::query_as(
+                "SELECT d.generation, d.sync_interval_s, s.ntp_servers, d.contact_fitted, \
+                 d.held_open_s, (SELECT o.signed FROM lockdown_orders o \
+                 WHERE o.site_id = d.site_id ORDER BY o.seq DESC LIMIT 1) \
+                 FROM doors d JOIN sites s ON s.id = d.site_id WHERE d.id = $1",
+            )
+            .bind(door_id)
+            .fetch_one(self.0.db.pool())
+            .await
+            .map_err(internal)?;
         let generation = generation as u64;
         let list = if device_generation < generation {
             crate::model::door_list(self.0, door_id)
@@ -247,8 +254,13 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
             sync_interval_s: interval.max(1) as u32,
             list,
             ntp_servers: ntp_servers.unwrap_or_default(),
-            lockdown: None,
-            position: None,
+            // Stored as signed; a row of another length (none is written) is no order.
+            lockdown: lockdown.and_then(|b| <[u8; ORDER_LEN]>::try_from(b.as_slice()).ok()),
+            // The server always knows the door's settings (defaults: no contact, 30 s).
+            position: Some(DoorPosition {
+                contact: contact != 0,
+                held_open_s: u16::try_from(held_open_s.clamp(1, 3600)).unwrap_or(30),
+            }),
         })
     }
 

@@ -4,9 +4,12 @@
 //! - [`site`]: the site's signing key, made on first start; its private half never leaves here.
 //! - [`router`]: the HTTP routes, one group per concern, sharing one [`AppState`].
 //! - [`firmware`]: signed firmware images the admin assigns to doors, offered at their syncs.
+//! - [`lockdown`]: the site's signed lockdown orders; [`watch`]: doors' long polls, answered as
+//!   soon as a lockdown or a new list is there for them.
 //!
 //! The server keeps no state outside the database, so several processes can share one
-//! PostgreSQL database behind a load balancer.
+//! PostgreSQL database behind a load balancer. (Held watches live in one process, but what
+//! wakes them is read from the database too: [`watch::poll_database`].)
 
 pub mod admins;
 pub mod api;
@@ -19,13 +22,16 @@ pub mod directory;
 pub mod editors;
 pub mod error;
 pub mod firmware;
+pub mod lockdown;
 pub mod model;
 pub mod monitor;
 pub mod pages;
+pub mod positions;
 pub use chronolock_allowlist::schedule;
 pub mod site;
 pub mod throttle;
 pub mod tls;
+pub mod watch;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -97,6 +103,8 @@ pub struct AppState {
     pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
     /// Door statuses from syncs, written behind in batches.
     pub door_status: std::sync::Arc<device_api::StatusBuffer>,
+    /// Doors' watches (long polls) held by this process, and what wakes them.
+    pub watches: std::sync::Arc<watch::Watches>,
     /// Virtual doors this process runs (`serve --demo`), for their panels in the admin UI.
     pub virtual_doors: std::sync::Arc<std::sync::RwLock<Vec<demo::RunningDoor>>>,
     /// Login attempts: password checks off the async workers, failures throttled.
@@ -125,6 +133,7 @@ impl AppState {
             signing_key: std::sync::Arc::new(signing_key),
             webhook_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
             door_status: std::sync::Arc::default(),
+            watches: std::sync::Arc::new(watch::Watches::new(watch::WatchConfig::from_env())),
             virtual_doors: std::sync::Arc::default(),
             logins: std::sync::Arc::new(throttle::Logins::new(2)),
             https: config.tls.is_some()
@@ -284,6 +293,7 @@ pub async fn serve_until(
         tokio::spawn(webhooks::run(state.clone())),
         tokio::spawn(recompile_lists(state.clone())),
         tokio::spawn(device_api::StatusBuffer::run(state.clone())),
+        tokio::spawn(watch::poll_database(state.clone())),
     ];
     let status = state.door_status.clone();
     let bind = |addr: SocketAddr| async move {
@@ -310,8 +320,11 @@ pub async fn serve_until(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
+    let watches = state.watches.clone();
     tokio::spawn(async move {
         stop.await;
+        // Held watches end now rather than hold the graceful shutdown for 25 s.
+        watches.close();
         let _ = stopping.send(true);
     });
     let mut device_server = None;

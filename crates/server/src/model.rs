@@ -619,7 +619,7 @@ pub async fn door_entries(
 }
 
 /// Recompiles a door's list as of `now`; if its content changed, stores it under the next
-/// generation. Returns the door's generation.
+/// generation and wakes the door's watch ([`crate::watch`]). Returns the door's generation.
 pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u64, ModelError> {
     let key = &*state.signing_key;
     let anchor = week_anchor(now).as_second();
@@ -686,6 +686,9 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         .await?
         .rows_affected();
         if updated == 1 {
+            // The door's watch (if it holds one here) answers "sync now"; other server
+            // processes notice through their database poll.
+            state.watches.door_changed(door_id);
             return Ok(next as u64);
         }
         // Another process refreshed it meanwhile: read again.

@@ -141,6 +141,11 @@ pub struct Overview {
     pub counts: Counts,
     /// Every door, by site and name.
     pub doors: Vec<DoorStatus>,
+    /// Alarms raised and not cleared (a door forced or held open), oldest first.
+    pub alarms: Vec<crate::positions::ActiveAlarm>,
+    /// Each site's newest lockdown order (sites that never had one are left out); `on` tells
+    /// whether the site is in lockdown.
+    pub lockdowns: Vec<crate::lockdown::Order>,
 }
 
 type DoorRow = (
@@ -249,6 +254,10 @@ pub async fn overview(state: &AppState, now: i64) -> Result<Overview, AppError> 
     .bind(since_us)
     .fetch_one(state.db.pool())
     .await?;
+    let alarms = crate::positions::active_alarms(state, None).await?;
+    let lockdowns = crate::lockdown::latest_per_site(state)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(Overview {
         now,
         counts: Counts {
@@ -259,6 +268,8 @@ pub async fn overview(state: &AppState, now: i64) -> Result<Overview, AppError> 
             denied_24h,
         },
         doors,
+        alarms,
+        lockdowns,
     })
 }
 
@@ -363,7 +374,8 @@ pub struct EventQuery {
     #[param(value_type = Option<i64>)]
     pub door: Option<String>,
     /// Only events of this kind: `decision`, `notify`, `report`, `clock`, `rtc_write`,
-    /// `time_rejected`.
+    /// `time_rejected`, `door`, `rex`, `alarm`, `alarm_cleared`, `lockdown`, … — or `alarms`:
+    /// alarms raised and cleared.
     pub kind: Option<String>,
     /// `granted` (any `GRANTED…` decision), `denied` (any `DENIED…`), `all`, or one exact
     /// decision such as `DENIED_TIME_RESTRICTION`.
@@ -383,6 +395,9 @@ pub const FILTER_PARAMS: [&str; 6] = ["door", "kind", "decision", "credential", 
 
 /// Event kinds devices send: the device protocol's own list.
 pub const KINDS: [&str; 12] = chronolock_core::protocol::EventBody::KINDS;
+
+/// The `kind` filter that stands for both `alarm` and `alarm_cleared`.
+pub const ALARMS: &str = "alarms";
 
 /// Decisions devices report (see the scenario contract), from the core's one definition.
 pub fn decisions() -> impl Iterator<Item = &'static str> {
@@ -644,8 +659,10 @@ pub async fn events(
     if let Some(door) = filter.door {
         sql += &format!(" AND e.door_id = {}", bind(Bind::Int(door)));
     }
-    if let Some(kind) = &filter.kind {
-        sql += &format!(" AND e.kind = {}", bind(Bind::Text(kind.clone())));
+    match filter.kind.as_deref() {
+        None => {}
+        Some(ALARMS) => sql += " AND e.kind IN ('alarm', 'alarm_cleared')",
+        Some(kind) => sql += &format!(" AND e.kind = {}", bind(Bind::Text(kind.to_string()))),
     }
     match &filter.decision {
         DecisionFilter::All => {}
@@ -878,6 +895,12 @@ const DASHBOARD_STYLE: &str = "
 .counts { display: flex; gap: 1.5rem; flex-wrap: wrap; padding: 0; list-style: none; }
 .counts li strong { font-size: 1.4rem; display: block; }
 td.num { font-variant-numeric: tabular-nums; }
+.lockdown-banner { background: #b00020; color: #fff; padding: .8rem 1rem; font-size: 1.2rem; margin: 0 0 1rem; }
+.lockdown-banner form { display: inline; margin-left: 1rem; }
+.lockdown-bar { display: flex; gap: 1rem; align-items: center; margin: 0 0 1rem; }
+#alarms { border: 2px solid #b00020; padding: .4rem .8rem; margin: 0 0 1rem; }
+#alarms h3 { color: #b00020; margin: .2rem 0; }
+tr.alarm td { background: #fde7ea; }
 ";
 
 async fn dashboard(State(state): State<AppState>, admin: Admin) -> Result<Markup, AppError> {
@@ -886,11 +909,63 @@ async fn dashboard(State(state): State<AppState>, admin: Admin) -> Result<Markup
     let first_site = o.doors.first().map(|d| d.site_id);
     let several_sites = o.doors.iter().any(|d| Some(d.site_id) != first_site);
     let key = data_encoding::HEXLOWER.encode(&state.site_public_key);
+    let site_names: HashMap<i64, &str> = o
+        .doors
+        .iter()
+        .map(|d| (d.site_id, d.site.as_str()))
+        .collect();
+    let zones: HashMap<i64, String> =
+        sqlx::query_as::<_, (i64, String)>("SELECT id, timezone FROM sites")
+            .fetch_all(state.db.pool())
+            .await?
+            .into_iter()
+            .collect();
+    let zone_of = |site: i64| zone(zones.get(&site).map_or("UTC", String::as_str));
+    let in_lockdown: Vec<&crate::lockdown::Order> = o.lockdowns.iter().filter(|l| l.on).collect();
+    // The admin UI works on the first site: its button is on the dashboard.
+    let first_site_on = zones
+        .keys()
+        .min()
+        .is_some_and(|first| in_lockdown.iter().any(|l| l.site_id == *first));
+    let alarm_doors: std::collections::HashSet<i64> = o.alarms.iter().map(|a| a.door_id).collect();
+    let door_zones: HashMap<i64, TimeZone> =
+        o.doors.iter().map(|d| (d.id, zone_of(d.site_id))).collect();
     Ok(page(
         "Dashboard",
         Some(&admin),
         html! {
             style { (PreEscaped(DASHBOARD_STYLE)) }
+            @for l in &in_lockdown {
+                p.lockdown-banner #lockdown-banner role="alert" {
+                    strong { "LOCKDOWN" }
+                    @if several_sites { " · " (site_names.get(&l.site_id).copied().unwrap_or("site")) }
+                    " — every door refuses all but EMERGENCY credentials, since "
+                    (local_text(l.issued_at.saturating_mul(1_000_000), &zone_of(l.site_id)))
+                    @if let Some(a) = &l.admin { " (ordered by " (a) ")" }
+                }
+            }
+            @if !zones.is_empty() {
+                div.lockdown-bar {
+                    (crate::editors::lockdown::button(first_site_on))
+                    a href="/lockdown" { "Lockdown orders" }
+                }
+            }
+            @if !o.alarms.is_empty() {
+                section #alarms role="alert" {
+                    h3 { (o.alarms.len()) " active alarm" @if o.alarms.len() != 1 { "s" } }
+                    ul {
+                        @for a in &o.alarms {
+                            li id={ "alarm-" (a.door_id) } {
+                                a href={ "/doors/" (a.door_id) } { (a.door) } ": "
+                                strong { (crate::positions::describe_alarm(&a.kind)) }
+                                " since "
+                                (door_zones.get(&a.door_id).map_or_else(|| a.since_us.to_string(), |z| local_text(a.since_us, z)))
+                            }
+                        }
+                    }
+                    p { a href="/log?kind=alarms" { "Alarms in the log" } }
+                }
+            }
             ul.counts {
                 li { strong #count-doors { (o.counts.doors) } "doors, " (o.counts.doors_online) " online" }
                 li { strong #count-people { (o.counts.people) } "people" }
@@ -917,7 +992,7 @@ async fn dashboard(State(state): State<AppState>, admin: Admin) -> Result<Markup
                     } }
                     tbody {
                         @for d in &o.doors {
-                            (door_row(d, now, several_sites))
+                            (door_row(d, now, several_sites, alarm_doors.contains(&d.id)))
                         }
                     }
                 }
@@ -930,7 +1005,7 @@ async fn dashboard(State(state): State<AppState>, admin: Admin) -> Result<Markup
     ))
 }
 
-fn door_row(d: &DoorStatus, now: i64, several_sites: bool) -> Markup {
+fn door_row(d: &DoorStatus, now: i64, several_sites: bool, alarm: bool) -> Markup {
     let status = if !d.paired {
         "not paired"
     } else if d.last_sync.is_none() {
@@ -942,7 +1017,7 @@ fn door_row(d: &DoorStatus, now: i64, several_sites: bool) -> Markup {
     };
     let class = format!("status status-{}", status.replace(' ', "-"));
     html! {
-        tr id={ "door-" (d.id) } data-status=(status) {
+        tr id={ "door-" (d.id) } data-status=(status) .alarm[alarm] {
             @if several_sites { td { (d.site) } }
             td { a href={ "/doors/" (d.id) } { (d.name) } }
             td { span class=(class) { (status) } }
@@ -1158,6 +1233,7 @@ async fn log_page(
                 label { "Kind"
                     select name="kind" {
                         option value="" { "all" }
+                        option value=(ALARMS) selected[selected(&q.kind, ALARMS)] { "alarms (raised or cleared)" }
                         @for k in KINDS { option value=(k) selected[selected(&q.kind, k)] { (k) } }
                     }
                 }
@@ -1176,6 +1252,12 @@ async fn log_page(
                 label { "Until" input type="date" name="until" value=[q.until.as_deref()]; }
                 button type="submit" { "Filter" }
                 a href="/log" { "Clear" }
+            }
+            p.quick-filters {
+                "Show: "
+                a #filter-alarms href="/log?kind=alarms" { "alarms" } " · "
+                a #filter-lockdown href="/log?kind=lockdown" { "lockdown" } " · "
+                a #filter-denied href="/log?decision=DENIED_LOCKDOWN" { "refused under lockdown" }
             }
             (body)
         },

@@ -25,6 +25,7 @@ code { background: #f3f3f3; padding: 0 .25rem; }
 /// The admin's menu: every top-level page.
 pub const NAV: &[(&str, &str)] = &[
     ("/", "Dashboard"),
+    ("/lockdown", "Lockdown"),
     ("/log", "Access log"),
     ("/doors", "Doors"),
     ("/people", "People"),

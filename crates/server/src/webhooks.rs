@@ -37,6 +37,9 @@ pub const KINDS: &[(&str, &str)] = &[
     ("report", "daily battery report"),
     ("decision", "every access decision"),
     ("clock", "device clock changes"),
+    ("alarm", "door alarm raised (forced or held open)"),
+    ("alarm_cleared", "door alarm cleared"),
+    ("lockdown", "a door went into or out of lockdown"),
 ];
 
 /// The setting that lets webhooks reach loopback and private addresses (`1`: allowed).
@@ -197,19 +200,32 @@ pub async fn enqueue(
         Option<String>,
         i64,
         String,
+        Option<String>,
     );
     let event: Option<Row> = sqlx::query_as(
-        "SELECT e.id, e.kind, e.device_us, e.received_us, e.credential, e.decision, d.id, d.name \
+        "SELECT e.id, e.kind, e.device_us, e.received_us, e.credential, e.decision, d.id, d.name, \
+         e.detail \
          FROM events e JOIN doors d ON d.id = e.door_id WHERE e.id = $1",
     )
     .bind(event_id)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((id, kind_stored, device_us, received_us, credential, decision, door_id, door)) =
-        event
+    let Some((
+        id,
+        kind_stored,
+        device_us,
+        received_us,
+        credential,
+        decision,
+        door_id,
+        door,
+        detail,
+    )) = event
     else {
         return Ok(());
     };
+    // What the event says beyond its kind: an alarm's kind, a lockdown's state, … (JSON).
+    let detail: Option<serde_json::Value> = detail.and_then(|d| serde_json::from_str(&d).ok());
     let payload = serde_json::json!({
         "event_id": id,
         "kind": if kind_stored == "notify" { "emergency" } else { kind_stored.as_str() },
@@ -217,6 +233,7 @@ pub async fn enqueue(
         "door": {"id": door_id, "name": door},
         "credential": credential,
         "decision": decision,
+        "detail": detail,
         "device_time_us": device_us,
         "received_time_us": received_us,
     })

@@ -1,6 +1,7 @@
 //! `/doors` and `/doors/{id}`: list, add, rename and delete doors, see their list's generation
-//! and size, pair a device (the pairing code is shown once), see its firmware and update, and
-//! the rules that name a door.
+//! and size, pair a device (the pairing code is shown once), see its firmware and update, set
+//! its door-position contact and held-open time and see what the contact reports (open, closed,
+//! an alarm), and the rules that name a door.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -17,13 +18,14 @@ use super::{
 use crate::auth::Admin;
 use crate::directory::{self, Door, RuleFilter, Site};
 use crate::pages::field_error;
-use crate::{device, model, AppState};
+use crate::{device, model, positions, AppState};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/doors", get(list).post(create))
         .route("/doors/{id}", get(show).post(rename))
         .route("/doors/{id}/pair", axum::routing::post(pair))
+        .route("/doors/{id}/position", axum::routing::post(set_position))
         .route("/doors/{id}/delete", get(confirm_delete).post(delete))
 }
 
@@ -142,6 +144,12 @@ async fn door_page(
         .unwrap_or_default();
     let now = crate::now_unix();
     let from = format!("door:{}", door.id);
+    let settings = positions::settings(state, door.id).await?;
+    let contact = positions::contacts(state, Some(door.id))
+        .await?
+        .remove(&door.id);
+    let alarm = positions::active_alarms(state, Some(door.id)).await?.pop();
+    let zone = site.zone();
     Ok(editor_page(
         &format!("Door: {}", door.name),
         admin,
@@ -176,6 +184,48 @@ async fn door_page(
                               Asking for a new code leaves the current device working until \
                               the new one enrols." }
                     button type="submit" id="pair" { "Pair a device" }
+                }
+            }
+            section #position {
+                h3 { "Door contact" }
+                @if let Some(a) = &alarm {
+                    p.error #door-alarm role="alert" {
+                        "Alarm: " (positions::describe_alarm(&a.kind)) " since "
+                        (local_time(&zone, a.since_us.div_euclid(1_000_000)))
+                        " — it clears when the door reports it closed. "
+                        a href={ "/log?door=" (door.id) "&kind=alarms" } { "Alarms in the log" }
+                    }
+                }
+                p { "The door is "
+                    strong #contact-state {
+                        @match contact {
+                            Some(c) if c.open => "open",
+                            Some(_) => "closed",
+                            None => "unknown",
+                        }
+                    }
+                    @match contact {
+                        Some(c) => span.muted { " (reported " (local_time(&zone, c.at_us.div_euclid(1_000_000))) ")" },
+                        None if !settings.contact_fitted => span.muted { " (no contact fitted)" },
+                        None => span.muted { " (the door has not reported its contact yet)" },
+                    }
+                }
+                form method="post" action={ "/doors/" (door.id) "/position" } {
+                    (super::csrf(admin))
+                    label {
+                        input #contact-fitted type="checkbox" name="contact_fitted" value="1"
+                            checked[if f.get("position") == "1" { f.get("contact_fitted") == "1" } else { settings.contact_fitted }];
+                        " A door-position contact is fitted (it reports the door open or closed, \
+                          and raises an alarm when the door is forced or held open)"
+                    }
+                    label for="held-open" { "Held-open time (seconds, 1 to 3600)" }
+                    input #held-open name="held_open_s" type="number" min="1" max="3600" required
+                        value=(f.or("held_open_s", &settings.held_open_s.to_string()));
+                    (field_error(err, "held_open_s"))
+                    input type="hidden" name="position" value="1";
+                    p.hint { "How long the door may stay open after someone was let in or \
+                              pressed the exit button. The door takes these at its next sync." }
+                    button type="submit" #save-position { "Save" }
                 }
             }
             section #firmware {
@@ -261,6 +311,36 @@ async fn pair(
             p { a href={ "/doors/" (door.id) } { "Back to " (door.name) } }
         },
     )))
+}
+
+async fn set_position(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> UiResult {
+    let f = Fields(fields);
+    guard(&admin, &headers, &f)?;
+    let site = the_site(&state, &admin).await?;
+    let door = directory::door(&state, site.id, parse_id(&id)?).await?;
+    let saved = match positions::parse_held_open(f.get("held_open_s")) {
+        Ok(held_open_s) => {
+            let settings = positions::Settings {
+                contact_fitted: f.get("contact_fitted") == "1",
+                held_open_s,
+            };
+            positions::set_settings(&state, site.id, door.id, settings).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = saved {
+        let (field, message) = form_error(e, &["held_open_s"])?;
+        return Ok(unprocessable(
+            door_page(&state, &admin, &site, &door, &f, Some((field, &message))).await?,
+        ));
+    }
+    Ok(see(&format!("/doors/{}", door.id)))
 }
 
 async fn confirm_delete(

@@ -1,5 +1,5 @@
 //! The admin UI's editors: server-rendered forms for the site, doors, people (cards, keypad
-//! codes, groups), groups, schedules, rules and firmware updates.
+//! codes, groups), groups, schedules, rules, firmware updates and the site's lockdown.
 //!
 //! Every form posts, and a successful post redirects to a page to GET (POST-redirect-GET); the
 //! exceptions are the pages that show a secret once (a pairing code, a TOTP secret, HOTP backup
@@ -17,6 +17,7 @@ mod firmware;
 mod groups;
 mod holidays;
 mod keypad;
+pub(crate) mod lockdown;
 mod people;
 mod rules;
 mod schedules;
@@ -49,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .merge(groups::routes())
         .merge(schedules::routes())
         .merge(holidays::routes())
+        .merge(lockdown::routes())
         .merge(rules::routes())
         .merge(virtual_door::routes())
 }
