@@ -219,7 +219,9 @@ impl Controller {
     pub fn handle_conditional_answer(&mut self, request: u32, granted: bool, now: Instant) {
         self.tick(now);
         if let Some(credential) = self.take_conditional(request) {
-            let decision = if granted {
+            let decision = if let Some(refused) = self.under_lockdown(false) {
+                refused
+            } else if granted {
                 Decision::Granted
             } else {
                 Decision::DeniedUnknown

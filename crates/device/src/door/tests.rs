@@ -702,7 +702,10 @@ fn a_keypad_code_opens_once_even_if_the_power_fails_after_the_unlock() {
         while let Some(r) = door.door.poll_request() {
             match r {
                 Request::Unlock { .. } => {
-                    assert!(door.door.store().flash().changes() > before, "use kept first");
+                    assert!(
+                        door.door.store().flash().changes() > before,
+                        "use kept first"
+                    );
                     let mut kept = Vec::new();
                     door.door
                         .store()
