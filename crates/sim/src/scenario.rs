@@ -558,7 +558,7 @@ fn check_world(w: &World) -> Result<(), String> {
         }
     }
     let held = w.door.held_open_s;
-    if !(held.is_finite() && held >= 1.0 && held <= 65_535.0) {
+    if !(held.is_finite() && (1.0..=65_535.0).contains(&held)) {
         return Err(format!(
             "door.held_open_s {held} is not between 1 and 65535 seconds"
         ));
