@@ -14,15 +14,17 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chronolock_backend::{DeviceError, Devices, DoorList, Pairing};
+use chronolock_backend::{DeviceError, Devices, DoorList, Pairing, Watch};
 use chronolock_core::access::Decision;
 use chronolock_core::allowlist::{keypad_key, AccessType, ListError};
 use chronolock_core::controller::Credential;
 use chronolock_core::keypad::KeypadUse;
+use chronolock_core::lockdown::LockdownOrder;
 use chronolock_core::ntp::{ServerReply, PACKET_LEN};
 use chronolock_core::otp::{self, OtpParams};
 use chronolock_core::protocol::{
-    pairing_code_hash, CheckRequest, DeviceStatus, EventBody, WireEvent, SYNC_RESPONSE_LEN,
+    pairing_code_hash, CheckRequest, DeviceStatus, DoorPosition, EventBody, WireEvent,
+    SYNC_RESPONSE_LEN,
 };
 use chronolock_core::report::Basis;
 use chronolock_core::{Config, Event, Instant, RtcReading, UnixTime};
@@ -34,6 +36,7 @@ use chronolock_device::flash::{block_on, MemFlash};
 use jiff::civil::Time;
 use jiff::Timestamp;
 
+use super::position::{PositionCheck, LEARN_QUIET_US, LEARN_WITHIN_US};
 use super::reference::{self, Want};
 use super::rng::Rng;
 use super::world::{
@@ -59,6 +62,11 @@ const HTTP_TIMEOUT: i64 = 15 * SEC;
 const PAIRING_CODE: &str = "FLEE-TDOO-RSIM";
 /// The backend's URL in the door's settings (the fleet routes it to the in-memory backend).
 const SERVER_URL: &str = "http://backend.fleet";
+/// How long the backend holds a watch before it answers "nothing new" (as the server does).
+const WATCH_HOLD: i64 = 25 * SEC;
+/// Watches the backend holds for one door at most (the door keeps one; a broken connection's
+/// may linger until its wait ends).
+const WATCHES_HELD_MAX: usize = 4;
 
 /// Figures of one door's run, summed into the fleet report.
 #[derive(Clone, Debug, Default)]
@@ -95,6 +103,14 @@ pub(crate) struct Tally {
     pub max_outbox: u64,
     pub faults: BTreeMap<&'static str, u64>,
     pub misled_examples: Vec<Violation>,
+    /// Keypad grants whose code use was in flash when the lock opened.
+    pub keypad_uses_kept_first: u64,
+    pub rex_presses: u64,
+    pub watches_held: u64,
+    pub watches_woken: u64,
+    pub lockdown_denials: u64,
+    pub emergency_grants_in_lockdown: u64,
+    pub position: super::position::PositionTally,
 }
 
 /// What a keypad user typed after the user code.
@@ -163,6 +179,37 @@ enum Ev {
     /// The installer enters a fresh pairing code on the setup page (the answer to the first
     /// pairing was lost, and the code is spent).
     Reinstall,
+    /// Someone presses the exit button.
+    Rex,
+    /// Someone opens the door (if closed) and holds it open this long.
+    DoorOpen {
+        hold: i64,
+    },
+    DoorClose,
+    /// Something for this door changes on the backend (a list, a lockdown): the watches it
+    /// holds are answered.
+    BackendChange,
+    /// The backend goes down: the connections it held break.
+    BackendDown,
+    /// The site's admin gives lockdown order `seq`.
+    LockdownOrder {
+        seq: u64,
+    },
+    /// Two seconds after lockdown order `seq`.
+    LockdownDeadline {
+        seq: u64,
+    },
+}
+
+/// A watch the backend holds for the door.
+struct HeldWatch {
+    boot: u64,
+    exchange: Exchange,
+    watch: Watch,
+    /// When the wait ends, and where in the queue the "nothing new" answer sent then is
+    /// (taken out if the watch is answered or broken before).
+    ends: i64,
+    timeout_answer: (i64, u64),
 }
 
 /// The DS3231: a free-running counter from its last write, with its own drift.
@@ -236,6 +283,8 @@ struct SimBackend<'w> {
     last_check: RefCell<Option<(CredKey, bool)>>,
     /// Verdicts of checks whose answers are on their way, by the door's request id.
     verdicts: RefCell<BTreeMap<u32, (CredKey, bool)>>,
+    /// The door's contact and held-open time, as the site set them.
+    position: DoorPosition,
 }
 
 impl Devices for SimBackend<'_> {
@@ -321,8 +370,8 @@ impl Devices for SimBackend<'_> {
                 .map(|v| SharedList(v.bytes.clone())),
             // The fleet's doors keep the servers they were built with.
             ntp_servers: String::new(),
-            lockdown: None,
-            position: None,
+            lockdown: self.site.lockdown_at(self.now_t.get()).map(|c| c.order),
+            position: Some(self.position),
         })
     }
 
@@ -404,9 +453,10 @@ pub(crate) struct DoorRun<'w> {
     /// While a keypad entry is being handled: the user code, what was typed, and whether it is
     /// a new code (not the last entry typed again).
     typing: Option<(Vec<u8>, Typed, bool)>,
-    /// While a card or keys are being handled: the flash's erases and writes before the door
-    /// saw them, to check that the unlock comes before any of its writes.
-    decided_at_changes: Option<u64>,
+    /// While a card or keys are being handled: the flash's erases and writes, and the events in
+    /// the outbox, before the door saw them, to check that the unlock comes before any of its
+    /// writes (but a keypad code's use, which must come before it).
+    decided_at_changes: Option<(u64, usize)>,
     /// Per keypad user: the next HOTP counter of the user's token, and the last entry typed.
     hotp_token: BTreeMap<usize, u64>,
     last_typed: BTreeMap<usize, Typed>,
@@ -423,6 +473,18 @@ pub(crate) struct DoorRun<'w> {
     /// A swapped list ended early: the door keeps its bytes as the start of the announced list,
     /// and a sync that goes on with them finds the whole not the one announced.
     swapped_start_kept: bool,
+    /// The door leaf: open or closed, whether the controller is on or not.
+    door_open: bool,
+    /// The checks of the door's contact, alarms and lockdown.
+    pos: PositionCheck,
+    /// Watches the backend holds for this door.
+    watches: Vec<HeldWatch>,
+    /// The last fault that touched this door's link to the backend (power, network, a lost,
+    /// slow or refused answer): a door is held to learning a lockdown in two seconds only when
+    /// none came near.
+    disturbed_at: i64,
+    /// The exit button was just pressed (its unlock is on its way).
+    rex_pressed: bool,
     pub(crate) tally: Tally,
     pub(crate) violations: Vec<Violation>,
 }
@@ -458,6 +520,14 @@ impl<'w> DoorRun<'w> {
             let _ = store.set_settings(&settings);
         }
         let osc_ppb = rng.range(-9_500, 9_500);
+        // Most doors have a door-position contact; the installer enters it and the held-open
+        // time at setup, and the site's settings say the same.
+        let position = DoorPosition {
+            contact: rng.chance(850_000),
+            held_open_s: rng.range(10, 61) as u16,
+        };
+        ctl_cfg.door_contact = position.contact;
+        ctl_cfg.held_open = std::time::Duration::from_secs(u64::from(position.held_open_s));
         let backend = SimBackend {
             site,
             world: w,
@@ -476,6 +546,7 @@ impl<'w> DoorRun<'w> {
             resent: Cell::new(0),
             last_check: RefCell::new(None),
             verdicts: RefCell::new(BTreeMap::new()),
+            position,
         };
         let mut run = DoorRun {
             w,
@@ -514,6 +585,11 @@ impl<'w> DoorRun<'w> {
             announced: BTreeSet::new(),
             swapped: None,
             swapped_start_kept: false,
+            door_open: false,
+            pos: PositionCheck::new(position.contact, position.held_open_s),
+            watches: Vec::new(),
+            disturbed_at: 0,
+            rex_pressed: false,
             tally: Tally::default(),
             violations: Vec::new(),
         };
@@ -526,8 +602,15 @@ impl<'w> DoorRun<'w> {
     }
 
     fn schedule(&mut self, at: i64, ev: Ev) {
+        self.schedule_keyed(at, ev);
+    }
+
+    /// Schedules `ev` and returns its place in the queue.
+    fn schedule_keyed(&mut self, at: i64, ev: Ev) -> (i64, u64) {
         self.seq += 1;
-        self.queue.insert((at.max(self.t), self.seq), ev);
+        let key = (at.max(self.t), self.seq);
+        self.queue.insert(key, ev);
+        key
     }
 
     /// The door's scripted life: presentations, power, network, temperature, battery, and a
@@ -604,6 +687,33 @@ impl<'w> DoorRun<'w> {
             if (0..self.w.end).contains(&at) {
                 self.schedule(at, Ev::ReportProbe { day });
             }
+        }
+        // The exit button: four presses a day, at any moment (before the clock is valid, before
+        // any list, offline, under lockdown).
+        let mut t = self.rng.range(0, DAY / 2);
+        while t < end {
+            self.schedule(t, Ev::Rex);
+            t += self.rng.range(1, DAY / 2);
+        }
+        // Now and then the door is forced (or someone leaves it ajar and pushes it open).
+        let mut t = self.rng.range(0, 6 * DAY);
+        while t < end {
+            let hold = self.rng.range(3 * SEC, 10 * MIN);
+            self.schedule(t, Ev::DoorOpen { hold });
+            t += self.rng.range(HOUR, 6 * DAY);
+        }
+        // The backend: lists and lockdown orders for this door's site, and its outages.
+        let site = self.site;
+        for v in site.versions.iter().filter(|v| v.at > 0) {
+            self.schedule(v.at, Ev::BackendChange);
+        }
+        for c in &site.lockdowns {
+            self.schedule(c.at, Ev::LockdownOrder { seq: c.seq });
+            self.schedule(c.at + LEARN_WITHIN_US, Ev::LockdownDeadline { seq: c.seq });
+        }
+        let outages: Vec<i64> = self.w.backend_outages.iter().map(|(a, _)| a).collect();
+        for start in outages {
+            self.schedule(start, Ev::BackendDown);
         }
         self.schedule(end, Ev::FaultEnd);
         self.schedule(0, Ev::PowerOn);
@@ -783,7 +893,8 @@ impl<'w> DoorRun<'w> {
         match ev {
             Ev::Card(uid) => {
                 if let Some(dev) = &mut self.dev {
-                    self.decided_at_changes = Some(dev.door.store().flash().changes());
+                    self.decided_at_changes =
+                        Some((dev.door.store().flash().changes(), dev.door.outbox_len()));
                     dev.door.handle_card(&uid, now);
                     if self.cfg.plant == Some(Plant::StoreBeforeUnlock) {
                         dev.door.store_pending();
@@ -834,6 +945,13 @@ impl<'w> DoorRun<'w> {
                 if self.network_up && !up {
                     self.fault("network_outage");
                 }
+                if self.network_up != up {
+                    self.disturbed_at = self.t;
+                }
+                if !up {
+                    // The connections the backend held for the door break.
+                    self.drop_watches();
+                }
                 self.network_up = up;
                 if let Some(dev) = &mut self.dev {
                     dev.door.handle_network(up, now);
@@ -854,6 +972,7 @@ impl<'w> DoorRun<'w> {
             Ev::FaultEnd => {
                 self.mains_off_until = self.t;
                 if !self.network_up {
+                    self.disturbed_at = self.t;
                     self.network_up = true;
                     if let Some(dev) = &mut self.dev {
                         dev.door.handle_network(true, now);
@@ -890,6 +1009,17 @@ impl<'w> DoorRun<'w> {
                 bytes,
                 end,
             } => {
+                if let Exchange::Watch { .. } = exchange {
+                    // The backend has answered this watch: it holds it no more.
+                    self.watches
+                        .retain(|w| !(w.boot == b && w.exchange == exchange));
+                    if self.rng.chance(10_000) {
+                        // Lost on the way: the door's client gives up on it after a minute.
+                        self.fault("watch_answer_lost");
+                        self.disturbed_at = self.t;
+                        return;
+                    }
+                }
                 if boot != Some(b) {
                     return;
                 }
@@ -904,7 +1034,10 @@ impl<'w> DoorRun<'w> {
                 if let Exchange::Check { request } = exchange {
                     self.conditional_ctx = self.backend.verdicts.borrow_mut().remove(&request);
                 }
-                self.tear_flash_maybe();
+                // A watch's answer writes nothing (the sync it may start is torn in its turn).
+                if !matches!(exchange, Exchange::Watch { .. }) {
+                    self.tear_flash_maybe();
+                }
                 if let Some(dev) = &mut self.dev {
                     dev.door.handle_answer(exchange, &bytes, now);
                     if end {
@@ -939,6 +1072,44 @@ impl<'w> DoorRun<'w> {
                 } else {
                     self.schedule(self.t + HOUR, Ev::Reinstall);
                 }
+            }
+            Ev::Rex => self.press_exit(),
+            Ev::DoorOpen { hold } => {
+                if !self.door_open {
+                    self.door_open = true;
+                    self.report_contact(false);
+                    self.schedule(self.t + hold, Ev::DoorClose);
+                }
+            }
+            Ev::DoorClose => {
+                if self.door_open {
+                    self.door_open = false;
+                    self.report_contact(false);
+                }
+            }
+            Ev::BackendChange => self.wake_watches(),
+            Ev::BackendDown => {
+                for w in self.drop_watches() {
+                    self.fault("watch_broken");
+                    let failure = Failure::Unreachable;
+                    self.schedule(
+                        self.t,
+                        Ev::Failed {
+                            boot: w.boot,
+                            exchange: w.exchange,
+                            failure,
+                        },
+                    );
+                }
+            }
+            Ev::LockdownOrder { seq } => {
+                self.pos.order_given(seq, self.t);
+                self.wake_watches();
+            }
+            Ev::LockdownDeadline { seq } => {
+                let given = self.t - LEARN_WITHIN_US;
+                let undisturbed = self.undisturbed_since(given - LEARN_QUIET_US);
+                self.pos.learn_deadline(seq, undisturbed);
             }
             Ev::RtcTick { boot: b } => {
                 if boot == Some(b) {
@@ -1003,11 +1174,48 @@ impl<'w> DoorRun<'w> {
                     }
                 }
             }
+            if self.cfg.plant == Some(Plant::ForgetLockdown) {
+                self.forget_lockdown(&mut flash);
+            }
             self.flash = Some(flash);
         }
         self.asked.clear();
-        self.swapped = None;
+        // A swapped list cut off by the power: the door may keep its first bytes as the start
+        // of the announced list (seed 2, door 11), as when the connection breaks.
+        if self.swapped.take().is_some() {
+            self.swapped_start_kept = true;
+        }
+        self.pos.power_down();
+        // The connections the backend held for this boot are gone with it.
+        self.drop_watches();
+        self.disturbed_at = self.t;
         self.fault(kind);
+    }
+
+    /// Planted: a shell that keeps the lockdown in RAM only. At power-down the flash gets the
+    /// site's order before the one in force (or that one lifted), so the door boots knowing of
+    /// no lockdown.
+    fn forget_lockdown(&self, flash: &mut MemFlash) {
+        let Ok(mut store) = Store::new(flash, LAYOUT) else {
+            return;
+        };
+        let site = self.backend.signing.verifying_key();
+        let held = store
+            .lockdown()
+            .ok()
+            .flatten()
+            .and_then(|o| LockdownOrder::verify(&o, &site).ok());
+        let Some(held) = held.filter(|o| o.on) else {
+            return;
+        };
+        let previous = self
+            .site
+            .lockdowns
+            .iter()
+            .find(|c| c.seq + 1 == held.seq)
+            .map(|c| c.order);
+        let lifted = LockdownOrder { on: false, ..held }.sign(&self.backend.signing);
+        let _ = store.set_lockdown(&previous.unwrap_or(lifted));
     }
 
     fn boot(&mut self) {
@@ -1069,7 +1277,10 @@ impl<'w> DoorRun<'w> {
             good_clock_since: None,
             trusted_rtc_boot,
         });
+        self.disturbed_at = self.t;
         self.drain();
+        // The shell reads the contact at boot: the door learns where it stands.
+        self.report_contact(true);
         if self.network_up {
             let now = self.mono();
             if let Some(dev) = &mut self.dev {
@@ -1083,6 +1294,75 @@ impl<'w> DoorRun<'w> {
             let at = self.t + self.rng.range(0, 5_000);
             self.schedule(at, Ev::Card(self.site.people[i].clone()));
         }
+        if self.t < self.w.fault_end && self.rng.chance(100_000) {
+            // Someone leaving as the door comes up: egress before any clock source, and
+            // before any list at the first boot.
+            let at = self.t + self.rng.range(0, 5_000);
+            self.schedule(at, Ev::Rex);
+        }
+    }
+
+    /// The contact's state goes to the door (at boot, `first`, or on a change), with the
+    /// checker told first what the door must make of it.
+    fn report_contact(&mut self, first: bool) {
+        let open = self.door_open;
+        let now = self.mono();
+        let Some(dev) = &mut self.dev else { return };
+        let boot = dev.boot;
+        self.pos.contact_begin(open, first, now.as_micros() as i64);
+        dev.door.handle_door(open, now);
+        self.drain();
+        let alive = self.dev.as_ref().is_some_and(|d| d.boot == boot);
+        self.pos.contact_end(alive);
+    }
+
+    /// Someone presses the exit button: egress is never refused (a door without power stays
+    /// as it is; its handle opens it from inside).
+    fn press_exit(&mut self) {
+        self.tally.rex_presses += 1;
+        let now = self.mono();
+        let Some(dev) = &mut self.dev else { return };
+        let boot = dev.boot;
+        let unlocks = self.tally.unlocks;
+        self.rex_pressed = true;
+        dev.door.handle_rex(now);
+        self.drain();
+        self.rex_pressed = false;
+        let alive = self.dev.as_ref().is_some_and(|d| d.boot == boot);
+        if alive && self.tally.unlocks == unlocks {
+            let lockdown = if self.pos.lockdown_on() {
+                " (under lockdown)"
+            } else {
+                ""
+            };
+            self.violate(
+                "egress_never_refused",
+                format!("the exit button was pressed and the lock did not open{lockdown}"),
+            );
+        }
+    }
+
+    /// After an unlock of `ms`, someone (usually) goes through: mostly while it is in force,
+    /// now and then too late (a forced opening), mostly briefly, now and then held open too
+    /// long.
+    fn walk_through(&mut self, ms: u32) {
+        let chance = if self.rex_pressed { 900_000 } else { 700_000 };
+        if !self.rng.chance(chance) {
+            return;
+        }
+        let unlock = i64::from(ms) * 1_000;
+        let delay = if self.rng.chance(900_000) {
+            self.rng.range(200_000, unlock - 200_000)
+        } else {
+            unlock + self.rng.range(100_000, 20 * SEC)
+        };
+        let held_open = i64::from(self.backend.position.held_open_s) * SEC;
+        let hold = if self.rng.chance(850_000) {
+            self.rng.range(SEC, 12 * SEC)
+        } else {
+            held_open + self.rng.range(SEC, 3 * MIN)
+        };
+        self.schedule(self.t + delay, Ev::DoorOpen { hold });
     }
 
     /// Carries out everything the door asked for; a door whose flash lost power mid-write dies.
@@ -1131,9 +1411,28 @@ impl<'w> DoorRun<'w> {
                 Request::SendNtp { server, packet } => self.send_ntp(server, packet),
                 Request::Post(exchange) => self.post(exchange),
                 Request::Feedback(_) => {}
-                Request::Unlock { .. } => {
+                Request::Unlock { ms } => {
+                    let refused = self.cfg.plant == Some(Plant::RefuseExitInLockdown)
+                        && self.rex_pressed
+                        && self
+                            .dev
+                            .as_ref()
+                            .is_some_and(|d| d.door.controller().lockdown());
+                    if refused {
+                        // Planted: a shell that keeps the lock shut for the exit button under
+                        // lockdown.
+                        continue;
+                    }
                     self.tally.unlocks += 1;
                     self.check_opened_first();
+                    // Planted: a lock driver that holds the lock open three times as long as
+                    // the door asked.
+                    let ms = match self.cfg.plant {
+                        Some(Plant::LockHeldLonger) => ms.saturating_mul(3),
+                        _ => ms,
+                    };
+                    self.pos.unlocked(now.as_micros() as i64, ms);
+                    self.walk_through(ms);
                 }
                 Request::Store => {
                     if let Some(dev) = &mut self.dev {
@@ -1238,9 +1537,10 @@ impl<'w> DoorRun<'w> {
                     self.swapped_start_kept = false;
                 }
             }
+            // A fresh pairing: the door's watch starts now.
+            Notice::Paired { .. } => self.disturbed_at = self.t,
             Notice::Storage(_)
             | Notice::PairingFailed(_)
-            | Notice::Paired { .. }
             | Notice::Synced { .. }
             | Notice::SyncFailed(_) => {}
         }
@@ -1252,9 +1552,11 @@ impl<'w> DoorRun<'w> {
     fn torn_power_cut(&mut self) {
         self.fault("torn_flash_write");
         let mut late = Vec::new();
+        let mut lockdown_unsaid = false;
         while let Some(r) = self.dev.as_mut().and_then(|d| d.door.poll_request()) {
             match r {
                 Request::Notice(Notice::Event { id, event }) => {
+                    lockdown_unsaid |= matches!(event, Event::Lockdown { .. });
                     late.push((id, EventBody::from_event(&event)))
                 }
                 Request::Notice(Notice::RtcWritten { id, utc }) => late.push((
@@ -1267,6 +1569,18 @@ impl<'w> DoorRun<'w> {
             }
         }
         self.power_down("power_cut");
+        if lockdown_unsaid {
+            // The door took a lockdown order and died before it said so: the order it kept (or
+            // not) decides where it stands at the next boot.
+            let site = self.backend.signing.verifying_key();
+            let kept = self
+                .flash
+                .as_mut()
+                .and_then(|f| Store::new(f, LAYOUT).ok())
+                .and_then(|mut store| store.lockdown().ok().flatten())
+                .and_then(|order| LockdownOrder::verify(&order, &site).ok());
+            self.pos.lockdown_kept_in_flash(kept.is_some_and(|o| o.on));
+        }
         let in_flash = self.outbox_ids();
         let stored: BTreeSet<u64> = self.backend.stored.borrow().keys().copied().collect();
         for id in self.armed.take().unwrap_or_default() {
@@ -1349,6 +1663,8 @@ impl<'w> DoorRun<'w> {
     /// An event the door wrote to its outbox: kept for the lost-event check, then checked.
     fn record(&mut self, id: u64, event: Event) {
         self.emit(id, EventBody::from_event(&event));
+        let mono = self.mono().as_micros() as i64;
+        self.pos.event(&event, mono);
         match event {
             Event::Decision {
                 credential,
@@ -1458,6 +1774,7 @@ impl<'w> DoorRun<'w> {
             // A congested uplink: some answers come close to or after the controller's 10 s
             // deadline (a late answer's time is refused; its acknowledgement still counts).
             self.fault("slow_sync");
+            self.disturbed_at = self.t;
             self.rng.range(10_000, 9_000_000)
         } else {
             self.rng.range(10_000, 150_000)
@@ -1470,6 +1787,143 @@ impl<'w> DoorRun<'w> {
                 body,
             },
         );
+    }
+
+    /// How long an answer takes to come back: mostly a fraction of a second, now and then
+    /// (a congested path) up to nine seconds.
+    fn answer_delay(&mut self) -> i64 {
+        if self.rng.chance(20_000) {
+            self.disturbed_at = self.t;
+            self.rng.range(10_000, 9_000_000)
+        } else {
+            self.rng.range(10_000, 150_000)
+        }
+    }
+
+    /// Whether the backend answers this door now (up, and no attacker on the path).
+    fn backend_reachable(&self) -> bool {
+        let hijacked = self
+            .hijacked_ntp
+            .is_some_and(|(_, _, until)| self.t < until);
+        self.w.backend_up(self.t) && !hijacked
+    }
+
+    /// The backend takes a watch (the server's own logic): answered at once if it holds
+    /// something newer than the door has heard of, else held until it does or its wait ends.
+    fn watch(&mut self, boot: u64, exchange: Exchange, body: &[u8]) {
+        let delay = self.answer_delay();
+        if !self.backend_reachable() {
+            self.disturbed_at = self.t;
+            let failure = Failure::Unreachable;
+            let at = self.t + delay;
+            return self.schedule(
+                at,
+                Ev::Failed {
+                    boot,
+                    exchange,
+                    failure,
+                },
+            );
+        }
+        self.backend.now_t.set(self.t);
+        let watch = match block_on(chronolock_backend::open_watch(&self.backend, body)) {
+            Ok(Ok(w)) => w,
+            refused => {
+                self.disturbed_at = self.t;
+                let status = match refused {
+                    Ok(Err(e)) => e.status,
+                    _ => 0,
+                };
+                self.violate(
+                    "backend_accepts",
+                    format!("{}: refused with HTTP {status}", exchange.path()),
+                );
+                let failure = Failure::Refused { status };
+                let at = self.t + delay;
+                return self.schedule(
+                    at,
+                    Ev::Failed {
+                        boot,
+                        exchange,
+                        failure,
+                    },
+                );
+            }
+        };
+        if matches!(block_on(watch.due(&self.backend)), Ok(Ok(true))) {
+            self.answer_watch(boot, exchange, watch.answer(true), self.t + delay);
+            return;
+        }
+        self.tally.watches_held += 1;
+        if self.watches.len() >= WATCHES_HELD_MAX {
+            let oldest = self.watches.remove(0);
+            self.queue.remove(&oldest.timeout_answer);
+        }
+        // Unless something changes first, the wait ends in "nothing new": its answer is queued
+        // now (one step fewer per watch; a watch every 25 s is most of what a door does).
+        let ends = self.t + WATCH_HOLD;
+        let at = ends + self.answer_delay();
+        let timeout_answer = self.answer_watch(boot, exchange, watch.answer(false), at);
+        self.watches.push(HeldWatch {
+            boot,
+            exchange,
+            watch,
+            ends,
+            timeout_answer,
+        });
+    }
+
+    /// The answer to a watch is on its way to the door, to arrive at `at`; returns its place
+    /// in the queue.
+    fn answer_watch(
+        &mut self,
+        boot: u64,
+        exchange: Exchange,
+        bytes: Vec<u8>,
+        at: i64,
+    ) -> (i64, u64) {
+        self.schedule_keyed(
+            at,
+            Ev::Answer {
+                boot,
+                exchange,
+                bytes,
+                end: true,
+            },
+        )
+    }
+
+    /// The backend lets go of every watch it holds for the door (their queued answers with
+    /// them) and returns them.
+    fn drop_watches(&mut self) -> Vec<HeldWatch> {
+        let held = std::mem::take(&mut self.watches);
+        for w in &held {
+            self.queue.remove(&w.timeout_answer);
+        }
+        held
+    }
+
+    /// Something for the door changed on the backend: every watch it holds that the change
+    /// concerns is answered "sync now" (the push that lets an online door learn a lockdown
+    /// within two seconds).
+    fn wake_watches(&mut self) {
+        // Planted: a backend that lets held watches wait out their 25 s.
+        if self.cfg.plant == Some(Plant::BackendNoPush) || !self.w.backend_up(self.t) {
+            return;
+        }
+        self.backend.now_t.set(self.t);
+        for w in std::mem::take(&mut self.watches) {
+            // A watch whose wait has ended is answered already ("nothing new" is on its way).
+            let waiting = self.t < w.ends;
+            if waiting && matches!(block_on(w.watch.due(&self.backend)), Ok(Ok(true))) {
+                self.tally.watches_woken += 1;
+                self.queue.remove(&w.timeout_answer);
+                let at = self.t + self.answer_delay();
+                self.answer_watch(w.boot, w.exchange, w.watch.answer(true), at);
+            } else {
+                self.watches.push(w);
+            }
+        }
     }
 
     /// Whether the running door (of boot `boot`) is still carrying out `exchange`.
@@ -1507,28 +1961,11 @@ impl<'w> DoorRun<'w> {
     /// The backend handles a request with the server's own logic, at the time it arrives.
     fn serve(&mut self, boot: u64, exchange: Exchange, body: Vec<u8>) {
         if let Exchange::Watch { .. } = exchange {
-            // The fleet's backend does not hold watches yet: the door backs off and syncs on
-            // its interval.
-            let failure = Failure::Refused { status: 404 };
-            let at = self.t + 50_000;
-            return self.schedule(
-                at,
-                Ev::Failed {
-                    boot,
-                    exchange,
-                    failure,
-                },
-            );
+            return self.watch(boot, exchange, &body);
         }
-        let back = if self.rng.chance(20_000) {
-            self.rng.range(10_000, 9_000_000)
-        } else {
-            self.rng.range(10_000, 150_000)
-        };
-        let hijacked = self
-            .hijacked_ntp
-            .is_some_and(|(_, _, until)| self.t < until);
-        if !self.w.backend_up(self.t) || hijacked {
+        let back = self.answer_delay();
+        if !self.backend_reachable() {
+            self.disturbed_at = self.t;
             let failure = Failure::Unreachable;
             self.schedule(
                 self.t + back,
@@ -1583,6 +2020,7 @@ impl<'w> DoorRun<'w> {
                 // A request the door had already given up on (the network dropped while it
                 // travelled) arrived after a newer one: rightly refused, and nobody waits for it.
                 self.fault("stale_request_refused");
+                self.disturbed_at = self.t;
                 return;
             }
             Ok(Err(e)) => {
@@ -1615,6 +2053,7 @@ impl<'w> DoorRun<'w> {
             // The answer is lost on the way back: whatever the backend stored stays stored,
             // and the door's client gives up.
             self.fault("answer_lost");
+            self.disturbed_at = self.t;
             let failure = Failure::Unreachable;
             self.schedule(
                 self.t + HTTP_TIMEOUT,
@@ -1667,6 +2106,7 @@ impl<'w> DoorRun<'w> {
             if self.t < self.w.fault_end && self.rng.chance(40_000) {
                 // The connection breaks halfway: the next sync goes on from there.
                 self.fault("download_interrupted");
+                self.disturbed_at = self.t;
                 let failure = Failure::Unreachable;
                 self.schedule(
                     done,
@@ -1708,33 +2148,62 @@ impl<'w> DoorRun<'w> {
 
     // ----- checks --------------------------------------------------------------------------
 
-    /// Open first: a card's or keypad entry's unlock comes before any flash write the
-    /// decision causes (its event, the core's record, keypad code use), so a valid card never
-    /// waits for the flash.
+    /// Open first: a card's unlock comes before any flash write the decision causes (its
+    /// event, the core's record), so a valid card never waits for the flash. A keypad entry's
+    /// unlock comes after exactly one: its code's use, so that no power cut can let the code
+    /// open twice (seed 7); its event still waits.
     fn check_opened_first(&mut self) {
-        let Some(before) = self.decided_at_changes else {
+        let Some((before, outbox_before)) = self.decided_at_changes else {
             return;
         };
-        let now = self
-            .dev
-            .as_mut()
-            .map_or(before, |d| d.door.store().flash().changes());
-        // A keypad code's use is written before its unlock, by design (a code never opens
-        // twice, even across a power cut): one write to the settings map is allowed then.
-        if self.typing.is_some() && now > before {
-            self.tally.unlocks_opened_first += 1;
+        let typed = self.typing.as_ref().map(|(code, t, _)| (code.clone(), *t));
+        let Some(dev) = self.dev.as_mut() else { return };
+        let now = dev.door.store().flash().changes();
+        let outbox = dev.door.outbox_len();
+        let Some((code, typed)) = typed else {
+            if now == before {
+                self.tally.unlocks_opened_first += 1;
+            } else {
+                self.violate(
+                    "open_first",
+                    format!(
+                        "{} flash writes between a decision and its unlock",
+                        now - before
+                    ),
+                );
+            }
             return;
-        }
-        if now == before {
-            self.tally.unlocks_opened_first += 1;
-        } else {
+        };
+        let user = keypad_key(&code);
+        let mut kept = None;
+        let _ = dev.door.store().keypad_uses(|u| {
+            if Some(u.user) == user {
+                kept = Some(u);
+            }
+        });
+        let spent = kept.is_some_and(|u| match typed {
+            Typed::Hotp(c) => u.hotp_next > c,
+            Typed::Totp(step) => u.last_totp_step.is_some_and(|s| s >= step),
+            Typed::Wrong(_) => true,
+        });
+        if outbox != outbox_before {
             self.violate(
                 "open_first",
                 format!(
-                    "{} flash writes between a decision and its unlock",
-                    now - before
+                    "{} flash writes between a decision and its unlock (events written before a keypad entry's unlock)",
+                    outbox - outbox_before
                 ),
             );
+        } else if !spent {
+            self.violate(
+                "code_use_kept_first",
+                format!(
+                    "keypad:{} {typed:?} opened the lock before its use was in flash",
+                    String::from_utf8_lossy(&code)
+                ),
+            );
+        } else {
+            self.tally.keypad_uses_kept_first += 1;
         }
     }
 
@@ -1785,6 +2254,29 @@ impl<'w> DoorRun<'w> {
                 None
             };
         }
+        let mono = self.mono().as_micros() as i64;
+        if let Some(dev) = &self.dev {
+            self.pos.step(mono);
+            self.pos.door_holds(dev.door.controller().lockdown_seq(), t);
+        }
+        for (invariant, detail) in self.pos.take_findings() {
+            self.violate(invariant, detail);
+        }
+    }
+
+    /// Whether no fault touched the door's link to the backend since `from` (and the door has
+    /// been on, paired and online all along, with the backend up).
+    fn undisturbed_since(&self, from: i64) -> bool {
+        let on = self
+            .dev
+            .as_ref()
+            .is_some_and(|d| d.boot_t < from && d.door.identity().is_some());
+        let backend_down = self
+            .w
+            .backend_outages
+            .iter()
+            .any(|(a, b)| a <= self.t && b > from);
+        on && self.network_up && !backend_down && self.disturbed_at < from
     }
 
     fn check_decision(&mut self, credential: Credential, decision: Decision) {
@@ -1799,7 +2291,21 @@ impl<'w> DoorRun<'w> {
             .is_some_and(|(k, g)| *k == key && *g);
         if let Some(i) = self.asked.iter().position(|a| *a == key) {
             self.asked.remove(i);
-            self.check_conditional(credential, decision, backed);
+            // Asked before the door learned of a lockdown, decided after: refused all the same
+            // (how the answer is worded does not matter; a grant does).
+            if !self.pos.lockdown_on() {
+                self.check_conditional(credential, decision, backed);
+            } else if decision.is_granted() {
+                self.tally.decision_mismatches += 1;
+                self.tally.wrong_grants += 1;
+                self.violate(
+                    "lockdown_honoured",
+                    format!(
+                        "{credential} {} on the backend's answer after the door announced a lockdown",
+                        decision.as_str()
+                    ),
+                );
+            }
             return;
         }
         // A CONDITIONAL check that waited behind another exchange past its deadline was never
@@ -1850,6 +2356,38 @@ impl<'w> DoorRun<'w> {
             }
             return;
         };
+        // 0. Lockdown, as the door announced it: every known credential is refused but
+        // EMERGENCY entries, which the rules below judge as always.
+        let emergency = entry.access == AccessType::Emergency;
+        if self.pos.lockdown_on() && !emergency {
+            if decision == Decision::DeniedLockdown {
+                self.tally.lockdown_denials += 1;
+            } else {
+                self.tally.decision_mismatches += 1;
+                if decision.is_granted() {
+                    self.tally.wrong_grants += 1;
+                }
+                self.violate(
+                    "lockdown_honoured",
+                    format!(
+                        "{credential} {} after the door announced a lockdown",
+                        decision.as_str()
+                    ),
+                );
+            }
+            return;
+        }
+        if decision == Decision::DeniedLockdown {
+            self.tally.decision_mismatches += 1;
+            self.violate(
+                "lockdown_honoured",
+                format!("{credential} DENIED_LOCKDOWN by a door that announced no lockdown"),
+            );
+            return;
+        }
+        if self.pos.lockdown_on() && decision == Decision::GrantedEmergency {
+            self.tally.emergency_grants_in_lockdown += 1;
+        }
         // 1. The door's own reading of the clock: the decision must be exactly the reference's.
         let want = match &wall {
             None => self.planted_unsynced(entry),
@@ -2021,7 +2559,8 @@ impl<'w> DoorRun<'w> {
         let now = self.mono();
         self.typing = Some((k.code.clone(), typed, !again));
         if let Some(dev) = &mut self.dev {
-            self.decided_at_changes = Some(dev.door.store().flash().changes());
+            self.decided_at_changes =
+                Some((dev.door.store().flash().changes(), dev.door.outbox_len()));
             dev.door.handle_keys(&keys, now);
             if self.cfg.plant == Some(Plant::StoreBeforeUnlock) {
                 dev.door.store_pending();
@@ -2077,6 +2616,7 @@ impl<'w> DoorRun<'w> {
             decision,
             Decision::Granted
                 | Decision::GrantedEmergency
+                | Decision::DeniedLockdown
                 | Decision::DeniedNotYetValid
                 | Decision::DeniedExpired
                 | Decision::DeniedTimeRestriction
@@ -2154,6 +2694,7 @@ impl<'w> DoorRun<'w> {
     /// After the quiet period: every event emitted is stored by the backend exactly as emitted,
     /// or (emitted in the last minutes) still waits in the door's outbox.
     fn finish(&mut self) {
+        self.tally.position = self.pos.tally.clone();
         let outbox = self.outbox_ids();
         let stored = self.backend.stored.take();
         self.tally.events_delivered = stored.len() as u64;

@@ -6,7 +6,8 @@
 //! the door that ships: [`chronolock_device::door::Door`] (one per boot), with the real core
 //! controller, the firmware's flash layout over NOR flash in memory (power cuts keep what was
 //! written; torn writes leave what NOR flash would), its outbox and event ids. They exchange
-//! real device-protocol bytes (pairing with a one-time code, syncs, CONDITIONAL checks) with the
+//! real device-protocol bytes (pairing with a one-time code, syncs, CONDITIONAL checks, and the
+//! watch: a long poll the backend holds until something for the door changes, or 25 s) with the
 //! server's own device-protocol logic ([`chronolock_backend`]) over this door's records in
 //! memory, in virtual time. The allow-lists come from the real compiler and the server's
 //! local-time schedule compiler.
@@ -19,7 +20,19 @@
 //! date-ranged and revoked rules. Six of them also have keypad codes (TOTP and HOTP secrets)
 //! under the same rule. Admins change one or two rules every 1–12 hours (at quiet sites every
 //! hour to five days); each change compiles and signs a new list (the generation goes up). Runs
-//! start a few weeks before a DST change. Five doors share a site.
+//! start a few weeks before a DST change. Five doors share a site. A site goes into lockdown
+//! about every two days, for ten minutes to four hours: each order (on, then off) is signed
+//! with the site's key and a sequence number, and the backend hands the latest to its doors in
+//! every sync answer and wakes the watches it holds.
+//!
+//! The door itself: most doors (85 %) have a door-position contact, with a held-open time of
+//! 10–60 s, set at installation and by the site. After seven in ten unlocks (nine in ten of the
+//! exit button's) someone goes through: mostly while the unlock is in force, one time in ten
+//! too late (a forced opening), mostly for a few seconds, one time in seven longer than the
+//! held-open time. Now and then (every three days on average) the door is forced. The exit
+//! button is pressed four times a day at any moment (before the clock is valid, before any
+//! list, offline, under lockdown), and now and then as the door boots. The door leaf stays where
+//! it is across power cuts; the shell reports the contact at every boot.
 //!
 //! Presentations (24 a day per door on average, three in ten within two minutes of a local
 //! schedule edge): known cards, unknown cards, and keypad entries: the TOTP code of the true
@@ -32,7 +45,8 @@
 //! RTC; network outages per door (one in ten lasting days); backend outages (5 min–36 h) for
 //! the whole fleet; lost answers (the backend stored what it received, the door's client gives up
 //! after 15 s; a lost pairing answer spends the code, and the installer enters a new one) and slow
-//! ones (some past the controller's 10 s deadline);
+//! ones (some past the controller's 10 s deadline); held watches broken by backend outages and
+//! their answers lost;
 //! outages of the three NTP servers; NTP servers that lie (1 s to 3 h off, either way, for
 //! 10 min to a day); NTP answers delayed beyond plausibility; the device oscillator's drift
 //! changing with temperature (within ±9.5 ppm; the controller assumes 10); RTCs drifting at a
@@ -72,9 +86,33 @@
 //!   misled clock explains it); and a door that was on with a good clock from before 03:00 to
 //!   04:00 UTC reported that day.
 //! - **Keypad codes**: a wrong code never opens; no TOTP step or HOTP counter opens a door
-//!   twice, across reboots (the door keeps code usage in flash); "clock unsynced" is shown only
+//!   twice, across reboots and power cuts at any moment (the door keeps code usage in flash
+//!   before the lock opens); "clock unsynced" is shown only
 //!   while the clock cannot check TOTP; a fresh TOTP code is accepted by a clock within its
 //!   bound (at most 15 s). The policy part of a keypad decision is checked like a card's.
+//! - **Open first**: a card's unlock comes before any flash write of its decision; a keypad
+//!   entry's comes after exactly one, its code's use (`code_use_kept_first`: in flash when the
+//!   lock opens, so that no power cut lets a code open twice — seed 7, door 17), and before the
+//!   rest (`open_first`).
+//! - **Door alarms** (`door_alarms`, checked in `position.rs`): an opening is authorised when it starts while
+//!   an unlock the shell carried out (a grant's or the exit button's) is in force on the door's
+//!   monotonic clock, or when the door is open at boot. Every other opening of a door with a
+//!   contact raises `door_forced` at once, and no authorised one does; `door_held_open` comes
+//!   exactly when an authorised opening outlasts the held-open time (counted again from an
+//!   unlock while the door stands open without an alarm); every alarm is cleared when, and only
+//!   when, the door closes; a door without a contact says nothing of its door.
+//! - **Lockdown honoured** (`lockdown_honoured`): once a door has announced `lockdown on:true`
+//!   (until `on:false`), across reboots, it grants no credential but EMERGENCY entries (which
+//!   the reference still judges: they are granted as always), a CONDITIONAL answer included;
+//!   it says `DENIED_LOCKDOWN` only then; and it never announces a state it already had (it
+//!   would have forgotten its lockdown).
+//! - **Egress never refused** (`egress_never_refused`): every press of the exit button on a door
+//!   that is on opens the lock, before the clock is valid, without a list, offline and under
+//!   lockdown.
+//! - **Lockdown learned in time** (`lockdown_learned_in_time`): a door that is on, paired and
+//!   online, with the network and the backend up and no fault touching its link from two
+//!   minutes before a lockdown order until two seconds after, holds the order two seconds after
+//!   the backend set it (the watch's push; the report gives the worst time taken).
 //! - The controller never drops an action and the door never drops a request; an installed
 //!   list's generation never goes down; the outbox never overflows; event ids never repeat; the
 //!   flash always opens and works (but for the writes a power cut tore); the backend refuses no
@@ -89,6 +127,7 @@
 //! replays exactly as it ran in the fleet.
 
 mod door;
+mod position;
 mod reference;
 mod rng;
 mod world;
@@ -140,6 +179,17 @@ pub enum Plant {
     ForgetRtcProvenance,
     /// The shell stores a decision's event before it opens the lock.
     StoreBeforeUnlock,
+    /// The shell's lock driver holds the lock open three times as long as the door asked:
+    /// people go through after the door's unlock ended, and the door calls those openings
+    /// forced (the unlock window the door judges by is not the one the lock honours).
+    LockHeldLonger,
+    /// The shell keeps the lockdown in RAM only: a door that reboots forgets it.
+    ForgetLockdown,
+    /// The shell keeps the lock shut for the exit button while the door is in lockdown.
+    RefuseExitInLockdown,
+    /// The backend answers held watches only when their 25 s wait ends, not when something
+    /// changes (no push).
+    BackendNoPush,
 }
 
 /// What to simulate.
@@ -161,6 +211,9 @@ pub struct FleetConfig {
     /// Threads to simulate doors on (0: one per CPU). Doors are independent and their results
     /// are merged in door order, so the report does not depend on it.
     pub threads: u32,
+    /// Stop after the first door that broke an invariant (on one thread; the doors after it
+    /// are not simulated): enough to show that a planted bug is caught.
+    pub stop_at_first_failing_door: bool,
 }
 
 impl Default for FleetConfig {
@@ -173,6 +226,7 @@ impl Default for FleetConfig {
             only_door: None,
             plant: None,
             threads: 1,
+            stop_at_first_failing_door: false,
         }
     }
 }
@@ -312,8 +366,37 @@ pub struct FleetReport {
     pub unsynced_grants_denied_at_true_time: u64,
     /// Decisions with an error bound too wide to judge.
     pub unjudged_decisions: u64,
-    /// Unlocks of a card or keypad entry that came before any flash write of the decision.
+    /// Unlocks of a card that came before any flash write of the decision.
     pub unlocks_opened_first: u64,
+    /// Unlocks of a keypad entry that came after its code's use was in flash (and before any
+    /// other write of the decision).
+    pub keypad_uses_kept_first: u64,
+    /// Exit-button presses (each must unlock a door that is on).
+    pub rex_presses: u64,
+    /// Openings of a door with a contact, reported to it.
+    pub door_openings: u64,
+    /// Of which unauthorised (no unlock in force): each must raise `door_forced`.
+    pub forced_openings: u64,
+    /// Alarms the doors raised.
+    pub forced_alarms: u64,
+    /// Held-open alarms the doors raised.
+    pub held_open_alarms: u64,
+    /// Alarms cleared when the door closed.
+    pub alarms_cleared: u64,
+    /// Watches the backend held until a change or the end of their wait.
+    pub watches_held: u64,
+    /// Held watches the backend answered "sync now" because something changed.
+    pub watches_woken: u64,
+    /// Lockdown orders the doors came to hold.
+    pub lockdowns_learned: u64,
+    /// Orders given while a door was online and undisturbed (each learned within 2 s).
+    pub lockdown_learn_checks: u64,
+    /// The longest such door took to hold an order, ms.
+    pub lockdown_learn_worst_ms: u64,
+    /// Decisions refused for lockdown.
+    pub lockdown_denials: u64,
+    /// EMERGENCY grants while the door was in lockdown.
+    pub emergency_grants_in_lockdown: u64,
     /// Invariants broken (at most 16 per door kept).
     pub violations: Vec<Violation>,
     /// The first misled grants (at most 4 per door), for reading: not failures.
@@ -338,6 +421,22 @@ impl FleetReport {
         self.keypad_grants += t.keypad_grants;
         self.unlocks += t.unlocks;
         self.unlocks_opened_first += t.unlocks_opened_first;
+        self.keypad_uses_kept_first += t.keypad_uses_kept_first;
+        self.rex_presses += t.rex_presses;
+        self.door_openings += t.position.door_openings;
+        self.forced_openings += t.position.forced_openings;
+        self.forced_alarms += t.position.forced_alarms;
+        self.held_open_alarms += t.position.held_open_alarms;
+        self.alarms_cleared += t.position.alarms_cleared;
+        self.watches_held += t.watches_held;
+        self.watches_woken += t.watches_woken;
+        self.lockdowns_learned += t.position.lockdowns_learned;
+        self.lockdown_learn_checks += t.position.lockdown_learn_checks;
+        self.lockdown_learn_worst_ms = self
+            .lockdown_learn_worst_ms
+            .max((t.position.lockdown_learn_worst_us / 1_000) as u64);
+        self.lockdown_denials += t.lockdown_denials;
+        self.emergency_grants_in_lockdown += t.emergency_grants_in_lockdown;
         self.events_emitted += t.events_emitted;
         self.events_delivered += t.events_delivered;
         self.resent_events += t.resent_events;
@@ -433,7 +532,7 @@ impl fmt::Display for FleetReport {
             self.intent_mismatches,
             self.clock_bound_violations
         )?;
-        write!(
+        writeln!(
             f,
             "  local-schedule checks {} ({} across a DST change); misled by a lying source: {} clock steps, {} grants; stale-list decisions {}; fail-safe grants true time denies {}",
             self.intent_checks,
@@ -442,6 +541,23 @@ impl fmt::Display for FleetReport {
             self.misled_grants,
             self.stale_list_decisions,
             self.unsynced_grants_denied_at_true_time
+        )?;
+        write!(
+            f,
+            "  door: {} openings ({} forced), alarms {} forced and {} held open ({} cleared), {} exit-button presses; lockdown: {} orders learned, {} judged online (worst {} ms), {} denials, {} emergency grants; watches {} held, {} woken",
+            self.door_openings,
+            self.forced_openings,
+            self.forced_alarms,
+            self.held_open_alarms,
+            self.alarms_cleared,
+            self.rex_presses,
+            self.lockdowns_learned,
+            self.lockdown_learn_checks,
+            self.lockdown_learn_worst_ms,
+            self.lockdown_denials,
+            self.emergency_grants_in_lockdown,
+            self.watches_held,
+            self.watches_woken
         )
     }
 }
@@ -532,7 +648,16 @@ pub fn run_report(cfg: &FleetConfig) -> Result<FleetReport, FleetError> {
         (d, door.tally, door.violations)
     };
     let mut results: Vec<(u32, door::Tally, Vec<Violation>)> = if threads == 1 {
-        doors.iter().map(|&d| run_door(d)).collect()
+        let mut done = Vec::new();
+        for &d in &doors {
+            let (d, tally, violations) = run_door(d);
+            let failed = !violations.is_empty();
+            done.push((d, tally, violations));
+            if failed && cfg.stop_at_first_failing_door {
+                break;
+            }
+        }
+        done
     } else {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)

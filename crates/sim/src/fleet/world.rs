@@ -1,6 +1,7 @@
 //! The shared world of a fleet run, drawn from the seed before any door runs: the sites (time
 //! zone, signing key, people and their rules), every allow-list the backend compiles as the rules
-//! change, and the timelines of the backend's and the NTP servers' outages and lies.
+//! change, every lockdown order the site's admins give, and the timelines of the backend's and
+//! the NTP servers' outages and lies.
 //!
 //! Doors only read the world, so each door can be simulated on its own against it; nothing a
 //! door does changes another door's run.
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use chronolock_allowlist::Entry;
 use chronolock_core::allowlist::{AccessType, CardEntry, KeypadEntry, Policy};
+use chronolock_core::lockdown::{LockdownOrder, ORDER_LEN};
 use ed25519_dalek::SigningKey;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
@@ -158,6 +160,17 @@ pub(crate) struct ListVersion {
     pub entries: BTreeMap<CredKey, RefEntry>,
 }
 
+/// A lockdown order a site's admin gave (the site goes into lockdown, or out of it).
+#[derive(Debug)]
+pub(crate) struct LockdownChange {
+    /// True time it was given (µs since the start).
+    pub at: i64,
+    /// Its sequence number (the first order is 1).
+    pub seq: u64,
+    /// As the backend hands it to the doors, signed with the site's key.
+    pub order: [u8; ORDER_LEN],
+}
+
 /// A site: one zone, one key, one set of people; all its doors get the same list.
 #[derive(Debug)]
 pub(crate) struct Site {
@@ -170,6 +183,8 @@ pub(crate) struct Site {
     pub keypad: Vec<KeypadUser>,
     /// Every list, oldest first; generation = index + 1.
     pub versions: Vec<ListVersion>,
+    /// Every lockdown order, oldest first; seq = index + 1 (on, off, on, …).
+    pub lockdowns: Vec<LockdownChange>,
 }
 
 impl Site {
@@ -177,6 +192,12 @@ impl Site {
     pub(crate) fn version_at(&self, t: i64) -> Option<&ListVersion> {
         let i = self.versions.partition_point(|v| v.at <= t);
         i.checked_sub(1).and_then(|i| self.versions.get(i))
+    }
+
+    /// The newest lockdown order given at or before `t`.
+    pub(crate) fn lockdown_at(&self, t: i64) -> Option<&LockdownChange> {
+        let i = self.lockdowns.partition_point(|c| c.at <= t);
+        i.checked_sub(1).and_then(|i| self.lockdowns.get(i))
     }
 
     pub(crate) fn version(&self, generation: u64) -> Option<&ListVersion> {
@@ -276,6 +297,7 @@ impl World {
                 people: Vec::new(),
                 keypad: Vec::new(),
                 versions: Vec::new(),
+                lockdowns: Vec::new(),
             };
             let ignore_zone = cfg.plant == Some(super::Plant::BackendIgnoresZone);
             draw_rules_and_lists(
@@ -286,6 +308,7 @@ impl World {
                 ignore_zone,
                 &mut faults,
             )?;
+            draw_lockdowns(&mut site, rng, start_secs, fault_end, &mut faults);
             sites.push(site);
         }
         Ok(World {
@@ -452,6 +475,33 @@ fn draw_rules_and_lists(
         *faults.entry("list_update").or_default() += 1;
     }
     Ok(())
+}
+
+/// The site goes into lockdown now and then (on average every two days, for ten minutes to
+/// four hours) and out of it again; each order is signed with the site's key, as the server
+/// signs it, with the next sequence number.
+fn draw_lockdowns(
+    site: &mut Site,
+    rng: &mut Rng,
+    start_secs: i64,
+    fault_end: i64,
+    faults: &mut BTreeMap<&'static str, u64>,
+) {
+    let signing = SigningKey::from_bytes(&site.key);
+    let spans = Intervals::draw(rng, fault_end, 2 * DAY, 10 * MIN, 4 * HOUR);
+    for (start, stop) in spans.iter() {
+        for (at, on) in [(start, true), (stop, false)] {
+            let seq = site.lockdowns.len() as u64 + 1;
+            let order = LockdownOrder {
+                seq,
+                on,
+                issued_unix: start_secs + at / SEC,
+            }
+            .sign(&signing);
+            site.lockdowns.push(LockdownChange { at, seq, order });
+        }
+        *faults.entry("lockdown").or_default() += 1;
+    }
 }
 
 fn compile(
