@@ -70,6 +70,7 @@ impl VirtualDoor for Panel {
             powered: v.powered,
             network: v.network,
             ntp: v.ntp,
+            ntp_last: v.ntp_last,
             door_id: v.door_id,
             setup_mode: v.setup_mode,
             setup_url: v.setup_url,

@@ -115,20 +115,21 @@ async fn editors_door_person_schedule_rule_and_totp() {
         };
         create_admin(&b).await;
 
-        // Until the site exists, the editors send the admin to create it.
-        b.goto("/doors").await;
-        if b.text("main h2").await == "No site yet" {
-            b.shot("no-site-yet").await;
-            b.click("main a[href='/site']").await;
-        } else {
-            b.goto("/site").await;
-        }
+        // The first run's path starts on the dashboard: the site, then a door, then pairing.
+        b.goto("/").await;
+        assert!(b.text("#getting-started").await.contains("Create the site"));
+        b.shot("getting-started").await;
+        b.click("#step-site a").await;
         b.wait_path("/site").await;
         assert_eq!(b.text("main h2").await, "Set up the site");
         b.fill("#name", "Head office").await;
-        b.fill("#timezone", "Europe/Berlin").await;
+        b.select_value("#timezone", "Europe/Berlin").await;
         b.shot("site-form").await;
         b.click("#save-site").await;
+        b.wait_path("/doors").await;
+        b.goto("/").await;
+        assert!(b.text("#step-site").await.starts_with("✓"));
+        b.goto("/site").await;
         b.wait_text("main h2", "Site").await;
         assert!(b.text("main").await.contains("Now in Europe/Berlin"));
         b.shot("site-created").await;
@@ -289,6 +290,10 @@ async fn admins_page_adds_removes_and_changes_passwords() {
         b.goto("/admins").await;
         b.click(&format!("button[aria-label='Remove {ADMIN}']"))
             .await;
+        // The removal asks first.
+        b.wait_text("main h2", &format!("Remove {ADMIN}?")).await;
+        b.shot("admin-remove-confirm").await;
+        b.click("#confirm-delete").await;
         b.wait_text(
             "main [role=status]",
             "boss is removed and logged out everywhere.",
@@ -329,6 +334,143 @@ async fn admins_page_adds_removes_and_changes_passwords() {
         b.fill("#password", "alices newer phrase").await;
         b.click("main form button[type=submit]").await;
         b.wait_path("/").await;
+        b.close().await;
+    })
+    .await;
+}
+
+/// A card a door refused is given to a person from the access log, its UID never typed; the
+/// People page lists recently refused cards; deleting asks first. Then, at a phone's 390 px, the
+/// dashboard, the log and the other pages fit without sideways scrolling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_a_refused_card_and_pages_at_phone_width() {
+    harness::bounded(LIMIT, async {
+        let Some(mut b) = Browser::start("learn").await else {
+            return;
+        };
+        create_admin(&b).await;
+        let state = b.state.clone();
+        let site = chronolock_server::model::create_site(&state, "Makerspace", "Europe/Berlin")
+            .await
+            .unwrap();
+        let door = chronolock_server::model::create_door(&state, site, "Workshop door with a long name")
+            .await
+            .unwrap();
+        let alice = chronolock_server::model::create_person(&state, site, "Alice Example")
+            .await
+            .unwrap();
+        chronolock_server::model::add_card(&state, alice, "04A1B2C3")
+            .await
+            .unwrap();
+        // The door reports an unknown card refused (twice) and Alice's card granted, plus the
+        // clock bookkeeping the log hides by default.
+        let now_us = chronolock_server::now_micros();
+        for (i, (kind, credential, decision)) in [
+            ("decision", Some("card:04C0FFEE"), Some("DENIED_UNKNOWN")),
+            ("rtc_write", None, None),
+            ("decision", Some("card:04A1B2C3"), Some("GRANTED")),
+            ("decision", Some("card:04C0FFEE"), Some("DENIED_UNKNOWN")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sqlx::query(
+                "INSERT INTO events (door_id, device_event_id, kind, device_us, received_us, \
+                 credential, decision, detail) VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+            )
+            .bind(door)
+            .bind(i as i64 + 1)
+            .bind(kind)
+            .bind(now_us - 60_000_000 + i as i64 * 1_000_000)
+            .bind(credential)
+            .bind(decision)
+            .bind((kind == "rtc_write").then_some(r#"{"utc_us":1}"#))
+            .execute(state.db.pool())
+            .await
+            .unwrap();
+        }
+
+        b.goto("/log").await;
+        let log = b.text("#log").await;
+        assert!(!log.contains("rtc_write"), "hidden by default: {log}");
+        assert!(log.contains("Alice Example"), "{log}");
+        assert!(b.has("#log a.person[href='/people/1']").await || b.has("#log a.person").await);
+        b.shot("log").await;
+        b.click("#log a.learn").await;
+        b.wait_path("/cards/learn").await;
+        assert_eq!(b.text("main h2").await, "Add card 04C0FFEE");
+        assert!(b.text("#card-refusals").await.contains("Refused 2 time(s)"));
+        b.shot("learn-picker").await;
+        b.click("button[aria-label='Add to Alice Example']").await;
+        b.wait_path(&format!("/people/{alice}")).await;
+        assert!(b.text("main").await.contains("04C0FFEE"));
+        b.shot("learned").await;
+        let owner: (i64,) = sqlx::query_as("SELECT person_id FROM cards WHERE uid = '04C0FFEE'")
+            .fetch_one(state.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(owner.0, alice);
+        // The log now names her for that card, and the People page lists no refused card.
+        b.goto("/people").await;
+        assert!(!b.has("#refused-cards").await);
+
+        // The same from the People page, for a new person.
+        sqlx::query(
+            "INSERT INTO events (door_id, device_event_id, kind, device_us, received_us, \
+             credential, decision) VALUES ($1, 10, 'decision', $2, $2, 'card:04BADBAD771122', 'DENIED_UNKNOWN')",
+        )
+        .bind(door)
+        .bind(now_us)
+        .execute(state.db.pool())
+        .await
+        .unwrap();
+        b.goto("/people").await;
+        assert!(b.text("#refused-cards").await.contains("04BADBAD771122"));
+        b.shot("people-refused").await;
+        b.click("#refused-cards a.learn").await;
+        b.wait_path("/cards/learn").await;
+        b.fill("#name", "Bob New").await;
+        b.click("#add-new-person").await;
+        b.wait_path_under("/people/").await;
+        assert!(b.text("main h2").await.contains("Bob New"));
+        assert!(b.text("main").await.contains("04BADBAD771122"));
+
+        // Deleting the rule-less person's card asks first.
+        b.click("form[action$='/delete'] button").await;
+        b.wait_text("main h2", "Delete card 04BADBAD771122?").await;
+        b.shot("delete-confirm").await;
+        b.click("#keep").await;
+        b.wait_path_under("/people/").await;
+        assert!(b.text("main").await.contains("04BADBAD771122"), "kept");
+
+        // A phone: nothing scrolls sideways.
+        b.set_window(390, 844).await;
+        for path in [
+            "/".to_string(),
+            "/log".to_string(),
+            "/log?kind=all".to_string(),
+            "/people".to_string(),
+            format!("/people/{alice}"),
+            "/doors".to_string(),
+            format!("/doors/{door}"),
+            "/rules".to_string(),
+            "/schedules".to_string(),
+            "/site".to_string(),
+            "/lockdown".to_string(),
+            "/webhooks".to_string(),
+            "/admins".to_string(),
+        ] {
+            b.goto(&path).await;
+            let (page, viewport) = b.widths().await;
+            assert!(
+                viewport <= 400 && page <= viewport,
+                "{path}: page {page} px wide in a {viewport} px viewport"
+            );
+            if path == "/" || path == "/log" {
+                b.shot(if path == "/" { "phone-dashboard" } else { "phone-log" })
+                    .await;
+            }
+        }
         b.close().await;
     })
     .await;

@@ -226,6 +226,14 @@ fn with_ntp_down_the_backends_time_makes_the_clock_valid() {
     ));
     let valid = doors.wait_for("a valid clock", 30 * SECS, clock_valid);
     assert_eq!(valid["source"], "backend");
+    // The door says that NTP did not answer (the panel shows it), rather than nothing.
+    let lost = doors.wait_seen("NTP reported lost", 30 * SECS, |v| v["event"] == "ntp_lost");
+    assert!(
+        lost["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no answer from 127.0.0.1:")),
+        "{lost}"
+    );
     paired(&mut doors);
     assert_eq!(doors.card(SCHEDULED_CARD), "GRANTED");
     clock_offset(&mut doors);

@@ -54,9 +54,12 @@ struct PasswordForm {
     confirm: String,
 }
 
+/// A removal's form: carried out only with `confirm=yes` (the confirmation page's).
 #[derive(Deserialize)]
-struct CsrfForm {
+struct RemoveForm {
     csrf: String,
+    #[serde(default)]
+    confirm: String,
 }
 
 /// Which form a message belongs to, and what it says.
@@ -229,7 +232,7 @@ async fn remove(
     admin: Admin,
     Path(id): Path<i64>,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Form(form): Form<RemoveForm>,
 ) -> Result<Response, AppError> {
     check_origin(&headers)?;
     admin.check_csrf(&form.csrf)?;
@@ -237,6 +240,24 @@ async fn remove(
         return Err(AppError::Forbidden(
             "you cannot remove yourself; another administrator can".into(),
         ));
+    }
+    if form.confirm != "yes" {
+        let name: Option<(String,)> = sqlx::query_as("SELECT username FROM admins WHERE id = $1")
+            .bind(id)
+            .fetch_optional(state.db.pool())
+            .await?;
+        let Some((name,)) = name else {
+            return Err(AppError::NotFound);
+        };
+        return Ok(crate::pages::confirm_page(
+            &admin,
+            &format!("Remove {name}?"),
+            maud::html! { (name) " can no longer log in and is logged out everywhere." },
+            &format!("/admins/{id}/delete"),
+            "/admins",
+            &[("confirm", "yes")],
+        )
+        .into_response());
     }
     let mut tx = state.db.pool().begin().await?;
     if state.db.backend() == crate::db::Backend::Postgres {

@@ -328,8 +328,11 @@ pub struct PanelView {
     pub powered: bool,
     /// Network connected.
     pub network: bool,
-    /// NTP reachable.
+    /// NTP let through (`false`: blocked on the panel).
     pub ntp: bool,
+    /// What the latest NTP request came to (`answered by HOST`, `no answer from HOST …`), or
+    /// `None` before the first.
+    pub ntp_last: Option<String>,
     /// Door id at the backend, once paired.
     pub door_id: Option<u64>,
     /// In setup mode (not paired yet).

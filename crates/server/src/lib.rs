@@ -224,6 +224,7 @@ async fn static_script(
         "log.js" => include_str!("../static/log.js"),
         "virtual-door.js" => include_str!("../static/virtual-door.js"),
         "print.js" => include_str!("../static/print.js"),
+        "site-zone.js" => include_str!("../static/site-zone.js"),
         _ => return AppError::NotFound.into_response(),
     };
     (

@@ -399,6 +399,13 @@ pub const KINDS: [&str; 12] = chronolock_core::protocol::EventBody::KINDS;
 /// The `kind` filter that stands for both `alarm` and `alarm_cleared`.
 pub const ALARMS: &str = "alarms";
 
+/// The `kind` filter for what people do and what needs attention: decisions, alarms (raised or
+/// cleared) and lockdown changes. The access log shows it unless asked for another kind.
+pub const ACTIVITY: &str = "activity";
+
+/// The `kind` filter value that asks for every kind.
+pub const ALL_KINDS: &str = "all";
+
 /// Decisions devices report (see the scenario contract), from the core's one definition.
 pub fn decisions() -> impl Iterator<Item = &'static str> {
     chronolock_core::access::Decision::ALL
@@ -465,6 +472,7 @@ impl EventFilter {
             None => None,
         };
         let kind = match &q.kind {
+            Some(k) if k == ALL_KINDS => None,
             Some(k) if k.len() <= 32 && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
                 Some(k.clone())
             }
@@ -595,6 +603,8 @@ pub struct LogEvent {
     pub credential: Option<String>,
     /// The name of the person whose card or keypad code this is.
     pub person: Option<String>,
+    /// That person's id.
+    pub person_id: Option<i64>,
     /// `GRANTED`, `DENIED_TIME_RESTRICTION`, …
     pub decision: Option<String>,
     /// Battery voltage of a report, in millivolts.
@@ -629,6 +639,7 @@ type EventRow = (
     Option<i64>,
     Option<String>,
     Option<String>,
+    Option<i64>,
 );
 
 enum Bind {
@@ -650,7 +661,7 @@ pub async fn events(
     };
     let mut sql = String::from(
         "SELECT e.id, e.door_id, d.name, s.timezone, e.kind, e.device_us, e.received_us, \
-         e.credential, e.decision, CAST(e.mv AS BIGINT), e.detail, p.name \
+         e.credential, e.decision, CAST(e.mv AS BIGINT), e.detail, p.name, p.id \
          FROM events e JOIN doors d ON d.id = e.door_id JOIN sites s ON s.id = d.site_id \
          LEFT JOIN cards c ON e.credential LIKE 'card:%' AND c.uid = SUBSTR(e.credential, 6) \
          LEFT JOIN keypad_users k ON e.credential LIKE 'keypad:%' AND k.code = SUBSTR(e.credential, 8) \
@@ -662,6 +673,9 @@ pub async fn events(
     match filter.kind.as_deref() {
         None => {}
         Some(ALARMS) => sql += " AND e.kind IN ('alarm', 'alarm_cleared')",
+        Some(ACTIVITY) => {
+            sql += " AND e.kind IN ('decision', 'alarm', 'alarm_cleared', 'lockdown')";
+        }
         Some(kind) => sql += &format!(" AND e.kind = {}", bind(Bind::Text(kind.to_string()))),
     }
     match &filter.decision {
@@ -730,6 +744,7 @@ pub async fn events(
                 .10
                 .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d.clone()))),
             person: r.11,
+            person_id: r.12,
         })
         .collect())
 }
@@ -860,6 +875,19 @@ fn local_text(us: i64, zone: &TimeZone) -> String {
     )
 }
 
+/// An event's time in the log: local date and time to the second, e.g. `2026-11-24 09:58:03`
+/// (the zone is in the cell's tooltip).
+fn log_time(us: i64, zone: &TimeZone) -> String {
+    Timestamp::from_microsecond(us).map_or_else(
+        |_| us.to_string(),
+        |t| {
+            t.to_zoned(zone.clone())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        },
+    )
+}
+
 /// "12 s ago", "5 min ago", "3 h ago", "2 d ago".
 fn ago(now: i64, then: i64) -> String {
     let s = now - then;
@@ -901,7 +929,34 @@ td.num { font-variant-numeric: tabular-nums; }
 #alarms { border: 2px solid #b00020; padding: .4rem .8rem; margin: 0 0 1rem; }
 #alarms h3 { color: #b00020; margin: .2rem 0; }
 tr.alarm td { background: #fde7ea; }
+#getting-started { border: 1px solid #ddd; padding: .4rem 1rem; margin: 0 0 1rem; }
+#getting-started li { margin: .3rem 0; }
+#getting-started li.done { color: #16794c; }
 ";
+
+/// The first run's path, shown on the dashboard until a door has paired: the site (name and
+/// time zone), a door, and its pairing code; each step links to its page and is ticked when done.
+fn getting_started(site: bool, door: bool, first_door: Option<i64>) -> Markup {
+    let pair = first_door.map_or_else(|| "/doors".to_string(), |id| format!("/doors/{id}"));
+    let step = |done: bool, id: &str, href: &str, text: &str, hint: &str| {
+        html! {
+            li id=(id) class=(if done { "done" } else { "todo" }) {
+                @if done { "✓ " (text) } @else { a href=(href) { (text) } }
+                " " span.muted { (hint) }
+            }
+        }
+    };
+    html! {
+        section #getting-started {
+            h3 { "Getting started" }
+            ol {
+                (step(site, "step-site", "/site", "Create the site", "its name and time zone"))
+                (step(door, "step-door", "/doors", "Add a door", "one per controller"))
+                (step(false, "step-pair", &pair, "Pair the door's device", "make a pairing code and enter it on the device's setup page"))
+            }
+        }
+    }
+}
 
 async fn dashboard(State(state): State<AppState>, admin: Admin) -> Result<Markup, AppError> {
     let now = now_unix();
@@ -978,9 +1033,10 @@ async fn dashboard(State(state): State<AppState>, admin: Admin) -> Result<Markup
                     a href="/log?decision=denied" { "denied" } " in the last 24 h"
                 }
             }
-            @if o.doors.is_empty() {
-                p.muted { "No doors yet. " a href="/doors" { "Add a door" } " and pair its device." }
-            } @else {
+            @if !o.doors.iter().any(|d| d.paired) {
+                (getting_started(!zones.is_empty(), !o.doors.is_empty(), o.doors.first().map(|d| d.id)))
+            }
+            @if !o.doors.is_empty() {
                 table #doors {
                     thead { tr {
                         @if several_sites { th { "Site" } }
@@ -1021,13 +1077,13 @@ fn door_row(d: &DoorStatus, now: i64, several_sites: bool, alarm: bool) -> Marku
             @if several_sites { td { (d.site) } }
             td { a href={ "/doors/" (d.id) } { (d.name) } }
             td { span class=(class) { (status) } }
-            td {
+            td data-label="Last sync" {
                 @match d.last_sync {
                     Some(t) => span title=(utc_text(t)) { (ago(now, t)) },
                     None => span.muted { "never" },
                 }
             }
-            td.num {
+            td.num data-label="List" {
                 @if d.generation > 0 { (d.generation) } @else { span.muted title="no list compiled yet" { "none" } }
                 " / "
                 @match d.device_generation {
@@ -1040,7 +1096,7 @@ fn door_row(d: &DoorStatus, now: i64, several_sites: bool, alarm: bool) -> Marku
                     " " span.pending title="the device has not fetched the newest list yet" { "pending" }
                 }
             }
-            td {
+            td data-label="Clock" {
                 @match d.clock_valid {
                     None => span.muted { "—" },
                     Some(false) => {
@@ -1059,13 +1115,13 @@ fn door_row(d: &DoorStatus, now: i64, several_sites: bool, alarm: bool) -> Marku
                     }
                 }
             }
-            td.num {
+            td.num data-label="Battery" {
                 @match d.battery_mv {
                     Some(mv) => (volts(mv)),
                     None => span.muted { "—" },
                 }
             }
-            td.firmware {
+            td.firmware data-label="Firmware" {
                 @match &d.firmware_version {
                     Some(v) => (v),
                     None => span.muted { "—" },
@@ -1093,6 +1149,7 @@ form.filters label { display: flex; flex-direction: column; font-weight: 600; ma
 .granted { color: #16794c; }
 .denied { color: #b00020; }
 .pager { display: flex; gap: 1rem; margin-top: .8rem; }
+td.time { white-space: nowrap; }
 #live { font-size: .9rem; }
 ";
 
@@ -1120,14 +1177,24 @@ fn event_row(e: &LogEvent, zones: &mut HashMap<String, TimeZone>) -> Markup {
             text
         }
     });
+    // A refused card nobody holds: the admin may want to give it to someone.
+    let unknown_card = match (&e.credential, &e.person, &e.decision) {
+        (Some(c), None, Some(d)) if d.starts_with("DENIED") => c.strip_prefix("card:"),
+        _ => None,
+    };
     html! {
         tr id={ "event-" (e.id) } {
-            td title={ (utc) " (" (basis) ")" } { (local_text(e.at_us, tz)) }
+            td.time title={ (utc) " (" (basis) "; " (e.timezone) ")" } { (log_time(e.at_us, tz)) }
             td { a href={ "/log?door=" (e.door_id) } { (e.door) } }
             td { (e.kind) }
             td {
                 @if let Some(c) = &e.credential { code { (c) } }
-                @if let Some(p) = &e.person { " " (p) }
+                @if let (Some(p), Some(id)) = (&e.person, e.person_id) {
+                    " " a.person href={ "/people/" (id) } { (p) }
+                }
+                @if let Some(uid) = unknown_card {
+                    " " a.learn href={ "/cards/learn?uid=" (uid) } { "add to…" }
+                }
             }
             td class=(decision_class) {
                 @if let Some(d) = &e.decision { (d) }
@@ -1147,7 +1214,11 @@ async fn log_page(
     known.push("before");
     let parsed = match query_params(query, &known) {
         Ok(params) => {
-            let q = EventQuery::from_params(&params);
+            let mut q = EventQuery::from_params(&params);
+            // The page shows what people did and what needs attention unless asked otherwise.
+            if q.kind.is_none() {
+                q.kind = Some(ACTIVITY.to_string());
+            }
             let before = int_param(&params, "before", 1..=i64::MAX);
             match (EventFilter::parse(&state, &q).await, before) {
                 (Ok(filter), Ok(before)) => Ok((q, filter, before)),
@@ -1232,7 +1303,8 @@ async fn log_page(
                 }
                 label { "Kind"
                     select name="kind" {
-                        option value="" { "all" }
+                        option value=(ACTIVITY) selected[selected(&q.kind, ACTIVITY)] { "decisions, alarms, lockdown" }
+                        option value=(ALL_KINDS) selected[selected(&q.kind, ALL_KINDS)] { "all kinds" }
                         option value=(ALARMS) selected[selected(&q.kind, ALARMS)] { "alarms (raised or cleared)" }
                         @for k in KINDS { option value=(k) selected[selected(&q.kind, k)] { (k) } }
                     }

@@ -19,7 +19,21 @@ label { font-weight: 600; margin-top: .4rem; }
 input, select, button { font: inherit; padding: .35rem .5rem; }
 button { cursor: pointer; }
 .error { color: #b00020; font-size: .9rem; }
-code { background: #f3f3f3; padding: 0 .25rem; }
+code { background: #f3f3f3; padding: 0 .25rem; overflow-wrap: anywhere; }
+*, *::before, *::after { box-sizing: border-box; }
+input, select, textarea, button, img, svg { max-width: 100%; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+@media (max-width: 40rem) {
+  body { padding: .5rem; }
+  header { flex-wrap: wrap; gap: .3rem .8rem; }
+  header nav { order: 3; width: 100%; gap: .2rem .8rem; }
+  main table, main thead, main tbody, main tr, main th, main td { display: block; width: auto; }
+  main thead { display: none; }
+  main tr { border-bottom: 1px solid #ddd; padding: .3rem 0; }
+  main td { border: none; padding: .1rem .2rem; overflow-wrap: anywhere; }
+  main td:empty { display: none; }
+  main td[data-label]::before { content: attr(data-label) \": \"; color: #666; }
+}
 ";
 
 /// The admin's menu: every top-level page.
@@ -31,6 +45,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/people", "People"),
     ("/groups", "Groups"),
     ("/schedules", "Schedules"),
+    ("/rules", "Rules"),
     ("/holidays", "Holidays"),
     ("/firmware", "Firmware"),
     ("/webhooks", "Webhooks"),
@@ -81,4 +96,29 @@ pub fn field_error(error: Option<(&str, &str)>, field: &str) -> Markup {
             @if f == field { p class="error" id={ (field) "-error" } { (message) } }
         }
     }
+}
+
+/// The page that asks before a delete: what it removes, a button that posts `action` again with
+/// the `hidden` fields (among them `confirm=yes`), and a way `back`.
+pub fn confirm_page(
+    admin: &Admin,
+    title: &str,
+    what: Markup,
+    action: &str,
+    back: &str,
+    hidden: &[(&str, &str)],
+) -> Markup {
+    page(
+        title,
+        Some(admin),
+        html! {
+            p #confirm-what { (what) }
+            form method="post" action=(action) {
+                input type="hidden" name="csrf" value=(admin.csrf);
+                @for (name, value) in hidden { input type="hidden" name=(name) value=(value); }
+                button type="submit" #confirm-delete { "Delete" }
+            }
+            p { a #keep href=(back) { "Keep it" } }
+        },
+    )
 }

@@ -399,9 +399,12 @@ struct CreateForm {
     kinds: Vec<String>,
 }
 
+/// A delete's form: it is carried out only with `confirm=yes` (the confirmation page's).
 #[derive(Deserialize)]
-struct CsrfForm {
+struct DeleteForm {
     csrf: String,
+    #[serde(default)]
+    confirm: String,
 }
 
 #[derive(Deserialize)]
@@ -584,9 +587,29 @@ async fn delete(
     State(state): State<AppState>,
     admin: Admin,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfForm>,
-) -> Result<Redirect, AppError> {
+    headers: axum::http::HeaderMap,
+    Form(form): Form<DeleteForm>,
+) -> Result<Response, AppError> {
+    crate::auth::check_origin(&headers)?;
     admin.check_csrf(&form.csrf)?;
+    if form.confirm != "yes" {
+        let url: Option<(String,)> = sqlx::query_as("SELECT url FROM webhooks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(state.db.pool())
+            .await?;
+        let Some((url,)) = url else {
+            return Err(AppError::NotFound);
+        };
+        return Ok(crate::pages::confirm_page(
+            &admin,
+            "Delete the webhook?",
+            maud::html! { "Events stop going to " code { (url) } "." },
+            &format!("/webhooks/{id}/delete"),
+            "/webhooks",
+            &[("confirm", "yes")],
+        )
+        .into_response());
+    }
     let n = sqlx::query("DELETE FROM webhooks WHERE id = $1")
         .bind(id)
         .execute(state.db.pool())
@@ -595,7 +618,7 @@ async fn delete(
     if n == 0 {
         return Err(AppError::NotFound);
     }
-    Ok(Redirect::to("/webhooks"))
+    Ok(Redirect::to("/webhooks").into_response())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
       if (!v) return;
       set("power", v.powered ? "on" : "off");
       set("network", v.network ? "connected" : "cut");
-      set("ntp", v.ntp ? "reachable" : "blocked");
+      set("ntp", !v.ntp ? "blocked" : (v.ntp_last || "not asked yet"));
       set("clock", v.clock_valid ? (v.clock_utc + " \u00b1 " + v.clock_error_ms + " ms, from " + v.clock_source) : "not set");
       set("lock", v.unlocked ? "open" : "locked");
       set("feedback", v.feedback || "\u2014");

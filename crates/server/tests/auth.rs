@@ -438,9 +438,23 @@ async fn admins_add_remove_and_change_their_password() {
             StatusCode::FORBIDDEN,
             "the CSRF token is needed"
         );
+        // First the confirmation page; nobody is removed yet.
         let r = send(
             &app,
             post_form(&uri, &format!("csrf={alice_token}"), Some(&alice), None),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK, "{label}");
+        assert!(text(r).await.contains("Remove boss?"));
+        assert_eq!(usernames(&state).await, ["alice", "boss"]);
+        let r = send(
+            &app,
+            post_form(
+                &uri,
+                &format!("csrf={alice_token}&confirm=yes"),
+                Some(&alice),
+                None,
+            ),
         )
         .await;
         assert_eq!(r.status(), StatusCode::OK, "{label}");

@@ -158,7 +158,12 @@ impl Browser {
                 &[("name", "Makerspace"), ("timezone", "Europe/Berlin")],
             )
             .await;
-        assert_eq!(r.location(), "/site", "{}", r.body);
+        assert_eq!(
+            r.location(),
+            "/doors",
+            "first run: the door is next; {}",
+            r.body
+        );
         let (site,): (i64,) = sqlx::query_as("SELECT id FROM sites")
             .fetch_one(state.db.pool())
             .await
@@ -392,8 +397,11 @@ async fn editors_build_a_site_and_the_doors_follow() {
                 .fetch_one(state.db.pool())
                 .await
                 .unwrap();
-        b.post(&format!("/schedules/{hours}/slots/{slot}/delete"), &[])
-            .await;
+        b.post(
+            &format!("/schedules/{hours}/slots/{slot}/delete"),
+            &[("confirm", "yes")],
+        )
+        .await;
         assert!(generation(&state, door).await > after_slot);
         // The last slot stays.
         let (slot,): (i64,) =
@@ -403,7 +411,10 @@ async fn editors_build_a_site_and_the_doors_follow() {
                 .await
                 .unwrap();
         let r = b
-            .post(&format!("/schedules/{hours}/slots/{slot}/delete"), &[])
+            .post(
+                &format!("/schedules/{hours}/slots/{slot}/delete"),
+                &[("confirm", "yes")],
+            )
             .await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(r.body.contains("id=\"slots-error\""));
@@ -749,7 +760,14 @@ async fn keypad_secrets_are_shown_once() {
             .await
             .unwrap();
         let before = generation(&state, door).await;
+        // Deleting asks first and deletes nothing until confirmed.
         let r = b.post(&format!("{keypad}/{id}/delete"), &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body.contains("id=\"confirm-delete\""), "{}", r.body);
+        assert_eq!(generation(&state, door).await, before);
+        let r = b
+            .post(&format!("{keypad}/{id}/delete"), &[("confirm", "yes")])
+            .await;
         assert_eq!(r.location(), format!("/people/{alice}"));
         assert!(generation(&state, door).await > before);
         let list = door_list(&state, door).await;
@@ -1018,6 +1036,14 @@ async fn holidays_close_their_schedules() {
             .unwrap();
         let before = generation(&state, door).await;
         let r = b.post(&format!("/holidays/{holiday}/delete"), &[]).await;
+        assert!(r.body.contains("id=\"confirm-delete\""), "asks first");
+        assert_eq!(generation(&state, door).await, before);
+        let r = b
+            .post(
+                &format!("/holidays/{holiday}/delete"),
+                &[("confirm", "yes")],
+            )
+            .await;
         assert_eq!(r.location(), "/holidays");
         assert!(generation(&state, door).await > before);
         assert_eq!(

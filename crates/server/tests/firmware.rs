@@ -436,7 +436,9 @@ async fn an_uploaded_image_reaches_the_doors_it_is_assigned_to() {
         assert!(admin.get("/").await.body.contains("installed"));
 
         // An image a door is assigned cannot be deleted.
-        let r = admin.post(&format!("/firmware/{image}/delete"), &[]).await;
+        let r = admin
+            .post(&format!("/firmware/{image}/delete"), &[("confirm", "yes")])
+            .await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{label}");
         assert!(
             r.text_of("images-error").contains("assigned to Front door"),
@@ -460,10 +462,14 @@ async fn an_uploaded_image_reaches_the_doors_it_is_assigned_to() {
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{label}: {}", r.body);
         let page = admin.get(&format!("/doors/{front}")).await;
         assert_eq!(page.text_of("firmware-update"), "No update assigned.");
-        let r = admin.post(&format!("/firmware/{image}/delete"), &[]).await;
+        let r = admin
+            .post(&format!("/firmware/{image}/delete"), &[("confirm", "yes")])
+            .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{label}: {}", r.body);
         assert!(image_ids(&state).await.is_empty(), "{label}");
-        let r = admin.post(&format!("/firmware/{image}/delete"), &[]).await;
+        let r = admin
+            .post(&format!("/firmware/{image}/delete"), &[("confirm", "yes")])
+            .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{label}");
         let after = sync(&state, &front_device, V1_0_0.0, None, 8).await;
         assert_eq!(after.response.firmware_version, 0, "{label}");

@@ -135,7 +135,7 @@ impl Admin {
                 &[("name", "Makerspace"), ("timezone", "Europe/Berlin")],
             )
             .await;
-        assert_eq!(r.location(), "/site", "{}", r.body);
+        assert_eq!(r.location(), "/doors", "{}", r.body);
         let r = self.post("/doors", &[("name", "Front door")]).await;
         let door: i64 = r.location().rsplit('/').next().unwrap().parse().unwrap();
         let (site,): (i64,) = sqlx::query_as("SELECT id FROM sites")

@@ -145,6 +145,8 @@ pub struct Browser {
     base: String,
     test: &'static str,
     shots: u32,
+    /// The window's size (width, height) between screenshots.
+    window: (u32, u32),
     started: Instant,
     server: tokio::task::JoinHandle<()>,
     // Dropped last: kills chromedriver and the browser.
@@ -261,6 +263,7 @@ impl Browser {
             base: format!("http://{addr}"),
             test,
             shots: 0,
+            window: WINDOW,
             started,
             server,
             _driver: driver,
@@ -447,13 +450,14 @@ impl Browser {
             .await
             .unwrap_or_else(|e| panic!("page height for {step}: {e}"));
         let px = |i: usize| sizes[i].as_u64().unwrap_or(0) as u32;
-        let tall = (px(0) + px(1)).clamp(WINDOW.1, MAX_SHOT_HEIGHT);
-        if tall > WINDOW.1 {
-            self.resize(WINDOW.0, tall).await;
+        let (width, height) = self.window;
+        let tall = (px(0) + px(1)).clamp(height, MAX_SHOT_HEIGHT);
+        if tall > height {
+            self.resize(width, tall).await;
         }
         let png = self.client.screenshot().await;
-        if tall > WINDOW.1 {
-            self.resize(WINDOW.0, WINDOW.1).await;
+        if tall > height {
+            self.resize(width, height).await;
         }
         let png = png.unwrap_or_else(|e| panic!("screenshot {step}: {e}"));
         let path = screenshot_dir().join(format!("{}-{:02}-{step}.png", self.test, self.shots));
@@ -464,6 +468,26 @@ impl Browser {
             path.display()
         );
         path
+    }
+
+    /// Makes the window `width` × `height` (e.g. a phone's 390 × 844) for the steps that follow.
+    pub async fn set_window(&mut self, width: u32, height: u32) {
+        self.window = (width, height);
+        self.resize(width, height).await;
+    }
+
+    /// The page's width and the viewport's, in CSS pixels: a page that scrolls sideways is
+    /// wider than its viewport.
+    pub async fn widths(&self) -> (u64, u64) {
+        let w = self
+            .client
+            .execute(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];",
+                Vec::new(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("page width: {e}"));
+        (w[0].as_u64().unwrap_or(0), w[1].as_u64().unwrap_or(0))
     }
 
     async fn resize(&self, width: u32, height: u32) {

@@ -15,8 +15,8 @@ use axum::{Form, Router};
 use maud::{html, Markup};
 
 use super::{
-    editor_page, form_error, guard, local_time, parse_id, see, the_site, unprocessable, FieldError,
-    Fields, UiError, UiResult,
+    confirm_first, editor_page, form_error, guard, local_time, parse_id, see, the_site,
+    unprocessable, FieldError, Fields, UiError, UiResult,
 };
 use crate::auth::Admin;
 use crate::directory::{self, Site};
@@ -365,6 +365,21 @@ async fn delete(
     guard(&admin, &headers, &f)?;
     let site = the_site(&state, &admin).await?;
     let id = parse_id(&id)?;
+    let image = firmware::images(&state)
+        .await?
+        .into_iter()
+        .find(|i| i.id == id)
+        .ok_or(UiError::NotFound)?;
+    if let Some(page) = confirm_first(
+        &admin,
+        &f,
+        &format!("Delete firmware {}?", image.version),
+        html! { "The image is removed from the server; doors keep what they run." },
+        &format!("/firmware/{id}/delete"),
+        "/firmware",
+    ) {
+        return Ok(page);
+    }
     match firmware::delete_image(&state, id).await {
         Ok(version) => {
             tracing::info!(by = %admin.username, image = id, %version, "firmware image deleted");

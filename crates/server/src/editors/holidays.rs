@@ -11,8 +11,8 @@ use jiff::civil::Date;
 use maud::{html, Markup};
 
 use super::{
-    button_form, editor_page, form_error, guard, parse_id, see, the_site, unprocessable,
-    FieldError, Fields, UiError, UiResult,
+    button_form, confirm_first, editor_page, form_error, guard, parse_id, see, the_site,
+    unprocessable, FieldError, Fields, UiError, UiResult,
 };
 use crate::auth::Admin;
 use crate::directory::{self, HolidayRow, Site};
@@ -204,7 +204,23 @@ async fn delete(
     let f = Fields(fields);
     guard(&admin, &headers, &f)?;
     let site = the_site(&state, &admin).await?;
-    model::delete_holiday(&state, site.id, parse_id(&id)?).await?;
+    let id = parse_id(&id)?;
+    let holiday = directory::holidays(&state, site.id)
+        .await?
+        .into_iter()
+        .find(|h| h.id == id)
+        .ok_or(UiError::NotFound)?;
+    if let Some(page) = confirm_first(
+        &admin,
+        &f,
+        &format!("Delete the holiday {}?", holiday.name),
+        html! { "The schedules it closed open again on its days." },
+        &format!("/holidays/{id}/delete"),
+        "/holidays",
+    ) {
+        return Ok(page);
+    }
+    model::delete_holiday(&state, site.id, id).await?;
     Ok(see("/holidays"))
 }
 

@@ -18,7 +18,8 @@ use rand::RngCore;
 
 use super::people::refuse;
 use super::{
-    button_form, editor_page, guard, parse_id, see, show_once, the_site, Fields, UiError, UiResult,
+    button_form, confirm_first, editor_page, guard, parse_id, see, show_once, the_site, Fields,
+    UiError, UiResult,
 };
 use crate::auth::Admin;
 use crate::directory::Site;
@@ -321,7 +322,24 @@ async fn remove(
     guard(&admin, &headers, &f)?;
     let site = the_site(&state, &admin).await?;
     let person = directory::person(&state, site.id, parse_id(&id)?).await?;
-    directory::delete_keypad_code(&state, person.id, parse_id(&code)?).await?;
+    let code = parse_id(&code)?;
+    let user_code = directory::keypad_codes(&state, person.id)
+        .await?
+        .into_iter()
+        .find(|k| k.id == code)
+        .ok_or(UiError::NotFound)?
+        .code;
+    if let Some(page) = confirm_first(
+        &admin,
+        &f,
+        &format!("Delete keypad code {user_code}?"),
+        html! { "The doors refuse " (person.name) "'s keypad code " (user_code) " at their next sync." },
+        &format!("/people/{}/keypad/{code}/delete", person.id),
+        &format!("/people/{}", person.id),
+    ) {
+        return Ok(page);
+    }
+    directory::delete_keypad_code(&state, person.id, code).await?;
     model::site_changed(&state, site.id).await?;
     Ok(see(&format!("/people/{}", person.id)))
 }

@@ -17,6 +17,7 @@ mod firmware;
 mod groups;
 mod holidays;
 mod keypad;
+mod learn;
 pub(crate) mod lockdown;
 mod people;
 mod rules;
@@ -47,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .merge(firmware::routes())
         .merge(people::routes())
         .merge(keypad::routes())
+        .merge(learn::routes())
         .merge(groups::routes())
         .merge(schedules::routes())
         .merge(holidays::routes())
@@ -196,6 +198,29 @@ fn button_form(admin: &Admin, action: &str, label: &str, hidden: &[(&str, &str)]
             button type="submit" { (label) }
         }
     }
+}
+
+/// The confirmation step of a delete: unless the form carries `confirm=yes`, the answer is a
+/// page that says what `what` removes and posts the same form to `action` again with
+/// `confirm=yes` (or goes `back`). Every delete in the editors passes through it.
+fn confirm_first(
+    admin: &Admin,
+    f: &Fields,
+    title: &str,
+    what: Markup,
+    action: &str,
+    back: &str,
+) -> Option<Response> {
+    if f.get("confirm") == "yes" {
+        return None;
+    }
+    let kept: Vec<(&str, &str)> =
+        f.0.iter()
+            .filter(|(k, _)| k != "csrf" && k != "confirm")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([("confirm", "yes")])
+            .collect();
+    Some(crate::pages::confirm_page(admin, title, what, action, back, &kept).into_response())
 }
 
 /// The last sections of an entity's page: rename it (the form keeps the admin's input and shows

@@ -9,8 +9,8 @@ use axum::{Form, Router};
 use maud::{html, Markup};
 
 use super::{
-    button_form, editor_page, form_error, guard, parse_id, see, the_site, unprocessable,
-    FieldError, Fields, UiError, UiResult,
+    button_form, confirm_first, editor_page, form_error, guard, parse_id, see, the_site,
+    unprocessable, FieldError, Fields, UiError, UiResult,
 };
 use crate::auth::Admin;
 use crate::directory::{self, Person, RuleFilter, Site};
@@ -41,6 +41,7 @@ async fn list_page(
     err: FieldError<'_>,
 ) -> Result<Markup, UiError> {
     let people = directory::people(state, site.id, search).await?;
+    let refused = super::learn::recent_section(state, site).await?;
     Ok(editor_page(
         "People",
         admin,
@@ -69,6 +70,7 @@ async fn list_page(
                     p.hint { "Showing " (LIST_LIMIT) " of " (people.len()) "; search to narrow the list." }
                 }
             }
+            (refused)
             section {
                 h3 { "Add a person" }
                 form method="post" action="/people" {
@@ -304,7 +306,24 @@ async fn remove_card(
     guard(&admin, &headers, &f)?;
     let site = the_site(&state, &admin).await?;
     let person = person_of(&state, &site, &id).await?;
-    directory::delete_card(&state, person.id, parse_id(&card)?).await?;
+    let card = parse_id(&card)?;
+    let uid = directory::cards(&state, person.id)
+        .await?
+        .into_iter()
+        .find(|c| c.id == card)
+        .ok_or(UiError::NotFound)?
+        .uid;
+    if let Some(page) = confirm_first(
+        &admin,
+        &f,
+        &format!("Delete card {uid}?"),
+        html! { "The doors refuse this card of " (person.name) " at their next sync." },
+        &format!("/people/{}/cards/{card}/delete", person.id),
+        &format!("/people/{}", person.id),
+    ) {
+        return Ok(page);
+    }
+    directory::delete_card(&state, person.id, card).await?;
     model::site_changed(&state, site.id).await?;
     Ok(see(&format!("/people/{}", person.id)))
 }

@@ -15,8 +15,8 @@ use jiff::tz::TimeZone;
 use maud::{html, Markup};
 
 use super::{
-    button_form, describe_range, editor_page, form_error, guard, parse_id, see, the_site,
-    unprocessable, FieldError, Fields, UiError, UiResult,
+    button_form, confirm_first, describe_range, editor_page, form_error, guard, parse_id, see,
+    the_site, unprocessable, FieldError, Fields, UiError, UiResult,
 };
 use crate::auth::Admin;
 use crate::directory::{self, Rule, RuleFilter, Site};
@@ -395,6 +395,17 @@ async fn delete(
     guard(&admin, &headers, &f)?;
     let site = the_site(&state, &admin).await?;
     let rule = directory::rule(&state, site.id, parse_id(&id)?).await?;
+    let back = back_path(f.get("from"));
+    if let Some(page) = confirm_first(
+        &admin,
+        &f,
+        "Delete the rule?",
+        html! { "The doors stop granting what this rule grants at their next sync." },
+        &format!("/rules/{}/delete", rule.id),
+        &back,
+    ) {
+        return Ok(page);
+    }
     directory::delete_rule(&state, site.id, rule.id).await?;
     model::site_changed(&state, site.id).await?;
     Ok(see(&back_path(f.get("from"))))

@@ -10,8 +10,9 @@ use axum::{Form, Router};
 use maud::{html, Markup};
 
 use super::{
-    button_form, describe_slot, editor_page, form_error, guard, parse_id, parse_slot, see,
-    slot_inputs, the_site, unique_as, unprocessable, FieldError, Fields, UiError, UiResult,
+    button_form, confirm_first, describe_slot, editor_page, form_error, guard, parse_id,
+    parse_slot, see, slot_inputs, the_site, unique_as, unprocessable, FieldError, Fields, UiError,
+    UiResult,
 };
 use crate::auth::Admin;
 use crate::directory::{self, RuleFilter, Schedule, Site};
@@ -257,7 +258,25 @@ async fn remove_slot(
     guard(&admin, &headers, &f)?;
     let site = the_site(&state, &admin).await?;
     let schedule = schedule_of(&state, &site, &id).await?;
-    match directory::delete_slot(&state, schedule.id, parse_id(&slot)?).await {
+    let slot = parse_id(&slot)?;
+    if !directory::slots(&state, schedule.id)
+        .await?
+        .iter()
+        .any(|(id, _)| *id == slot)
+    {
+        return Err(UiError::NotFound);
+    }
+    if let Some(page) = confirm_first(
+        &admin,
+        &f,
+        "Delete the time slot?",
+        html! { "Access by " (schedule.name) " ends in this slot's hours at the doors' next sync." },
+        &format!("/schedules/{}/slots/{slot}/delete", schedule.id),
+        &format!("/schedules/{}", schedule.id),
+    ) {
+        return Ok(page);
+    }
+    match directory::delete_slot(&state, schedule.id, slot).await {
         Ok(()) => {}
         Err(ModelError::Invalid { message, .. }) => {
             return Ok(unprocessable(

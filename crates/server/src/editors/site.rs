@@ -18,14 +18,24 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/site", get(show).post(submit))
 }
 
-/// Every zone name this build knows, sorted, for the time zone field's suggestions.
-fn zone_names() -> Vec<String> {
-    let mut names: Vec<String> = jiff::tz::db()
-        .available()
-        .map(|n| n.as_str().to_string())
-        .collect();
-    names.sort();
-    names
+/// Every zone name this build knows, sorted, grouped by region (`Europe`, `America`, …; names
+/// without a region, such as `UTC`, under "Other"), for the time zone picker.
+fn zone_groups() -> Vec<(String, Vec<String>)> {
+    let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for name in jiff::tz::db().available() {
+        let name = name.as_str().to_string();
+        if name.starts_with("posix") || name.starts_with("right/") {
+            continue;
+        }
+        let region = name.split_once('/').map_or("Other", |(r, _)| r).to_string();
+        groups.entry(region).or_default().push(name);
+    }
+    let mut groups: Vec<(String, Vec<String>)> = groups.into_iter().collect();
+    for (_, names) in &mut groups {
+        names.sort();
+    }
+    groups.sort_by_key(|(region, _)| region == "Other");
+    groups
 }
 
 fn form(admin: &Admin, site: Option<&Site>, f: &Fields, err: FieldError<'_>) -> Markup {
@@ -52,11 +62,14 @@ fn form(admin: &Admin, site: Option<&Site>, f: &Fields, err: FieldError<'_>) -> 
                 label for="name" { "Name" }
                 input id="name" name="name" value=(name) required maxlength="100";
                 (field_error(err, "name"))
-                label for="timezone" { "Time zone (IANA name, e.g. Europe/Berlin)" }
-                input id="timezone" name="timezone" value=(timezone) list="timezones"
-                    placeholder="Europe/Berlin" required autocomplete="off";
-                datalist id="timezones" {
-                    @for zone in zone_names() { option value=(zone) {} }
+                label for="timezone" { "Time zone" }
+                select id="timezone" name="timezone" required {
+                    @if timezone.is_empty() { option value="" { "Choose the site's time zone" } }
+                    @for (region, zones) in zone_groups() {
+                        optgroup label=(region) {
+                            @for zone in zones { option value=(zone) selected[zone == timezone] { (zone) } }
+                        }
+                    }
                 }
                 (field_error(err, "timezone"))
                 @if site.is_some() {
@@ -71,6 +84,7 @@ fn form(admin: &Admin, site: Option<&Site>, f: &Fields, err: FieldError<'_>) -> 
                 }
                 button type="submit" id="save-site" { (button) }
             }
+            @if site.is_none() { script src="/static/site-zone.js" {} }
             @if let Some(site) = site {
                 section {
                     h3 { "Local time" }
@@ -120,5 +134,6 @@ async fn submit(
             model::site_changed(&state, s.id).await?;
         }
     }
-    Ok(see("/site"))
+    // On the first run the next step is the first door.
+    Ok(see(if site.is_none() { "/doors" } else { "/site" }))
 }

@@ -52,7 +52,11 @@ fn view_rows(v: &DoorView) -> Markup {
         table #virtual-state {
             tr { th { "Power" } td #power { (if v.powered { "on" } else { "off" }) } }
             tr { th { "Network" } td #network { (if v.network { "connected" } else { "cut" }) } }
-            tr { th { "NTP" } td #ntp { (if v.ntp { "reachable" } else { "blocked" }) } }
+            tr { th { "NTP" } td #ntp {
+                @if !v.ntp { "blocked" }
+                @else if let Some(last) = &v.ntp_last { (last) }
+                @else { "not asked yet" }
+            } }
             tr { th { "Clock" } td #clock {
                 @if v.clock_valid {
                     (v.clock_utc.as_deref().unwrap_or("")) " ± " (v.clock_error_ms.unwrap_or(0)) " ms, from "

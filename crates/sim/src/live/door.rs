@@ -63,8 +63,11 @@ pub struct DoorView {
     pub powered: bool,
     /// Network connected.
     pub network: bool,
-    /// NTP reachable.
+    /// NTP let through (the panel's switch; `false`: blocked).
     pub ntp: bool,
+    /// What the latest NTP request came to: `answered by HOST`, `no answer from HOST …`, or
+    /// `None` before the first one.
+    pub ntp_last: Option<String>,
     /// Door id at the backend, once paired.
     pub door_id: Option<u64>,
     /// In setup mode (not paired yet).
@@ -153,8 +156,14 @@ enum Input {
     Ntp {
         boot: u64,
         server: u8,
+        host: String,
         packet: [u8; chronolock_core::ntp::PACKET_LEN],
         at: tokio::time::Instant,
+    },
+    /// An NTP request that got no answer (the core's round times out by itself).
+    NtpLost {
+        boot: u64,
+        why: String,
     },
     Rtc {
         boot: u64,
@@ -184,6 +193,7 @@ impl Input {
     fn boot(&self) -> u64 {
         match self {
             Input::Ntp { boot, .. }
+            | Input::NtpLost { boot, .. }
             | Input::Rtc { boot, .. }
             | Input::Answer { boot, .. }
             | Input::AnswerEnd { boot, .. }
@@ -223,6 +233,7 @@ pub fn spawn(opts: DoorOptions, store: Store, out: Output) -> std::io::Result<Do
         boots: 0,
         network: true,
         ntp_up: true,
+        ntp_last: None,
         battery_mv: 3700,
         cut_during_download: false,
         inputs_tx,
@@ -253,6 +264,8 @@ struct Shell {
     boots: u64,
     network: bool,
     ntp_up: bool,
+    /// The latest NTP request's outcome, for the panel.
+    ntp_last: Option<String>,
     battery_mv: u16,
     /// Armed by [`Command::CutPowerDuringListDownload`]; the next list download takes it.
     cut_during_download: bool,
@@ -488,10 +501,22 @@ impl Shell {
         let now = instant(r.started);
         match i {
             Input::Ntp {
-                server, packet, at, ..
-            } => r
-                .door
-                .handle_ntp_response(server, &packet, instant_at(r.started, at)),
+                server,
+                host,
+                packet,
+                at,
+                ..
+            } => {
+                self.ntp_last = Some(format!("answered by {host}"));
+                r.door
+                    .handle_ntp_response(server, &packet, instant_at(r.started, at));
+            }
+            Input::NtpLost { why, .. } => {
+                if self.ntp_last.as_deref() != Some(why.as_str()) {
+                    self.emit(json!({"event": "ntp_lost", "error": why}));
+                }
+                self.ntp_last = Some(why);
+            }
             Input::Rtc { reading, .. } => r.door.handle_rtc_read(reading, now),
             Input::Answer {
                 exchange, bytes, ..
@@ -599,15 +624,24 @@ impl Shell {
                     let timeout = Duration::from_secs(5);
                     r.tasks.spawn(async move {
                         let Some(addr) = resolve(&host).await else {
+                            let why = format!("no answer: cannot resolve {host}");
+                            let _ = tx.send(Input::NtpLost { boot, why });
                             return;
                         };
-                        if let Ok((packet, at)) = net::ntp_exchange(addr, packet, timeout).await {
-                            let _ = tx.send(Input::Ntp {
-                                boot,
-                                server,
-                                packet,
-                                at,
-                            });
+                        match net::ntp_exchange(addr, packet, timeout).await {
+                            Ok((packet, at)) => {
+                                let _ = tx.send(Input::Ntp {
+                                    boot,
+                                    server,
+                                    host,
+                                    packet,
+                                    at,
+                                });
+                            }
+                            Err(e) => {
+                                let why = format!("no answer from {host}: {e}");
+                                let _ = tx.send(Input::NtpLost { boot, why });
+                            }
                         }
                     });
                 }
@@ -827,6 +861,7 @@ impl Shell {
         };
         let network = self.network;
         let ntp = self.ntp_up;
+        let ntp_last = self.ntp_last.clone();
         let unlocked = self.unlocked;
         let feedback = self.feedback.clone();
         let last_decision = self.last_decision.clone();
@@ -847,6 +882,7 @@ impl Shell {
                 powered,
                 network,
                 ntp,
+                ntp_last,
                 door_id: door_id.or(if powered { None } else { v.door_id }),
                 setup_mode: setup,
                 setup_url: if setup { v.setup_url.clone() } else { None },
