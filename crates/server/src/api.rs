@@ -1,7 +1,7 @@
 //! The JSON API for scripts and integrations: the dashboard's data, the access log, the charts'
 //! series, and an OpenAPI 3.1 document describing all of it (`GET /api/openapi.json`).
 //!
-//! Every route needs an admin session (the [`Admin`] extractor answers 401 without one). Query
+//! Every route needs an API token or an admin session ([`ApiRead`] answers 401 without one). Query
 //! parameters are checked strictly: an unknown, repeated or malformed one gives 400 with a
 //! message naming it, rather than being ignored. The document is generated from the handlers'
 //! `#[utoipa::path]` annotations, so it cannot drift from their parameters and types.
@@ -14,12 +14,13 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::auth::{Admin, SESSION_COOKIE};
+use crate::auth::SESSION_COOKIE;
 use crate::error::AppError;
 use crate::monitor::{
     self, int_param, query_params, BatteryPoint, ClockPoint, DoorStatus, EventFilter, EventQuery,
     LogEvent, Overview, FILTER_PARAMS, MAX_EVENTS_LIMIT,
 };
+use crate::tokens::ApiRead;
 use crate::{now_unix, AppState};
 
 /// Events `GET /api/events` returns when no `limit` is given.
@@ -38,7 +39,9 @@ pub fn routes() -> Router<AppState> {
 
 /// The OpenAPI document of the JSON API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::api_admin::AdminApiDoc::openapi());
+    doc
 }
 
 #[derive(OpenApi)]
@@ -46,7 +49,11 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     info(
         title = "chronolock",
         description = "The admin JSON API of a chronolock server. Every call but `/healthz` needs \
-                       an admin session: log in at `/login` and send the session cookie."
+                       an API token (made at `/tokens`; `Authorization: Bearer clk_…`; a read \
+                       token may only GET) or an admin session (log in at `/login`, send the \
+                       session cookie, and for changes the session's CSRF token from `/api/me` \
+                       as `X-CSRF-Token`). Changes answer 422 with `{error, field}` for a \
+                       refused value and 409 for a taken name."
     ),
     paths(
         elsewhere::healthz,
@@ -59,7 +66,7 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
         openapi
     ),
     modifiers(&SessionCookie),
-    security(("session" = [])),
+    security(("session" = []), ("token" = [])),
     tags(
         (name = "doors", description = "Doors and what their devices last reported"),
         (name = "events", description = "The access log"),
@@ -80,6 +87,15 @@ impl Modify for SessionCookie {
                 SESSION_COOKIE,
                 "The admin session, set by logging in at /login.",
             ))),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                utoipa::openapi::security::HttpBuilder::new()
+                    .scheme(utoipa::openapi::security::HttpAuthScheme::Bearer)
+                    .description(Some("An API token made at /tokens (clk_…)."))
+                    .build(),
+            ),
         );
     }
 }
@@ -160,7 +176,7 @@ fn door_id(raw: &str) -> Result<i64, AppError> {
         (status = 401, description = "Not logged in", body = ErrorBody)
     )
 )]
-async fn doors(State(state): State<AppState>, _admin: Admin) -> Result<Json<Overview>, AppError> {
+async fn doors(State(state): State<AppState>, _c: ApiRead) -> Result<Json<Overview>, AppError> {
     Ok(Json(monitor::overview(&state, now_unix()).await?))
 }
 
@@ -179,7 +195,7 @@ async fn doors(State(state): State<AppState>, _admin: Admin) -> Result<Json<Over
 )]
 async fn door(
     State(state): State<AppState>,
-    _admin: Admin,
+    _c: ApiRead,
     Path(id): Path<String>,
 ) -> Result<Json<DoorStatus>, AppError> {
     Ok(Json(
@@ -214,7 +230,7 @@ pub struct EventPage {
 )]
 async fn events(
     State(state): State<AppState>,
-    _admin: Admin,
+    _c: ApiRead,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<EventPage>, AppError> {
     let mut known = FILTER_PARAMS.to_vec();
@@ -287,7 +303,7 @@ async fn series_window(
 )]
 async fn battery(
     State(state): State<AppState>,
-    _admin: Admin,
+    _c: ApiRead,
     Path(id): Path<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<BatterySeries>, AppError> {
@@ -318,7 +334,7 @@ async fn battery(
 )]
 async fn clock(
     State(state): State<AppState>,
-    _admin: Admin,
+    _c: ApiRead,
     Path(id): Path<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<ClockSeries>, AppError> {
@@ -341,6 +357,6 @@ async fn clock(
         (status = 401, description = "Not logged in", body = ErrorBody)
     )
 )]
-async fn openapi(_admin: Admin) -> Json<utoipa::openapi::OpenApi> {
+async fn openapi(_c: ApiRead) -> Json<utoipa::openapi::OpenApi> {
     Json(openapi_document())
 }

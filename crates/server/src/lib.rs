@@ -13,6 +13,7 @@
 
 pub mod admins;
 pub mod api;
+pub mod api_admin;
 pub mod auth;
 pub mod db;
 pub mod demo;
@@ -31,6 +32,7 @@ pub use chronolock_allowlist::schedule;
 pub mod site;
 pub mod throttle;
 pub mod tls;
+pub mod tokens;
 pub mod watch;
 pub mod webhooks;
 
@@ -157,6 +159,8 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::routes())
         .merge(editors::routes())
         .merge(api::routes())
+        .merge(api_admin::routes())
+        .merge(tokens::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             security_headers,

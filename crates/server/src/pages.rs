@@ -51,6 +51,7 @@ pub const NAV: &[(&str, &str)] = &[
     ("/webhooks", "Webhooks"),
     ("/site", "Site"),
     ("/admins", "Admins"),
+    ("/tokens", "API tokens"),
 ];
 
 /// The page layout: title, a header with the admin's name and a logout button, the body.

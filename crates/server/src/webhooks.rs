@@ -23,7 +23,7 @@ use axum::{Form, Router};
 use hmac::{Hmac, Mac};
 use maud::{html, Markup};
 use rand::RngCore;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::auth::Admin;
@@ -523,24 +523,38 @@ async fn create(
     // Repeated `kinds` fields: parse the body ourselves (axum's Form keeps one value).
     let form: CreateForm = parse_create_form(&body)?;
     admin.check_csrf(&form.csrf)?;
-    let url = form.url.trim().to_string();
+    if let Err((field, message)) = add(&state, &form.url, &form.kinds).await? {
+        let error = Some((field, message.as_str()));
+        let body = render(&state, &admin, form.url.trim(), &form.kinds, error).await?;
+        return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, body).into_response());
+    }
+    Ok(Redirect::to("/webhooks").into_response())
+}
+
+/// Adds a webhook for `kinds` of events to `url` and returns its id and signing secret; or the
+/// field (`url` or `kinds`) and what is wrong with it, with nothing stored.
+pub async fn add(
+    state: &AppState,
+    url: &str,
+    kinds: &[String],
+) -> Result<Result<(i64, String), (&'static str, String)>, AppError> {
+    let url = url.trim().to_string();
     let parsed = reqwest::Url::parse(&url).ok();
     let error = if parsed
         .as_ref()
         .is_none_or(|u| !matches!(u.scheme(), "http" | "https") || u.host_str().is_none())
     {
         Some(("url", "an http:// or https:// URL"))
-    } else if !local_targets_allowed(&state).await
+    } else if !local_targets_allowed(state).await
         && Outbound::literal_ip(&url).is_some_and(|ip| !is_public(ip))
     {
         Some((
             "url",
             "a loopback or private address: allow local targets above first",
         ))
-    } else if form.kinds.is_empty() {
+    } else if kinds.is_empty() {
         Some(("kinds", "choose at least one kind of event"))
-    } else if form
-        .kinds
+    } else if kinds
         .iter()
         .any(|k| !KINDS.iter().any(|(name, _)| name == k))
     {
@@ -548,20 +562,62 @@ async fn create(
     } else {
         None
     };
-    if let Some(error) = error {
-        let body = render(&state, &admin, &url, &form.kinds, Some(error)).await?;
-        return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, body).into_response());
+    if let Some((field, message)) = error {
+        return Ok(Err((field, message.to_string())));
     }
     let mut secret = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut secret);
-    sqlx::query("INSERT INTO webhooks (url, secret, kinds, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(url)
-        .bind(data_encoding::HEXLOWER.encode(&secret))
-        .bind(form.kinds.join(","))
-        .bind(crate::now_unix())
+    let secret = data_encoding::HEXLOWER.encode(&secret);
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO webhooks (url, secret, kinds, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(url)
+    .bind(secret.clone())
+    .bind(kinds.join(","))
+    .bind(crate::now_unix())
+    .fetch_one(state.db.pool())
+    .await?;
+    Ok(Ok((id, secret)))
+}
+
+/// Deletes a webhook and its pending deliveries; false if there was none with this id.
+pub async fn remove(state: &AppState, id: i64) -> Result<bool, AppError> {
+    let n = sqlx::query("DELETE FROM webhooks WHERE id = $1")
+        .bind(id)
         .execute(state.db.pool())
-        .await?;
-    Ok(Redirect::to("/webhooks").into_response())
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}
+
+/// A webhook as the API lists it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Hook {
+    /// Row id.
+    pub id: i64,
+    /// Where events go.
+    pub url: String,
+    /// The kinds of events it gets.
+    pub kinds: Vec<String>,
+    /// The HMAC-SHA256 key its deliveries are signed with.
+    pub secret: String,
+}
+
+/// Every webhook.
+pub async fn hooks(state: &AppState) -> Result<Vec<Hook>, AppError> {
+    let rows: Vec<(i64, String, String, String)> =
+        sqlx::query_as("SELECT id, url, kinds, secret FROM webhooks ORDER BY id")
+            .fetch_all(state.db.pool())
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, url, kinds, secret)| Hook {
+            id,
+            url,
+            kinds: kinds.split(',').map(str::to_string).collect(),
+            secret,
+        })
+        .collect())
 }
 
 fn parse_create_form(body: &[u8]) -> Result<CreateForm, AppError> {
@@ -610,12 +666,7 @@ async fn delete(
         )
         .into_response());
     }
-    let n = sqlx::query("DELETE FROM webhooks WHERE id = $1")
-        .bind(id)
-        .execute(state.db.pool())
-        .await?
-        .rows_affected();
-    if n == 0 {
+    if !remove(&state, id).await? {
         return Err(AppError::NotFound);
     }
     Ok(Redirect::to("/webhooks").into_response())

@@ -761,13 +761,7 @@ async fn api_needs_a_session_and_documents_itself() {
         for path in API_PATHS.iter().chain(&["/healthz"]) {
             assert!(paths[*path]["get"].is_object(), "{path} is not documented");
         }
-        assert!(
-            paths
-                .keys()
-                .all(|p| API_PATHS.contains(&p.as_str()) || p == "/healthz"),
-            "documents a route that is not served: {:?}",
-            paths.keys()
-        );
+        // That every documented route is served, and every served one documented: tests/api_admin.rs.
         let events = &paths["/api/events"]["get"]["parameters"];
         for name in [
             "door",

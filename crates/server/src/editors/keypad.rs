@@ -123,6 +123,71 @@ pub fn qr_svg(text: &str) -> Result<String, UiError> {
         .map_or(svg.clone(), |start| svg[start..].to_string()))
 }
 
+/// Gives `person` a fresh secret of `kind` under user `code` and recompiles the site's doors:
+/// a new code gets a row; one of the person's codes that lacks the secret gets it; one that has
+/// it gets a new one only if `replace` (the old authenticator entry or sheet stops working).
+/// Returns the secret (base32) and the HOTP counter the backup codes start at. Refused with a
+/// `code` field error: a malformed code, another person's, or a secret that would be replaced
+/// without `replace`.
+pub(crate) async fn enrol_secret(
+    state: &AppState,
+    site_id: i64,
+    person: &Person,
+    code: &str,
+    kind: SecretKind,
+    replace: bool,
+) -> Result<(String, i64), ModelError> {
+    let refuse = |message: String| model::invalid("code", message);
+    if !valid_code(code) {
+        return Err(refuse("1 to 8 digits".into()));
+    }
+    let secret = data_encoding::BASE32_NOPAD.encode(&fresh_secret());
+    let what = match kind {
+        SecretKind::Totp => "a TOTP secret",
+        SecretKind::Hotp => "backup codes",
+    };
+    // The HOTP counter the sheet starts at: 0 for a new code.
+    let mut base = 0;
+    match directory::keypad_code_by_code(state, code).await? {
+        Some(k) if k.person_id != person.id => {
+            return Err(refuse("this user code is taken".into()));
+        }
+        Some(k) => {
+            let has = match kind {
+                SecretKind::Totp => k.totp,
+                SecretKind::Hotp => k.hotp,
+            };
+            if has && !replace {
+                return Err(refuse(format!(
+                    "code {code} already has {what}; use the button in its row to replace them"
+                )));
+            }
+            base = directory::set_keypad_secret(
+                state,
+                person.id,
+                k.id,
+                kind,
+                &secret,
+                BACKUP_CODES as i64,
+            )
+            .await?;
+        }
+        None => {
+            let spec = KeypadSpec {
+                code: code.to_string(),
+                totp_secret: (kind == SecretKind::Totp).then(|| secret.clone()),
+                hotp_secret: (kind == SecretKind::Hotp).then(|| secret.clone()),
+                hotp_counter: 0,
+                digits: i32::from(DIGITS),
+                period_s: PERIOD_S as i32,
+            };
+            model::add_keypad_user(state, person.id, &spec).await?;
+        }
+    }
+    model::site_changed(state, site_id).await?;
+    Ok((secret, base))
+}
+
 fn valid_code(code: &str) -> bool {
     (1..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit())
 }
@@ -160,76 +225,22 @@ async fn enrol(
         }
     };
     let code = f.get("code").trim();
-    if !valid_code(code) {
-        return refuse_code(&state, &admin, &site, &person, &f, "1 to 8 digits".into()).await;
-    }
-    let secret = data_encoding::BASE32_NOPAD.encode(&fresh_secret());
-    let what = match kind {
-        SecretKind::Totp => "a TOTP secret",
-        SecretKind::Hotp => "backup codes",
+    let (secret, base) = match enrol_secret(
+        &state,
+        site.id,
+        &person,
+        code,
+        kind,
+        f.get("replace") == "1",
+    )
+    .await
+    {
+        Ok(enrolled) => enrolled,
+        Err(ModelError::Invalid { message, .. }) => {
+            return refuse_code(&state, &admin, &site, &person, &f, message).await
+        }
+        Err(other) => return Err(other.into()),
     };
-    // The HOTP counter the sheet starts at: 0 for a new code.
-    let mut base = 0;
-    match directory::keypad_code_by_code(&state, code).await? {
-        Some(k) if k.person_id != person.id => {
-            return refuse_code(
-                &state,
-                &admin,
-                &site,
-                &person,
-                &f,
-                "this user code is taken".into(),
-            )
-            .await;
-        }
-        Some(k) => {
-            let has = match kind {
-                SecretKind::Totp => k.totp,
-                SecretKind::Hotp => k.hotp,
-            };
-            if has && f.get("replace") != "1" {
-                return refuse_code(
-                    &state,
-                    &admin,
-                    &site,
-                    &person,
-                    &f,
-                    format!(
-                        "code {code} already has {what}; use the button in its row to replace them"
-                    ),
-                )
-                .await;
-            }
-            base = directory::set_keypad_secret(
-                &state,
-                person.id,
-                k.id,
-                kind,
-                &secret,
-                BACKUP_CODES as i64,
-            )
-            .await?;
-        }
-        None => {
-            let spec = KeypadSpec {
-                code: code.to_string(),
-                totp_secret: (kind == SecretKind::Totp).then(|| secret.clone()),
-                hotp_secret: (kind == SecretKind::Hotp).then(|| secret.clone()),
-                hotp_counter: 0,
-                digits: i32::from(DIGITS),
-                period_s: PERIOD_S as i32,
-            };
-            if let Err(e) = model::add_keypad_user(&state, person.id, &spec).await {
-                return match e {
-                    ModelError::Invalid { message, .. } => {
-                        refuse_code(&state, &admin, &site, &person, &f, message).await
-                    }
-                    other => Err(other.into()),
-                };
-            }
-        }
-    }
-    model::site_changed(&state, site.id).await?;
     let back = format!("/people/{}", person.id);
     let page = match kind {
         SecretKind::Totp => totp_page(&admin, &person, code, &secret, &back)?,

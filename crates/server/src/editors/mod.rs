@@ -20,10 +20,12 @@ mod keypad;
 mod learn;
 pub(crate) mod lockdown;
 mod people;
-mod rules;
+pub(crate) mod rules;
 mod schedules;
 mod site;
 pub mod virtual_door;
+
+pub(crate) use keypad::{backup_codes, enrol_secret as keypad_enrol, otpauth_uri};
 
 use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
@@ -59,7 +61,7 @@ pub fn routes() -> Router<AppState> {
 
 /// Why an editor could not answer with its page.
 #[derive(Debug)]
-enum UiError {
+pub(crate) enum UiError {
     /// The id names nothing (on this site): a 404 page.
     NotFound,
     /// There is no site yet: a page that links to `/site`.
@@ -121,6 +123,32 @@ impl IntoResponse for UiError {
             UiError::App(e) => e.into_response(),
         }
     }
+}
+
+impl From<UiError> for AppError {
+    fn from(e: UiError) -> Self {
+        match e {
+            UiError::NotFound => AppError::NotFound,
+            UiError::NoSite(_) => AppError::BadRequest("there is no site yet".into()),
+            UiError::App(e) => e,
+        }
+    }
+}
+
+/// A slot from its parts as the API sends them (days `mon` … `sun`, `HH:MM` start and end),
+/// read and checked exactly as the schedule form's; the error names the field.
+pub(crate) fn slot_from_parts(
+    days: &[String],
+    start: &str,
+    end: &str,
+) -> Result<LocalSlot, (&'static str, String)> {
+    let mut pairs: Vec<(String, String)> = days
+        .iter()
+        .map(|d| ("days".to_string(), d.clone()))
+        .collect();
+    pairs.push(("start".into(), start.into()));
+    pairs.push(("end".into(), end.into()));
+    parse_slot(&Fields(pairs))
 }
 
 type UiResult = Result<Response, UiError>;

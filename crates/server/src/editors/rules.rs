@@ -258,6 +258,17 @@ fn local_day(zone: &TimeZone, text: &str, end_of_day: bool) -> Result<i64, Strin
     Ok(secs)
 }
 
+/// A rule from the API's fields (`subject` as `person:ID` or `group:ID`, `door`, `access`,
+/// `valid_from`, `valid_until` as local dates, `schedule`), read and checked exactly as the
+/// rule form's; the error names the field.
+pub(crate) async fn rule_from_fields(
+    state: &AppState,
+    site: &Site,
+    pairs: Vec<(String, String)>,
+) -> Result<Result<RuleSpec, (&'static str, String)>, crate::AppError> {
+    Ok(read_rule(state, site, &Fields(pairs)).await?)
+}
+
 /// Reads and checks the rule form; the error names the field.
 async fn read_rule(
     state: &AppState,
