@@ -459,6 +459,7 @@ async fn learning_a_refused_card_and_pages_at_phone_width() {
             "/lockdown".to_string(),
             "/webhooks".to_string(),
             "/admins".to_string(),
+            "/tokens".to_string(),
         ] {
             b.goto(&path).await;
             let (page, viewport) = b.widths().await;
@@ -471,6 +472,18 @@ async fn learning_a_refused_card_and_pages_at_phone_width() {
                     .await;
             }
         }
+
+        // An API token, made on the phone: shown once, then listed by its first characters.
+        b.goto("/tokens").await;
+        b.fill("#name", "member system").await;
+        b.click("#make-token").await;
+        b.wait_text("main h2", "Your new API token").await;
+        let token = b.text("#new-token").await;
+        assert!(token.starts_with("clk_") && token.len() > 40, "{token}");
+        b.shot("phone-token").await;
+        b.goto("/tokens").await;
+        let listed = b.text("#tokens").await;
+        assert!(listed.contains("member system") && !listed.contains(&token), "{listed}");
         b.close().await;
     })
     .await;
