@@ -8,7 +8,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
-use chronolock_server::{auth, model, router, tokens, AppState};
+use chronolock_server::{model, tokens, AppState};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -68,37 +68,7 @@ async fn call(
 
 /// The app, an admin's session cookie and its CSRF token.
 async fn login(state: &AppState) -> (Router, String, String) {
-    auth::create_first_admin(state, "admin", PASSWORD)
-        .await
-        .unwrap()
-        .unwrap();
-    let app = router(state.clone());
-    let r = app
-        .clone()
-        .oneshot(
-            Request::builder()
-                .method("POST")
-                .uri("/login")
-                .header(header::HOST, "localhost")
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(Body::from(format!(
-                    "username=admin&password={}",
-                    PASSWORD.replace(' ', "+")
-                )))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let cookie = r
-        .headers()
-        .get(header::SET_COOKIE)
-        .expect("a session cookie")
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let (app, cookie) = common::login(state, PASSWORD).await;
     let session = Auth::Session {
         cookie: cookie.clone(),
         csrf: None,

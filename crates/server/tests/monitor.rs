@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
-use chronolock_server::{auth, model, now_unix, router, AppState};
+use chronolock_server::{model, now_unix, AppState};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -55,36 +55,7 @@ async fn page(app: &Router, uri: &str, cookie: &str) -> (StatusCode, String) {
 
 /// The app and a logged-in admin's cookie.
 async fn login(state: &AppState) -> (Router, String) {
-    auth::create_first_admin(state, "admin", PASSWORD)
-        .await
-        .unwrap()
-        .unwrap();
-    let app = router(state.clone());
-    let r = send(
-        &app,
-        Request::builder()
-            .method("POST")
-            .uri("/login")
-            .header(header::HOST, "localhost")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(format!(
-                "username=admin&password={}",
-                PASSWORD.replace(' ', "+")
-            )))
-            .unwrap(),
-    )
-    .await;
-    let cookie = r
-        .headers()
-        .get(header::SET_COOKIE)
-        .expect("a session cookie")
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    (app, cookie)
+    common::login(state, PASSWORD).await
 }
 
 /// One event as a device sync stores it.

@@ -61,3 +61,44 @@ pub async fn states(name: &str) -> Vec<(&'static str, AppState)> {
     }
     out
 }
+
+/// The app and a logged-in admin's session cookie (`name=value`): the first admin, `admin`,
+/// made with `password`.
+pub async fn login(state: &AppState, password: &str) -> (axum::Router, String) {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+    use tower::ServiceExt;
+
+    chronolock_server::auth::create_first_admin(state, "admin", password)
+        .await
+        .expect("database")
+        .expect("no admin yet");
+    let app = chronolock_server::router(state.clone());
+    let r = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri("/login")
+                .header(header::HOST, "localhost")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!(
+                    "username=admin&password={}",
+                    password.replace(' ', "+")
+                )))
+                .expect("request"),
+        )
+        .await
+        .expect("login answers");
+    let cookie = r
+        .headers()
+        .get(header::SET_COOKIE)
+        .expect("a session cookie")
+        .to_str()
+        .expect("ASCII cookie")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (app, cookie)
+}
