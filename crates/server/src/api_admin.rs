@@ -1513,7 +1513,7 @@ pub struct WebhookIn {
     pub kinds: Vec<String>,
 }
 
-/// Every webhook, with its signing secret.
+/// Every webhook, with its signing secret (so listing needs a write token).
 #[utoipa::path(get, path = "/api/webhooks", tag = "webhooks",
     responses((status = 200, body = Vec<crate::webhooks::Hook>), (status = 401, body = ErrorBody)))]
 async fn webhooks_list(

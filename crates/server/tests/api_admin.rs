@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed request should fail the test loudly
 
 mod common;
+mod session;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
@@ -68,7 +69,7 @@ async fn call(
 
 /// The app, an admin's session cookie and its CSRF token.
 async fn login(state: &AppState) -> (Router, String, String) {
-    let (app, cookie) = common::login(state, PASSWORD).await;
+    let (app, cookie) = session::login(state, PASSWORD).await;
     let session = Auth::Session {
         cookie: cookie.clone(),
         csrf: None,

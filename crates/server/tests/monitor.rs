@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed request should fail the test loudly
 
 mod common;
+mod session;
 
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ async fn page(app: &Router, uri: &str, cookie: &str) -> (StatusCode, String) {
 
 /// The app and a logged-in admin's cookie.
 async fn login(state: &AppState) -> (Router, String) {
-    common::login(state, PASSWORD).await
+    session::login(state, PASSWORD).await
 }
 
 /// One event as a device sync stores it.
