@@ -1,7 +1,8 @@
 //! Home Assistant over MQTT, against a real Mosquitto broker each test starts on a free loopback
 //! port (and kills when it ends): discovery configs per door, retained states, events after a
 //! door's sync, lockdown, a deleted door's entities removed, a broker restart (reconnect and
-//! publish again), the server running while the broker is down, and passwords.
+//! publish again), the server running while the broker is down, passwords, and TLS
+//! (`mqtts://` with `--mqtt-ca`; an untrusted broker gets nothing).
 //!
 //! Without `/usr/sbin/mosquitto` (Debian's `mosquitto`, which `scripts/test.sh` installs) the
 //! tests are skipped with a note, except under CI, where they fail.
@@ -749,4 +750,53 @@ async fn the_server_runs_while_the_broker_is_down_and_publishes_once_it_is_up() 
             l.get("chronolock/status").is_some_and(|s| s == "offline")
         })
         .await;
+}
+
+#[tokio::test]
+async fn mqtts_checks_the_broker_against_the_given_ca() {
+    let dir = std::env::temp_dir().join(format!("chronolock-mqtt-certs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    // TLS on the broker's port; a plain listener beside it for the watcher.
+    let plain = free_port();
+    let extra = format!(
+        "allow_anonymous true\ncertfile {}\nkeyfile {}\nlistener {plain} 127.0.0.1",
+        cert.display(),
+        key.display()
+    );
+    let Some(broker) = Broker::start("tls", &extra) else {
+        return;
+    };
+    let state = AppState::open(&common::sqlite_config("mqtt_tls"))
+        .await
+        .unwrap();
+    let (_, front, _, _) = site(&state).await;
+    let mut watcher = Watcher::new(plain, None);
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+
+    // Against the public roots the self-signed broker is not trusted: nothing is published.
+    let running = Running::start(&state, MqttConfig::new(url.clone()));
+    assert!(
+        watcher
+            .silent("chronolock/status", Duration::from_secs(2))
+            .await,
+        "an untrusted broker gets nothing"
+    );
+    running.stop().await;
+
+    // With its certificate as --mqtt-ca, over TLS.
+    let mut config = MqttConfig::new(url);
+    config.ca = Some(cert);
+    let running = Running::start(&state, config);
+    watcher
+        .until("discovery over TLS", |l| {
+            has_configs(l, front) && l.get("chronolock/status").is_some_and(|s| s == "online")
+        })
+        .await;
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
