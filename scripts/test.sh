@@ -22,8 +22,9 @@ done
 # Debian packages the suite needs, installed only when missing: oathtool cross-checks keypad codes;
 # chromium and chromium-driver run the admin UI's browser tests (crates/chronolock/tests/browser.rs);
 # chrony serves time on a loopback port (started with -x: it never touches this machine's clock)
-# for the virtual doors' end-to-end tests (crates/chronolock/tests/live.rs).
-APT_PACKAGES=(oathtool chromium chromium-driver chrony)
+# for the virtual doors' end-to-end tests (crates/chronolock/tests/live.rs); mosquitto (the broker,
+# with mosquitto_passwd) for the Home Assistant MQTT tests (crates/server/tests/mqtt.rs).
+APT_PACKAGES=(oathtool chromium chromium-driver chrony mosquitto)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

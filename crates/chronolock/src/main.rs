@@ -56,6 +56,8 @@ enum Command {
         /// not speak TLS (the device protocol encrypts and authenticates its bodies itself).
         #[arg(long = "device-listen", value_name = "ADDR")]
         device_listen: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        mqtt: Box<MqttArgs>,
     },
     /// Simulate door controllers.
     Sim {
@@ -83,6 +85,41 @@ enum Command {
         #[command(subcommand)]
         command: chronolock::firmware::FirmwareCommand,
     },
+}
+
+/// `serve`'s Home Assistant options.
+#[derive(clap::Args)]
+struct MqttArgs {
+    /// Publish door states and events to Home Assistant over MQTT: mqtt://HOST:PORT, or
+    /// mqtts://HOST:PORT for TLS (plain mqtt:// sends door events in clear: loopback only).
+    /// The password comes from CHRONOLOCK_MQTT_PASSWORD or USER:PASSWORD@ in the URL.
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// The broker's user name (instead of USER@ in the URL).
+    #[arg(long = "mqtt-user", value_name = "USER", requires = "mqtt")]
+    mqtt_user: Option<String>,
+    /// With mqtts://: trust this PEM CA certificate instead of the public roots.
+    #[arg(long = "mqtt-ca", value_name = "FILE", requires = "mqtt")]
+    mqtt_ca: Option<PathBuf>,
+    /// Topic prefix of the door states and events.
+    #[arg(long = "mqtt-prefix", default_value = chronolock_server::mqtt::DEFAULT_PREFIX)]
+    mqtt_prefix: String,
+    /// Home Assistant's MQTT discovery prefix.
+    #[arg(long = "mqtt-discovery-prefix", default_value = chronolock_server::mqtt::DEFAULT_DISCOVERY_PREFIX)]
+    mqtt_discovery_prefix: String,
+}
+
+impl MqttArgs {
+    fn config(self) -> Option<chronolock_server::mqtt::MqttConfig> {
+        Some(chronolock_server::mqtt::MqttConfig {
+            url: self.mqtt?,
+            user: self.mqtt_user,
+            password: std::env::var("CHRONOLOCK_MQTT_PASSWORD").ok(),
+            ca: self.mqtt_ca,
+            prefix: self.mqtt_prefix,
+            discovery_prefix: self.mqtt_discovery_prefix,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -274,6 +311,7 @@ fn main() -> ExitCode {
             tls_key,
             public_url,
             device_listen,
+            mqtt,
         } => serve(chronolock_server::ServeConfig {
             listen,
             data_dir: data,
@@ -287,6 +325,7 @@ fn main() -> ExitCode {
                 .map(|(cert, key)| chronolock_server::tls::TlsFiles { cert, key }),
             public_url,
             device_listen,
+            mqtt: mqtt.config(),
         }),
         Command::Keygen { out } => report(keygen(&out)),
         Command::Firmware { command } => report(chronolock::firmware::run(command)),

@@ -265,3 +265,34 @@ fn an_admin_who_forgot_the_password_gets_a_new_one() {
     assert!(after.starts_with("$argon2id$"));
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// `serve --mqtt` with a broker URL that cannot be used stops the start with an error that names
+/// the option and what is wrong, and shows no password.
+#[test]
+fn a_malformed_mqtt_url_is_refused_with_a_clear_error() {
+    let data = std::env::temp_dir().join(format!("chronolock-cli-mqtt-{}", std::process::id()));
+    let data = data.to_str().unwrap();
+    for (url, says) in [
+        ("broker.lan:1883", "not a URL"),
+        ("https://broker.lan", "the scheme is `https`"),
+        ("mqtt://door:hunter2@broker.lan/doors", "no path"),
+    ] {
+        let out = chronolock(&[
+            "serve",
+            "--data",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--mqtt",
+            url,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--mqtt") && err.contains(says), "{url}: {err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("panicked"),
+            "{url}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(data);
+}

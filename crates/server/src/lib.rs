@@ -26,6 +26,7 @@ pub mod firmware;
 pub mod lockdown;
 pub mod model;
 pub mod monitor;
+pub mod mqtt;
 pub mod pages;
 pub mod positions;
 pub use chronolock_allowlist::schedule;
@@ -73,6 +74,8 @@ pub struct ServeConfig {
     /// A second, plain-HTTP listener that serves only the device API (and `/healthz`), for
     /// doors that do not speak TLS; the device protocol protects its bodies itself.
     pub device_listen: Option<SocketAddr>,
+    /// Publish door states and events to an MQTT broker for Home Assistant ([`mqtt`]).
+    pub mqtt: Option<mqtt::MqttConfig>,
 }
 
 impl Default for ServeConfig {
@@ -88,6 +91,7 @@ impl Default for ServeConfig {
             tls: None,
             public_url: None,
             device_listen: None,
+            mqtt: None,
         }
     }
 }
@@ -276,6 +280,12 @@ pub async fn serve_until(
         Some(files) => Some(tls::load(files).map_err(ServeError::Setup)?),
         None => None,
     };
+    let mqtt_options = config
+        .mqtt
+        .as_ref()
+        .map(mqtt::Options::from_config)
+        .transpose()
+        .map_err(ServeError::Setup)?;
     // The demo's in-process doors speak plain HTTP, as the ESP32 door does: behind TLS they
     // get a loopback device listener of their own.
     if tls_config.is_some() && config.demo && config.virtual_doors && config.device_listen.is_none()
@@ -332,6 +342,10 @@ pub async fn serve_until(
         watches.close();
         let _ = stopping.send(true);
     });
+    // A broker that is down does not hold the server up: the task retries with backoff, and
+    // says `offline` on the way out.
+    let mqtt_task =
+        mqtt_options.map(|options| tokio::spawn(mqtt::run(state.clone(), options, stop_signal())));
     let mut device_server = None;
     let mut door_addr = addr;
     if let Some(device_listen) = config.device_listen {
@@ -390,6 +404,13 @@ pub async fn serve_until(
     };
     if let Some(device_server) = device_server {
         let _ = device_server.await;
+    }
+    if let Some(mut mqtt_task) = mqtt_task {
+        // It says `offline` to the broker on the way out: a few seconds at most.
+        let wait = std::time::Duration::from_secs(5);
+        if tokio::time::timeout(wait, &mut mqtt_task).await.is_err() {
+            mqtt_task.abort();
+        }
     }
     for task in background {
         task.abort();
