@@ -31,6 +31,7 @@ pub use chronolock_allowlist::schedule;
 pub mod site;
 pub mod throttle;
 pub mod tls;
+pub mod transfer;
 pub mod watch;
 pub mod webhooks;
 
@@ -225,6 +226,7 @@ async fn static_script(
         "virtual-door.js" => include_str!("../static/virtual-door.js"),
         "print.js" => include_str!("../static/print.js"),
         "site-zone.js" => include_str!("../static/site-zone.js"),
+        "import.js" => include_str!("../static/import.js"),
         _ => return AppError::NotFound.into_response(),
     };
     (

@@ -23,6 +23,7 @@ mod people;
 mod rules;
 mod schedules;
 mod site;
+mod transfer;
 pub mod virtual_door;
 
 use axum::http::header::CACHE_CONTROL;
@@ -55,6 +56,7 @@ pub fn routes() -> Router<AppState> {
         .merge(lockdown::routes())
         .merge(rules::routes())
         .merge(virtual_door::routes())
+        .merge(transfer::routes())
 }
 
 /// Why an editor could not answer with its page.
