@@ -490,6 +490,31 @@ pub fn end_of_local_day(zone: &jiff::tz::TimeZone, date: jiff::civil::Date) -> O
     Some(start.timestamp().as_second() - 1)
 }
 
+/// Whether a person's last day (their expiry, a local date in the site's zone) ended before
+/// `now`. A stored day that does not read as a date counts as ended: it grants nothing.
+pub async fn person_expired(
+    state: &AppState,
+    person_id: i64,
+    now: i64,
+) -> Result<bool, ModelError> {
+    let row: Option<(Option<String>, String)> = sqlx::query_as(
+        "SELECT p.expires_on, s.timezone FROM people p JOIN sites s ON s.id = p.site_id WHERE p.id = $1",
+    )
+    .bind(person_id)
+    .fetch_optional(state.db.pool())
+    .await?;
+    let Some((Some(day), tz)) = row else {
+        return Ok(false);
+    };
+    let zone = jiff::tz::TimeZone::get(&tz)
+        .map_err(|_| invalid("timezone", format!("`{tz}` is not an IANA time zone")))?;
+    let end = day
+        .parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| end_of_local_day(&zone, d));
+    Ok(end.is_none_or(|end| end < now))
+}
+
 /// Monday 00:00 UTC of the week of `now`: schedules compile from there, so a door's list stays
 /// the same all week unless the model changes.
 fn week_anchor(now: i64) -> jiff::Timestamp {

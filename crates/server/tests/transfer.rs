@@ -581,6 +581,49 @@ async fn an_expired_person_opens_no_door() {
             .unwrap();
         let cards = door_cards(&state, door, now).await;
         assert_eq!(cards.len(), 1, "{db}: {cards:?}");
+        // The online check of a CONDITIONAL credential refuses after the expiry too, even for a
+        // door whose list was compiled before it.
+        let conditional = model::create_door(&state, site.id, "Lab").await.unwrap();
+        model::add_rule(
+            &state,
+            &RuleSpec {
+                door_id: conditional,
+                subject: Subject::Group(group),
+                access: AccessType::Conditional,
+                valid_from: 0,
+                valid_until: 0,
+                schedule_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        let card = |hex: &str| {
+            let mut uid = [0u8; chronolock_core::allowlist::MAX_UID_LEN];
+            uid[..4].copy_from_slice(&data_encoding::HEXUPPER.decode(hex.as_bytes()).unwrap());
+            chronolock_core::controller::Credential::Card { uid, len: 4 }
+        };
+        let granted = |hex: &'static str, at: i64| {
+            let state = state.clone();
+            async move {
+                chronolock_server::device_api::conditional_granted(
+                    &state,
+                    conditional,
+                    &card(hex),
+                    at,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        assert!(!granted("01010101", now).await, "{db}: expired");
+        assert!(
+            granted("01010101", 1_795_474_800 - 1).await,
+            "{db}: its last second"
+        );
+        assert!(
+            granted("03030303", now).await,
+            "{db}: no expiry (group rule wins at Lab)"
+        );
         // Member numbers are unique within the site.
         let numbered = PersonDetails::parse("", "M-7", "", "").unwrap();
         directory::set_person_details(&state, site.id, ids[0], &numbered)
