@@ -1163,8 +1163,9 @@ async fn import_in(
                 if !doc.present.member_number {
                     details.member_number = old.member_number.clone();
                 }
-                if !doc.present.note && details.note.is_none() {
-                    details.note = old.note.clone();
+                if !doc.present.note {
+                    // esp-rfid's "admin" note only fills an empty note.
+                    details.note = old.note.clone().or(details.note.take());
                 }
                 if !doc.present.expiry {
                     details.expires_on = old.expires_on;

@@ -150,6 +150,25 @@ async fn esp_rfid_backup_imports_once_and_exports() {
         );
         assert_eq!(transfer::export(&state, &site).await.unwrap(), doc, "{db}");
         assert_eq!(count(&state, "people").await, 3, "{db}");
+
+        // What the admin wrote since stays: a note, an e-mail and a member number esp-rfid
+        // does not know.
+        let (grace,): (i64,) = sqlx::query_as("SELECT id FROM people WHERE name = 'Grace Hopper'")
+            .fetch_one(state.db.pool())
+            .await
+            .unwrap();
+        let details = PersonDetails::parse("grace@example.org", "G-1", "keyholder", "").unwrap();
+        directory::set_person_details(&state, site.id, grace, &details)
+            .await
+            .unwrap();
+        let again = import_text(&state, &site, ESP_RFID).await.unwrap();
+        assert_eq!(
+            (again.added, again.updated, again.unchanged),
+            (0, 0, 3),
+            "{db}: {again}"
+        );
+        let person = directory::person(&state, site.id, grace).await.unwrap();
+        assert_eq!(person.details, details, "{db}");
     }
 }
 
