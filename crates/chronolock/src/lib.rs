@@ -4,4 +4,5 @@
 //! work of `chronolock firmware`, where its tests reach it.
 
 pub mod firmware;
+pub mod transfer;
 pub mod virtual_doors;

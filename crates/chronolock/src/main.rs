@@ -85,6 +85,14 @@ enum Command {
         #[command(subcommand)]
         command: chronolock::firmware::FirmwareCommand,
     },
+    /// Import people: an esp-rfid user backup, a chronolock JSON export or CSV (one transaction).
+    Import(chronolock::transfer::ImportArgs),
+    /// Export the site's people (CSV) or people, doors, schedules, groups and rules (JSON).
+    Export(chronolock::transfer::ExportArgs),
+    /// Write a consistent backup of the whole database (holds keys: keep it safe).
+    Backup(chronolock::transfer::BackupArgs),
+    /// Restore a backup into an empty database (SQLite or PostgreSQL).
+    Restore(chronolock::transfer::RestoreArgs),
 }
 
 /// `serve`'s Home Assistant options.
@@ -329,6 +337,10 @@ fn main() -> ExitCode {
         }),
         Command::Keygen { out } => report(keygen(&out)),
         Command::Firmware { command } => report(chronolock::firmware::run(command)),
+        Command::Import(args) => report(chronolock::transfer::import(args)),
+        Command::Export(args) => report(chronolock::transfer::export(args)),
+        Command::Backup(args) => report(chronolock::transfer::backup(args)),
+        Command::Restore(args) => report(chronolock::transfer::restore(args)),
         Command::Admin {
             command:
                 AdminCommand::ResetPassword {

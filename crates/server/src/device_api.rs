@@ -482,8 +482,8 @@ async fn check(State(state): State<AppState>, body: Bytes) -> Result<Response, D
 }
 
 /// The online check of a CONDITIONAL credential: granted when the credential's winning rule for
-/// this door is CONDITIONAL and today lies in its date range (and, with a schedule, now lies in
-/// it, in the site's local time). Revoking or narrowing the rule takes effect at once.
+/// this door is CONDITIONAL, today lies in its date range (and, with a schedule, now lies in
+/// it, in the site's local time), and the person's expiry day has not ended. Revoking or narrowing the rule takes effect at once.
 pub async fn conditional_granted(
     state: &AppState,
     door_id: i64,
@@ -511,6 +511,10 @@ pub async fn conditional_granted(
         return Ok(false);
     };
     if rule.access != AccessType::Conditional {
+        return Ok(false);
+    }
+    // A list compiled before the person's expiry still holds them; the online check does not.
+    if crate::model::person_expired(state, person, now).await? {
         return Ok(false);
     }
     Ok(crate::model::rule_allows_at(state, door_id, &rule, now).await?)

@@ -275,6 +275,102 @@ pub struct Person {
     pub id: i64,
     /// Name.
     pub name: String,
+    /// E-mail, member number, note and expiry.
+    pub details: PersonDetails,
+}
+
+/// What the admin keeps about a person besides the name; every field optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersonDetails {
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Member number, unique within the site.
+    pub member_number: Option<String>,
+    /// A free note.
+    pub note: Option<String>,
+    /// The last day the person may enter, a local date in the site's zone: after its end
+    /// (local midnight) their cards and codes open no door.
+    pub expires_on: Option<jiff::civil::Date>,
+}
+
+impl PersonDetails {
+    /// Reads and checks the fields as the forms and imports give them (text; empty means
+    /// none). The error names the field: `email`, `member_number`, `note` or `expiry`.
+    pub fn parse(
+        email: &str,
+        member_number: &str,
+        note: &str,
+        expiry: &str,
+    ) -> Result<PersonDetails, ModelError> {
+        let opt = |s: &str| {
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_string())
+        };
+        let email = opt(email);
+        if let Some(e) = &email {
+            let ok = e.chars().count() <= 254
+                && !e.chars().any(char::is_whitespace)
+                && e.split_once('@')
+                    .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'));
+            if !ok {
+                return Err(invalid("email", "an address like name@example.org"));
+            }
+        }
+        let member_number = opt(member_number);
+        if member_number
+            .as_ref()
+            .is_some_and(|m| m.chars().count() > 50)
+        {
+            return Err(invalid("member_number", "at most 50 characters"));
+        }
+        let note = opt(note);
+        if note.as_ref().is_some_and(|n| n.chars().count() > 1000) {
+            return Err(invalid("note", "at most 1000 characters"));
+        }
+        let expires_on = match opt(expiry) {
+            None => None,
+            Some(text) => Some(
+                text.parse::<jiff::civil::Date>()
+                    .ok()
+                    .filter(|d| d.year() >= 1970)
+                    .ok_or_else(|| {
+                        invalid("expiry", format!("a date like 2026-12-31, not `{text}`"))
+                    })?,
+            ),
+        };
+        Ok(PersonDetails {
+            email,
+            member_number,
+            note,
+            expires_on,
+        })
+    }
+
+    /// Whether the person's last day has ended at `now` (Unix seconds), in `zone`.
+    pub fn expired(&self, zone: &TimeZone, now: i64) -> bool {
+        self.expires_on
+            .and_then(|d| crate::model::end_of_local_day(zone, d))
+            .is_some_and(|end| end < now)
+    }
+}
+
+/// The columns that make a [`PersonDetails`], in order.
+pub(crate) const DETAIL_COLUMNS: &str = "email, member_number, note, expires_on";
+
+type DetailRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn details_of((email, member_number, note, expires_on): DetailRow) -> PersonDetails {
+    PersonDetails {
+        email,
+        member_number,
+        note,
+        expires_on: expires_on.and_then(|d| d.parse().ok()),
+    }
 }
 
 /// A person in the list, with how many credentials they have.
@@ -288,9 +384,12 @@ pub struct PersonSummary {
     pub cards: i64,
     /// Number of keypad codes.
     pub keypad_codes: i64,
+    /// E-mail, member number, note and expiry.
+    pub details: PersonDetails,
 }
 
-/// The site's people whose name contains `search` (case-insensitive; empty: everyone), by name.
+/// The site's people whose name (or e-mail, or member number) contains `search`
+/// (case-insensitive; empty: everyone), by name.
 ///
 /// Matching is done here rather than in SQL so that it folds case the same way for every
 /// alphabet on both databases.
@@ -299,38 +398,103 @@ pub async fn people(
     site_id: i64,
     search: &str,
 ) -> Result<Vec<PersonSummary>, ModelError> {
-    let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+    type Row = (
+        i64,
+        String,
+        i64,
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT p.id, p.name, \
          (SELECT COUNT(*) FROM cards c WHERE c.person_id = p.id), \
-         (SELECT COUNT(*) FROM keypad_users k WHERE k.person_id = p.id) \
+         (SELECT COUNT(*) FROM keypad_users k WHERE k.person_id = p.id), \
+         p.email, p.member_number, p.note, p.expires_on \
          FROM people p WHERE p.site_id = $1 ORDER BY p.name, p.id",
     )
     .bind(site_id)
     .fetch_all(state.db.pool())
     .await?;
     let needle = search.trim().to_lowercase();
+    let matches = |text: &Option<String>| {
+        text.as_deref()
+            .is_some_and(|t| t.to_lowercase().contains(&needle))
+    };
     Ok(rows
         .into_iter()
-        .filter(|(_, name, _, _)| needle.is_empty() || name.to_lowercase().contains(&needle))
-        .map(|(id, name, cards, keypad_codes)| PersonSummary {
-            id,
-            name,
-            cards,
-            keypad_codes,
+        .filter(|r| {
+            needle.is_empty()
+                || r.1.to_lowercase().contains(&needle)
+                || matches(&r.4)
+                || matches(&r.5)
+        })
+        .map(|r| PersonSummary {
+            id: r.0,
+            name: r.1,
+            cards: r.2,
+            keypad_codes: r.3,
+            details: details_of((r.4, r.5, r.6, r.7)),
         })
         .collect())
 }
 
 /// One person of the site.
 pub async fn person(state: &AppState, site_id: i64, person_id: i64) -> Result<Person, ModelError> {
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, name FROM people WHERE site_id = $1 AND id = $2")
-            .bind(site_id)
-            .bind(person_id)
-            .fetch_optional(state.db.pool())
-            .await?;
-    row.map(|(id, name)| Person { id, name })
-        .ok_or(ModelError::NotFound)
+    type Row = (
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT id, name, {DETAIL_COLUMNS} FROM people WHERE site_id = $1 AND id = $2"
+    ))
+    .bind(site_id)
+    .bind(person_id)
+    .fetch_optional(state.db.pool())
+    .await?;
+    row.map(|r| Person {
+        id: r.0,
+        name: r.1,
+        details: details_of((r.2, r.3, r.4, r.5)),
+    })
+    .ok_or(ModelError::NotFound)
+}
+
+/// Sets a person's e-mail, member number, note and expiry (member numbers are unique within
+/// the site). Changing the expiry changes the doors' lists: the caller recompiles.
+pub async fn set_person_details(
+    state: &AppState,
+    site_id: i64,
+    person_id: i64,
+    details: &PersonDetails,
+) -> Result<(), ModelError> {
+    let rows = sqlx::query(
+        "UPDATE people SET email = $1, member_number = $2, note = $3, expires_on = $4 \
+         WHERE site_id = $5 AND id = $6",
+    )
+    .bind(details.email.clone())
+    .bind(details.member_number.clone())
+    .bind(details.note.clone())
+    .bind(details.expires_on.map(|d| d.to_string()))
+    .bind(site_id)
+    .bind(person_id)
+    .execute(state.db.pool())
+    .await
+    .map_err(|e| {
+        unique_violation(
+            e,
+            "member_number",
+            "another person of this site has this member number",
+        )
+    })?
+    .rows_affected();
+    changed(rows)
 }
 
 /// Renames a person.
@@ -579,7 +743,11 @@ pub async fn members(state: &AppState, group_id: i64) -> Result<Vec<Person>, Mod
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, name)| Person { id, name })
+        .map(|(id, name)| Person {
+            id,
+            name,
+            details: PersonDetails::default(),
+        })
         .collect())
 }
 

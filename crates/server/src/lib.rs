@@ -34,6 +34,7 @@ pub mod site;
 pub mod throttle;
 pub mod tls;
 pub mod tokens;
+pub mod transfer;
 pub mod watch;
 pub mod webhooks;
 
@@ -233,6 +234,7 @@ async fn static_script(
         "virtual-door.js" => include_str!("../static/virtual-door.js"),
         "print.js" => include_str!("../static/print.js"),
         "site-zone.js" => include_str!("../static/site-zone.js"),
+        "import.js" => include_str!("../static/import.js"),
         _ => return AppError::NotFound.into_response(),
     };
     (

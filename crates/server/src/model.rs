@@ -482,6 +482,39 @@ pub async fn delete_holiday(
     Ok(())
 }
 
+/// The last second (Unix seconds) of the local day `date` in `zone`: one second before the
+/// next day's local midnight (so a day of a DST change is 23 or 25 hours long).
+pub fn end_of_local_day(zone: &jiff::tz::TimeZone, date: jiff::civil::Date) -> Option<i64> {
+    let next = date.tomorrow().ok()?;
+    let start = next.to_zoned(zone.clone()).ok()?.start_of_day().ok()?;
+    Some(start.timestamp().as_second() - 1)
+}
+
+/// Whether a person's last day (their expiry, a local date in the site's zone) ended before
+/// `now`. A stored day that does not read as a date counts as ended: it grants nothing.
+pub async fn person_expired(
+    state: &AppState,
+    person_id: i64,
+    now: i64,
+) -> Result<bool, ModelError> {
+    let row: Option<(Option<String>, String)> = sqlx::query_as(
+        "SELECT p.expires_on, s.timezone FROM people p JOIN sites s ON s.id = p.site_id WHERE p.id = $1",
+    )
+    .bind(person_id)
+    .fetch_optional(state.db.pool())
+    .await?;
+    let Some((Some(day), tz)) = row else {
+        return Ok(false);
+    };
+    let zone = jiff::tz::TimeZone::get(&tz)
+        .map_err(|_| invalid("timezone", format!("`{tz}` is not an IANA time zone")))?;
+    let end = day
+        .parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| end_of_local_day(&zone, d));
+    Ok(end.is_none_or(|end| end < now))
+}
+
 /// Monday 00:00 UTC of the week of `now`: schedules compile from there, so a door's list stays
 /// the same all week unless the model changes.
 fn week_anchor(now: i64) -> jiff::Timestamp {
@@ -558,6 +591,42 @@ pub async fn door_entries(
             None => Vec::new(),
         };
         grants.insert(person, (Policy::new(access, rule.4, rule.5), slots));
+    }
+    // A person's expiry day caps every grant: after the end of that local day (the next day's
+    // local midnight, DST-correct, as for the rules' date ranges) none of their credentials
+    // opens a door. A person whose day has passed is left out of the list.
+    let expiries: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT p.id, p.expires_on FROM people p WHERE p.expires_on IS NOT NULL AND p.id IN (SUBJECTS)"
+            .replace("SUBJECTS", DOOR_PEOPLE)
+            .as_str(),
+    )
+    .bind(door_id)
+    .fetch_all(pool)
+    .await?;
+    for (person, day) in expiries {
+        let Some((policy, _)) = grants.get_mut(&person) else {
+            continue;
+        };
+        // A stored day that does not read as a date grants nothing rather than everything.
+        let end = day
+            .parse::<jiff::civil::Date>()
+            .ok()
+            .and_then(|d| end_of_local_day(&zone, d));
+        let capped = end.and_then(|end| {
+            let until = if policy.valid_until == 0 {
+                end
+            } else {
+                policy.valid_until.min(end)
+            };
+            let open = end >= now && (policy.valid_from == 0 || until >= policy.valid_from);
+            open.then(|| Policy::new(policy.access, policy.valid_from, until))
+        });
+        match capped {
+            Some(p) => *policy = p,
+            None => {
+                grants.remove(&person);
+            }
+        }
     }
     // Credentials of the door's people in two queries (a list of 100,000 people is one pass,
     // not 200,000 queries).

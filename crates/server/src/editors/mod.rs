@@ -23,6 +23,7 @@ mod people;
 pub(crate) mod rules;
 mod schedules;
 mod site;
+mod transfer;
 pub mod virtual_door;
 
 pub(crate) use keypad::{backup_codes, enrol_secret as keypad_enrol, otpauth_uri};
@@ -57,6 +58,7 @@ pub fn routes() -> Router<AppState> {
         .merge(lockdown::routes())
         .merge(rules::routes())
         .merge(virtual_door::routes())
+        .merge(transfer::routes())
 }
 
 /// Why an editor could not answer with its page.

@@ -23,6 +23,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/people", get(list).post(create))
         .route("/people/{id}", get(show).post(rename))
         .route("/people/{id}/delete", get(confirm_delete).post(delete))
+        .route("/people/{id}/details", post(set_details))
         .route("/people/{id}/cards", post(add_card))
         .route("/people/{id}/cards/{card}/delete", post(remove_card))
         .route("/people/{id}/groups", post(join_group))
@@ -42,12 +43,14 @@ async fn list_page(
 ) -> Result<Markup, UiError> {
     let people = directory::people(state, site.id, search).await?;
     let refused = super::learn::recent_section(state, site).await?;
+    let zone = site.zone();
+    let now = crate::now_unix();
     Ok(editor_page(
         "People",
         admin,
         html! {
             form method="get" action="/people" role="search" {
-                label for="q" { "Search by name" }
+                label for="q" { "Search by name, e-mail or member number" }
                 input id="q" name="q" type="search" value=(search);
                 button type="submit" id="search" { "Search" }
             }
@@ -55,13 +58,24 @@ async fn list_page(
                 p { @if search.trim().is_empty() { "No people yet." } @else { "Nobody matches." } }
             } @else {
                 table #people {
-                    thead { tr { th { "Name" } th { "Cards" } th { "Keypad codes" } } }
+                    thead { tr {
+                        th { "Name" } th { "E-mail" } th { "Member number" } th { "Expires" }
+                        th { "Cards" } th { "Keypad codes" }
+                    } }
                     tbody {
                         @for p in people.iter().take(LIST_LIMIT) {
                             tr {
                                 td { a href={ "/people/" (p.id) } { (p.name) } }
-                                td { (p.cards) }
-                                td { (p.keypad_codes) }
+                                td data-label="E-mail" { (p.details.email.as_deref().unwrap_or("")) }
+                                td data-label="Member number" { (p.details.member_number.as_deref().unwrap_or("")) }
+                                td data-label="Expires" {
+                                    @if let Some(day) = p.details.expires_on {
+                                        (day.to_string())
+                                        @if p.details.expired(&zone, now) { " (expired)" }
+                                    }
+                                }
+                                td data-label="Cards" { (p.cards) }
+                                td data-label="Keypad codes" { (p.keypad_codes) }
                             }
                         }
                     }
@@ -71,6 +85,17 @@ async fn list_page(
                 }
             }
             (refused)
+            section {
+                h3 { "Import, export, backup" }
+                p {
+                    a href="/import" id="import" { "Import people" } " (esp-rfid backup or CSV) · "
+                    a href="/export.csv" id="export-csv" { "Export CSV" } " · "
+                    a href="/export.json" id="export-json" { "Export JSON" } " · "
+                    a href="/backup" id="backup" { "Download a backup" }
+                }
+                p.hint { "A backup holds the site's signing key and the doors' keys: keep it as \
+                          safe as the server itself." }
+            }
             section {
                 h3 { "Add a person" }
                 form method="post" action="/people" {
@@ -140,6 +165,35 @@ pub(super) async fn person_page(
         admin,
         html! {
             p { a href="/people" { "← All people" } }
+            section {
+                h3 { "Details" }
+                @if person.details.expired(&site.zone(), crate::now_unix()) {
+                    p.error #expired { "Expired: since the end of "
+                        (person.details.expires_on.map(|d| d.to_string()).unwrap_or_default())
+                        " no card or code of this person opens a door." }
+                }
+                form method="post" action={ (base) "/details" } {
+                    (super::csrf(admin))
+                    label for="email" { "E-mail" }
+                    input id="email" name="email" type="email" maxlength="254"
+                        value=(f.or("email", person.details.email.as_deref().unwrap_or("")));
+                    (field_error(err, "email"))
+                    label for="member_number" { "Member number (unique on this site)" }
+                    input id="member_number" name="member_number" maxlength="50"
+                        value=(f.or("member_number", person.details.member_number.as_deref().unwrap_or("")));
+                    (field_error(err, "member_number"))
+                    label for="expiry" { "Last day of access, including that day (empty: no end)" }
+                    input id="expiry" name="expiry" type="date"
+                        value=(f.or("expiry", &person.details.expires_on.map(|d| d.to_string()).unwrap_or_default()));
+                    (field_error(err, "expiry"))
+                    label for="note" { "Note" }
+                    textarea id="note" name="note" maxlength="1000" rows="3" {
+                        (f.or("note", person.details.note.as_deref().unwrap_or("")))
+                    }
+                    (field_error(err, "note"))
+                    button type="submit" id="save-details" { "Save details" }
+                }
+            }
             section {
                 h3 { "Cards" }
                 @if cards.is_empty() { p { "No cards." } } @else {
@@ -267,6 +321,36 @@ async fn rename(
         let e = form_error(e, &["name"])?;
         return refuse(&state, &admin, &site, &person, &f, e).await;
     }
+    Ok(see(&format!("/people/{}", person.id)))
+}
+
+async fn set_details(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> UiResult {
+    let f = Fields(fields);
+    guard(&admin, &headers, &f)?;
+    let site = the_site(&state, &admin).await?;
+    let person = person_of(&state, &site, &id).await?;
+    let fields = ["email", "member_number", "note", "expiry"];
+    let saved = match directory::PersonDetails::parse(
+        f.get("email"),
+        f.get("member_number"),
+        f.get("note"),
+        f.get("expiry"),
+    ) {
+        Ok(details) => directory::set_person_details(&state, site.id, person.id, &details).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = saved {
+        let e = form_error(e, &fields)?;
+        return refuse(&state, &admin, &site, &person, &f, e).await;
+    }
+    // The expiry caps the person's entries in every door's list.
+    model::site_changed(&state, site.id).await?;
     Ok(see(&format!("/people/{}", person.id)))
 }
 
