@@ -489,6 +489,60 @@ async fn learning_a_refused_card_and_pages_at_phone_width() {
     .await;
 }
 
+/// An esp-rfid user backup pasted into the import page: a preview that says what would change
+/// (and stores nothing), then the import, then an error that names the row and field.
+#[tokio::test]
+async fn importing_an_esp_rfid_backup_with_a_preview() {
+    harness::bounded(LIMIT, async {
+        let Some(mut b) = Browser::start("import").await else {
+            return;
+        };
+        create_admin(&b).await;
+        let state = b.state.clone();
+        let site = chronolock_server::model::create_site(&state, "Makerspace", "Europe/Berlin")
+            .await
+            .unwrap();
+        chronolock_server::model::create_door(&state, site, "Front door")
+            .await
+            .unwrap();
+        b.goto("/people").await;
+        b.click("a[href='/import']").await;
+        b.wait_path("/import").await;
+        let backup = r#"{"type": "esp-rfid-userbackup", "version": "v0.6", "list": [
+ {"uid": "0a1b2c3d", "pincode": "1234", "username": "Erika Muster", "acctype": 1, "validsince": 0, "validuntil": 1893456000},
+ {"uid": "0a1b2c3e", "username": "Max Admin", "acctype": 99, "validsince": 0, "validuntil": 1893456000},
+ {"uid": "0a1b2c3f", "username": "Former Member", "acctype": 0, "validsince": 0, "validuntil": 0}]}"#;
+        b.fill("#data", backup).await;
+        b.shot("pasted").await;
+        b.click("#preview").await;
+        b.wait_text("main h2", "Import preview").await;
+        assert_eq!(b.text("#added").await, "3");
+        b.shot("preview").await;
+        let people: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM people")
+            .fetch_one(state.db.pool())
+            .await
+            .unwrap();
+        assert_eq!(people, 0, "a preview stores nothing");
+        b.click("#confirm-import").await;
+        b.wait_path("/people").await;
+        let listed = b.text("main").await;
+        for name in ["Erika Muster", "Max Admin", "Former Member"] {
+            assert!(listed.contains(name), "{name} in {listed}");
+        }
+        b.shot("imported").await;
+
+        // A bad row: nothing is imported, and the message names the row and the field.
+        b.goto("/import").await;
+        b.fill("#data", "name,cards\nGood Person,04AABBCC\nBad Card,XYZ\n").await;
+        b.click("#preview").await;
+        let error = b.text("#import-error").await;
+        assert!(error.contains("row 3") && error.contains("cards"), "{error}");
+        b.shot("bad-row").await;
+        b.close().await;
+    })
+    .await;
+}
+
 /// Makes the first admin on the setup page, which logs in.
 async fn create_admin(b: &Browser) {
     b.goto("/setup").await;

@@ -81,6 +81,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/webhooks", get(webhooks_list).post(webhook_create))
         .route("/api/webhooks/{id}", axum::routing::delete(webhook_delete))
         .route("/api/lockdown", get(lockdown_get).post(lockdown_set))
+        .route("/api/import", post(import))
+        .route("/api/export", get(export))
 }
 
 /// The document's paths for this module's routes.
@@ -97,7 +99,8 @@ pub fn routes() -> Router<AppState> {
         holidays_list, holiday_create, holiday_delete,
         rules_list, rule_create, rule_get, rule_delete,
         webhooks_list, webhook_create, webhook_delete,
-        lockdown_get, lockdown_set
+        lockdown_get, lockdown_set,
+        import, export
     ),
     components(schemas(FieldErrorBody)),
     tags(
@@ -107,7 +110,8 @@ pub fn routes() -> Router<AppState> {
         (name = "schedules", description = "Weekly schedules in the site's local time, and holidays"),
         (name = "rules", description = "Who may open which door, how and when"),
         (name = "webhooks", description = "Where events are POSTed"),
-        (name = "lockdown", description = "The site's lockdown")
+        (name = "lockdown", description = "The site's lockdown"),
+        (name = "transfer", description = "Import and export of people")
     )
 )]
 pub struct AdminApiDoc;
@@ -437,6 +441,28 @@ async fn door_pairing_code(
 
 // --- people ------------------------------------------------------------------------------------
 
+/// A person's e-mail, member number, note and expiry.
+#[derive(Serialize, ToSchema)]
+pub struct DetailsOut {
+    /// E-mail.
+    pub email: Option<String>,
+    /// Member number (unique on the site).
+    pub member_number: Option<String>,
+    /// A note for the admins.
+    pub note: Option<String>,
+    /// The last day their credentials open doors (`YYYY-MM-DD`, site's zone).
+    pub expiry: Option<String>,
+}
+
+fn details_out(d: directory::PersonDetails) -> DetailsOut {
+    DetailsOut {
+        email: d.email,
+        member_number: d.member_number,
+        note: d.note,
+        expiry: d.expires_on.map(|e| e.to_string()),
+    }
+}
+
 /// A person in the list.
 #[derive(Serialize, ToSchema)]
 pub struct PersonSummaryOut {
@@ -444,6 +470,9 @@ pub struct PersonSummaryOut {
     pub id: i64,
     /// Name.
     pub name: String,
+    /// E-mail, member number, note, expiry.
+    #[serde(flatten)]
+    pub details: DetailsOut,
     /// Number of cards.
     pub cards: i64,
     /// Number of keypad codes.
@@ -488,6 +517,9 @@ pub struct PersonOut {
     pub id: i64,
     /// Name.
     pub name: String,
+    /// E-mail, member number, note, expiry.
+    #[serde(flatten)]
+    pub details: DetailsOut,
     /// Cards.
     pub cards: Vec<CardOut>,
     /// Keypad codes.
@@ -504,6 +536,7 @@ async fn person_out(state: &AppState, site: &Site, person_id: i64) -> ApiResult<
     Ok(PersonOut {
         id: p.id,
         name: p.name,
+        details: details_out(p.details),
         cards: cards
             .into_iter()
             .map(|c| CardOut {
@@ -530,30 +563,43 @@ async fn person_out(state: &AppState, site: &Site, person_id: i64) -> ApiResult<
     })
 }
 
-/// The `search` parameter of a list, and no other.
-fn search_param(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult<String> {
-    let params = crate::monitor::query_params(query, &["search"]).map_err(AppError::from)?;
-    Ok(params.get("search").cloned().unwrap_or_default())
+/// The `search` and `member_number` parameters of the people list, and no others.
+fn people_params(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<(String, Option<String>)> {
+    let params = crate::monitor::query_params(query, &["search", "member_number"])
+        .map_err(AppError::from)?;
+    Ok((
+        params.get("search").cloned().unwrap_or_default(),
+        params.get("member_number").cloned(),
+    ))
 }
 
 /// The site's people, by name; `search` keeps those whose name contains it.
 #[utoipa::path(get, path = "/api/people", tag = "people",
-    params(("search" = Option<String>, Query, description = "Part of the name, any case")),
+    params(
+        ("search" = Option<String>, Query, description = "Part of the name, e-mail or member number, any case"),
+        ("member_number" = Option<String>, Query, description = "Only the person with exactly this member number")
+    ),
     responses((status = 200, body = Vec<PersonSummaryOut>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn people_list(
     State(state): State<AppState>,
     _c: ApiRead,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult<Json<Vec<PersonSummaryOut>>> {
-    let search = search_param(query)?;
+    let (search, member_number) = people_params(query)?;
     let site = the_site(&state).await?;
-    let people = directory::people(&state, site.id, &search).await?;
+    let mut people = directory::people(&state, site.id, &search).await?;
+    if let Some(m) = member_number {
+        people.retain(|p| p.details.member_number.as_deref() == Some(m.trim()));
+    }
     Ok(Json(
         people
             .into_iter()
             .map(|p| PersonSummaryOut {
                 id: p.id,
                 name: p.name,
+                details: details_out(p.details),
                 cards: p.cards,
                 keypad_codes: p.keypad_codes,
             })
@@ -573,14 +619,30 @@ pub struct PersonIn {
     /// Ids of groups to join.
     #[serde(default)]
     pub groups: Vec<i64>,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Member number, unique on the site.
+    pub member_number: Option<String>,
+    /// A note for the admins.
+    pub note: Option<String>,
+    /// The last day their credentials open doors, `YYYY-MM-DD` in the site's zone.
+    pub expiry: Option<String>,
 }
 
-/// Changes to a person; absent fields stay.
+/// Changes to a person; absent fields stay, and an empty string clears a detail.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonPatch {
     /// Name, 1 to 100 characters.
     pub name: Option<String>,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Member number, unique on the site.
+    pub member_number: Option<String>,
+    /// A note for the admins.
+    pub note: Option<String>,
+    /// The last day their credentials open doors, `YYYY-MM-DD` in the site's zone.
+    pub expiry: Option<String>,
 }
 
 /// Adds a person, with their cards and groups in one step (all or nothing).
@@ -594,14 +656,23 @@ async fn person_create(
 ) -> ApiResult<Response> {
     let input = body(json)?;
     let site = the_site(&state).await?;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let details = directory::PersonDetails::parse(
+        &opt(&input.email),
+        &opt(&input.member_number),
+        &opt(&input.note),
+        &opt(&input.expiry),
+    )?;
     for g in &input.groups {
         directory::group(&state, site.id, *g)
             .await
             .map_err(|_| ApiError::Field("groups".into(), format!("no group {g} on this site")))?;
     }
     let person = model::create_person(&state, site.id, &input.name).await?;
-    let mut done: ApiResult<()> = Ok(());
-    for uid in &input.cards {
+    let mut done: ApiResult<()> = directory::set_person_details(&state, site.id, person, &details)
+        .await
+        .map_err(ApiError::from);
+    for uid in input.cards.iter().take_while(|_| done.is_ok()) {
         if let Err(e) = model::add_card(&state, person, uid).await {
             done = Err(e.into());
             break;
@@ -632,7 +703,7 @@ async fn person_get(
     Ok(Json(person_out(&state, &site, id(&raw)?).await?))
 }
 
-/// Renames a person.
+/// Renames a person or changes their details (a new expiry reaches the doors at once).
 #[utoipa::path(patch, path = "/api/people/{id}", tag = "people", request_body = PersonPatch,
     params(("id" = i64, Path, description = "The person's id")),
     responses((status = 200, body = PersonOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -647,8 +718,23 @@ async fn person_update(
     let input = body(json)?;
     let site = the_site(&state).await?;
     let person = directory::person(&state, site.id, id(&raw)?).await?;
+    let old = &person.details;
+    let keep = |new: &Option<String>, old: &Option<String>| {
+        new.clone().or_else(|| old.clone()).unwrap_or_default()
+    };
+    let details = directory::PersonDetails::parse(
+        &keep(&input.email, &old.email),
+        &keep(&input.member_number, &old.member_number),
+        &keep(&input.note, &old.note),
+        &keep(&input.expiry, &old.expires_on.map(|d| d.to_string())),
+    )?;
     if let Some(name) = &input.name {
         directory::rename_person(&state, site.id, person.id, name).await?;
+    }
+    if details != person.details {
+        directory::set_person_details(&state, site.id, person.id, &details).await?;
+        // The expiry caps the person's entries in every door's list.
+        recompile(&state, &site).await?;
     }
     Ok(Json(person_out(&state, &site, person.id).await?))
 }
@@ -1612,4 +1698,124 @@ async fn lockdown_set(
         on: order.on,
         order: Some(order),
     }))
+}
+
+// --- import and export -------------------------------------------------------------------------
+
+/// What an import did, or (with `dry_run`) would do.
+#[derive(Serialize, ToSchema)]
+pub struct ImportOut {
+    /// Whether it was stored (`false` with `dry_run`).
+    pub imported: bool,
+    /// What the file was: `esp-rfid`, `csv` or `chronolock JSON`.
+    pub kind: String,
+    /// People added.
+    pub added: usize,
+    /// People changed.
+    pub updated: usize,
+    /// People the import did not change.
+    pub unchanged: usize,
+    /// Cards added.
+    pub cards: usize,
+    /// Rules added.
+    pub rules: usize,
+    /// Groups created.
+    pub groups: usize,
+    /// Who is added or changed, and how (at most 200 lines).
+    pub changes: Vec<String>,
+    /// What was read and not imported.
+    pub notes: Vec<String>,
+}
+
+/// Imports people: the body is an esp-rfid user backup, a CSV file with a header, or a
+/// chronolock JSON export (as `GET /api/export` writes it). One step: a bad row (`422`, its
+/// row and field in the message) imports nothing. Importing the same file again changes
+/// nothing. `dry_run=true` answers what it would do and stores nothing.
+#[utoipa::path(post, path = "/api/import", tag = "transfer",
+    params(("dry_run" = Option<bool>, Query, description = "Check and count only")),
+    request_body(content = String, description = "The file", content_type = "text/plain"),
+    responses((status = 200, body = ImportOut), (status = 400, description = "Not a file this reads", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = FieldErrorBody)))]
+async fn import(
+    State(state): State<AppState>,
+    _c: ApiWrite,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    text: Result<String, axum::extract::rejection::StringRejection>,
+) -> ApiResult<Json<ImportOut>> {
+    let params = crate::monitor::query_params(query, &["dry_run"]).map_err(AppError::from)?;
+    let dry_run = match params.get("dry_run").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::App(AppError::BadRequest(format!(
+                "query parameter `dry_run`: true or false, not `{other}`"
+            ))))
+        }
+    };
+    let text = text.map_err(|e| AppError::BadRequest(format!("body: {}", e.body_text())))?;
+    let site = the_site(&state).await?;
+    let doc = crate::transfer::parse(&text, &site.zone()).map_err(transfer_error)?;
+    let s = crate::transfer::import(&state, &site, &doc, !dry_run)
+        .await
+        .map_err(transfer_error)?;
+    Ok(Json(ImportOut {
+        imported: !dry_run,
+        kind: s.kind,
+        added: s.added,
+        updated: s.updated,
+        unchanged: s.unchanged,
+        cards: s.cards,
+        rules: s.rules,
+        groups: s.groups,
+        changes: s.changes,
+        notes: s.notes,
+    }))
+}
+
+fn transfer_error(e: crate::transfer::TransferError) -> ApiError {
+    use crate::transfer::TransferError;
+    match e {
+        e @ TransferError::Row { .. } => {
+            let field = match &e {
+                TransferError::Row { field, .. } => field.clone(),
+                _ => String::new(),
+            };
+            ApiError::Field(field, e.to_string())
+        }
+        TransferError::Format(m) => ApiError::App(AppError::BadRequest(m)),
+        TransferError::Model(m) => m.into(),
+        other => ApiError::App(AppError::Internal(other.to_string())),
+    }
+}
+
+/// The site's people, cards, groups and access: `format=json` (default; what import reads
+/// back) or `csv`.
+#[utoipa::path(get, path = "/api/export", tag = "transfer",
+    params(("format" = Option<String>, Query, description = "`json` (default) or `csv`")),
+    responses((status = 200, description = "The export", content_type = "application/json", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn export(
+    State(state): State<AppState>,
+    _c: ApiRead,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult<Response> {
+    let params = crate::monitor::query_params(query, &["format"]).map_err(AppError::from)?;
+    let site = the_site(&state).await?;
+    let (text, content_type) = match params.get("format").map_or("json", String::as_str) {
+        "json" => (
+            crate::transfer::export_json(&state, &site).await,
+            "application/json",
+        ),
+        "csv" => (
+            crate::transfer::export_csv(&state, &site).await,
+            "text/csv; charset=utf-8",
+        ),
+        other => {
+            return Err(ApiError::App(AppError::BadRequest(format!(
+                "query parameter `format`: json or csv, not `{other}`"
+            ))))
+        }
+    };
+    let text = text.map_err(transfer_error)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
 }

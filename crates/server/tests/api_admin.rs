@@ -830,6 +830,178 @@ async fn every_admin_action_works_with_a_token() {
             false
         );
 
+        // A member system: people with details, found again by member number, and a file
+        // imported (previewed first) and exported.
+        let (status, cara) = go(
+            Method::POST,
+            "/api/people",
+            Some(json!({"name": "Cara", "email": "cara@example.org", "member_number": "M-17", "expiry": "2030-06-30", "note": "night shift"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{label}: {cara}");
+        assert_eq!(
+            (cara["member_number"].as_str(), cara["expiry"].as_str()),
+            (Some("M-17"), Some("2030-06-30"))
+        );
+        let (status, body) = go(
+            Method::POST,
+            "/api/people",
+            Some(json!({"name": "Dora", "member_number": "M-17"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("member_number")),
+            "{label}: {body}"
+        );
+        let (_, found) = go(Method::GET, "/api/people?member_number=M-17", None).await;
+        assert_eq!(found.as_array().map(Vec::len), Some(1), "{label}: {found}");
+        assert_eq!(found[0]["email"], "cara@example.org");
+        let (_, found) = go(Method::GET, "/api/people?search=dora", None).await;
+        assert_eq!(found, json!([]), "{label}: a refused person leaves nothing");
+        let cara_id = cara["id"].as_i64().unwrap();
+        let (status, body) = go(
+            Method::PATCH,
+            &format!("/api/people/{cara_id}"),
+            Some(json!({"expiry": "2031-13-01"})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("expiry")),
+            "{label}: {body}"
+        );
+        let (status, body) = go(
+            Method::PATCH,
+            &format!("/api/people/{cara_id}"),
+            Some(json!({"expiry": "", "note": "day shift"})),
+        )
+        .await;
+        assert_eq!(
+            (
+                status,
+                body["expiry"].clone(),
+                body["note"].as_str(),
+                body["email"].as_str()
+            ),
+            (
+                StatusCode::OK,
+                Value::Null,
+                Some("day shift"),
+                Some("cara@example.org")
+            ),
+            "{label}: {body}"
+        );
+
+        let esp = json!({"type": "esp-rfid-userbackup", "version": "v0.6", "list": [
+            {"uid": "0a0b0c0d", "username": "Eve", "acctype": 1, "validuntil": 1893456000},
+            {"uid": "0a0b0c0e", "username": "Finn", "acctype": 0, "validuntil": 1893456000}
+        ]})
+        .to_string();
+        let import = |uri: &str, text: String| {
+            let (app, uri) = (app.clone(), uri.to_string());
+            let Auth::Token(token) = t.clone() else {
+                unreachable!()
+            };
+            async move {
+                let r = tower::ServiceExt::oneshot(
+                    app,
+                    Request::builder()
+                        .method("POST")
+                        .uri(uri)
+                        .header(header::HOST, "localhost")
+                        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                        .header(header::CONTENT_TYPE, "text/plain")
+                        .body(Body::from(text))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+                let status = r.status();
+                let bytes = r.into_body().collect().await.unwrap().to_bytes();
+                (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+            }
+        };
+        let (status, preview) = import("/api/import?dry_run=true", esp.clone()).await;
+        assert_eq!(
+            (
+                status,
+                preview["imported"].as_bool(),
+                preview["added"].as_u64()
+            ),
+            (StatusCode::OK, Some(false), Some(2)),
+            "{label}: {preview}"
+        );
+        assert_eq!(
+            go(Method::GET, "/api/people?search=eve", None).await.1,
+            json!([]),
+            "{label}: a preview stores nothing"
+        );
+        let (status, done) = import("/api/import", esp.clone()).await;
+        assert_eq!(
+            (status, done["added"].as_u64()),
+            (StatusCode::OK, Some(2)),
+            "{label}: {done}"
+        );
+        let (_, again) = import("/api/import", esp).await;
+        assert_eq!(
+            (again["added"].as_u64(), again["updated"].as_u64()),
+            (Some(0), Some(0)),
+            "{label}: re-import changes nothing: {again}"
+        );
+        let (status, body) = import("/api/import", "name,cards\nGil,ZZZZ\n".into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{label}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("row 2"),
+            "{label}: {body}"
+        );
+        let (status, body) = import("/api/import", "{ not json".into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{label}: {body}");
+        let r = tower::ServiceExt::oneshot(
+            app.clone(),
+            Request::builder()
+                .uri("/api/export?format=csv")
+                .header(header::HOST, "localhost")
+                .header(
+                    header::AUTHORIZATION,
+                    format!(
+                        "Bearer {}",
+                        match &t {
+                            Auth::Token(x) => x.clone(),
+                            _ => unreachable!(),
+                        }
+                    ),
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let csv =
+            String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(
+            csv.starts_with("name,")
+                && csv.contains("Eve")
+                && csv.contains("0A0B0C0D")
+                && csv.contains("M-17"),
+            "{label}: {csv}"
+        );
+        let (status, exported) = go(Method::GET, "/api/export", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            exported["people"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "Finn"),
+            "{label}: {exported}"
+        );
+        assert_eq!(
+            go(Method::GET, "/api/export?format=xml", None).await.0,
+            StatusCode::BAD_REQUEST
+        );
+
         // Everything can go again.
         let hook_id = hook["id"].as_i64().unwrap();
         let hol_id = hol["id"].as_i64().unwrap();
