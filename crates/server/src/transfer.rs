@@ -468,74 +468,57 @@ fn esp_rfid_day(t: i64, zone: &TimeZone) -> Result<jiff::civil::Date, String> {
 // ---------------------------------------------------------------------------------------------
 // CSV
 
-/// Splits CSV text (RFC 4180: quoted fields may hold commas, quotes as `""` and line breaks)
-/// into records with the row number each starts on.
+/// Splits CSV text (RFC 4180: quoted fields may hold commas, quotes as `""` and line breaks;
+/// read by the `csv` crate) into records with the row (line) number each starts on. Blank lines
+/// are skipped; rows may have fewer or more fields than the header.
 fn csv_records(text: &str) -> Result<Vec<(usize, Vec<String>)>, TransferError> {
-    let mut records = Vec::new();
-    let mut record = Vec::new();
-    let mut field = String::new();
-    let mut row = 1;
-    let mut start_row = 1;
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    let mut any = false;
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => quoted = false,
-                '\n' => {
-                    row += 1;
-                    field.push(c);
-                }
-                _ => field.push(c),
-            }
-            continue;
-        }
-        match c {
-            '"' if field.is_empty() => {
-                quoted = true;
-                any = true;
-            }
-            ',' => {
-                record.push(std::mem::take(&mut field));
-                any = true;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                if any || !field.is_empty() {
-                    record.push(std::mem::take(&mut field));
-                    records.push((start_row, std::mem::take(&mut record)));
-                }
-                any = false;
-                row += 1;
-                start_row = row;
-            }
-            _ => field.push(c),
-        }
-    }
-    if quoted {
+    // Quotes come in pairs in RFC 4180 (around a field, and doubled inside one): an odd count
+    // is a quoted field that never ends, which the reader would take to the end of the file.
+    if text.matches('"').count() % 2 == 1 {
+        let last = text.rfind('"').unwrap_or(0);
+        let row = text[..last].matches('\n').count() + 1;
         return Err(TransferError::Format(format!(
-            "CSV: the quoted field that starts on row {start_row} never ends"
+            "CSV: the quoted field around row {row} never ends"
         )));
     }
-    if any || !field.is_empty() {
-        record.push(field);
-        records.push((start_row, record));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut records = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let at = e
+                .position()
+                .map_or(String::new(), |p| format!(" on row {}", p.line()));
+            TransferError::Format(format!("CSV{at}: {e}"))
+        })?;
+        // The row a record starts on, from its byte offset past the line ends before it (the
+        // reader's own line count misses blank lines and CRLF ends).
+        let mut start = record.position().map_or(0, |p| p.byte() as usize);
+        while matches!(text.as_bytes().get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        let row = text.get(..start).map_or(0, |t| t.matches('\n').count()) + 1;
+        records.push((row, record.iter().map(str::to_string).collect()));
     }
     Ok(records)
 }
 
-/// A CSV field, quoted when it needs to be.
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
+/// Writes CSV records (RFC 4180, CRLF line ends, fields quoted when they need it).
+fn csv_text(records: &[Vec<String>]) -> Result<String, TransferError> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    for record in records {
+        writer
+            .write_record(record)
+            .map_err(|e| TransferError::Format(format!("CSV: {e}")))?;
     }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| TransferError::Format(format!("CSV: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| TransferError::Format(format!("CSV: {e}")))
 }
 
 fn parse_csv(text: &str, zone: &TimeZone) -> Result<ImportDoc, TransferError> {
@@ -1531,11 +1514,13 @@ pub async fn export_json(state: &AppState, site: &Site) -> Result<String, Transf
 pub async fn export_csv(state: &AppState, site: &Site) -> Result<String, TransferError> {
     let doc = export(state, site).await?;
     let zone = site.zone();
-    let mut out = CSV_COLUMNS.join(",");
-    out.push_str("\r\n");
+    let mut records = vec![CSV_COLUMNS
+        .iter()
+        .map(|c| (*c).to_string())
+        .collect::<Vec<_>>()];
     for p in &doc.people {
         let access: Vec<String> = p.rules.iter().map(|r| format_access(r, &zone)).collect();
-        let fields = [
+        records.push(vec![
             p.name.clone(),
             p.email.clone().unwrap_or_default(),
             p.member_number.clone().unwrap_or_default(),
@@ -1544,12 +1529,9 @@ pub async fn export_csv(state: &AppState, site: &Site) -> Result<String, Transfe
             p.cards.join(" "),
             p.groups.join(";"),
             access.join(";"),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push_str("\r\n");
+        ]);
     }
-    Ok(out)
+    csv_text(&records)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1957,8 +1939,11 @@ mod tests {
         );
         assert_eq!(recs[2], (5, vec!["z".to_string(), String::new()]));
         assert!(csv_records("a\n\"open").is_err());
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("plain"), "plain");
+        let text = csv_text(&[vec!["a,b".into(), "plain".into(), "say \"hi\"".into()]]);
+        assert_eq!(
+            text.ok().as_deref(),
+            Some("\"a,b\",plain,\"say \"\"hi\"\"\"\r\n")
+        );
     }
 
     #[test]
@@ -2005,5 +1990,21 @@ mod tests {
         );
         assert!(card_uid("04a1b2").is_err());
         assert!(card_uid("zz112233").is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever a file holds, reading it answers with an import or an error, never a panic:
+        /// arbitrary text, and CSV- and JSON-shaped text near the real formats.
+        #[test]
+        fn any_file_reads_or_is_refused(
+            text in "\\PC{0,200}",
+            csv in "(name|cards|email|expiry|access|groups)(,(name|cards|email|expiry|access|groups|x)){0,4}\n([a-zA-Z0-9 ;=./\"-]{0,20}(,[a-zA-Z0-9 ;=./\"-]{0,20}){0,5}\n){0,4}",
+            json in "\\{\"type\": ?\"esp-rfid-userbackup\", ?\"list\": ?\\[(\\{\"uid\": ?\"[0-9a-f]{0,16}\", ?\"username\": ?\"[a-z]{0,8}\", ?\"acctype\": ?[0-9]{1,3}, ?\"validuntil\": ?-?[0-9]{1,12}\\},?){0,3}\\]\\}",
+        ) {
+            let zone = TimeZone::get("Europe/Berlin").unwrap_or(TimeZone::UTC);
+            for input in [&text, &csv, &json] {
+                let _ = parse(input, &zone);
+            }
+        }
     }
 }
