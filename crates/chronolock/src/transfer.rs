@@ -133,12 +133,7 @@ pub fn import(args: ImportArgs) -> Result<String, String> {
         let state = AppState::open(&args.db.config())
             .await
             .map_err(|e| e.to_string())?;
-        let result = async {
-            let site = transfer::site_or_create(&state, &args.timezone).await?;
-            let doc = transfer::parse(&text, &site.zone())?;
-            transfer::import(&state, &site, &doc, !args.dry_run).await
-        }
-        .await;
+        let result = transfer::import_text(&state, &text, &args.timezone, !args.dry_run).await;
         state.db.close().await;
         let summary = result.map_err(|e| format!("{}: {e}", args.file.display()))?;
         let head = if args.dry_run {

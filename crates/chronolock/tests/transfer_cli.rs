@@ -50,6 +50,20 @@ fn import_export_backup_restore_on_fresh_directories() {
     let data = dir.join("data");
     assert!(!data.exists());
 
+    // A file that fails on a fresh data directory leaves no site behind (nor does a dry run):
+    // the real import below still makes it in the zone it is given.
+    let bad = dir.join("bad.csv");
+    std::fs::write(&bad, "name,cards\nAda,XYZ\n").unwrap();
+    let o = chronolock(&["import", "--data", path(&data), path(&bad)]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("row 2") && text(&o).contains("cards"),
+        "{}",
+        text(&o)
+    );
+    let o = chronolock(&["import", "--data", path(&data), "--dry-run", path(&file)]);
+    assert!(o.status.success(), "{}", text(&o));
+
     // A fresh data directory: database and site are made.
     let o = chronolock(&[
         "import",

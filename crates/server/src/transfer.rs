@@ -1328,6 +1328,38 @@ pub async fn site_or_create(state: &AppState, timezone: &str) -> Result<Site, Tr
         .ok_or_else(|| TransferError::Format("the site could not be created".into()))
 }
 
+/// Reads `text` and imports it into the site (`commit = false`: checks and counts only). On a
+/// database without a site, the file is read in `timezone` and a site ("Site", in `timezone`)
+/// is made for it, and removed again if the import fails or only checks: an import that stores
+/// nothing leaves nothing behind.
+pub async fn import_text(
+    state: &AppState,
+    text: &str,
+    timezone: &str,
+    commit: bool,
+) -> Result<ImportSummary, TransferError> {
+    let existing = crate::directory::first_site(state).await?;
+    let zone = match &existing {
+        Some(site) => site.zone(),
+        None => TimeZone::get(timezone).map_err(|_| {
+            TransferError::Model(crate::model::invalid(
+                "timezone",
+                format!("`{timezone}` is not an IANA time zone"),
+            ))
+        })?,
+    };
+    let doc = parse(text, &zone)?;
+    let site = site_or_create(state, timezone).await?;
+    let result = import(state, &site, &doc, commit).await;
+    if existing.is_none() && (result.is_err() || !commit) {
+        sqlx::query("DELETE FROM sites WHERE id = $1")
+            .bind(site.id)
+            .execute(state.db.pool())
+            .await?;
+    }
+    result
+}
+
 // ---------------------------------------------------------------------------------------------
 // Export
 
