@@ -3,6 +3,7 @@
 //! doors themselves are the simulator's, which the server does not link. [`firmware`] holds the
 //! work of `chronolock firmware`, where its tests reach it.
 
+pub mod bench;
 pub mod firmware;
 pub mod transfer;
 pub mod virtual_doors;

@@ -59,6 +59,11 @@ enum Command {
         #[command(flatten)]
         mqtt: Box<MqttArgs>,
     },
+    /// Measure the server.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Simulate door controllers.
     Sim {
         #[command(subcommand)]
@@ -128,6 +133,30 @@ impl MqttArgs {
             discovery_prefix: self.mqtt_discovery_prefix,
         })
     }
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Unchanged device syncs per second: seeds a site, starts the server on loopback, pairs
+    /// the doors over HTTP and drives their polls with real protocol requests. The last line on
+    /// stdout is one JSON object with the figures.
+    Sync {
+        /// People (one card each), admitted at every door.
+        #[arg(long, default_value_t = 1000)]
+        people: usize,
+        /// Doors, each paired and polling.
+        #[arg(long, default_value_t = 100)]
+        doors: usize,
+        /// How long the measured polls run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// An empty PostgreSQL database to use (default: SQLite in a temporary directory).
+        #[arg(long = "database-url", value_name = "URL")]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -336,6 +365,22 @@ fn main() -> ExitCode {
             mqtt: mqtt.config(),
         }),
         Command::Keygen { out } => report(keygen(&out)),
+        Command::Bench {
+            command:
+                BenchCommand::Sync {
+                    people,
+                    doors,
+                    seconds,
+                    connections,
+                    database_url,
+                },
+        } => report(chronolock::bench::sync(&chronolock::bench::SyncBench {
+            people,
+            doors,
+            seconds,
+            connections,
+            database_url,
+        })),
         Command::Firmware { command } => report(chronolock::firmware::run(command)),
         Command::Import(args) => report(chronolock::transfer::import(args)),
         Command::Export(args) => report(chronolock::transfer::export(args)),

@@ -296,3 +296,52 @@ fn a_malformed_mqtt_url_is_refused_with_a_clear_error() {
     }
     let _ = std::fs::remove_dir_all(data);
 }
+
+#[test]
+fn bench_sync_drives_real_polls_and_ends_with_json() {
+    let o = chronolock(&[
+        "bench",
+        "sync",
+        "--people",
+        "50",
+        "--doors",
+        "3",
+        "--seconds",
+        "1",
+        "--connections",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("3 lists downloaded"), "{stdout}");
+    let last = stdout.lines().last().unwrap_or_default();
+    let figures: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    for key in [
+        "syncs_per_s",
+        "p50_ms",
+        "p99_ms",
+        "errors",
+        "server_rss_kib",
+        "list_downloads_per_s",
+    ] {
+        assert!(figures[key].is_number(), "{key} in {last}");
+    }
+    assert_eq!(figures["errors"], 0, "{stdout}");
+    assert!(figures["syncs"].as_u64().unwrap_or(0) > 10, "{last}");
+    assert!(
+        figures["server_rss_kib"].as_u64().unwrap_or(0) > 1000,
+        "{last}"
+    );
+    assert_eq!(
+        figures["list_downloads_per_s"], 0.0,
+        "every measured poll is unchanged"
+    );
+
+    let o = chronolock(&["bench", "sync", "--doors", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--doors"));
+}
