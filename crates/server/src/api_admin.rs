@@ -155,7 +155,8 @@ impl From<ModelError> for ApiError {
             ModelError::Invalid { field, message }
                 if message.contains("taken")
                     || message.contains("exists")
-                    || message.contains("belongs to") =>
+                    || message.contains("belongs to")
+                    || message.contains("already") =>
             {
                 ApiError::Conflict(format!("{field}: {message}"))
             }
@@ -377,11 +378,10 @@ async fn door_update(
     let site = the_site(&state).await?;
     let door = door_out(&state, &site, id(&raw)?).await?;
     if input.contact_fitted.is_some() || input.held_open_s.is_some() {
-        let held_open_s = input.held_open_s.unwrap_or(door.held_open_s);
-        crate::positions::parse_held_open(&held_open_s.to_string())?;
+        // The settings check the held-open range themselves (422 on `held_open_s`).
         let settings = crate::positions::Settings {
             contact_fitted: input.contact_fitted.unwrap_or(door.contact_fitted),
-            held_open_s,
+            held_open_s: input.held_open_s.unwrap_or(door.held_open_s),
         };
         crate::positions::set_settings(&state, site.id, door.id, settings).await?;
     }
@@ -863,16 +863,7 @@ async fn keypad_enrol(
     };
     let code = input.code.trim();
     let (secret, base) =
-        crate::editors::keypad_enrol(&state, site.id, &person, code, kind, input.replace)
-            .await
-            .map_err(|e| match e {
-                ModelError::Invalid { field, message }
-                    if message.contains("taken") || message.contains("already") =>
-                {
-                    ApiError::Conflict(format!("{field}: {message}"))
-                }
-                other => other.into(),
-            })?;
+        crate::editors::keypad_enrol(&state, site.id, &person, code, kind, input.replace).await?;
     let (otpauth_uri, backup_codes) = match kind {
         SecretKind::Totp => (
             Some(crate::editors::otpauth_uri(&person.name, code, &secret)),
@@ -1157,9 +1148,8 @@ fn slot_of(input: &SlotIn, index: usize) -> ApiResult<crate::schedule::LocalSlot
 }
 
 async fn schedule_out(state: &AppState, site: &Site, schedule_id: i64) -> ApiResult<ScheduleOut> {
-    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    use crate::editors::{hhmm, DAYS};
     let s = directory::schedule(state, site.id, schedule_id).await?;
-    let hhmm = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
     let slots = directory::slots(state, s.id)
         .await?
         .into_iter()
@@ -1169,7 +1159,7 @@ async fn schedule_out(state: &AppState, site: &Site, schedule_id: i64) -> ApiRes
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| slot.days & (1 << i) != 0)
-                .map(|(_, d)| (*d).to_string())
+                .map(|(_, (d, _))| (*d).to_string())
                 .collect(),
             start: hhmm(slot.start_min),
             end: hhmm(slot.end_min),

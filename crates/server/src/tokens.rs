@@ -202,10 +202,8 @@ pub async fn create(
     name: &str,
     scope: Scope,
 ) -> Result<String, AppError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(AppError::BadRequest("name: 1 to 100 characters".into()));
-    }
+    let name =
+        crate::model::name_field("name", name).map_err(|e| AppError::BadRequest(e.to_string()))?;
     let token = new_token();
     let prefix: String = token.chars().take(TOKEN_PREFIX.len() + 6).collect();
     sqlx::query(
@@ -213,7 +211,7 @@ pub async fn create(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(admin_id)
-    .bind(name)
+    .bind(&name)
     .bind(hash_token(&token))
     .bind(prefix)
     .bind(scope.as_str())
@@ -371,17 +369,12 @@ async fn make(
     let Some(scope) = Scope::from_name(&form.scope) else {
         return Err(AppError::BadRequest("scope: read or write".into()));
     };
-    let name = form.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        let markup = render(
-            &state,
-            &admin,
-            &form.name,
-            Some(("name", "1 to 100 characters")),
-        );
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, markup.await?).into_response());
-    }
-    let token = create(&state, admin.id, name, scope).await?;
+    let Ok(name) = crate::model::name_field("name", &form.name) else {
+        let error = Some(("name", "1 to 100 characters"));
+        let markup = render(&state, &admin, &form.name, error).await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, markup).into_response());
+    };
+    let token = create(&state, admin.id, &name, scope).await?;
     let body = page(
         "Your new API token",
         Some(&admin),

@@ -380,7 +380,7 @@ fn local_date(zone: &TimeZone, unix: i64) -> String {
 }
 
 /// Day names, bit 0 (Monday) first, as the forms send them.
-const DAYS: [(&str, &str); 7] = [
+pub(crate) const DAYS: [(&str, &str); 7] = [
     ("mon", "Mon"),
     ("tue", "Tue"),
     ("wed", "Wed"),
@@ -391,7 +391,7 @@ const DAYS: [(&str, &str); 7] = [
 ];
 
 /// Minutes after midnight as `HH:MM` (1440 is `24:00`).
-fn hhmm(minutes: u16) -> String {
+pub(crate) fn hhmm(minutes: u16) -> String {
     format!("{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
