@@ -113,6 +113,18 @@ pub trait Devices {
     /// A paired door's device key.
     async fn device_key(&self, door_id: i64) -> Result<Option<[u8; 32]>, DeviceError>;
 
+    /// A request failed authentication under `stale`, the key [`Devices::device_key`] gave: the
+    /// door's key if the store now holds another (a store that caches keys and whose door was
+    /// paired again elsewhere a moment ago), else `None`.
+    async fn reload_key(
+        &self,
+        door_id: i64,
+        stale: &[u8; 32],
+    ) -> Result<Option<[u8; 32]>, DeviceError> {
+        let _ = (door_id, stale);
+        Ok(None)
+    }
+
     /// Keeps `counter` as the door's newest if it is above the one kept (atomically, even with
     /// several server processes); false when it is not: the request is a replay or out of order.
     /// Pairing starts the door's counter again from 0.
@@ -125,6 +137,26 @@ pub trait Devices {
         events: &[WireEvent],
         received_us: i64,
     ) -> Result<(), DeviceError>;
+
+    /// A sync's counter and events together: advances the counter as
+    /// [`advance_counter`](Devices::advance_counter) does and, only if it was newer, stores the
+    /// events as [`store_events`](Devices::store_events) does. A store may do both in one
+    /// transaction, shared with other doors' requests (the server's group commit).
+    async fn accept(
+        &self,
+        door_id: i64,
+        counter: u64,
+        events: Vec<WireEvent>,
+        received_us: i64,
+    ) -> Result<bool, DeviceError> {
+        if !self.advance_counter(door_id, counter).await? {
+            return Ok(false);
+        }
+        if !events.is_empty() {
+            self.store_events(door_id, &events, received_us).await?;
+        }
+        Ok(true)
+    }
 
     /// Keeps what a sync says of the door (its clock, list, battery).
     fn record_status(&self, door_id: i64, status: &DeviceStatus, received_us: i64);
@@ -213,9 +245,23 @@ async fn open<D: Devices>(
     let header = expect_kind(body, kind)?;
     let key = door_key(devices, header.door_id).await?;
     let mut message = body.to_vec();
-    let n = protocol::open_request(&mut message, &key)?;
-    message.truncate(n);
-    Ok((message, key))
+    match protocol::open_request(&mut message, &key) {
+        Ok(n) => {
+            message.truncate(n);
+            Ok((message, key))
+        }
+        Err(ProtocolError::BadMac) => {
+            let door_id = i64::try_from(header.door_id).map_err(|_| ProtocolError::BadMac)?;
+            let Some(key) = devices.reload_key(door_id, &key).await? else {
+                return Err(ProtocolError::BadMac.into());
+            };
+            let mut message = body.to_vec();
+            let n = protocol::open_request(&mut message, &key)?;
+            message.truncate(n);
+            Ok((message, key))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Refuses a request whose counter is not newer than the door's last, before anything else.
@@ -229,8 +275,9 @@ async fn fresh<D: Devices>(devices: &D, door_id: u64, counter: u64) -> Result<()
 }
 
 /// `POST /device/v1/sync`: the door's events are stored, its status kept, and the answer
-/// carries the site-signed time bound to the request's nonce, the acknowledgement, and the list
-/// when the door's is older. `transmit_us` is read when the answer is written.
+/// carries the time bound to the request's nonce (site-signed unless the door takes link-only
+/// times), the acknowledgement, and the list when the door's is older. `transmit_us` is read
+/// when the answer is written.
 pub async fn sync<D: Devices>(
     devices: &D,
     site: &SigningKey,
@@ -241,11 +288,14 @@ pub async fn sync<D: Devices>(
     let (message, key) = open(devices, body, Kind::SyncRequest).await?;
     let request = SyncRequest::parse(&message)?;
     let header = request.header;
-    fresh(devices, header.door_id, request.counter).await?;
-    let door_id = header.door_id as i64;
-    if request.event_count > 0 {
-        let events: Vec<WireEvent> = request.events().collect();
-        devices.store_events(door_id, &events, receive_us).await?;
+    let door_id = i64::try_from(header.door_id).map_err(|_| ProtocolError::Malformed("door_id"))?;
+    let events: Vec<WireEvent> = request.events().collect();
+    // The counter first: a replayed or reordered request stores, records and sends nothing.
+    if !devices
+        .accept(door_id, request.counter, events, receive_us)
+        .await?
+    {
+        return Err(ProtocolError::Replayed.into());
     }
     devices.record_status(door_id, &request.status, receive_us);
     let door = devices
@@ -309,6 +359,7 @@ pub async fn sync<D: Devices>(
         firmware,
         lockdown: door.lockdown.as_ref(),
         position: door.position,
+        link_time: request.link_time,
     }
     .write(site, &key);
     let rest = list.map_or(&[][..], |l| &l[list_offset as usize..]);

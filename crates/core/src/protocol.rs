@@ -1,4 +1,4 @@
-//! The device protocol, version 2: how a door pairs with the backend, syncs, and asks about a
+//! The device protocol, version 4: how a door pairs with the backend, syncs, and asks about a
 //! CONDITIONAL credential. Both ends use this module (the firmware and the virtual doors to
 //! write requests and check answers, the server to read requests and write answers), so the
 //! wire format has one definition. `docs/protocol.md` describes it for other implementations.
@@ -16,8 +16,9 @@
 //!   the code's hash, so a forged answer fails and an eavesdropper learns no key.
 //! - **Sync** (every 5 minutes by default): the device sends a counter, its status and queued
 //!   events, each with an id so a resent event is stored once; the server answers with its
-//!   receive and transmit times signed by the site key together with the door id and nonce (the
-//!   device's authenticated time source), how many events it stored, the current list
+//!   receive and transmit times bound to the door id and nonce (the device's authenticated
+//!   time source: sealed under the door's own link key, or, for a door that does not ask for
+//!   that, also signed by the site key), how many events it stored, the current list
 //!   generation and, only when the device's generation is older, the new list after the fixed
 //!   part (encrypted with the XChaCha20 keystream, checked by its SHA-256 in the fixed part).
 //! - **Check**: a counter and a CONDITIONAL credential, answered granted or not.
@@ -97,6 +98,9 @@ pub const CHECK_REQUEST_LEN: usize = HEADER_LEN + 16 + 2 + MAX_UID_LEN + TAG_LEN
 pub const CHECK_RESPONSE_LEN: usize = HEADER_LEN + 4 + TAG_LEN;
 /// Largest counter a request may carry (the server keeps it as a signed 64-bit number).
 pub const MAX_COUNTER: u64 = i64::MAX as u64;
+/// Sync request flags (byte 74) and answer flags (byte 114), bit 0: the answer's times are
+/// authenticated by the link key alone, without the site's signature (see [`SyncAnswer::write`]).
+pub const LINK_TIME: u8 = 1;
 
 const TIME_CONTEXT: &[u8] = b"chronolock/time/v1";
 const DEVICE_KEY_INFO: &[u8] = b"chronolock/device-key/v1";
@@ -1097,6 +1101,7 @@ impl<'a> SyncRequestWriter<'a> {
         let error = u32::try_from(status.error_us).unwrap_or(u32::MAX);
         buf[68..72].copy_from_slice(&error.to_le_bytes());
         buf[72..76].fill(0);
+        buf[74] = LINK_TIME;
         let partial = status.partial_list.unwrap_or(PartialList {
             generation: 0,
             offset: 0,
@@ -1154,6 +1159,8 @@ pub struct SyncRequest<'a> {
     pub status: DeviceStatus,
     /// Number of events.
     pub event_count: u16,
+    /// The door takes an answer whose times only the link key authenticates ([`LINK_TIME`]).
+    pub link_time: bool,
     events: &'a [u8],
 }
 
@@ -1200,6 +1207,8 @@ impl<'a> SyncRequest<'a> {
             counter: counter_at(bytes, 32)?,
             status,
             event_count: u16_at(bytes, 72),
+            // Other bits are reserved for later doors: ignored.
+            link_time: bytes[74] & LINK_TIME != 0,
             events: &bytes[SYNC_REQUEST_FIXED..],
         };
         // Every event must read, and nothing may trail them.
@@ -1261,6 +1270,9 @@ pub struct SyncAnswer<'a> {
     /// The door's contact and held-open time, as the site sets them (`None`: the door keeps
     /// its own).
     pub position: Option<DoorPosition>,
+    /// Leave the times unsigned: the request said the door takes times the link key alone
+    /// authenticates ([`SyncRequest::link_time`]).
+    pub link_time: bool,
 }
 
 /// A door's position settings.
@@ -1309,8 +1321,14 @@ fn time_signed(door_id: u64, nonce: &[u8; NONCE_LEN], t2: i64, t3: i64) -> [u8; 
 }
 
 impl SyncAnswer<'_> {
-    /// The fixed part of the answer, signed with the site key and sealed with the device key.
-    /// Send it followed by the list, if any.
+    /// The fixed part of the answer, sealed with the device key. Send it followed by the list,
+    /// if any.
+    ///
+    /// The times are authenticated by the seal: only this server and this door hold the
+    /// server → device key, and the seal covers the door id and the request's nonce, so a
+    /// replayed or forged answer fails. Unless [`SyncAnswer::link_time`] is set they are also
+    /// signed with the site key (64 bytes, the answer's most expensive part to make), which
+    /// doors that do not ask for link-only times verify.
     pub fn write(&self, site: &SigningKey, device_key: &[u8; 32]) -> [u8; SYNC_RESPONSE_LEN] {
         let mut out = [0u8; SYNC_RESPONSE_LEN];
         Header {
@@ -1321,13 +1339,17 @@ impl SyncAnswer<'_> {
         .write(&mut out);
         out[32..40].copy_from_slice(&self.receive_us.to_le_bytes());
         out[40..48].copy_from_slice(&self.transmit_us.to_le_bytes());
-        let signature = site.sign(&time_signed(
-            self.door_id,
-            &self.nonce,
-            self.receive_us,
-            self.transmit_us,
-        ));
-        out[48..112].copy_from_slice(&signature.to_bytes());
+        if self.link_time {
+            out[114] = LINK_TIME;
+        } else {
+            let signature = site.sign(&time_signed(
+                self.door_id,
+                &self.nonce,
+                self.receive_us,
+                self.transmit_us,
+            ));
+            out[48..112].copy_from_slice(&signature.to_bytes());
+        }
         out[112..114].copy_from_slice(&self.acked.to_le_bytes());
         out[116..120].copy_from_slice(&self.sync_interval_s.to_le_bytes());
         out[120..128].copy_from_slice(&self.generation.to_le_bytes());
@@ -1414,8 +1436,9 @@ impl SyncResponse {
     }
 
     /// Checks and decrypts (in place) the fixed part of an answer, exactly
-    /// [`SYNC_RESPONSE_LEN`] bytes: the AEAD under the device key, the site's signature over
-    /// the times, door and nonce. The list that follows is decrypted with a [`ListStream`].
+    /// [`SYNC_RESPONSE_LEN`] bytes: the AEAD under the device key (which covers the times, door
+    /// and nonce) and, unless the answer says its times are link-only ([`LINK_TIME`]), the
+    /// site's signature over them. The list that follows is decrypted with a [`ListStream`].
     pub fn parse(
         fixed: &mut [u8],
         device_key: &[u8; 32],
@@ -1434,14 +1457,20 @@ impl SyncResponse {
         let fixed = &*fixed;
         let t2 = i64_at(fixed, 32);
         let t3 = i64_at(fixed, 40);
-        let mut sig = [0u8; 64];
-        sig.copy_from_slice(&fixed[48..112]);
-        site_key
-            .verify(
-                &time_signed(door_id, nonce, t2, t3),
-                &Signature::from_bytes(&sig),
-            )
-            .map_err(|_| ProtocolError::BadSignature)?;
+        let time_flags = fixed[114];
+        if time_flags & !LINK_TIME != 0 || fixed[115] != 0 {
+            return Err(ProtocolError::Malformed("time_flags"));
+        }
+        if time_flags & LINK_TIME == 0 {
+            let mut sig = [0u8; 64];
+            sig.copy_from_slice(&fixed[48..112]);
+            site_key
+                .verify(
+                    &time_signed(door_id, nonce, t2, t3),
+                    &Signature::from_bytes(&sig),
+                )
+                .map_err(|_| ProtocolError::BadSignature)?;
+        }
         if t3 < t2 {
             return Err(ProtocolError::Malformed("transmit_time"));
         }
@@ -1989,6 +2018,7 @@ mod tests {
                 contact: true,
                 held_open_s: 45,
             }),
+            link_time: false,
         }
         .write(&site(), &key);
         let vk = site().verifying_key();
@@ -2040,6 +2070,84 @@ mod tests {
     }
 
     #[test]
+    fn link_only_time_needs_no_signature_but_stays_bound_to_door_and_nonce() {
+        let key = [9u8; 32];
+        let mut buf = [0u8; 200];
+        let status = DeviceStatus {
+            wall_us: None,
+            uptime_us: 1,
+            generation: 0,
+            source: None,
+            battery_mv: 0,
+            error_us: 0,
+            partial_list: None,
+            list_capacity: 0,
+            firmware_version: 0,
+            partial_firmware: None,
+        };
+        let n = SyncRequestWriter::new(&mut buf, 42, [4; 16], 1, &status)
+            .unwrap()
+            .finish(&key);
+        let n = open_request(&mut buf[..n], &key).unwrap();
+        assert!(SyncRequest::parse(&buf[..n]).unwrap().link_time);
+        let answer = SyncAnswer {
+            door_id: 42,
+            nonce: [4; 16],
+            receive_us: 1_800_000_000_000_000,
+            transmit_us: 1_800_000_000_000_150,
+            acked: 0,
+            sync_interval_s: 300,
+            generation: 6,
+            list: None,
+            list_offset: 0,
+            ntp_servers: "",
+            firmware: None,
+            lockdown: None,
+            position: None,
+            link_time: true,
+        }
+        .write(&site(), &key);
+        // No site key is needed to read it: any will do.
+        let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
+        let r = SyncResponse::parse(&mut answer.clone(), &key, &other, 42, &[4; 16]).unwrap();
+        assert_eq!(r.time.transmit.as_micros(), 1_800_000_000_000_150);
+        assert_eq!(
+            SyncResponse::parse(&mut answer.clone(), &key, &other, 42, &[5; 16]),
+            Err(ProtocolError::Mismatch)
+        );
+        assert_eq!(
+            SyncResponse::parse(&mut answer.clone(), &[1; 32], &other, 42, &[4; 16]),
+            Err(ProtocolError::BadMac)
+        );
+        // The flag is under the seal: turning it on in a signed answer breaks the tag.
+        let mut signed = SyncAnswer {
+            link_time: false,
+            ..SyncAnswer {
+                door_id: 42,
+                nonce: [4; 16],
+                receive_us: 1,
+                transmit_us: 2,
+                acked: 0,
+                sync_interval_s: 300,
+                generation: 6,
+                list: None,
+                list_offset: 0,
+                ntp_servers: "",
+                firmware: None,
+                lockdown: None,
+                position: None,
+                link_time: true,
+            }
+        }
+        .write(&site(), &key);
+        signed[114] ^= LINK_TIME;
+        assert_eq!(
+            SyncResponse::parse(&mut signed, &key, &other, 42, &[4; 16]),
+            Err(ProtocolError::BadMac)
+        );
+    }
+
+    #[test]
     fn a_site_that_names_no_ntp_servers_leaves_the_doors_own() {
         let key = [9u8; 32];
         let answer = |ntp_servers| {
@@ -2057,6 +2165,7 @@ mod tests {
                 firmware: None,
                 lockdown: None,
                 position: None,
+                link_time: false,
             }
             .write(&site(), &key)
         };

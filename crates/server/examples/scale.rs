@@ -168,7 +168,7 @@ async fn main() {
         "compile every other door ({n}): {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let (len,): (i64,) = sqlx::query_as("SELECT LENGTH(list_bytes) FROM doors WHERE id = $1")
+    let (len,): (i64,) = sqlx::query_as("SELECT LENGTH(bytes) FROM door_lists WHERE door_id = $1")
         .bind(first)
         .fetch_one(state.db.pool())
         .await

@@ -16,8 +16,7 @@ use axum::Router;
 use chronolock_backend::{DoorList, Pairing};
 use chronolock_core::allowlist::AccessType;
 use chronolock_core::controller::Credential;
-use chronolock_core::lockdown::ORDER_LEN;
-use chronolock_core::protocol::{DeviceStatus, DoorPosition, EventBody, ProtocolError, WireEvent};
+use chronolock_core::protocol::{DeviceStatus, EventBody, ProtocolError, WireEvent};
 use rand::RngCore;
 
 use crate::AppState;
@@ -90,6 +89,27 @@ fn internal(e: impl std::fmt::Display) -> chronolock_backend::DeviceError {
     chronolock_backend::DeviceError::internal(e)
 }
 
+impl SqlDevices<'_> {
+    /// The door from memory, or from the database if memory does not hold it (paired through
+    /// another server process a moment ago, or not a door at all).
+    async fn door(
+        &self,
+        door_id: i64,
+    ) -> Result<
+        Option<std::sync::Arc<crate::door_cache::CachedDoor>>,
+        chronolock_backend::DeviceError,
+    > {
+        if let Some(door) = self.0.door_cache.door(door_id) {
+            return Ok(Some(door));
+        }
+        self.0
+            .door_cache
+            .reload_door(&self.0.db, door_id)
+            .await
+            .map_err(internal)
+    }
+}
+
 impl chronolock_backend::Devices for SqlDevices<'_> {
     type List = Vec<u8>;
 
@@ -146,6 +166,11 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
         if claimed != 1 {
             return Ok(false);
         }
+        self.0
+            .door_cache
+            .reload_door(&self.0.db, pairing.door_id)
+            .await
+            .map_err(internal)?;
         // The list is sealed to the new device: compile it now so the first sync gets it.
         crate::model::refresh_door(self.0, pairing.door_id, now_unix)
             .await
@@ -159,33 +184,54 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
         door_id: i64,
         counter: u64,
     ) -> Result<bool, chronolock_backend::DeviceError> {
-        // Atomic across server processes: only a newer counter updates the row.
-        let counter = i64::try_from(counter)
-            .map_err(|_| chronolock_backend::DeviceError::internal("counter out of range"))?;
-        let advanced =
-            sqlx::query("UPDATE doors SET link_counter = $1 WHERE id = $2 AND link_counter < $1")
-                .bind(counter)
-                .bind(door_id)
-                .execute(self.0.db.pool())
-                .await
-                .map_err(internal)?
-                .rows_affected();
-        Ok(advanced == 1)
+        self.accept(door_id, counter, Vec::new(), crate::now_micros())
+            .await
+    }
+
+    async fn accept(
+        &self,
+        door_id: i64,
+        counter: u64,
+        events: Vec<WireEvent>,
+        received_us: i64,
+    ) -> Result<bool, chronolock_backend::DeviceError> {
+        // Atomic across server processes, committed with other requests' ([`crate::link_writer`]).
+        self.0
+            .link_writer
+            .accept(
+                &self.0.db,
+                &self.0.webhook_wake,
+                door_id,
+                counter,
+                events,
+                received_us,
+            )
+            .await
+            .map_err(internal)
     }
 
     async fn device_key(
         &self,
         door_id: i64,
     ) -> Result<Option<[u8; 32]>, chronolock_backend::DeviceError> {
-        let row: Option<(Option<Vec<u8>>,)> =
-            sqlx::query_as("SELECT device_key FROM doors WHERE id = $1")
-                .bind(door_id)
-                .fetch_optional(self.0.db.pool())
-                .await
-                .map_err(internal)?;
-        Ok(row
-            .and_then(|(k,)| k)
-            .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()))
+        Ok(self.door(door_id).await?.and_then(|d| d.device_key))
+    }
+
+    async fn reload_key(
+        &self,
+        door_id: i64,
+        stale: &[u8; 32],
+    ) -> Result<Option<[u8; 32]>, chronolock_backend::DeviceError> {
+        // At most one database read per door and second, however many forged requests come.
+        let cache = &self.0.door_cache;
+        if !cache.may_recheck(door_id) {
+            return Ok(None);
+        }
+        let door = cache
+            .reload_door(&self.0.db, door_id)
+            .await
+            .map_err(internal)?;
+        Ok(door.and_then(|d| d.device_key).filter(|key| key != stale))
     }
 
     async fn store_events(
@@ -194,9 +240,23 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
         events: &[WireEvent],
         received_us: i64,
     ) -> Result<(), chronolock_backend::DeviceError> {
-        store_events(self.0, door_id, events, received_us)
+        // Only [`accept`](chronolock_backend::Devices::accept) stores events here, with the
+        // counter; this is the same without one.
+        let mut tx = self.0.db.pool().begin().await.map_err(internal)?;
+        let stored = insert_events(&mut tx, door_id, events, received_us)
             .await
-            .map_err(internal)
+            .map_err(internal)?;
+        let now = received_us.div_euclid(1_000_000);
+        let stored: Vec<(i64, &str, i64)> =
+            stored.into_iter().map(|(id, k)| (id, k, now)).collect();
+        let hooks = crate::webhooks::enqueue_all(&mut tx, &stored)
+            .await
+            .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        if hooks {
+            self.0.webhook_wake.notify_one();
+        }
+        Ok(())
     }
 
     fn record_status(&self, door_id: i64, status: &DeviceStatus, received_us: i64) {
@@ -227,40 +287,28 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
         door_id: i64,
         device_generation: u64,
     ) -> Result<DoorList<Vec<u8>>, chronolock_backend::DeviceError> {
-        type Row = (i64, i32, Option<String>, i32, i32, Option<Vec<u8>>);
-        let (generation, interval, ntp_servers, contact, held_open_s, lockdown): Row =
-            sqlx::query_as(
-                "SELECT d.generation, d.sync_interval_s, s.ntp_servers, d.contact_fitted, \
-                 d.held_open_s, (SELECT o.signed FROM lockdown_orders o \
-                 WHERE o.site_id = d.site_id ORDER BY o.seq DESC LIMIT 1) \
-                 FROM doors d JOIN sites s ON s.id = d.site_id WHERE d.id = $1",
-            )
-            .bind(door_id)
-            .fetch_one(self.0.db.pool())
-            .await
-            .map_err(internal)?;
-        let generation = generation as u64;
-        let list = if device_generation < generation {
+        let door = self
+            .door(door_id)
+            .await?
+            .ok_or_else(|| chronolock_backend::DeviceError::internal("the door is gone"))?;
+        let site = self.0.door_cache.site(door.site_id).unwrap_or_default();
+        // The blob is read only when the door's list is older.
+        let list = if device_generation < door.generation {
             crate::model::door_list(self.0, door_id)
                 .await
                 .map_err(internal)?
-                .filter(|(g, _)| *g == generation)
+                .filter(|(g, _)| *g == door.generation)
                 .map(|(_, bytes)| bytes)
         } else {
             None
         };
         Ok(DoorList {
-            generation,
-            sync_interval_s: interval.max(1) as u32,
+            generation: door.generation,
+            sync_interval_s: door.sync_interval_s,
             list,
-            ntp_servers: ntp_servers.unwrap_or_default(),
-            // Stored as signed; a row of another length (none is written) is no order.
-            lockdown: lockdown.and_then(|b| <[u8; ORDER_LEN]>::try_from(b.as_slice()).ok()),
-            // The server always knows the door's settings (defaults: no contact, 30 s).
-            position: Some(DoorPosition {
-                contact: contact != 0,
-                held_open_s: u16::try_from(held_open_s.clamp(1, 3600)).unwrap_or(30),
-            }),
+            ntp_servers: site.ntp_servers.clone(),
+            lockdown: site.lockdown,
+            position: Some(door.position),
         })
     }
 
@@ -276,6 +324,13 @@ impl chronolock_backend::Devices for SqlDevices<'_> {
             .door_status
             .firmware_reported(door_id)
             .unwrap_or_default();
+        let Some((_, version, size)) = self.door(door_id).await?.and_then(|d| d.firmware) else {
+            return Ok(None);
+        };
+        let (held_version, held_bytes) = reported.held.unwrap_or((0, 0));
+        if version <= reported.running || (version == held_version && size <= held_bytes) {
+            return Ok(None);
+        }
         crate::firmware::assigned_file(self.0, door_id, reported)
             .await
             .map_err(internal)
@@ -413,17 +468,15 @@ fn event_columns(
     }
 }
 
-/// Stores a sync's events once per (door, device event id), with the webhook deliveries they
-/// cause, in one transaction: none is acknowledged before it is stored.
-async fn store_events(
-    state: &AppState,
+/// Inserts a sync's events once per (door, device event id) in `tx`; returns the ids and kinds
+/// of those stored now (not before).
+pub(crate) async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     door_id: i64,
     events: &[WireEvent],
     receive_us: i64,
-) -> Result<(), sqlx::Error> {
-    let now = receive_us.div_euclid(1_000_000);
+) -> Result<Vec<(i64, &'static str)>, sqlx::Error> {
     let mut stored = Vec::new();
-    let mut tx = state.db.pool().begin().await?;
     for event in events {
         let (kind, credential, decision, mv, detail) = event_columns(&event.body);
         let inserted: Option<(i64,)> = sqlx::query_as(
@@ -441,26 +494,13 @@ async fn store_events(
         .bind(decision)
         .bind(mv)
         .bind(detail)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         if let Some((id,)) = inserted {
             stored.push((id, kind));
         }
     }
-    // Webhook deliveries are queued with the events they carry: none is lost in a crash.
-    let (hooks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhooks")
-        .fetch_one(&mut *tx)
-        .await?;
-    if hooks > 0 {
-        for (id, kind) in &stored {
-            crate::webhooks::enqueue(&mut tx, *id, kind, now).await?;
-        }
-    }
-    tx.commit().await?;
-    if hooks > 0 && !stored.is_empty() {
-        state.webhook_wake.notify_one();
-    }
-    Ok(())
+    Ok(stored)
 }
 
 async fn sync(State(state): State<AppState>, body: Bytes) -> Result<Response, DeviceError> {

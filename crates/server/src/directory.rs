@@ -139,6 +139,7 @@ pub async fn set_site_ntp_servers(
         .execute(state.db.pool())
         .await?
         .rows_affected();
+    state.door_cache.reload_site(&state.db, site_id).await?;
     changed(rows)
 }
 
@@ -204,7 +205,8 @@ type DoorRow = (
 const DOOR_COLUMNS: &str = "SELECT id, name, generation, paired_at, \
     CASE WHEN device_key IS NULL THEN 0 ELSE 1 END, last_sync, \
     CASE WHEN pairing_hash IS NULL THEN NULL ELSE pairing_expires END, \
-    CAST(LENGTH(list_bytes) AS BIGINT), list_error FROM doors";
+    (SELECT CAST(LENGTH(l.bytes) AS BIGINT) FROM door_lists l WHERE l.door_id = doors.id), \
+    list_error FROM doors";
 
 fn door_of(r: DoorRow) -> Door {
     Door {
@@ -262,7 +264,10 @@ pub async fn rename_door(
 
 /// Deletes a door with its rules and events.
 pub async fn delete_door(state: &AppState, site_id: i64, door_id: i64) -> Result<(), ModelError> {
-    delete_row(state, "doors", site_id, door_id).await
+    delete_row(state, "doors", site_id, door_id).await?;
+    // Its device is refused from now on.
+    state.door_cache.reload_door(&state.db, door_id).await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

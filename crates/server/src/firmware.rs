@@ -242,6 +242,8 @@ pub async fn assign(
         }
     }
     tx.commit().await?;
+    // The doors' next syncs offer the image.
+    state.door_cache.reload_all(&state.db).await?;
     Ok(())
 }
 

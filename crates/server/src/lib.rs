@@ -20,9 +20,11 @@ pub mod demo;
 pub mod device;
 pub mod device_api;
 pub mod directory;
+pub mod door_cache;
 pub mod editors;
 pub mod error;
 pub mod firmware;
+pub mod link_writer;
 pub mod lockdown;
 pub mod model;
 pub mod monitor;
@@ -110,6 +112,10 @@ pub struct AppState {
     pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
     /// Door statuses from syncs, written behind in batches.
     pub door_status: std::sync::Arc<device_api::StatusBuffer>,
+    /// What device syncs need of doors and sites, in memory ([`door_cache`]).
+    pub door_cache: std::sync::Arc<door_cache::DoorCache>,
+    /// Replay counters and events, committed in groups ([`link_writer`]).
+    pub link_writer: std::sync::Arc<link_writer::LinkWriter>,
     /// Doors' watches (long polls) held by this process, and what wakes them.
     pub watches: std::sync::Arc<watch::Watches>,
     /// Virtual doors this process runs (`serve --demo`), for their panels in the admin UI.
@@ -140,6 +146,8 @@ impl AppState {
             signing_key: std::sync::Arc::new(signing_key),
             webhook_wake: std::sync::Arc::new(tokio::sync::Notify::new()),
             door_status: std::sync::Arc::default(),
+            door_cache: std::sync::Arc::default(),
+            link_writer: std::sync::Arc::default(),
             watches: std::sync::Arc::new(watch::Watches::new(watch::WatchConfig::from_env())),
             virtual_doors: std::sync::Arc::default(),
             logins: std::sync::Arc::new(throttle::Logins::new(2)),

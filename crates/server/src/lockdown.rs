@@ -102,6 +102,8 @@ pub async fn give(
                     admin = by.map_or("-", |b| b.admin),
                     "lockdown order given"
                 );
+                // Syncs and watches answered from memory see the order before they are woken.
+                state.door_cache.reload_site(&state.db, site_id).await?;
                 state.watches.everything_changed();
                 return Ok(Order {
                     site_id,

@@ -702,7 +702,8 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         type Row = (i64, Option<String>, Option<Vec<u8>>, i64, Option<i64>);
         let (generation, digest, device_key, capacity, stored_len): Row = sqlx::query_as(
             "SELECT generation, list_digest, device_key, list_capacity, \
-             CAST(LENGTH(list_bytes) AS BIGINT) FROM doors WHERE id = $1",
+             (SELECT CAST(LENGTH(l.bytes) AS BIGINT) FROM door_lists l WHERE l.door_id = d.id) \
+             FROM doors d WHERE id = $1",
         )
         .bind(door_id)
         .fetch_optional(state.db.pool())
@@ -742,19 +743,35 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
             set_list_error(state, door_id, Some(&error)).await?;
             return Ok(generation as u64);
         }
+        // The generation and its bytes change together: no sync sees one without the other.
+        let mut tx = state.db.pool().begin().await?;
         let updated = sqlx::query(
-            "UPDATE doors SET generation = $1, list_digest = $2, list_bytes = $3, list_error = NULL \
-             WHERE id = $4 AND generation = $5",
+            "UPDATE doors SET generation = $1, list_digest = $2, list_error = NULL \
+             WHERE id = $3 AND generation = $4",
         )
         .bind(next)
         .bind(new_digest)
-        .bind(bytes)
         .bind(door_id)
         .bind(generation)
-        .execute(state.db.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if updated == 1 {
+            sqlx::query(
+                "INSERT INTO door_lists (door_id, generation, bytes) VALUES ($1, $2, $3) \
+                 ON CONFLICT (door_id) DO UPDATE SET generation = excluded.generation, \
+                 bytes = excluded.bytes",
+            )
+            .bind(door_id)
+            .bind(next)
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if updated == 1 {
+            // Syncs answered from memory see the new generation before the watch wakes.
+            state.door_cache.reload_door(&state.db, door_id).await?;
             // The door's watch (if it holds one here) answers "sync now"; other server
             // processes notice through their database poll.
             state.watches.door_changed(door_id);
@@ -912,13 +929,15 @@ pub async fn door_list(
     state: &AppState,
     door_id: i64,
 ) -> Result<Option<(u64, Vec<u8>)>, ModelError> {
-    let row: Option<(i64, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT generation, list_bytes FROM doors WHERE id = $1")
-            .bind(door_id)
-            .fetch_optional(state.db.pool())
-            .await?;
-    let (generation, bytes) = row.ok_or(ModelError::NotFound)?;
-    Ok(bytes.map(|b| (generation as u64, b)))
+    let row: Option<(i64, Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT d.id, l.generation, l.bytes FROM doors d \
+         LEFT JOIN door_lists l ON l.door_id = d.id WHERE d.id = $1",
+    )
+    .bind(door_id)
+    .fetch_optional(state.db.pool())
+    .await?;
+    let (_, generation, bytes) = row.ok_or(ModelError::NotFound)?;
+    Ok(generation.zip(bytes).map(|(g, b)| (g as u64, b)))
 }
 
 #[cfg(test)]

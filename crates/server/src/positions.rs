@@ -82,6 +82,8 @@ pub async fn set_settings(
     if rows == 0 {
         return Err(ModelError::NotFound);
     }
+    // The door's next sync carries the settings.
+    state.door_cache.reload_door(&state.db, door_id).await?;
     Ok(())
 }
 

@@ -13,9 +13,9 @@
 //!   (every door of the site is due) and when the server stops.
 //!
 //! Changes made by another server process sharing a PostgreSQL database reach this one through
-//! [`poll_database`]: one task per process reads two aggregates a second (the sum of door
-//! generations and the newest lockdown order) and, when they move, wakes the doors whose
-//! generation changed. No held watch queries the database while it waits.
+//! [`poll_database`]: one task per process reads the doors and sites into
+//! [`crate::door_cache`] once a second and wakes the doors whose generation changed. No held
+//! watch queries the database, while it waits or when it looks.
 //!
 //! Limits: at most [`WatchConfig::max_held`] watches per process (beyond it `503` with
 //! `Retry-After`: the door backs off and its 5-minute sync still runs), at most
@@ -267,58 +267,25 @@ pub(crate) async fn watch(
     Ok(binary(watch.answer(false)))
 }
 
-/// Wakes this process's watches for changes other server processes make: every
-/// [`WatchConfig::poll`], one query of two aggregates; only when they moved, the doors'
-/// generations, to wake the doors that changed. Runs until the server stops.
+/// Every [`WatchConfig::poll`], reads the doors and sites again into
+/// [`crate::door_cache`] (which brings in what other server processes changed), and wakes the
+/// watches of doors whose generation moved, or every watch when a lockdown order did. Runs
+/// until the server stops.
 pub async fn poll_database(state: AppState) {
-    let mut seen: Option<(i64, i64, i64)> = None;
-    let mut generations: HashMap<i64, i64> = HashMap::new();
     loop {
-        tokio::time::sleep(state.watches.config().poll).await;
-        if let Err(e) = poll_once(&state, &mut seen, &mut generations).await {
-            tracing::warn!(error = %e, "watch: looking for changes");
-        }
-    }
-}
-
-async fn poll_once(
-    state: &AppState,
-    seen: &mut Option<(i64, i64, i64)>,
-    generations: &mut HashMap<i64, i64>,
-) -> Result<(), sqlx::Error> {
-    let now: (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT CAST(COALESCE(SUM(generation), 0) AS BIGINT) FROM doors), \
-         (SELECT COUNT(*) FROM doors), \
-         (SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM lockdown_orders)",
-    )
-    .fetch_one(state.db.pool())
-    .await?;
-    let before = seen.replace(now);
-    let Some(before) = before else {
-        // The first look: what is there now is the baseline.
-        *generations = door_generations(state).await?;
-        return Ok(());
-    };
-    if (before.0, before.1) != (now.0, now.1) {
-        let current = door_generations(state).await?;
-        for (door, generation) in &current {
-            if generations.get(door) != Some(generation) {
-                state.watches.door_changed(*door);
+        match state.door_cache.reload_all(&state.db).await {
+            Ok(changes) => {
+                for door in changes.doors {
+                    state.watches.door_changed(door);
+                }
+                if changes.lockdown {
+                    state.watches.everything_changed();
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "watch: looking for changes"),
         }
-        *generations = current;
+        tokio::time::sleep(state.watches.config().poll).await;
     }
-    if before.2 != now.2 {
-        state.watches.everything_changed();
-    }
-    Ok(())
-}
-
-async fn door_generations(state: &AppState) -> Result<HashMap<i64, i64>, sqlx::Error> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, generation FROM doors")
-        .fetch_all(state.db.pool())
-        .await?;
-    Ok(rows.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -184,6 +184,28 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     )
 }
 
+/// Queues the deliveries of events just stored, `(id, kind, received at in Unix seconds)`, in
+/// the transaction that stores them, so none is lost in a crash. Returns whether any webhook
+/// exists (the sender is then to be woken once the transaction commits).
+pub async fn enqueue_all(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    stored: &[(i64, &str, i64)],
+) -> Result<bool, sqlx::Error> {
+    if stored.is_empty() {
+        return Ok(false);
+    }
+    let (hooks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhooks")
+        .fetch_one(&mut **tx)
+        .await?;
+    if hooks == 0 {
+        return Ok(false);
+    }
+    for (id, kind, now) in stored {
+        enqueue(tx, *id, kind, *now).await?;
+    }
+    Ok(true)
+}
+
 /// Queues deliveries of event `event_id` (of `kind`) to every webhook that asked for the kind.
 pub async fn enqueue(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
