@@ -5,10 +5,15 @@
 //! loopback port, pairs every door through the device API over HTTP, lets each door download its
 //! list once, and then, for SECONDS, drives the doors' polls from CONNECTIONS concurrent
 //! connections: each poll a fresh, authenticated protocol request with the door's next counter
-//! and its current generation, so the server has nothing to send but the signed time. Answers
-//! are checked like a door checks them (AEAD, the site's signature, door, nonce) for each
-//! door's first poll and one in [`VERIFY_EVERY`] after that; every answer's status and length
-//! are checked. The last line on stdout is one JSON object with the figures.
+//! and its current generation, so the server has nothing to send but the authenticated time.
+//! Answers are checked like a door checks them (AEAD, door, nonce, and the site's signature when
+//! the answer carries one) for each door's first poll and one in [`VERIFY_EVERY`] after that;
+//! every answer's status and length are checked. The last line on stdout is one JSON object
+//! with the figures.
+//!
+//! With `--baseline-url` the same client then drives a reference server (nginx answering 304,
+//! `scripts/bench-sync-nginx.sh`) with sync-sized posts over as many connections for as long,
+//! so the figures carry their own baseline from the same run.
 //!
 //! The load generator shares the machine with the server, so the figures are a floor for a
 //! server with the machine to itself.
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chronolock_core::protocol::{
-    DeviceStatus, Enrolment, SyncRequestWriter, SyncResponse, SYNC_RESPONSE_LEN,
+    DeviceStatus, Enrolment, SyncRequestWriter, SyncResponse, SYNC_REQUEST_FIXED, SYNC_RESPONSE_LEN,
 };
 use chronolock_server::transfer::{self, ExportDoc, GroupRecord, PersonRecord, RuleRecord};
 use chronolock_server::{device, directory, AppState, ServeConfig};
@@ -45,6 +50,8 @@ pub struct SyncBench {
     /// A PostgreSQL database to seed and serve from (empty; default: a fresh SQLite in a
     /// temporary directory).
     pub database_url: Option<String>,
+    /// A reference server to drive the same way after the syncs (see [`baseline`]).
+    pub baseline_url: Option<String>,
 }
 
 /// A paired door as the load generator keeps it.
@@ -337,18 +344,15 @@ async fn run(args: &SyncBench) -> Result<String, String> {
     let cpu_s = cpu_ticks(pid).saturating_sub(cpu_before) as f64 / 100.0;
     let (rss, peak) = rss_kib(pid);
     drop(server);
+    let reference = match &args.baseline_url {
+        Some(url) => Some(baseline(&client, url, args.connections, args.seconds).await?),
+        None => None,
+    };
 
     total.latencies_us.sort_unstable();
-    let pct = |p: f64| {
-        let v = &total.latencies_us;
-        if v.is_empty() {
-            0.0
-        } else {
-            f64::from(v[((v.len() - 1) as f64 * p).round() as usize]) / 1000.0
-        }
-    };
+    let pct = |p: f64| percentile_ms(&total.latencies_us, p);
     let ok = total.latencies_us.len() as f64;
-    let figures = serde_json::json!({
+    let mut figures = serde_json::json!({
         "syncs_per_s": (ok / elapsed).round(),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
@@ -365,6 +369,19 @@ async fn run(args: &SyncBench) -> Result<String, String> {
         "connections": args.connections,
         "database": database,
     });
+    if let Some(r) = &reference {
+        let ratio = if r.per_s > 0.0 {
+            ok / elapsed / r.per_s
+        } else {
+            0.0
+        };
+        figures["baseline_url"] = args.baseline_url.clone().into();
+        figures["baseline_per_s"] = r.per_s.round().into();
+        figures["baseline_p50_ms"] = r.p50_ms.into();
+        figures["baseline_p99_ms"] = r.p99_ms.into();
+        figures["baseline_errors"] = r.errors.into();
+        figures["ratio_to_baseline"] = ((ratio * 1000.0).round() / 1000.0).into();
+    }
     if let Some(e) = &total.first_error {
         out.push_str(&format!("first error: {e}\n"));
     }
@@ -378,6 +395,17 @@ async fn run(args: &SyncBench) -> Result<String, String> {
         pct(0.99),
         total.errors,
     ));
+    if let Some(r) = &reference {
+        out.push_str(&format!(
+            "baseline {}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} errors; syncs at {} of it\n",
+            args.baseline_url.as_deref().unwrap_or(""),
+            r.per_s,
+            r.p50_ms,
+            r.p99_ms,
+            r.errors,
+            figures["ratio_to_baseline"],
+        ));
+    }
     out.push_str(&figures.to_string());
     out.push('\n');
     Ok(out)
@@ -481,4 +509,76 @@ async fn poll_once(
     }
     // Unverified: an unchanged answer is the fixed part alone.
     Ok(body.len() > SYNC_RESPONSE_LEN)
+}
+
+/// What the reference server did.
+struct Reference {
+    per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// Drives `url` with the syncs' client: `connections` tasks, each posting a sync-sized body
+/// one request after another for `seconds`. Any answer below 400 counts (nginx's `return
+/// 304`, say); the body is read like a sync answer's.
+async fn baseline(
+    client: &reqwest::Client,
+    url: &str,
+    connections: usize,
+    seconds: f64,
+) -> Result<Reference, String> {
+    let body = vec![0u8; SYNC_REQUEST_FIXED + 16];
+    client
+        .post(url)
+        .body(body.clone())
+        .send()
+        .await
+        .map_err(|e| format!("the baseline server at {url}: {e}"))?;
+    let started = Instant::now();
+    let stop_at = started + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, url, body) = (client.clone(), url.to_string(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            while Instant::now() < stop_at {
+                let t = Instant::now();
+                let ok = match client.post(&url).body(body.clone()).send().await {
+                    Ok(answer) => answer.status().as_u16() < 400 && answer.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    let us = t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                    tally.latencies_us.push(us);
+                } else {
+                    tally.errors += 1;
+                }
+            }
+            tally
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let t = task.await.map_err(|e| e.to_string())?;
+        latencies.extend(t.latencies_us);
+        errors += t.errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    Ok(Reference {
+        per_s: latencies.len() as f64 / elapsed,
+        p50_ms: percentile_ms(&latencies, 0.50),
+        p99_ms: percentile_ms(&latencies, 0.99),
+        errors,
+    })
+}
+
+/// The `p` quantile of sorted microseconds, in milliseconds.
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    f64::from(sorted_us[((sorted_us.len() - 1) as f64 * p).round() as usize]) / 1000.0
 }

@@ -156,6 +156,11 @@ enum BenchCommand {
         /// An empty PostgreSQL database to use (default: SQLite in a temporary directory).
         #[arg(long = "database-url", value_name = "URL")]
         database_url: Option<String>,
+        /// A reference HTTP server (e.g. nginx answering 304, scripts/bench-sync-nginx.sh):
+        /// after the syncs, the same client posts sync-sized bodies to it for as long, over as
+        /// many connections, and the figures add its rate and the ratio to it.
+        #[arg(long = "baseline-url", value_name = "URL")]
+        baseline_url: Option<String>,
     },
 }
 
@@ -373,6 +378,7 @@ fn main() -> ExitCode {
                     seconds,
                     connections,
                     database_url,
+                    baseline_url,
                 },
         } => report(chronolock::bench::sync(&chronolock::bench::SyncBench {
             people,
@@ -380,6 +386,7 @@ fn main() -> ExitCode {
             seconds,
             connections,
             database_url,
+            baseline_url,
         })),
         Command::Firmware { command } => report(chronolock::firmware::run(command)),
         Command::Import(args) => report(chronolock::transfer::import(args)),
