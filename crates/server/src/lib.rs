@@ -116,6 +116,9 @@ pub struct AppState {
     pub door_cache: std::sync::Arc<door_cache::DoorCache>,
     /// Replay counters and events, committed in groups ([`link_writer`]).
     pub link_writer: std::sync::Arc<link_writer::LinkWriter>,
+    /// Held while doors' lists are recompiled ([`model::refresh_due`]): an editor's change and
+    /// the periodic recompilation would otherwise compile the same doors side by side.
+    pub compiling: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Doors' watches (long polls) held by this process, and what wakes them.
     pub watches: std::sync::Arc<watch::Watches>,
     /// Virtual doors this process runs (`serve --demo`), for their panels in the admin UI.
@@ -148,6 +151,7 @@ impl AppState {
             door_status: std::sync::Arc::default(),
             door_cache: std::sync::Arc::default(),
             link_writer: std::sync::Arc::default(),
+            compiling: std::sync::Arc::default(),
             watches: std::sync::Arc::new(watch::Watches::new(watch::WatchConfig::from_env())),
             virtual_doors: std::sync::Arc::default(),
             logins: std::sync::Arc::new(throttle::Logins::new(2)),

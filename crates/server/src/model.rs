@@ -799,11 +799,15 @@ async fn set_list_error(
     door_id: i64,
     error: Option<&str>,
 ) -> Result<(), ModelError> {
-    sqlx::query("UPDATE doors SET list_error = $1 WHERE id = $2")
-        .bind(error)
-        .bind(door_id)
-        .execute(state.db.pool())
-        .await?;
+    // Written only when it changes: an unchanged door's recompilation writes nothing.
+    sqlx::query(
+        "UPDATE doors SET list_error = $1 WHERE id = $2 \
+         AND COALESCE(list_error, '') <> COALESCE($1, '')",
+    )
+    .bind(error)
+    .bind(door_id)
+    .execute(state.db.pool())
+    .await?;
     Ok(())
 }
 
@@ -911,6 +915,9 @@ pub async fn site_changed(state: &AppState, site_id: i64) -> Result<usize, Model
 /// (schedules are compiled from the week's Monday). The server runs this periodically; it is safe
 /// to run from several processes at once. Returns how many doors were recompiled.
 pub async fn refresh_due(state: &AppState, now: i64) -> Result<usize, ModelError> {
+    // One compiler per process; several processes still work (each door's update is
+    // conditional on its generation).
+    let _compiling = state.compiling.lock().await;
     let anchor = week_anchor(now).as_second();
     let due: Vec<(i64,)> = sqlx::query_as(
         "SELECT id FROM doors WHERE list_dirty <> 0 OR list_anchor IS NULL OR list_anchor < $1 ORDER BY id",

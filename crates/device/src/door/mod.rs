@@ -486,6 +486,10 @@ pub struct Door<F> {
     last_now: Instant,
     /// Flash writes that wait until the lock has opened ([`Request::Store`]), in order.
     deferred: Deque<Deferred, DEFERRED_MAX>,
+    /// The network came up with the clock invalid: until the first NTP answer, a valid clock
+    /// or this instant, flash work waits ([`Door::flush`]) so that nothing (a write takes
+    /// milliseconds, an erase tens) stands between network-up and the first NTP exchange.
+    flash_hold: Option<Instant>,
     /// Whether the shell may open the setup access point at this boot.
     setup_access_point: bool,
     /// The running firmware, an update being written, and a new image on trial.
@@ -526,6 +530,10 @@ enum Deferred {
 
 /// Deferred writes held at most; beyond, they are written at once.
 const DEFERRED_MAX: usize = 8;
+
+/// How long flash work may wait for the first NTP answer after network-up (an NTP round's
+/// deadline: the answer or its loss is known by then).
+const FLASH_HOLD: Duration = Duration::from_secs(2);
 
 impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
     /// Boots a door at `now` (normally zero) from what its flash holds, with 32 bytes from the
@@ -661,6 +669,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             counter_reserved: counter_spent.max(1),
             last_now: now,
             deferred: Deque::new(),
+            flash_hold: None,
             setup_access_point: !unreadable && (config.setup_button || settings_missing),
             firmware: config.firmware,
             ota: None,
@@ -922,7 +931,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
 
     /// The RTC's answer to [`Request::ReadRtc`].
     pub fn handle_rtc_read(&mut self, reading: RtcReading, now: Instant) {
-        self.store_pending();
+        self.flush(now);
         self.ctl.handle_rtc_read(reading, now);
         self.drain(now);
     }
@@ -930,8 +939,12 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
     /// The network came up or went down. Going down abandons every exchange in flight (a
     /// partly downloaded list is dropped; the active one is untouched).
     pub fn handle_network(&mut self, up: bool, now: Instant) {
-        self.store_pending();
         self.network_up = up;
+        if up && self.ctl.wall_time(now).is_none() {
+            // The first NTP request goes out before anything is written.
+            self.flash_hold = Some(now + FLASH_HOLD);
+        }
+        self.flush(now);
         if !up {
             self.enrol = None;
             if let Some(sync) = self.sync.take() {
@@ -955,8 +968,10 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
 
     /// An NTP answer from server `server` arrived at `at`.
     pub fn handle_ntp_response(&mut self, server: u8, packet: &[u8], at: Instant) {
-        self.store_pending();
+        // What waits is written after the clock is set (drain asks for it last).
+        self.flush(at);
         self.ctl.handle_ntp_response(server, packet, at);
+        self.flash_hold = None;
         self.drain(at);
     }
 
@@ -996,7 +1011,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
 
     /// Runs every timer that is due, and the next step of checking a downloaded list.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.store_pending();
+        self.flush(now);
         self.install_step(now);
         if let Some((exchange, since)) = self.in_flight {
             if now >= since + EXCHANGE_TIMEOUT {
@@ -1199,10 +1214,18 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 .watch_at
                 .filter(|_| self.network_up && self.identity.is_some()),
         };
-        [self.ctl.poll_timeout(), enrol, give_up, install, watch]
-            .into_iter()
-            .flatten()
-            .min()
+        let hold = self.flash_hold.filter(|_| !self.deferred.is_empty());
+        [
+            self.ctl.poll_timeout(),
+            enrol,
+            give_up,
+            install,
+            watch,
+            hold,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The exchange the shell is carrying out for the door, if any (the door sends one at a
@@ -1306,6 +1329,27 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         !self.deferred.is_empty()
     }
 
+    /// Writes what waits, unless the first NTP exchange after network-up is under way
+    /// ([`Door::flash_hold`]): then it waits on, in order, until the answer, a valid clock or
+    /// the hold's end (a power cut meanwhile loses it, as it loses any work waiting for
+    /// [`Request::Store`]; none of it was sent anywhere yet).
+    fn flush(&mut self, now: Instant) {
+        if !self.holding(now) {
+            self.store_pending();
+        }
+    }
+
+    /// Whether flash work is held for the first NTP exchange; ends the hold once it is over.
+    fn holding(&mut self, now: Instant) -> bool {
+        let held = self.flash_hold.is_some_and(|until| {
+            self.network_up && now < until && self.ctl.wall_time(now).is_none()
+        });
+        if !held {
+            self.flash_hold = None;
+        }
+        held
+    }
+
     /// Ends this boot and gives the flash back (what a power cut keeps).
     pub fn into_store(self) -> Store<F> {
         self.store
@@ -1364,8 +1408,11 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
             }
         }
         // One Store request, last: after this input's unlock even if an earlier one is still
-        // queued.
-        if !self.deferred.is_empty() && self.requests.back() != Some(&Request::Store) {
+        // queued. None while the first NTP exchange is held for.
+        if !self.deferred.is_empty()
+            && !self.holding(now)
+            && self.requests.back() != Some(&Request::Store)
+        {
             for _ in 0..self.requests.len() {
                 if let Some(r) = self.requests.pop_front() {
                     if r != Request::Store {

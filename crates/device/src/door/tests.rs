@@ -606,6 +606,59 @@ fn an_answer_that_resumes_a_download_the_door_does_not_hold_is_refused_then_fetc
     assert_eq!(resumed_at(&bench.notices), [0, 0, 20_000, 0]);
 }
 
+/// Network-up with the clock invalid: the first NTP request is asked for, and its answer
+/// taken, before anything is written; what waits meanwhile (here a card's decision) is written
+/// once the answer is in, or when the NTP round's deadline passes without one.
+#[test]
+fn the_first_ntp_exchange_comes_before_any_flash_write() {
+    let mut bench = Bench::new();
+    bench.boot(|door| {
+        let before = door.door.store().flash().changes();
+        door.door.handle_network(true, door.now);
+        door.door.handle_card(&[9, 9, 9, 9], door.now);
+        let mut ntp = None;
+        while let Some(r) = door.door.poll_request() {
+            assert_ne!(r, Request::Store, "nothing written before the NTP answer");
+            if let Request::SendNtp { server, packet } = r {
+                ntp.get_or_insert((server, packet));
+            }
+        }
+        assert_eq!(door.door.store().flash().changes(), before);
+        assert!(door.door.store_due(), "the decision waits in RAM");
+        let (server, request) = ntp.expect("an NTP request at network-up");
+        let t = chronolock_core::time::UnixTime::from_micros(T0_US);
+        let answer = chronolock_core::ntp::ServerReply::synced(t, t).encode(&request);
+        door.now = door.now + Duration::from_millis(5);
+        door.door.handle_ntp_response(server, &answer, door.now);
+        assert_eq!(door.door.store().flash().changes(), before);
+        let mut stored = false;
+        while let Some(r) = door.door.poll_request() {
+            if r == Request::Store {
+                door.door.store_pending();
+                stored = true;
+            }
+        }
+        assert!(stored, "the answer ends the hold");
+        assert!(door.door.store().flash().changes() > before);
+    });
+    // No answer: the hold ends with the round's deadline.
+    bench.boot(|door| {
+        let before = door.door.store().flash().changes();
+        door.door.handle_network(true, door.now);
+        door.door.handle_card(&[9, 9, 9, 9], door.now);
+        while door.door.poll_request().is_some() {}
+        assert!(door.door.store_due());
+        let deadline = door.door.poll_timeout().expect("a deadline");
+        assert!(
+            deadline <= door.now + Duration::from_secs(2),
+            "{deadline:?}"
+        );
+        door.now = door.now + Duration::from_secs(2);
+        door.door.handle_timeout(door.now);
+        assert!(door.door.store().flash().changes() > before);
+    });
+}
+
 /// Open first: a granted card's and keypad entry's unlock is asked for before any flash write
 /// (the event, the core's record); the writes wait for `Request::Store`, which comes after the
 /// unlock, and a power cut before it loses only those events, never the lock's opening.

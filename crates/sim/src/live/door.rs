@@ -367,15 +367,16 @@ impl Shell {
         if setup {
             self.start_setup_page();
         }
-        self.carry_out();
         let open = self.door_open;
         if let Some(r) = &mut self.running {
-            // The contact is read at boot.
+            // The contact is read at boot; the network is up from the start, so the first NTP
+            // request is queued behind the RTC read (the door holds flash work until its answer).
             r.door.handle_door(open, Instant::ZERO);
             if self.network {
                 r.door.handle_network(true, Instant::ZERO);
             }
         }
+        self.carry_out();
     }
 
     fn power_off(&mut self) {
