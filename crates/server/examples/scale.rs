@@ -5,8 +5,8 @@
 //! ```
 //!
 //! Makes PEOPLE people (default 100,000) with one card each in a group with a weekday schedule,
-//! and DOORS doors (default 1,000): the first 10 admit the whole group, every other door a
-//! group of 100. Prints the time to compile and store the 100,000-person list (three runs, each
+//! and DOORS doors (default 1,000): the first 10 (`SCALE_WHOLE_DOORS`, at least 1) admit the
+//! whole group, every other door a group of 100. Prints the time to compile and store the 100,000-person list (three runs, each
 //! after a change so the generation rises), and the time to compile every door. Then pairs door
 //! 1 and writes `DIR/sync-unchanged.bin` (a sync with the current generation) and
 //! `DIR/sync-stale.bin` (generation 0: the whole list comes back) for `scripts/bench-sync.sh`.
@@ -48,6 +48,9 @@ async fn main() {
     );
     let people: i64 = args.get(2).map_or(100_000, |s| s.parse().unwrap());
     let doors: i64 = args.get(3).map_or(1_000, |s| s.parse().unwrap());
+    let whole: i64 = std::env::var("SCALE_WHOLE_DOORS")
+        .ok()
+        .map_or(10, |s| s.parse::<i64>().unwrap().max(1));
     let state = AppState::open(&ServeConfig {
         data_dir: dir.clone(),
         database_url: args.get(4).cloned(),
@@ -99,7 +102,7 @@ async fn main() {
             .await
             .unwrap();
         door_ids.push(door);
-        let subject = if d < 10 {
+        let subject = if d < whole {
             Subject::Group(members)
         } else {
             let g = model::create_group(&state, site, &format!("Team {d}"))
@@ -165,7 +168,13 @@ async fn main() {
     let t = Instant::now();
     let n = model::refresh_due(&state, now).await.unwrap();
     println!(
-        "compile every other door ({n}): {:.1} s",
+        "compile every other door ({n}): {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let n = model::site_changed(&state, site).await.unwrap();
+    println!(
+        "recompile the whole site after a change that alters no list ({n} doors): {:.2} s",
         t.elapsed().as_secs_f64()
     );
     let (len,): (i64,) = sqlx::query_as("SELECT LENGTH(bytes) FROM door_lists WHERE door_id = $1")

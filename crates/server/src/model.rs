@@ -12,6 +12,8 @@
 //! generation, creation time or signature, and the update is conditional on the generation it
 //! read, so concurrent server processes cannot hand out two different lists under one number.
 
+use std::collections::HashMap;
+
 use chronolock_allowlist::Entry;
 use chronolock_core::allowlist::{AccessType, CardEntry, KeypadEntry, Policy};
 use sha2::{Digest, Sha256};
@@ -527,170 +529,476 @@ fn week_anchor(now: i64) -> jiff::Timestamp {
 const DOOR_PEOPLE: &str = "SELECT r.person_id FROM rules r WHERE r.door_id = $1 AND r.person_id IS NOT NULL \
      UNION SELECT m.person_id FROM rules r JOIN group_members m ON m.group_id = r.group_id WHERE r.door_id = $1";
 
+/// A keypad code as stored: person id, code, TOTP secret, HOTP secret, HOTP counter, digits,
+/// period.
+type KeypadRow = (i64, String, Option<String>, Option<String>, i64, i32, i32);
+
+/// A rule as stored: door, rule id, person, group, access, valid from, valid until, schedule.
+type RuleRow = (
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+/// A rule as compiling reads it.
+struct Rule {
+    id: i64,
+    person: Option<i64>,
+    group: Option<i64>,
+    access: AccessType,
+    valid_from: i64,
+    valid_until: i64,
+    /// Its schedule, when its access is SCHEDULED.
+    schedule: Option<i64>,
+}
+
+/// What compiling doors reads: their site's zone, their rules, the members of the groups those
+/// name, the compiled schedules, and the credentials and last days of the people they reach.
+/// Read once for a whole site ([`SiteData::load_site`]) or for one door
+/// ([`SiteData::load_door`]); each door's entries then come from memory
+/// ([`SiteData::entries`]).
+struct SiteData {
+    zone: jiff::tz::TimeZone,
+    rules: HashMap<i64, Vec<Rule>>,
+    members: HashMap<i64, Vec<i64>>,
+    schedules: HashMap<i64, Vec<chronolock_core::allowlist::Slot>>,
+    cards: HashMap<i64, Vec<String>>,
+    keypads: HashMap<i64, Vec<KeypadRow>>,
+    expiries: HashMap<i64, String>,
+}
+
+/// A site's cards, keypad codes and last days.
+const SITE_CARDS: &str =
+    "SELECT c.person_id, c.uid FROM cards c JOIN people p ON p.id = c.person_id WHERE p.site_id = $1";
+const SITE_KEYPADS: &str = "SELECT k.person_id, k.code, k.totp_secret, k.hotp_secret, \
+     k.hotp_counter, k.digits, k.period_s FROM keypad_users k \
+     JOIN people p ON p.id = k.person_id WHERE p.site_id = $1";
+const SITE_EXPIRIES: &str =
+    "SELECT id, expires_on FROM people WHERE site_id = $1 AND expires_on IS NOT NULL";
+
+/// People a door's rules reach beyond which its compilation reads the site's cards whole.
+const DOOR_CARDS_SITE_WIDE: usize = 5_000;
+
+/// The parts of [`SiteData`] as read, before they are arranged.
+struct SiteRows {
+    rules: Vec<RuleRow>,
+    members: Vec<(i64, i64)>,
+    cards: Vec<(i64, String)>,
+    keypads: Vec<KeypadRow>,
+    expiries: Vec<(i64, String)>,
+}
+
+impl SiteData {
+    /// Everything the doors of `site_id` need.
+    async fn load_site(state: &AppState, site_id: i64, now: i64) -> Result<SiteData, ModelError> {
+        let pool = state.db.pool();
+        let rows = SiteRows {
+            rules: sqlx::query_as(
+                "SELECT r.door_id, r.id, r.person_id, r.group_id, r.access, r.valid_from, \
+                 r.valid_until, r.schedule_id FROM rules r JOIN doors d ON d.id = r.door_id \
+                 WHERE d.site_id = $1",
+            )
+            .bind(site_id)
+            .fetch_all(pool)
+            .await?,
+            members: sqlx::query_as(
+                "SELECT m.group_id, m.person_id FROM group_members m \
+                 JOIN groups g ON g.id = m.group_id WHERE g.site_id = $1",
+            )
+            .bind(site_id)
+            .fetch_all(pool)
+            .await?,
+            cards: sqlx::query_as(SITE_CARDS)
+                .bind(site_id)
+                .fetch_all(pool)
+                .await?,
+            keypads: sqlx::query_as(SITE_KEYPADS)
+                .bind(site_id)
+                .fetch_all(pool)
+                .await?,
+            expiries: sqlx::query_as(SITE_EXPIRIES)
+                .bind(site_id)
+                .fetch_all(pool)
+                .await?,
+        };
+        SiteData::arrange(state, site_id, rows, now).await
+    }
+
+    /// What one door needs: its rules and the members of their groups; the credentials of
+    /// the people they reach (of the whole site when that is most of it: one plain pass over
+    /// the site's cards costs less than picking them out); the site's keypad codes and last
+    /// days, which are few.
+    async fn load_door(state: &AppState, door_id: i64, now: i64) -> Result<SiteData, ModelError> {
+        let pool = state.db.pool();
+        let (site_id,): (i64,) = sqlx::query_as("SELECT site_id FROM doors WHERE id = $1")
+            .bind(door_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or(ModelError::NotFound)?;
+        let rules: Vec<RuleRow> = sqlx::query_as(
+            "SELECT r.door_id, r.id, r.person_id, r.group_id, r.access, r.valid_from, \
+             r.valid_until, r.schedule_id FROM rules r WHERE r.door_id = $1",
+        )
+        .bind(door_id)
+        .fetch_all(pool)
+        .await?;
+        let members: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT m.group_id, m.person_id FROM group_members m \
+             WHERE m.group_id IN (SELECT r.group_id FROM rules r WHERE r.door_id = $1)",
+        )
+        .bind(door_id)
+        .fetch_all(pool)
+        .await?;
+        let cards: Vec<(i64, String)> = if members.len() + rules.len() > DOOR_CARDS_SITE_WIDE {
+            sqlx::query_as(SITE_CARDS)
+                .bind(site_id)
+                .fetch_all(pool)
+                .await?
+        } else {
+            sqlx::query_as(
+                &"SELECT c.person_id, c.uid FROM cards c WHERE c.person_id IN (SUBJECTS)"
+                    .replace("SUBJECTS", DOOR_PEOPLE),
+            )
+            .bind(door_id)
+            .fetch_all(pool)
+            .await?
+        };
+        let rows = SiteRows {
+            rules,
+            members,
+            cards,
+            keypads: sqlx::query_as(SITE_KEYPADS)
+                .bind(site_id)
+                .fetch_all(pool)
+                .await?,
+            expiries: sqlx::query_as(SITE_EXPIRIES)
+                .bind(site_id)
+                .fetch_all(pool)
+                .await?,
+        };
+        SiteData::arrange(state, site_id, rows, now).await
+    }
+
+    async fn arrange(
+        state: &AppState,
+        site_id: i64,
+        rows: SiteRows,
+        now: i64,
+    ) -> Result<SiteData, ModelError> {
+        let zone = site_zone(state, site_id).await?;
+        let mut rules: HashMap<i64, Vec<Rule>> = HashMap::new();
+        for (door, id, person, group, access, valid_from, valid_until, schedule) in rows.rules {
+            // A rule whose access does not read (none is stored) grants nothing.
+            let Some(access) = AccessType::from_name(&access) else {
+                continue;
+            };
+            rules.entry(door).or_default().push(Rule {
+                id,
+                person,
+                group,
+                access,
+                valid_from,
+                valid_until,
+                schedule: schedule.filter(|_| access == AccessType::Scheduled),
+            });
+        }
+        let anchor = week_anchor(now);
+        let mut schedules = HashMap::new();
+        for schedule_id in rules.values().flatten().filter_map(|r| r.schedule) {
+            if let std::collections::hash_map::Entry::Vacant(v) = schedules.entry(schedule_id) {
+                v.insert(compile_schedule(state, &zone, schedule_id, None, anchor).await?);
+            }
+        }
+        let mut members: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (group, person) in rows.members {
+            members.entry(group).or_default().push(person);
+        }
+        let mut cards: HashMap<i64, Vec<String>> = HashMap::new();
+        for (person, uid) in rows.cards {
+            cards.entry(person).or_default().push(uid);
+        }
+        let mut keypads: HashMap<i64, Vec<KeypadRow>> = HashMap::new();
+        for row in rows.keypads {
+            keypads.entry(row.0).or_default().push(row);
+        }
+        Ok(SiteData {
+            zone,
+            rules,
+            members,
+            schedules,
+            cards,
+            keypads,
+            expiries: rows.expiries.into_iter().collect(),
+        })
+    }
+
+    /// The entries of `door_id`'s list as of `now` (sans IO).
+    fn entries(&self, door_id: i64, now: i64) -> Result<Vec<Entry>, ModelError> {
+        // The winning rule per person: a person's own rule before a group's, then the
+        // stronger access, then the older rule.
+        fn offer<'r>(
+            best: &mut HashMap<i64, ((u8, u8, i64), &'r Rule)>,
+            person: i64,
+            via_group: bool,
+            rule: &'r Rule,
+        ) {
+            let rank = (u8::from(!via_group), precedence(rule.access), -rule.id);
+            match best.entry(person) {
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if rank > o.get().0 {
+                        o.insert((rank, rule));
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert((rank, rule));
+                }
+            }
+        }
+        let mut best = HashMap::new();
+        for rule in self.rules.get(&door_id).into_iter().flatten() {
+            match (rule.person, rule.group) {
+                (Some(person), _) => offer(&mut best, person, false, rule),
+                (None, Some(group)) => {
+                    for &person in self.members.get(&group).into_iter().flatten() {
+                        offer(&mut best, person, true, rule);
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        // In person order: the list's policy table follows the order entries come in, and the
+        // same model must give the same bytes (a hash map's order changes from run to run).
+        let mut winners: Vec<(i64, &Rule)> = best.into_iter().map(|(p, (_, r))| (p, r)).collect();
+        winners.sort_unstable_by_key(|(person, _)| *person);
+        let mut entries = Vec::new();
+        for (person, rule) in winners {
+            let slots =
+                match rule.schedule {
+                    Some(id) => self.schedules.get(&id).map(Vec::as_slice).ok_or_else(|| {
+                        invalid("schedule", "a rule names a schedule that is gone")
+                    })?,
+                    None => &[],
+                };
+            let mut policy = Policy::new(rule.access, rule.valid_from, rule.valid_until);
+            // A person's expiry day caps every grant: after the end of that local day (the
+            // next day's local midnight, DST-correct, as for the rules' date ranges) none of
+            // their credentials opens a door. A person whose day has passed is left out.
+            if let Some(day) = self.expiries.get(&person) {
+                // A stored day that does not read as a date grants nothing rather than
+                // everything.
+                let end = day
+                    .parse::<jiff::civil::Date>()
+                    .ok()
+                    .and_then(|d| end_of_local_day(&self.zone, d));
+                let capped = end.and_then(|end| {
+                    let until = if policy.valid_until == 0 {
+                        end
+                    } else {
+                        policy.valid_until.min(end)
+                    };
+                    let open = end >= now && (policy.valid_from == 0 || until >= policy.valid_from);
+                    open.then(|| Policy::new(policy.access, policy.valid_from, until))
+                });
+                match capped {
+                    Some(p) => policy = p,
+                    None => continue,
+                }
+            }
+            for uid in self.cards.get(&person).into_iter().flatten() {
+                let uid = data_encoding::HEXUPPER
+                    .decode(uid.as_bytes())
+                    .map_err(|_| invalid("uid", "stored UID is not hex"))?;
+                entries.push(Entry::Card(CardEntry {
+                    uid,
+                    policy,
+                    slots: slots.to_vec(),
+                }));
+            }
+            for (_, code, totp, hotp, counter, digits, period) in
+                self.keypads.get(&person).into_iter().flatten()
+            {
+                let secret = |s: &Option<String>| -> Result<Option<Vec<u8>>, ModelError> {
+                    s.as_deref()
+                        .map(|s| {
+                            chronolock_allowlist::decode_secret(s, "stored secret")
+                                .map_err(|m| invalid("totp_secret", m))
+                        })
+                        .transpose()
+                };
+                entries.push(Entry::Keypad(KeypadEntry {
+                    code: code.clone().into_bytes(),
+                    totp_secret: secret(totp)?,
+                    hotp_secret: secret(hotp)?,
+                    hotp_counter: (*counter).max(0) as u64,
+                    digits: *digits as u8,
+                    period_s: *period as u16,
+                    policy,
+                    slots: slots.to_vec(),
+                }));
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// A site's time zone.
+async fn site_zone(state: &AppState, site_id: i64) -> Result<jiff::tz::TimeZone, ModelError> {
+    let (tz,): (String,) = sqlx::query_as("SELECT timezone FROM sites WHERE id = $1")
+        .bind(site_id)
+        .fetch_optional(state.db.pool())
+        .await?
+        .ok_or(ModelError::NotFound)?;
+    jiff::tz::TimeZone::get(&tz)
+        .map_err(|_| invalid("timezone", format!("`{tz}` is not an IANA time zone")))
+}
+
 /// The entries of a door's list, as of `now`.
 pub async fn door_entries(
     state: &AppState,
     door_id: i64,
     now: i64,
 ) -> Result<Vec<Entry>, ModelError> {
-    let pool = state.db.pool();
-    let (tz,): (String,) = sqlx::query_as(
-        "SELECT s.timezone FROM doors d JOIN sites s ON s.id = d.site_id WHERE d.id = $1",
+    SiteData::load_door(state, door_id, now)
+        .await?
+        .entries(door_id, now)
+}
+
+/// What compiling a door needs of its row.
+struct DoorMeta {
+    generation: i64,
+    digest: Option<String>,
+    device_key: Option<Vec<u8>>,
+    capacity: i64,
+    stored_len: Option<i64>,
+}
+
+/// Reads doors' rows as compiling needs them (add a `WHERE`).
+const DOOR_META: &str = "SELECT d.id, d.generation, d.list_digest, d.device_key, d.list_capacity, \
+     (SELECT CAST(LENGTH(l.bytes) AS BIGINT) FROM door_lists l WHERE l.door_id = d.id) FROM doors d";
+
+type DoorMetaRow = (i64, i64, Option<String>, Option<Vec<u8>>, i64, Option<i64>);
+
+fn door_meta(row: DoorMetaRow) -> (i64, DoorMeta) {
+    let (id, generation, digest, device_key, capacity, stored_len) = row;
+    (
+        id,
+        DoorMeta {
+            generation,
+            digest,
+            device_key,
+            capacity,
+            stored_len,
+        },
     )
+}
+
+/// What a door's compilation came to.
+enum Compiled {
+    /// The content is the one stored; the door's list error is to be this.
+    Unchanged(Option<String>),
+    /// The list does not fit the door's device: not stored, the door keeps its own.
+    TooLarge(String),
+    /// A new list, to store as generation `next` if the door is still where it was read.
+    New {
+        next: i64,
+        digest: String,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Builds a door's list from its entries and compares it with the stored one (CPU only).
+fn compile_door(
+    door_id: i64,
+    meta: &DoorMeta,
+    entries: &[Entry],
+    key: &ed25519_dalek::SigningKey,
+    now: i64,
+) -> Result<Compiled, ModelError> {
+    // A list larger than the door's device can install is not stored (the door keeps the
+    // one it has, and is not sent this one); the door's page and the dashboard say why.
+    let too_large = |len: i64| meta.capacity > 0 && len > meta.capacity;
+    // A paired door's keypad secrets are sealed to its device; a new device key (a new
+    // pairing) is a change of content too.
+    let list_key = meta
+        .device_key
+        .as_deref()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .map(|k| chronolock_core::protocol::list_key(&k));
+    let canonical = chronolock_allowlist::compile(entries, 0, 0, key)
+        .map_err(|e| invalid("list", e.to_string()))?;
+    let mut hasher = Sha256::new();
+    hasher.update(&canonical[..canonical.len() - 64]);
+    if let Some(k) = &list_key {
+        hasher.update(Sha256::digest(k));
+    }
+    let new_digest = data_encoding::HEXLOWER.encode(&hasher.finalize());
+    if meta.digest.as_deref() == Some(new_digest.as_str()) {
+        let error = meta
+            .stored_len
+            .filter(|&len| too_large(len))
+            .map(|len| list_too_large(len, meta.capacity, entries.len()));
+        return Ok(Compiled::Unchanged(error));
+    }
+    let next = meta.generation + 1;
+    let bytes = chronolock_allowlist::compile_sealed(entries, next as u64, now, key, list_key)
+        .map_err(|e| invalid("list", e.to_string()))?;
+    if too_large(bytes.len() as i64) {
+        let error = list_too_large(bytes.len() as i64, meta.capacity, entries.len());
+        tracing::warn!(door_id, %error, "list not compiled for the door");
+        return Ok(Compiled::TooLarge(error));
+    }
+    Ok(Compiled::New {
+        next,
+        digest: new_digest,
+        bytes,
+    })
+}
+
+/// Stores a door's compiled list in `tx` if the door is still at `generation`; returns whether
+/// it was stored (not: another process stored one meanwhile).
+async fn store_list(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    door_id: i64,
+    generation: i64,
+    next: i64,
+    digest: &str,
+    bytes: &[u8],
+) -> Result<bool, ModelError> {
+    // The generation and its bytes change together: no sync sees one without the other.
+    let updated = sqlx::query(
+        "UPDATE doors SET generation = $1, list_digest = $2, list_error = NULL \
+         WHERE id = $3 AND generation = $4",
+    )
+    .bind(next)
+    .bind(digest)
     .bind(door_id)
-    .fetch_optional(pool)
+    .bind(generation)
+    .execute(&mut **tx)
     .await?
-    .ok_or(ModelError::NotFound)?;
-    let zone = jiff::tz::TimeZone::get(&tz)
-        .map_err(|_| invalid("timezone", format!("`{tz}` is not an IANA time zone")))?;
-    // (rule id, person id, via a group?, access, from, until, schedule)
-    type RuleRow = (i64, i64, i64, String, i64, i64, Option<i64>);
-    let rules: Vec<RuleRow> = sqlx::query_as(
-        "SELECT r.id, r.person_id, 0, r.access, r.valid_from, r.valid_until, r.schedule_id FROM rules r \
-         WHERE r.door_id = $1 AND r.person_id IS NOT NULL \
-         UNION ALL \
-         SELECT r.id, m.person_id, 1, r.access, r.valid_from, r.valid_until, r.schedule_id FROM rules r \
-         JOIN group_members m ON m.group_id = r.group_id WHERE r.door_id = $1 AND r.group_id IS NOT NULL",
-    )
-    .bind(door_id)
-    .fetch_all(pool)
-    .await?;
-    // The winning rule per person.
-    let mut best: std::collections::BTreeMap<i64, (u8, u8, i64, RuleRow)> =
-        std::collections::BTreeMap::new();
-    for rule in rules {
-        let Some(access) = AccessType::from_name(&rule.3) else {
-            continue;
-        };
-        let rank = (u8::from(rule.2 == 0), precedence(access), -rule.0);
-        let replace = best
-            .get(&rule.1)
-            .is_none_or(|(a, b, c, _)| (rank.0, rank.1, rank.2) > (*a, *b, *c));
-        if replace {
-            best.insert(rule.1, (rank.0, rank.1, rank.2, rule));
-        }
+    .rows_affected();
+    if updated == 1 {
+        sqlx::query(
+            "INSERT INTO door_lists (door_id, generation, bytes) VALUES ($1, $2, $3) \
+             ON CONFLICT (door_id) DO UPDATE SET generation = excluded.generation, \
+             bytes = excluded.bytes",
+        )
+        .bind(door_id)
+        .bind(next)
+        .bind(bytes)
+        .execute(&mut **tx)
+        .await?;
     }
-    let anchor = week_anchor(now);
-    let mut schedules: std::collections::BTreeMap<i64, Vec<chronolock_core::allowlist::Slot>> =
-        std::collections::BTreeMap::new();
-    // Each winner's policy and slots.
-    let mut grants: std::collections::HashMap<
-        i64,
-        (Policy, Vec<chronolock_core::allowlist::Slot>),
-    > = std::collections::HashMap::with_capacity(best.len());
-    for (person, (_, _, _, rule)) in best {
-        let access = AccessType::from_name(&rule.3).unwrap_or(AccessType::Conditional);
-        let slots = match rule.6.filter(|_| access == AccessType::Scheduled) {
-            Some(schedule_id) => {
-                if let std::collections::btree_map::Entry::Vacant(v) = schedules.entry(schedule_id)
-                {
-                    v.insert(compile_schedule(state, &zone, schedule_id, None, anchor).await?);
-                }
-                schedules[&schedule_id].clone()
-            }
-            None => Vec::new(),
-        };
-        grants.insert(person, (Policy::new(access, rule.4, rule.5), slots));
-    }
-    // A person's expiry day caps every grant: after the end of that local day (the next day's
-    // local midnight, DST-correct, as for the rules' date ranges) none of their credentials
-    // opens a door. A person whose day has passed is left out of the list.
-    let expiries: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT p.id, p.expires_on FROM people p WHERE p.expires_on IS NOT NULL AND p.id IN (SUBJECTS)"
-            .replace("SUBJECTS", DOOR_PEOPLE)
-            .as_str(),
-    )
-    .bind(door_id)
-    .fetch_all(pool)
-    .await?;
-    for (person, day) in expiries {
-        let Some((policy, _)) = grants.get_mut(&person) else {
-            continue;
-        };
-        // A stored day that does not read as a date grants nothing rather than everything.
-        let end = day
-            .parse::<jiff::civil::Date>()
-            .ok()
-            .and_then(|d| end_of_local_day(&zone, d));
-        let capped = end.and_then(|end| {
-            let until = if policy.valid_until == 0 {
-                end
-            } else {
-                policy.valid_until.min(end)
-            };
-            let open = end >= now && (policy.valid_from == 0 || until >= policy.valid_from);
-            open.then(|| Policy::new(policy.access, policy.valid_from, until))
-        });
-        match capped {
-            Some(p) => *policy = p,
-            None => {
-                grants.remove(&person);
-            }
-        }
-    }
-    // Credentials of the door's people in two queries (a list of 100,000 people is one pass,
-    // not 200,000 queries).
-    let mut entries = Vec::new();
-    let cards: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT c.person_id, c.uid FROM cards c WHERE c.person_id IN (SUBJECTS)"
-            .replace("SUBJECTS", DOOR_PEOPLE)
-            .as_str(),
-    )
-    .bind(door_id)
-    .fetch_all(pool)
-    .await?;
-    for (person, uid) in cards {
-        let Some((policy, slots)) = grants.get(&person) else {
-            continue;
-        };
-        let uid = data_encoding::HEXUPPER
-            .decode(uid.as_bytes())
-            .map_err(|_| invalid("uid", "stored UID is not hex"))?;
-        entries.push(Entry::Card(CardEntry {
-            uid,
-            policy: *policy,
-            slots: slots.clone(),
-        }));
-    }
-    type KeypadRow = (i64, String, Option<String>, Option<String>, i64, i32, i32);
-    let users: Vec<KeypadRow> = sqlx::query_as(
-        "SELECT k.person_id, k.code, k.totp_secret, k.hotp_secret, k.hotp_counter, k.digits, k.period_s \
-         FROM keypad_users k WHERE k.person_id IN (SUBJECTS)"
-            .replace("SUBJECTS", DOOR_PEOPLE)
-            .as_str(),
-    )
-    .bind(door_id)
-    .fetch_all(pool)
-    .await?;
-    for (person, code, totp, hotp, counter, digits, period) in users {
-        let Some((policy, slots)) = grants.get(&person) else {
-            continue;
-        };
-        let secret = |s: Option<String>| -> Result<Option<Vec<u8>>, ModelError> {
-            s.map(|s| {
-                chronolock_allowlist::decode_secret(&s, "stored secret")
-                    .map_err(|m| invalid("totp_secret", m))
-            })
-            .transpose()
-        };
-        entries.push(Entry::Keypad(KeypadEntry {
-            code: code.into_bytes(),
-            totp_secret: secret(totp)?,
-            hotp_secret: secret(hotp)?,
-            hotp_counter: counter.max(0) as u64,
-            digits: digits as u8,
-            period_s: period as u16,
-            policy: *policy,
-            slots: slots.clone(),
-        }));
-    }
-    Ok(entries)
+    Ok(updated == 1)
 }
 
 /// Recompiles a door's list as of `now`; if its content changed, stores it under the next
 /// generation and wakes the door's watch ([`crate::watch`]). Returns the door's generation.
 pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u64, ModelError> {
-    let key = &*state.signing_key;
     let anchor = week_anchor(now).as_second();
     // Cleared before reading the model, so a change made while this compiles marks it again.
     sqlx::query("UPDATE doors SET list_dirty = 0, list_anchor = $1 WHERE id = $2")
@@ -699,77 +1007,33 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         .execute(state.db.pool())
         .await?;
     for _attempt in 0..5 {
-        type Row = (i64, Option<String>, Option<Vec<u8>>, i64, Option<i64>);
-        let (generation, digest, device_key, capacity, stored_len): Row = sqlx::query_as(
-            "SELECT generation, list_digest, device_key, list_capacity, \
-             (SELECT CAST(LENGTH(l.bytes) AS BIGINT) FROM door_lists l WHERE l.door_id = d.id) \
-             FROM doors d WHERE id = $1",
-        )
-        .bind(door_id)
-        .fetch_optional(state.db.pool())
-        .await?
-        .ok_or(ModelError::NotFound)?;
-        // A list larger than the door's device can install is not stored (the door keeps the
-        // one it has, and is not sent this one); the door's page and the dashboard say why.
-        let too_large = |len: i64| capacity > 0 && len > capacity;
-        let entries = door_entries(state, door_id, now).await?;
-        // A paired door's keypad secrets are sealed to its device; a new device key (a new
-        // pairing) is a change of content too.
-        let list_key = device_key
-            .as_deref()
-            .and_then(|k| <[u8; 32]>::try_from(k).ok())
-            .map(|k| chronolock_core::protocol::list_key(&k));
-        let canonical = chronolock_allowlist::compile(&entries, 0, 0, key)
-            .map_err(|e| invalid("list", e.to_string()))?;
-        let mut hasher = Sha256::new();
-        hasher.update(&canonical[..canonical.len() - 64]);
-        if let Some(k) = &list_key {
-            hasher.update(Sha256::digest(k));
-        }
-        let new_digest = data_encoding::HEXLOWER.encode(&hasher.finalize());
-        if digest.as_deref() == Some(new_digest.as_str()) {
-            let error = stored_len
-                .filter(|&len| too_large(len))
-                .map(|len| list_too_large(len, capacity, entries.len()));
-            set_list_error(state, door_id, error.as_deref()).await?;
-            return Ok(generation as u64);
-        }
-        let next = generation + 1;
-        let bytes = chronolock_allowlist::compile_sealed(&entries, next as u64, now, key, list_key)
-            .map_err(|e| invalid("list", e.to_string()))?;
-        if too_large(bytes.len() as i64) {
-            let error = list_too_large(bytes.len() as i64, capacity, entries.len());
-            tracing::warn!(door_id, %error, "list not compiled for the door");
-            set_list_error(state, door_id, Some(&error)).await?;
-            return Ok(generation as u64);
-        }
-        // The generation and its bytes change together: no sync sees one without the other.
-        let mut tx = state.db.pool().begin().await?;
-        let updated = sqlx::query(
-            "UPDATE doors SET generation = $1, list_digest = $2, list_error = NULL \
-             WHERE id = $3 AND generation = $4",
-        )
-        .bind(next)
-        .bind(new_digest)
-        .bind(door_id)
-        .bind(generation)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 1 {
-            sqlx::query(
-                "INSERT INTO door_lists (door_id, generation, bytes) VALUES ($1, $2, $3) \
-                 ON CONFLICT (door_id) DO UPDATE SET generation = excluded.generation, \
-                 bytes = excluded.bytes",
-            )
+        let row: DoorMetaRow = sqlx::query_as(&format!("{DOOR_META} WHERE d.id = $1"))
             .bind(door_id)
-            .bind(next)
-            .bind(bytes)
-            .execute(&mut *tx)
-            .await?;
-        }
+            .fetch_optional(state.db.pool())
+            .await?
+            .ok_or(ModelError::NotFound)?;
+        let (_, meta) = door_meta(row);
+        let entries = door_entries(state, door_id, now).await?;
+        let (next, digest, bytes) =
+            match compile_door(door_id, &meta, &entries, &state.signing_key, now)? {
+                Compiled::Unchanged(error) => {
+                    set_list_error(state, door_id, error.as_deref()).await?;
+                    return Ok(meta.generation as u64);
+                }
+                Compiled::TooLarge(error) => {
+                    set_list_error(state, door_id, Some(&error)).await?;
+                    return Ok(meta.generation as u64);
+                }
+                Compiled::New {
+                    next,
+                    digest,
+                    bytes,
+                } => (next, digest, bytes),
+            };
+        let mut tx = state.db.pool().begin().await?;
+        let stored = store_list(&mut tx, door_id, meta.generation, next, &digest, &bytes).await?;
         tx.commit().await?;
-        if updated == 1 {
+        if stored {
             // Syncs answered from memory see the new generation before the watch wakes.
             state.door_cache.reload_door(&state.db, door_id).await?;
             // The door's watch (if it holds one here) answers "sync now"; other server
@@ -783,6 +1047,114 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
         "list",
         "the door's list kept changing under concurrent updates; try again",
     ))
+}
+
+/// Due doors of one site from which the site's data is read once for all of them rather than
+/// door by door.
+const SITE_BATCH: usize = 8;
+
+/// Recompiles the due doors of a site at once: the site's rules, members, schedules and
+/// credentials read once, the lists built on every core, the changed ones stored in one
+/// transaction. Returns how many doors were recompiled.
+async fn refresh_site(state: &AppState, site_id: i64, now: i64) -> Result<usize, ModelError> {
+    let anchor = week_anchor(now).as_second();
+    // Cleared before reading the model, so a change made while this compiles marks it again.
+    let due: Vec<(i64,)> = sqlx::query_as(
+        "UPDATE doors SET list_dirty = 0, list_anchor = $1 WHERE site_id = $2 \
+         AND (list_dirty <> 0 OR list_anchor IS NULL OR list_anchor < $1) RETURNING id",
+    )
+    .bind(anchor)
+    .bind(site_id)
+    .fetch_all(state.db.pool())
+    .await?;
+    let due: std::collections::HashSet<i64> = due.into_iter().map(|(id,)| id).collect();
+    let metas: Vec<DoorMetaRow> = sqlx::query_as(&format!("{DOOR_META} WHERE d.site_id = $1"))
+        .bind(site_id)
+        .fetch_all(state.db.pool())
+        .await?;
+    let metas: Vec<(i64, DoorMeta)> = metas
+        .into_iter()
+        .map(door_meta)
+        .filter(|(id, _)| due.contains(id))
+        .collect();
+    let count = metas.len();
+    let data = SiteData::load_site(state, site_id, now).await?;
+    let key = std::sync::Arc::clone(&state.signing_key);
+    // Building and signing is CPU work: off the async workers, on every core.
+    let compiled = tokio::task::spawn_blocking(move || compile_doors(&data, &metas, &key, now))
+        .await
+        .map_err(|e| invalid("list", format!("compiling the site's lists: {e}")))??;
+    let mut tx = state.db.pool().begin().await?;
+    let mut changed = Vec::new();
+    for (door_id, generation, compiled) in compiled {
+        match compiled {
+            Compiled::Unchanged(error) => {
+                set_list_error_in(&mut tx, door_id, error.as_deref()).await?;
+            }
+            Compiled::TooLarge(error) => {
+                set_list_error_in(&mut tx, door_id, Some(&error)).await?;
+            }
+            Compiled::New {
+                next,
+                digest,
+                bytes,
+            } => {
+                if store_list(&mut tx, door_id, generation, next, &digest, &bytes).await? {
+                    changed.push(door_id);
+                } else {
+                    // Another process stored a list meanwhile: this door is compiled again.
+                    sqlx::query("UPDATE doors SET list_dirty = 1 WHERE id = $1")
+                        .bind(door_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    if !changed.is_empty() {
+        // Syncs answered from memory see the new generations before the watches wake.
+        state.door_cache.reload_all(&state.db).await?;
+        for door_id in changed {
+            state.watches.door_changed(door_id);
+        }
+    }
+    Ok(count)
+}
+
+/// Compiles `doors` of one site, split over the machine's cores.
+fn compile_doors(
+    data: &SiteData,
+    doors: &[(i64, DoorMeta)],
+    key: &ed25519_dalek::SigningKey,
+    now: i64,
+) -> Result<Vec<(i64, i64, Compiled)>, ModelError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let chunk = doors.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = doors
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(id, meta)| {
+                            let entries = data.entries(*id, now)?;
+                            let compiled = compile_door(*id, meta, &entries, key, now)?;
+                            Ok((*id, meta.generation, compiled))
+                        })
+                        .collect::<Result<Vec<_>, ModelError>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(doors.len());
+        for handle in handles {
+            let part = handle
+                .join()
+                .map_err(|_| invalid("list", "compiling a door's list failed"))??;
+            all.extend(part);
+        }
+        Ok(all)
+    })
 }
 
 /// What the admin reads when a door's list does not fit its device.
@@ -799,14 +1171,26 @@ async fn set_list_error(
     door_id: i64,
     error: Option<&str>,
 ) -> Result<(), ModelError> {
-    // Written only when it changes: an unchanged door's recompilation writes nothing.
+    let mut tx = state.db.pool().begin().await?;
+    set_list_error_in(&mut tx, door_id, error).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Sets a door's list error in `tx`; written only when it changes, so an unchanged door's
+/// recompilation writes nothing.
+async fn set_list_error_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    door_id: i64,
+    error: Option<&str>,
+) -> Result<(), ModelError> {
     sqlx::query(
         "UPDATE doors SET list_error = $1 WHERE id = $2 \
          AND COALESCE(list_error, '') <> COALESCE($1, '')",
     )
     .bind(error)
     .bind(door_id)
-    .execute(state.db.pool())
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }
@@ -919,16 +1303,29 @@ pub async fn refresh_due(state: &AppState, now: i64) -> Result<usize, ModelError
     // conditional on its generation).
     let _compiling = state.compiling.lock().await;
     let anchor = week_anchor(now).as_second();
-    let due: Vec<(i64,)> = sqlx::query_as(
-        "SELECT id FROM doors WHERE list_dirty <> 0 OR list_anchor IS NULL OR list_anchor < $1 ORDER BY id",
+    let due: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT id, site_id FROM doors \
+         WHERE list_dirty <> 0 OR list_anchor IS NULL OR list_anchor < $1 ORDER BY id",
     )
     .bind(anchor)
     .fetch_all(state.db.pool())
     .await?;
-    for (door_id,) in &due {
-        refresh_door(state, *door_id, now).await?;
+    let mut by_site: std::collections::BTreeMap<i64, Vec<i64>> = std::collections::BTreeMap::new();
+    for (door_id, site_id) in due {
+        by_site.entry(site_id).or_default().push(door_id);
     }
-    Ok(due.len())
+    let mut count = 0;
+    for (site_id, doors) in by_site {
+        if doors.len() >= SITE_BATCH {
+            count += refresh_site(state, site_id, now).await?;
+        } else {
+            for door_id in doors {
+                refresh_door(state, door_id, now).await?;
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// A door's current signed list and generation, if it has been compiled.

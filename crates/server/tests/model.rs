@@ -215,3 +215,143 @@ async fn door_lists_follow_the_model() {
         );
     }
 }
+
+/// A change that reaches many doors compiles the whole site at once (its data read once, the
+/// lists built on every core); each door's list is the one its own rules give, as the
+/// door-by-door path reads them, and a second pass that changes nothing stores nothing.
+#[tokio::test]
+async fn a_whole_site_compiles_at_once_as_door_by_door() {
+    use sha2::{Digest, Sha256};
+    for (label, state) in common::states("site_compile").await {
+        let site = model::create_site(&state, "Offices", "Europe/Berlin")
+            .await
+            .unwrap();
+        let hours = model::create_schedule(
+            &state,
+            site,
+            "Office hours",
+            &[LocalSlot {
+                days: 0b001_1111,
+                start_min: 8 * 60,
+                end_min: 19 * 60,
+            }],
+        )
+        .await
+        .unwrap();
+        let staff = model::create_group(&state, site, "Staff").await.unwrap();
+        let mut people = Vec::new();
+        for i in 0..30 {
+            let p = model::create_person(&state, site, &format!("Person {i}"))
+                .await
+                .unwrap();
+            model::add_card(&state, p, &format!("04{:06X}", 0xA000 + i))
+                .await
+                .unwrap();
+            if i % 3 == 0 {
+                model::add_member(&state, staff, p).await.unwrap();
+            }
+            people.push(p);
+        }
+        let keypad = KeypadSpec {
+            code: "2468".into(),
+            totp_secret: Some("JBSWY3DPEHPK3PXP".into()),
+            digits: 6,
+            period_s: 30,
+            ..KeypadSpec::default()
+        };
+        model::add_keypad_user(&state, people[3], &keypad)
+            .await
+            .unwrap();
+        // One person's last day has passed: left out everywhere.
+        sqlx::query("UPDATE people SET expires_on = '2020-01-01' WHERE id = $1")
+            .bind(people[6])
+            .execute(state.db.pool())
+            .await
+            .unwrap();
+        let mut doors = Vec::new();
+        for d in 0..12 {
+            let door = model::create_door(&state, site, &format!("Door {d}"))
+                .await
+                .unwrap();
+            let rule = |subject, access, schedule_id| RuleSpec {
+                door_id: door,
+                subject,
+                access,
+                valid_from: 0,
+                valid_until: 0,
+                schedule_id,
+            };
+            model::add_rule(
+                &state,
+                &rule(Subject::Group(staff), AccessType::Scheduled, Some(hours)),
+            )
+            .await
+            .unwrap();
+            // A person's own rule beats their group's.
+            model::add_rule(
+                &state,
+                &rule(
+                    Subject::Person(people[d % 30]),
+                    AccessType::Unrestricted,
+                    None,
+                ),
+            )
+            .await
+            .unwrap();
+            // A third policy, so that the list's policy table has an order to keep.
+            model::add_rule(
+                &state,
+                &rule(
+                    Subject::Person(people[(d + 1) % 30]),
+                    AccessType::Conditional,
+                    None,
+                ),
+            )
+            .await
+            .unwrap();
+            doors.push(door);
+        }
+        // Everything due at once: the site path.
+        let n = model::site_changed(&state, site).await.unwrap();
+        assert!(n >= 12, "{label}: {n}");
+        let stored = |door: i64| {
+            let state = state.clone();
+            async move {
+                let (generation, digest): (i64, Option<String>) =
+                    sqlx::query_as("SELECT generation, list_digest FROM doors WHERE id = $1")
+                        .bind(door)
+                        .fetch_one(state.db.pool())
+                        .await
+                        .unwrap();
+                (generation, digest.unwrap_or_default())
+            }
+        };
+        let mut generations = Vec::new();
+        for &door in &doors {
+            let entries = model::door_entries(&state, door, NOW).await.unwrap();
+            let canonical =
+                chronolock_allowlist::compile(&entries, 0, 0, &state.signing_key).unwrap();
+            let digest =
+                data_encoding::HEXLOWER.encode(&Sha256::digest(&canonical[..canonical.len() - 64]));
+            let (generation, stored_digest) = stored(door).await;
+            assert_eq!(stored_digest, digest, "{label}: door {door}");
+            assert!(generation >= 1, "{label}");
+            let (_, bytes) = model::door_list(&state, door).await.unwrap().unwrap();
+            let list = AllowList::verify(&bytes, &state.signing_key.verifying_key()).unwrap();
+            assert!(
+                list.find_card(&[4, 0, 0xA0, 6]).is_none(),
+                "{label}: expired"
+            );
+            assert!(list.find_card(&[4, 0, 0xA0, 0]).is_some(), "{label}: staff");
+            generations.push(generation);
+        }
+        // Passes that change nothing store nothing, through either path.
+        for _ in 0..3 {
+            model::site_changed(&state, site).await.unwrap();
+            model::refresh_door(&state, doors[0], NOW).await.unwrap();
+        }
+        for (&door, &generation) in doors.iter().zip(&generations) {
+            assert_eq!(stored(door).await.0, generation, "{label}: door {door}");
+        }
+    }
+}
