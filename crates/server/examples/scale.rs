@@ -51,6 +51,7 @@ async fn main() {
     let whole: i64 = std::env::var("SCALE_WHOLE_DOORS")
         .ok()
         .map_or(10, |s| s.parse::<i64>().unwrap().max(1));
+    std::fs::create_dir_all(&dir).unwrap();
     let state = AppState::open(&ServeConfig {
         data_dir: dir.clone(),
         database_url: args.get(4).cloned(),

@@ -623,6 +623,10 @@ impl StatusBuffer {
         if pending.is_empty() {
             return Ok(0);
         }
+        // In door order, as every transaction that writes several doors locks them
+        // ([`crate::link_writer`], the list compiler): two of them cannot wait on each other.
+        let mut pending: Vec<(i64, DoorStatus)> = pending.into_iter().collect();
+        pending.sort_unstable_by_key(|(door_id, _)| *door_id);
         let mut tx = db.pool().begin().await?;
         for (door_id, s) in &pending {
             sqlx::query(

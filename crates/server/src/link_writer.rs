@@ -98,8 +98,9 @@ impl std::fmt::Debug for Job {
 }
 
 async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Job>) {
-    // SQLite: one connection of its own, whose sync mode is set per commit.
-    let mut sqlite: Option<sqlx::AnyConnection> = None;
+    // A connection of its own: SQLite's sync mode is set per commit; PostgreSQL's advances
+    // counters without waiting for the disk (see the module's notes on durability).
+    let mut conn: Option<sqlx::AnyConnection> = None;
     let mut full = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -110,31 +111,33 @@ async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Job>) {
             }
         }
         let result = match db.backend() {
-            Backend::Sqlite => {
-                commit_sqlite(&db, &mut sqlite, &mut full, &batch)
-                    .await
-                    .inspect_err(|_| {
-                        // Start again from a fresh connection.
-                        sqlite = None;
-                        full = None;
-                    })
-            }
-            Backend::Postgres => commit_postgres(&db, &batch).await,
+            Backend::Sqlite => commit_sqlite(&db, &mut conn, &mut full, &batch).await,
+            Backend::Postgres => commit_postgres(&db, &mut conn, &batch).await,
         };
-        match result {
-            Ok((accepted, hooks)) => {
-                for (i, job) in batch.into_iter().enumerate() {
-                    let ok = accepted.get(i).copied().unwrap_or(false);
-                    let _ = job
-                        .reply
-                        .send(Ok((ok, hooks && ok && !job.events.is_empty())));
-                }
+        if result.is_err() {
+            // Start again from a fresh connection.
+            conn = None;
+            full = None;
+        }
+        reply(batch, result);
+    }
+}
+
+/// Tells each request of a committed (or failed) batch what became of it.
+fn reply(batch: Vec<Job>, result: Outcome) {
+    match result {
+        Ok((accepted, hooks)) => {
+            for (i, job) in batch.into_iter().enumerate() {
+                let ok = accepted.get(i).copied().unwrap_or(false);
+                let _ = job
+                    .reply
+                    .send(Ok((ok, hooks && ok && !job.events.is_empty())));
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "writing device counters and events");
-                for job in batch {
-                    let _ = job.reply.send(Err(e.to_string()));
-                }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "writing device counters and events");
+            for job in batch {
+                let _ = job.reply.send(Err(e.to_string()));
             }
         }
     }
@@ -166,27 +169,50 @@ async fn commit_sqlite(
         *full = Some(want_full);
     }
     let mut tx = c.begin().await?;
-    let outcome = write(&mut tx, batch).await?;
+    // SQLite locks the whole database for a write transaction: no rows to order.
+    let outcome = write(&mut tx, batch, false).await?;
     tx.commit().await?;
     Ok(outcome)
 }
 
-async fn commit_postgres(db: &Db, batch: &[Job]) -> Outcome {
-    let mut tx = db.pool().begin().await?;
-    if batch.iter().all(|j| j.events.is_empty()) {
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
+async fn commit_postgres(
+    db: &Db,
+    conn: &mut Option<sqlx::AnyConnection>,
+    batch: &[Job],
+) -> Outcome {
+    if batch.iter().any(|j| !j.events.is_empty()) {
+        // Events: one transaction, committed synchronously (the pool's default).
+        let mut tx = db.pool().begin().await?;
+        let outcome = write(&mut tx, batch, true).await?;
+        tx.commit().await?;
+        return Ok(outcome);
     }
-    let outcome = write(&mut tx, batch).await?;
-    tx.commit().await?;
-    Ok(outcome)
+    // Counters alone: one statement, atomic by itself, on a connection that does not wait for
+    // the disk.
+    if conn.is_none() {
+        let mut c = db.pool().acquire().await?.detach();
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut c)
+            .await?;
+        *conn = Some(c);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err(sqlx::Error::PoolClosed);
+    };
+    Ok((advance(c, batch, true).await?, false))
 }
 
-/// The batch's writes in `tx`: which jobs were accepted, and whether webhooks are to be woken.
-async fn write(tx: &mut Transaction<'_, Any>, batch: &[Job]) -> Outcome {
-    // One candidate per door: the highest counter (a door sends one request at a time, so two
-    // of its requests in one batch are a replay racing its original, or reordered).
+/// Advances the counters of the batch's doors (one candidate per door: its highest counter)
+/// in one statement; returns which jobs were accepted. `lock_rows` (PostgreSQL): the rows are
+/// first locked in door order, as every transaction that writes several doors locks them (the
+/// status writer, the list compiler), so that none of them waits on another.
+async fn advance(
+    conn: &mut sqlx::AnyConnection,
+    batch: &[Job],
+    lock_rows: bool,
+) -> Result<Vec<bool>, sqlx::Error> {
+    // A door sends one request at a time, so two of its requests in one batch are a replay
+    // racing its original, or reordered: only the highest counter may pass.
     let mut best: HashMap<i64, usize> = HashMap::new();
     for (i, job) in batch.iter().enumerate() {
         best.entry(job.door_id)
@@ -205,17 +231,35 @@ async fn write(tx: &mut Transaction<'_, Any>, batch: &[Job]) -> Outcome {
     let values: Vec<String> = (0..candidates.len())
         .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
         .collect();
+    let (with, locked) = if lock_rows {
+        // Door ids are numbers this process holds: written into the statement as they are.
+        let ids: Vec<String> = candidates
+            .iter()
+            .map(|&i| batch[i].door_id.to_string())
+            .collect();
+        (
+            format!(
+                "WITH locked AS (SELECT id FROM doors WHERE id IN ({}) ORDER BY id FOR UPDATE) ",
+                ids.join(", ")
+            ),
+            " AND doors.id IN (SELECT id FROM locked)",
+        )
+    } else {
+        (String::new(), "")
+    };
     let sql = format!(
-        "UPDATE doors SET link_counter = v.column2 FROM (VALUES {}) AS v \
-         WHERE doors.id = v.column1 AND doors.link_counter < v.column2 RETURNING doors.id",
+        "{with}UPDATE doors SET link_counter = v.column2 FROM (VALUES {}) AS v \
+         WHERE doors.id = v.column1{locked} AND doors.link_counter < v.column2 \
+         RETURNING doors.id",
         values.join(", ")
     );
-    let mut query = sqlx::query_as::<_, (i64,)>(&sql);
+    // Each batch's statement has its own shape: not kept among the prepared ones.
+    let mut query = sqlx::query_as::<_, (i64,)>(&sql).persistent(false);
     for &i in &candidates {
         query = query.bind(batch[i].door_id).bind(batch[i].counter);
     }
     let advanced: std::collections::HashSet<i64> = query
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?
         .into_iter()
         .map(|(id,)| id)
@@ -224,6 +268,12 @@ async fn write(tx: &mut Transaction<'_, Any>, batch: &[Job]) -> Outcome {
     for &i in &candidates {
         accepted[i] = advanced.contains(&batch[i].door_id);
     }
+    Ok(accepted)
+}
+
+/// The batch's writes in `tx`: which jobs were accepted, and whether webhooks are to be woken.
+async fn write(tx: &mut Transaction<'_, Any>, batch: &[Job], lock_rows: bool) -> Outcome {
+    let accepted = advance(&mut **tx, batch, lock_rows).await?;
     let mut stored = Vec::new();
     for (i, job) in batch.iter().enumerate() {
         if accepted[i] && !job.events.is_empty() {

@@ -1068,10 +1068,13 @@ async fn refresh_site(state: &AppState, site_id: i64, now: i64) -> Result<usize,
     .fetch_all(state.db.pool())
     .await?;
     let due: std::collections::HashSet<i64> = due.into_iter().map(|(id,)| id).collect();
-    let metas: Vec<DoorMetaRow> = sqlx::query_as(&format!("{DOOR_META} WHERE d.site_id = $1"))
-        .bind(site_id)
-        .fetch_all(state.db.pool())
-        .await?;
+    // In door order: the transaction below locks them in that order, as every transaction
+    // that writes several doors does.
+    let metas: Vec<DoorMetaRow> =
+        sqlx::query_as(&format!("{DOOR_META} WHERE d.site_id = $1 ORDER BY d.id"))
+            .bind(site_id)
+            .fetch_all(state.db.pool())
+            .await?;
     let metas: Vec<(i64, DoorMeta)> = metas
         .into_iter()
         .map(door_meta)

@@ -803,3 +803,75 @@ async fn the_sites_ntp_servers_reach_its_doors_in_the_sync_answer() {
         assert_eq!(synced.response.ntp_servers(), None);
     }
 }
+
+/// The group-committing writer: of many requests racing for the same doors, each counter is
+/// accepted once, only above the door's last, whichever batches they land in, and events come
+/// in only with an accepted counter.
+#[tokio::test]
+async fn racing_counters_are_accepted_once_each() {
+    for (label, state) in common::states("link_writer").await {
+        let site = model::create_site(&state, "Site", "UTC").await.unwrap();
+        let mut doors = Vec::new();
+        for d in 0..4 {
+            doors.push(
+                model::create_door(&state, site, &format!("Door {d}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let event = |id: u64| WireEvent {
+            id,
+            device_us: None,
+            body: EventBody::Rex,
+        };
+        // Every door: counters 1..=20, each sent three times at once (two replays racing the
+        // original), all in flight together.
+        let mut tasks = Vec::new();
+        for &door in &doors {
+            for counter in 1..=20u64 {
+                for copy in 0..3 {
+                    let state = state.clone();
+                    let events = if copy == 0 {
+                        vec![event(counter)]
+                    } else {
+                        vec![]
+                    };
+                    tasks.push(tokio::spawn(async move {
+                        let ok = state
+                            .link_writer
+                            .accept(&state.db, &state.webhook_wake, door, counter, events, 1)
+                            .await
+                            .unwrap();
+                        (door, counter, ok)
+                    }));
+                }
+            }
+        }
+        let mut accepted = std::collections::HashMap::<(i64, u64), usize>::new();
+        for t in tasks {
+            let (door, counter, ok) = t.await.unwrap();
+            *accepted.entry((door, counter)).or_default() += usize::from(ok);
+        }
+        assert!(
+            accepted.values().all(|&n| n <= 1),
+            "{label}: a counter twice"
+        );
+        for &door in &doors {
+            let (counter,): (i64,) = sqlx::query_as("SELECT link_counter FROM doors WHERE id = $1")
+                .bind(door)
+                .fetch_one(state.db.pool())
+                .await
+                .unwrap();
+            assert_eq!(counter, 20, "{label}: the highest counter is kept");
+            // Nothing at or below the door's counter passes afterwards.
+            for stale in [1, 20] {
+                let ok = state
+                    .link_writer
+                    .accept(&state.db, &state.webhook_wake, door, stale, vec![], 1)
+                    .await
+                    .unwrap();
+                assert!(!ok, "{label}: {stale} replayed");
+            }
+        }
+    }
+}
