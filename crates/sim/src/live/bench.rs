@@ -1,6 +1,6 @@
-//! `chronolock sim bench-boot`: how long a virtual door without RTC takes from network-up (its
-//! boot, network connected) to a valid clock from a real NTP server, and how far that clock is
-//! from the server's, over many boots.
+//! `chronolock sim bench-boot`: how long a virtual door without RTC takes from network-up (the
+//! shell telling the door, just booted, that its network is up) to a valid clock from a real NTP
+//! server, and how far that clock is from the server's, over many boots.
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -137,7 +137,8 @@ pub async fn boot_to_valid(
         let status = tokio::task::block_in_place(|| next("status", &|v| v["event"] == "status"))?;
         let to_valid = valid["uptime_us"]
             .as_u64()
-            .ok_or("clock event without uptime")?;
+            .ok_or("clock event without uptime")?
+            .saturating_sub(valid["network_up_us"].as_u64().unwrap_or(0));
         let utc = status["utc_us"].as_i64().ok_or("status without utc")?;
         let host = status["host_utc_us"]
             .as_i64()

@@ -213,6 +213,8 @@ struct Running {
     sync_bytes: usize,
     /// The list length the current sync answer announced.
     list_len: u32,
+    /// When the network last came up, on the door's clock (`None`: it is down).
+    network_up: Option<Instant>,
 }
 
 /// Starts a door; it boots at once.
@@ -321,6 +323,9 @@ impl Shell {
     fn emit(&self, mut v: Value) {
         if let (Some(r), Value::Object(fields)) = (&self.running, &mut v) {
             fields.insert("uptime_us".into(), instant(r.started).as_micros().into());
+            if let Some(up) = r.network_up {
+                fields.insert("network_up_us".into(), up.as_micros().into());
+            }
         }
         self.out.emit(&self.opts.name, v);
     }
@@ -362,6 +367,7 @@ impl Shell {
             setup_server: None,
             sync_bytes: 0,
             list_len: 0,
+            network_up: None,
         });
         self.emit(json!({"event": "boot", "boot": boot, "paired": !setup}));
         if setup {
@@ -373,7 +379,10 @@ impl Shell {
             // request is queued behind the RTC read (the door holds flash work until its answer).
             r.door.handle_door(open, Instant::ZERO);
             if self.network {
-                r.door.handle_network(true, Instant::ZERO);
+                // Up once the door has booted (a real door's Wi-Fi joins long after).
+                let up = instant(r.started);
+                r.network_up = Some(up);
+                r.door.handle_network(true, up);
             }
         }
         self.carry_out();
@@ -449,6 +458,7 @@ impl Shell {
             }
             Command::Network(up) => {
                 self.network = up;
+                r.network_up = up.then_some(now);
                 r.door.handle_network(up, now);
                 self.emit(json!({"event": "network", "up": up}));
             }
