@@ -186,7 +186,8 @@ async fn server(doors: usize, window: Duration) {
     // The server, as `serve` runs it (with its database poll for other processes' changes).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = chronolock_server::router(state.clone());
+    let app = chronolock_server::router(state.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

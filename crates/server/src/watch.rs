@@ -228,11 +228,14 @@ pub(crate) async fn watch(
     body: Bytes,
 ) -> Result<Response, DeviceError> {
     let devices = SqlDevices(&state);
-    let watch = chronolock_backend::open_watch(&devices, &body).await?;
+    // The database steps run boxed: a held watch is this future, waiting, and it should not
+    // carry the space of a query's state machine while it waits (a thousand doors hold one
+    // each).
+    let watch = Box::pin(chronolock_backend::open_watch(&devices, &body)).await?;
     // Subscribed before the first look, so that a change made between the look and the wait
     // is not missed.
     let held = state.watches.hold(watch.door_id());
-    if watch.due(&devices).await? {
+    if Box::pin(watch.due(&devices)).await? {
         return Ok(binary(watch.answer(true)));
     }
     let mut held = match held {
@@ -260,7 +263,7 @@ pub(crate) async fn watch(
         if state.watches.closing() {
             break;
         }
-        if watch.due(&devices).await? {
+        if Box::pin(watch.due(&devices)).await? {
             return Ok(binary(watch.answer(true)));
         }
     }
