@@ -273,7 +273,7 @@ async fn advance(
 
 /// The batch's writes in `tx`: which jobs were accepted, and whether webhooks are to be woken.
 async fn write(tx: &mut Transaction<'_, Any>, batch: &[Job], lock_rows: bool) -> Outcome {
-    let accepted = advance(&mut **tx, batch, lock_rows).await?;
+    let accepted = advance(tx, batch, lock_rows).await?;
     let mut stored = Vec::new();
     for (i, job) in batch.iter().enumerate() {
         if accepted[i] && !job.events.is_empty() {
