@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Unchanged device syncs per second beside nginx answering 304 on the same loopback, measured
-# by one client in one run (`chronolock bench sync --baseline-url`).
+# by one client in one run (`chronolock bench sync --baseline-url`), and nginx under wrk first
+# when wrk is installed.
 #   scripts/bench-sync-nginx.sh [sqlite|postgres] [PEOPLE] [DOORS] [SECONDS] [CONNECTIONS]
 # Bounded: each half runs SECONDS (default 10); nginx and the server stop however this ends.
 set -euo pipefail
@@ -55,6 +56,13 @@ for _ in $(seq 50); do
   curl -s -o /dev/null "http://127.0.0.1:$port/" && break
   sleep 0.1
 done
+
+# nginx at its usual, driven by wrk (when installed) over as many connections: the figure the
+# syncs' baseline from chronolock's own client is to be read against.
+if command -v wrk >/dev/null; then
+  echo "== nginx 304 under wrk -t2 -c$CONNECTIONS -d${SECONDS_RUN}s"
+  wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" "http://127.0.0.1:$port/" | grep -E "Requests/sec|Latency"
+fi
 
 URL_ARGS=()
 [ "$DB" = postgres ] && URL_ARGS=(--database-url "$CHRONOLOCK_TEST_POSTGRES_URL")
