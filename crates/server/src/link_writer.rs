@@ -228,35 +228,38 @@ async fn advance(
         c.sort_unstable();
         c
     };
-    let values: Vec<String> = (0..candidates.len())
-        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+    // The statement has room for a power of two of doors, the rest padded with door 0 (no
+    // door has it): a dozen shapes in all, each prepared once per connection and planned once.
+    let rows = candidates.len().next_power_of_two();
+    let cast = if lock_rows { "::bigint" } else { "" };
+    let values: Vec<String> = (0..rows)
+        .map(|i| format!("(${}{cast}, ${}{cast})", 2 * i + 1, 2 * i + 2))
         .collect();
-    let (with, locked) = if lock_rows {
-        // Door ids are numbers this process holds: written into the statement as they are.
-        let ids: Vec<String> = candidates
-            .iter()
-            .map(|&i| batch[i].door_id.to_string())
-            .collect();
-        (
-            format!(
-                "WITH locked AS (SELECT id FROM doors WHERE id IN ({}) ORDER BY id FOR UPDATE) ",
-                ids.join(", ")
-            ),
-            " AND doors.id IN (SELECT id FROM locked)",
+    let sql = if lock_rows {
+        // The rows are locked in door order before they are written.
+        format!(
+            "WITH v AS (VALUES {}), \
+             locked AS (SELECT d.id FROM doors d WHERE d.id IN (SELECT column1 FROM v) \
+             ORDER BY d.id FOR UPDATE) \
+             UPDATE doors SET link_counter = v.column2 FROM v \
+             WHERE doors.id = v.column1 AND doors.id IN (SELECT id FROM locked) \
+             AND doors.link_counter < v.column2 RETURNING doors.id",
+            values.join(", ")
         )
     } else {
-        (String::new(), "")
+        format!(
+            "UPDATE doors SET link_counter = v.column2 FROM (VALUES {}) AS v \
+             WHERE doors.id = v.column1 AND doors.link_counter < v.column2 \
+             RETURNING doors.id",
+            values.join(", ")
+        )
     };
-    let sql = format!(
-        "{with}UPDATE doors SET link_counter = v.column2 FROM (VALUES {}) AS v \
-         WHERE doors.id = v.column1{locked} AND doors.link_counter < v.column2 \
-         RETURNING doors.id",
-        values.join(", ")
-    );
-    // Each batch's statement has its own shape: not kept among the prepared ones.
-    let mut query = sqlx::query_as::<_, (i64,)>(&sql).persistent(false);
+    let mut query = sqlx::query_as::<_, (i64,)>(&sql);
     for &i in &candidates {
         query = query.bind(batch[i].door_id).bind(batch[i].counter);
+    }
+    for _ in candidates.len()..rows {
+        query = query.bind(0i64).bind(0i64);
     }
     let advanced: std::collections::HashSet<i64> = query
         .fetch_all(&mut *conn)
