@@ -715,7 +715,7 @@ async fn virtual_door_panel_and_phone_setup() {
         b.goto(&format!("/doors/{front}")).await;
         b.click("#virtual-panel").await;
         b.wait_path(&format!("/doors/{front}/virtual")).await;
-        // Paired over HTTP, the list installed, the clock set from the backend's signed time.
+        // Paired over HTTP, the list installed, the clock set from the backend's sealed time.
         b.wait_text("#generation", "2").await;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while !b.text("#clock").await.contains("from backend") {

@@ -29,7 +29,7 @@ pub enum Source {
     Phone,
     /// An SNTP server (unauthenticated).
     Ntp,
-    /// The backend's signed timestamps inside the sync exchange (authenticated).
+    /// The backend's timestamps inside the sync exchange (authenticated).
     Backend,
 }
 

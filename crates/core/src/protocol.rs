@@ -1387,7 +1387,7 @@ impl SyncAnswer<'_> {
 /// A sync answer as the device reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyncResponse {
-    /// The server's signed times, bound to the nonce: give them to
+    /// The server's times, authenticated and bound to the nonce: give them to
     /// [`crate::Controller::handle_backend_time`].
     pub time: BackendTime,
     /// How many events the server stored (drop that many from the front of the queue).

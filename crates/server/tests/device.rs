@@ -1,5 +1,5 @@
 //! The device protocol against the server, on SQLite and PostgreSQL: pairing, syncs (events
-//! stored once, lists only when stale, signed time), CONDITIONAL checks, and the webhook an
+//! stored once, lists only when stale, sealed time), CONDITIONAL checks, and the webhook an
 //! EMERGENCY card sets off.
 #![allow(clippy::unwrap_used)] // test helpers
 

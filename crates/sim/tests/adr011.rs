@@ -105,7 +105,7 @@ fn before_the_clock_is_valid_offline() {
 
 #[test]
 fn online_conditional_follows_the_backend() {
-    // Online, the backend's signed time also sets the clock at the first sync; CONDITIONAL
+    // Online, the backend's sealed time also sets the clock at the first sync; CONDITIONAL
     // depends on the backend's answer either way (scenarios/adr011_table_before_sync.jsonl
     // asks it before the clock is valid).
     let got = decide(false, true);

@@ -5,7 +5,7 @@
 //! A [`Door`] owns the controller, its flash ([`Store`]: the A/B allow-list slots, the settings,
 //! the identity from pairing, the core's persisted record, keypad code use, and the event outbox
 //! with the one event-id scheme), and the device protocol's exchanges with the backend: pairing,
-//! sync (status and events up, signed time, acknowledgements and a new list down, streamed into
+//! sync (status and events up, sealed time, acknowledgements and a new list down, streamed into
 //! the spare slot and installed only if it is the list the answer announced and the core accepts
 //! it) and CONDITIONAL checks.
 //!

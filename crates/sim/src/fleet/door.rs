@@ -6,7 +6,7 @@
 //! step.
 //!
 //! The door and the backend exchange real protocol bytes: pairing with a one-time code at the
-//! first boot, syncs (events up, signed time, acknowledgements and lists down) and CONDITIONAL
+//! first boot, syncs (events up, sealed time, acknowledgements and lists down) and CONDITIONAL
 //! checks. Flash is the door's own: a power cut keeps exactly what the door wrote to it, and a
 //! torn write (the power failing during a flash operation) leaves what NOR flash would.
 

@@ -61,7 +61,7 @@
 //!   told: an NTP server's answer this boot, or an RTC read at boot that a brown-out corrupted
 //!   or that a misled clock wrote. The trust rules let one NTP server set a clock that no
 //!   network source has set yet, and let the RTC set it at boot, so a lie that comes first wins
-//!   until a network source (for NTP: the backend's signed time) corrects it. Anything else is
+//!   until a network source (for NTP: the backend's sealed time) corrects it. Anything else is
 //!   a failure.
 //! - **Decision matches the reference** at the door's own reading: with the list the door has
 //!   installed (the backend's intent for that generation, not the bytes), a door with a valid
