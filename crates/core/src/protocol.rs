@@ -2090,7 +2090,7 @@ mod tests {
             .finish(&key);
         let n = open_request(&mut buf[..n], &key).unwrap();
         assert!(SyncRequest::parse(&buf[..n]).unwrap().link_time);
-        let answer = SyncAnswer {
+        let plain = SyncAnswer {
             door_id: 42,
             nonce: [4; 16],
             receive_us: 1_800_000_000_000_000,
@@ -2105,8 +2105,8 @@ mod tests {
             lockdown: None,
             position: None,
             link_time: true,
-        }
-        .write(&site(), &key);
+        };
+        let answer = plain.write(&site(), &key);
         // No site key is needed to read it: any will do.
         let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
         let r = SyncResponse::parse(&mut answer.clone(), &key, &other, 42, &[4; 16]).unwrap();
@@ -2122,22 +2122,7 @@ mod tests {
         // The flag is under the seal: turning it on in a signed answer breaks the tag.
         let mut signed = SyncAnswer {
             link_time: false,
-            ..SyncAnswer {
-                door_id: 42,
-                nonce: [4; 16],
-                receive_us: 1,
-                transmit_us: 2,
-                acked: 0,
-                sync_interval_s: 300,
-                generation: 6,
-                list: None,
-                list_offset: 0,
-                ntp_servers: "",
-                firmware: None,
-                lockdown: None,
-                position: None,
-                link_time: true,
-            }
+            ..plain
         }
         .write(&site(), &key);
         signed[114] ^= LINK_TIME;

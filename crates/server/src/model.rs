@@ -545,6 +545,10 @@ type RuleRow = (
     Option<i64>,
 );
 
+/// Reads [`RuleRow`]s of `rules r` (add the joins and a `WHERE`).
+const RULES: &str = "SELECT r.door_id, r.id, r.person_id, r.group_id, r.access, r.valid_from, \
+     r.valid_until, r.schedule_id FROM rules r";
+
 /// A rule as compiling reads it.
 struct Rule {
     id: i64,
@@ -589,8 +593,6 @@ struct SiteRows {
     rules: Vec<RuleRow>,
     members: Vec<(i64, i64)>,
     cards: Vec<(i64, String)>,
-    keypads: Vec<KeypadRow>,
-    expiries: Vec<(i64, String)>,
 }
 
 impl SiteData {
@@ -598,11 +600,9 @@ impl SiteData {
     async fn load_site(state: &AppState, site_id: i64, now: i64) -> Result<SiteData, ModelError> {
         let pool = state.db.pool();
         let rows = SiteRows {
-            rules: sqlx::query_as(
-                "SELECT r.door_id, r.id, r.person_id, r.group_id, r.access, r.valid_from, \
-                 r.valid_until, r.schedule_id FROM rules r JOIN doors d ON d.id = r.door_id \
-                 WHERE d.site_id = $1",
-            )
+            rules: sqlx::query_as(&format!(
+                "{RULES} JOIN doors d ON d.id = r.door_id WHERE d.site_id = $1"
+            ))
             .bind(site_id)
             .fetch_all(pool)
             .await?,
@@ -614,14 +614,6 @@ impl SiteData {
             .fetch_all(pool)
             .await?,
             cards: sqlx::query_as(SITE_CARDS)
-                .bind(site_id)
-                .fetch_all(pool)
-                .await?,
-            keypads: sqlx::query_as(SITE_KEYPADS)
-                .bind(site_id)
-                .fetch_all(pool)
-                .await?,
-            expiries: sqlx::query_as(SITE_EXPIRIES)
                 .bind(site_id)
                 .fetch_all(pool)
                 .await?,
@@ -640,13 +632,10 @@ impl SiteData {
             .fetch_optional(pool)
             .await?
             .ok_or(ModelError::NotFound)?;
-        let rules: Vec<RuleRow> = sqlx::query_as(
-            "SELECT r.door_id, r.id, r.person_id, r.group_id, r.access, r.valid_from, \
-             r.valid_until, r.schedule_id FROM rules r WHERE r.door_id = $1",
-        )
-        .bind(door_id)
-        .fetch_all(pool)
-        .await?;
+        let rules: Vec<RuleRow> = sqlx::query_as(&format!("{RULES} WHERE r.door_id = $1"))
+            .bind(door_id)
+            .fetch_all(pool)
+            .await?;
         let members: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT m.group_id, m.person_id FROM group_members m \
              WHERE m.group_id IN (SELECT r.group_id FROM rules r WHERE r.door_id = $1)",
@@ -672,14 +661,6 @@ impl SiteData {
             rules,
             members,
             cards,
-            keypads: sqlx::query_as(SITE_KEYPADS)
-                .bind(site_id)
-                .fetch_all(pool)
-                .await?,
-            expiries: sqlx::query_as(SITE_EXPIRIES)
-                .bind(site_id)
-                .fetch_all(pool)
-                .await?,
         };
         SiteData::arrange(state, site_id, rows, now).await
     }
@@ -722,8 +703,18 @@ impl SiteData {
         for (person, uid) in rows.cards {
             cards.entry(person).or_default().push(uid);
         }
+        // Keypad codes and last days are few: the site's, for one door as for all.
+        let pool = state.db.pool();
+        let site_keypads: Vec<KeypadRow> = sqlx::query_as(SITE_KEYPADS)
+            .bind(site_id)
+            .fetch_all(pool)
+            .await?;
+        let expiries: Vec<(i64, String)> = sqlx::query_as(SITE_EXPIRIES)
+            .bind(site_id)
+            .fetch_all(pool)
+            .await?;
         let mut keypads: HashMap<i64, Vec<KeypadRow>> = HashMap::new();
-        for row in rows.keypads {
+        for row in site_keypads {
             keypads.entry(row.0).or_default().push(row);
         }
         Ok(SiteData {
@@ -733,7 +724,7 @@ impl SiteData {
             schedules,
             cards,
             keypads,
-            expiries: rows.expiries.into_iter().collect(),
+            expiries: expiries.into_iter().collect(),
         })
     }
 
