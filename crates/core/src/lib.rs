@@ -13,10 +13,13 @@
 //! - [`controller`]: the state machine that composes them.
 //! - [`protocol`]: the device protocol's messages (pairing, sync, CONDITIONAL checks).
 //! - [`firmware`]: signed firmware images and the trial-boot rule.
+//! - [`card`]: secure cards (NTAG 424 DNA, DESFire EV2/EV3): AES authentication as an APDU
+//!   exchange, key diversification, SUN messages.
 #![cfg_attr(not(test), no_std)]
 
 pub mod access;
 pub mod allowlist;
+pub mod card;
 pub mod clock;
 pub mod config;
 pub mod controller;
