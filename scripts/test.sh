@@ -23,8 +23,11 @@ done
 # chromium and chromium-driver run the admin UI's browser tests (crates/chronolock/tests/browser.rs);
 # chrony serves time on a loopback port (started with -x: it never touches this machine's clock)
 # for the virtual doors' end-to-end tests (crates/chronolock/tests/live.rs); mosquitto (the broker,
-# with mosquitto_passwd) for the Home Assistant MQTT tests (crates/server/tests/mqtt.rs).
-APT_PACKAGES=(oathtool chromium chromium-driver chrony mosquitto)
+# with mosquitto_passwd) for the Home Assistant MQTT tests (crates/server/tests/mqtt.rs);
+# libpcsclite-dev (to build `chronolock card personalize --reader`), pcscd and vsmartcard-vpcd (a
+# virtual PC/SC reader the software card answers in) for the enrolment test through PC/SC
+# (crates/chronolock/tests/card_cli.rs).
+APT_PACKAGES=(oathtool chromium chromium-driver chrony mosquitto libpcsclite-dev pcscd vsmartcard-vpcd)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -43,7 +46,7 @@ say "cargo fmt --check"
 cargo fmt --all --check
 
 say "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features chronolock/pcsc -- -D warnings
 
 say "core for $TARGET (no_std)"
 cargo build -p chronolock-core --target "$TARGET" --release --locked
@@ -54,7 +57,7 @@ say "fuzz targets: every parser of untrusted bytes, ${FUZZ_SECONDS:-20} s each"
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked --quiet
 fi
-for target in allowlist device_protocol ntp_response persisted setup_form; do
+for target in allowlist card_response device_protocol ntp_response persisted setup_form; do
   fuzz_log=$(mktemp)
   if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -s none --release -- \
     -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=1024) >"$fuzz_log" 2>&1; then
@@ -73,7 +76,7 @@ say "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # The server tests run on SQLite and on a real PostgreSQL, started here and stopped after.
-./scripts/with-postgres.sh cargo test --workspace --locked 2>&1 | tee "$log"
+./scripts/with-postgres.sh cargo test --workspace --locked --features chronolock/pcsc 2>&1 | tee "$log"
 # One closing line for the whole suite (cargo prints one per test binary, the last often a
 # doc-test run with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

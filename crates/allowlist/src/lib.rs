@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use chronolock_core::allowlist::{
-    AccessType, AllowList, BuildError, Builder, CardEntry, KeypadEntry, Policy, Slot, CARD_LEN,
-    MAX_LIST_SECRET_LEN,
+    AccessType, AllowList, BuildError, Builder, CardEntry, CardMasterKeys, KeypadEntry, Policy,
+    Slot, CARD_LEN, MAX_LIST_SECRET_LEN,
 };
 use ed25519_dalek::SigningKey;
 use serde::Deserialize;
@@ -53,6 +53,8 @@ struct SourceFile {
 #[serde(deny_unknown_fields)]
 struct EntrySource {
     card: Option<String>,
+    /// A secure card (NTAG 424 DNA, DESFire EV2/EV3): 7-byte UID.
+    secure_card: Option<String>,
     keypad: Option<String>,
     access: String,
     #[serde(default)]
@@ -90,6 +92,8 @@ struct SlotSource {
 pub enum Entry {
     /// A card.
     Card(CardEntry),
+    /// A secure card: only a card proving its diversified key may use the entry.
+    SecureCard(CardEntry),
     /// A keypad user.
     Keypad(KeypadEntry),
 }
@@ -136,21 +140,41 @@ fn parse_entry(v: Value) -> Result<Entry, String> {
         .map(|(i, s)| parse_slot(s).map_err(|m| format!("slots[{i}]: {m}")))
         .collect::<Result<Vec<_>, _>>()?;
     let policy = Policy::new(access, valid_from, valid_until);
-    match (e.card, e.keypad) {
+    let (card, secure) = match (e.card, e.secure_card) {
+        (Some(_), Some(_)) => {
+            return Err("an entry is either a card or a secure_card, not both".into())
+        }
+        (Some(c), None) => (Some(c), false),
+        (None, Some(c)) => (Some(c), true),
+        (None, None) => (None, false),
+    };
+    let kind = if secure { "secure_card" } else { "card" };
+    match (card, e.keypad) {
         (Some(card), None) => {
             if e.totp.is_some() || e.hotp.is_some() || e.digits.is_some() || e.period.is_some() {
                 return Err("totp, hotp, digits and period belong to keypad entries".into());
             }
             let uid = data_encoding::HEXUPPER_PERMISSIVE
                 .decode(card.as_bytes())
-                .map_err(|_| format!("card `{card}` is not hex"))?;
+                .map_err(|_| format!("{kind} `{card}` is not hex"))?;
+            if secure && uid.len() != chronolock_core::card::UID_LEN {
+                return Err(format!(
+                    "secure_card `{card}` has {} bytes; secure cards (NTAG 424 DNA, DESFire) have 7-byte UIDs",
+                    uid.len()
+                ));
+            }
             if ![4, 7, 10].contains(&uid.len()) {
                 return Err(format!(
                     "card `{card}` has {} bytes; card UIDs have 4, 7 or 10",
                     uid.len()
                 ));
             }
-            Ok(Entry::Card(CardEntry { uid, policy, slots }))
+            let entry = CardEntry { uid, policy, slots };
+            Ok(if secure {
+                Entry::SecureCard(entry)
+            } else {
+                Entry::Card(entry)
+            })
         }
         (None, Some(code)) => {
             if code.is_empty() || code.len() > 8 || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -189,7 +213,10 @@ fn parse_entry(v: Value) -> Result<Entry, String> {
             }))
         }
         (Some(_), Some(_)) => Err("an entry is either a card or a keypad user, not both".into()),
-        (None, None) => Err("an entry needs `card` (hex UID) or `keypad` (user code)".into()),
+        (None, None) => Err(
+            "an entry needs `card` (hex UID), `secure_card` (7-byte hex UID) or `keypad` (user code)"
+                .into(),
+        ),
     }
 }
 
@@ -303,13 +330,30 @@ pub fn compile_sealed(
     key: &SigningKey,
     list_key: Option<[u8; 32]>,
 ) -> Result<Vec<u8>, CompileError> {
+    compile_for_door(entries, generation, created_unix, key, list_key, None)
+}
+
+/// Like [`compile_sealed`], carrying the site's card master keys too (sealed with the
+/// door's list key, which is then required).
+pub fn compile_for_door(
+    entries: &[Entry],
+    generation: u64,
+    created_unix: i64,
+    key: &SigningKey,
+    list_key: Option<[u8; 32]>,
+    card_keys: Option<CardMasterKeys>,
+) -> Result<Vec<u8>, CompileError> {
     let mut b = Builder::new();
     if let Some(list_key) = list_key {
         b.seal_secrets(list_key);
     }
+    if let Some(keys) = card_keys {
+        b.card_master_keys(keys);
+    }
     for (index, e) in entries.iter().enumerate() {
         let r = match e {
             Entry::Card(c) => b.card(c).map(|_| ()),
+            Entry::SecureCard(c) => b.secure_card(c).map(|_| ()),
             Entry::Keypad(k) => b.keypad_user(k).map(|_| ()),
         };
         r.map_err(|e| CompileError::Entry {

@@ -4,6 +4,7 @@
 //! work of `chronolock firmware`, where its tests reach it.
 
 pub mod bench;
+pub mod card;
 pub mod firmware;
 pub mod transfer;
 pub mod virtual_doors;

@@ -90,6 +90,11 @@ enum Command {
         #[command(subcommand)]
         command: chronolock::firmware::FirmwareCommand,
     },
+    /// Secure cards: personalise and enrol a card, rotate the site's card master key.
+    Card {
+        #[command(subcommand)]
+        command: chronolock::card::CardCommand,
+    },
     /// Import people: an esp-rfid user backup, a chronolock JSON export or CSV (one transaction).
     Import(chronolock::transfer::ImportArgs),
     /// Export the site's people (CSV) or people, doors, schedules, groups and rules (JSON).
@@ -401,6 +406,7 @@ fn main() -> ExitCode {
                     database_url,
                 },
         } => report(reset_password(&user, data, database_url)),
+        Command::Card { command } => report(chronolock::card::run(command)),
         Command::Allowlist {
             command:
                 AllowlistCommand::Compile {

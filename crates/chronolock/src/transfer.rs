@@ -18,7 +18,8 @@ pub struct Database {
 }
 
 impl Database {
-    fn config(&self) -> ServeConfig {
+    /// The server configuration that opens this database.
+    pub fn config(&self) -> ServeConfig {
         ServeConfig {
             data_dir: self.data.clone(),
             database_url: self.database_url.clone(),

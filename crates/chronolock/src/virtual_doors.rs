@@ -95,6 +95,7 @@ impl VirtualDoor for Panel {
     fn send(&self, command: PanelCommand) -> bool {
         self.0.send(match command {
             PanelCommand::Card(uid) => Command::Card(uid),
+            PanelCommand::SecureCard { uid, clone } => Command::SecureCard { uid, clone },
             PanelCommand::Keys(keys) => Command::Keys(keys),
             PanelCommand::Power(on) => Command::Power(on),
             PanelCommand::PowerCycle => Command::PowerCycle,

@@ -741,6 +741,18 @@ async fn virtual_door_panel_and_phone_setup() {
         assert!(b.has("#led-red.red").await, "red LED on");
         b.shot("card-denied").await;
 
+        // Grace's secure card: the genuine card proves its key; a copy of its UID does not.
+        b.fill("#secure-uid", "04B2C3D4E5F607").await;
+        b.click("#present-secure").await;
+        b.wait_text("#decision", "secure_card:04B2C3D4E5F607 → GRANTED")
+            .await;
+        b.shot("secure-card-granted").await;
+        b.fill("#secure-uid", "04B2C3D4E5F607").await;
+        b.click("#present-clone").await;
+        b.wait_text("#decision", "secure_card:04B2C3D4E5F607 → DENIED_CARD_AUTH")
+            .await;
+        b.shot("secure-card-clone-refused").await;
+
         // Ada's keypad code: her user code, then the TOTP code an authenticator shows now.
         let secret = data_encoding::BASE32_NOPAD
             .decode(b"JBSWY3DPEHPK3PXP")

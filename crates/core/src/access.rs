@@ -37,11 +37,14 @@ pub enum Decision {
     DeniedReplay,
     /// The site is in lockdown: only EMERGENCY entries are let in.
     DeniedLockdown,
+    /// A secure card did not prove its key (a clone, a blank or foreign card, a card taken
+    /// away mid-check), or its UID came from a reader that cannot check it.
+    DeniedCardAuth,
 }
 
 impl Decision {
     /// Every decision, in wire-code order.
-    pub const ALL: [Decision; 12] = [
+    pub const ALL: [Decision; 13] = [
         Decision::Granted,
         Decision::GrantedEmergency,
         Decision::DeniedUnknown,
@@ -54,6 +57,7 @@ impl Decision {
         Decision::DeniedLockedOut,
         Decision::DeniedReplay,
         Decision::DeniedLockdown,
+        Decision::DeniedCardAuth,
     ];
 
     /// The device protocol's code (one definition: [`from_code`](Self::from_code) is its
@@ -72,6 +76,7 @@ impl Decision {
             Decision::DeniedLockedOut => 9,
             Decision::DeniedReplay => 10,
             Decision::DeniedLockdown => 11,
+            Decision::DeniedCardAuth => 12,
         }
     }
 
@@ -95,6 +100,7 @@ impl Decision {
             Decision::DeniedLockedOut => "DENIED_LOCKED_OUT",
             Decision::DeniedReplay => "DENIED_REPLAY",
             Decision::DeniedLockdown => "DENIED_LOCKDOWN",
+            Decision::DeniedCardAuth => "DENIED_CARD_AUTH",
         }
     }
 

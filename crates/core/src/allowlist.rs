@@ -11,6 +11,7 @@
 //! | keypad users | 96 × n | user code (8 ASCII digits, zero-padded), length, flags, OTP digits, secret lengths, period, policy index, HOTP base counter, TOTP and HOTP secrets (32 bytes each) |
 //! | policies | 24 × n | access type, slot count and first slot, `valid_from`, `valid_until` |
 //! | slots | 24 × n | days (bit 0 Monday … bit 6 Sunday), start and end minute of the UTC day, `from`, `until` |
+//! | card keys | 48 or 0 | with header flag bit 1: the site's card master keys for secure cards (count, versions, current and previous key), sealed |
 //! | signature | 64 | Ed25519 over everything before it |
 //!
 //! A card credential costs 16 bytes; policies (access type, date range, schedule) are shared
@@ -22,6 +23,12 @@
 //! bytes of each keypad record are XORed with a ChaCha20 keystream under the device's list key
 //! (from [`crate::protocol::list_key`]), nonce = the record's 8 code bytes and the generation's
 //! low 32 bits. The signature covers the sealed bytes; [`unseal_secrets`] opens them for a check.
+//!
+//! A card record with flag [`CARD_SECURE`] is a secure card ([`crate::card`]): its UID alone
+//! opens nothing, the card must prove the key diversified for it. The keys come from the site's
+//! card master key, which a list sealed to one device carries in its card-keys section
+//! ([`FLAG_CARD_KEYS`]), sealed like the keypad secrets (nonce `cardkeys` and the generation's
+//! low 32 bits): never in clear, and never in a list that is not sealed.
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
@@ -33,6 +40,8 @@ pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 64;
 /// Card record length.
 pub const CARD_LEN: usize = 16;
+/// Sections after the header.
+const SECTIONS: usize = 5;
 /// Keypad record length.
 pub const KEYPAD_LEN: usize = 96;
 /// Policy record length.
@@ -43,6 +52,13 @@ pub const SLOT_LEN: usize = 24;
 pub const SIGNATURE_LEN: usize = 64;
 /// Header flag: keypad secrets are sealed to one device.
 pub const FLAG_SEALED: u8 = 1;
+/// Header flag: the list ends (before its signature) with the sealed card-keys section.
+pub const FLAG_CARD_KEYS: u8 = 2;
+/// Card-keys section length: count (1 or 2), the current and previous key's versions, 13
+/// reserved bytes, the current key, the previous key (zero when there is none).
+pub const CARD_KEYS_LEN: usize = 48;
+/// Card record flag: a secure card (the UID alone is refused).
+pub const CARD_SECURE: u8 = 1;
 /// Longest card UID (ISO 14443: 4, 7 or 10 bytes).
 pub const MAX_UID_LEN: usize = 10;
 /// Longest keypad user code, in digits.
@@ -262,6 +278,48 @@ pub struct ListInfo {
     pub key_id: [u8; 4],
     /// Keypad secrets are sealed to the device ([`unseal_secrets`]).
     pub sealed: bool,
+    /// The list carries the site's card master keys ([`AllowList::card_master_keys`]).
+    pub card_keys: bool,
+}
+
+/// A card's record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CardRecord {
+    /// Its policy's index.
+    pub policy: u32,
+    /// A secure card: only a card that proves its key may use this entry.
+    pub secure: bool,
+}
+
+/// The site's card master keys, as a list sealed to this door carries them: the current one,
+/// and during a rotation the previous one (cards not yet personalised again still hold keys
+/// diversified from it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CardMasterKeys {
+    /// The current key and its version.
+    pub current: ([u8; 16], u8),
+    /// The previous key and its version, while cards may still hold it.
+    pub previous: Option<([u8; 16], u8)>,
+}
+
+impl core::fmt::Debug for CardMasterKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CardMasterKeys")
+            .field("current_version", &self.current.1)
+            .field("previous_version", &self.previous.map(|p| p.1))
+            .finish_non_exhaustive()
+    }
+}
+
+/// XORs the card-keys section's 32 key bytes with their keystream (sealing and unsealing are
+/// the same operation).
+fn seal_card_keys(list_key: &[u8; 32], generation: u64, keys: &mut [u8]) {
+    use chacha20::cipher::{KeyIvInit, StreamCipher};
+    let mut nonce = [0u8; 12];
+    nonce[..8].copy_from_slice(b"cardkeys");
+    nonce[8..].copy_from_slice(&(generation as u32).to_le_bytes());
+    let mut cipher = chacha20::ChaCha20::new(list_key.into(), &nonce.into());
+    cipher.apply_keystream(keys);
 }
 
 /// XORs the 64 secret bytes of a keypad record with its keystream (sealing and unsealing are
@@ -416,8 +474,10 @@ fn read_header<S: ListBytes>(bytes: &S) -> Result<ListInfo, ListError> {
         slots: le_u32(&h, 36),
         key_id,
         sealed: h[48] & FLAG_SEALED != 0,
+        card_keys: h[48] & FLAG_CARD_KEYS != 0,
     };
-    if h[48] & !FLAG_SEALED != 0 {
+    // Card keys travel only in a list sealed to one door.
+    if h[48] & !(FLAG_SEALED | FLAG_CARD_KEYS) != 0 || (info.card_keys && !info.sealed) {
         return Err(ListError::BadLayout);
     }
     let body_len = le_u32(&h, 40) as u64;
@@ -441,6 +501,11 @@ impl ListInfo {
             + self.keypad_users as u64 * KEYPAD_LEN as u64
             + self.policies as u64 * POLICY_LEN as u64
             + self.slots as u64 * SLOT_LEN as u64
+            + if self.card_keys {
+                CARD_KEYS_LEN as u64
+            } else {
+                0
+            }
     }
 
     /// Length of the whole list, signature included.
@@ -448,20 +513,23 @@ impl ListInfo {
         HEADER_LEN as u64 + self.body_len() + SIGNATURE_LEN as u64
     }
 
-    /// Where section `index` (cards, keypad users, policies, slots) starts, its record count
-    /// and record length. A list whose header [`read_header`] accepted fits in `u32`.
+    /// Where section `index` (cards, keypad users, policies, slots, card keys) starts, its
+    /// record count and record length. A list whose header [`read_header`] accepted fits in
+    /// `u32`.
     fn section(&self, index: usize) -> (u32, u32, usize) {
         let counts = [
             (self.cards, CARD_LEN),
             (self.keypad_users, KEYPAD_LEN),
             (self.policies, POLICY_LEN),
             (self.slots, SLOT_LEN),
+            (u32::from(self.card_keys), CARD_KEYS_LEN),
         ];
+        let last = SECTIONS - 1;
         let mut at = HEADER_LEN as u64;
-        for (n, len) in &counts[..index.min(3)] {
+        for (n, len) in &counts[..index.min(last)] {
             at += u64::from(*n) * *len as u64;
         }
-        let (n, len) = counts[index.min(3)];
+        let (n, len) = counts[index.min(last)];
         (at as u32, n, len)
     }
 }
@@ -552,6 +620,37 @@ impl<S: ListBytes> AllowList<S> {
         let key = card_key(uid)?;
         let (_, rec) = self.search::<CARD_LEN>(0, &key)?;
         Some(le_u24(&rec, 11))
+    }
+
+    /// A card's record, by UID: its policy and whether it is a secure card.
+    pub fn card(&self, uid: &[u8]) -> Option<CardRecord> {
+        let key = card_key(uid)?;
+        let (_, rec) = self.search::<CARD_LEN>(0, &key)?;
+        Some(CardRecord {
+            policy: le_u24(&rec, 11),
+            secure: rec[14] & CARD_SECURE != 0,
+        })
+    }
+
+    /// The site's card master keys, unsealed with this door's list key. `None` when the list
+    /// carries none (or they cannot be read).
+    pub fn card_master_keys(&self, list_key: &[u8; 32]) -> Option<CardMasterKeys> {
+        if !self.info.card_keys {
+            return None;
+        }
+        let (at, _, _) = self.info.section(4);
+        let mut rec = [0u8; CARD_KEYS_LEN];
+        self.bytes.read(at, &mut rec).ok()?;
+        seal_card_keys(list_key, self.info.generation, &mut rec[16..48]);
+        let key = |at: usize| {
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&rec[at..at + 16]);
+            k
+        };
+        Some(CardMasterKeys {
+            current: (key(16), rec[1]),
+            previous: (rec[0] == 2).then(|| (key(32), rec[2])),
+        })
     }
 
     /// A keypad user, by user code (ASCII digits); its record is read into `rec`, which the
@@ -731,7 +830,7 @@ impl ListCheck {
             .finalize_and_verify()
             .map_err(|_| ListError::BadSignature)?;
         self.skip_empty_sections();
-        if self.section < 4 || self.rec_len != 0 {
+        if self.section < SECTIONS || self.rec_len != 0 {
             return Err(ListError::BadLayout);
         }
         Ok(Some(self.info))
@@ -741,7 +840,7 @@ impl ListCheck {
     fn records(&mut self, mut body: &[u8]) -> Result<(), ListError> {
         while !body.is_empty() {
             self.skip_empty_sections();
-            if self.section >= 4 {
+            if self.section >= SECTIONS {
                 return Err(ListError::BadLayout);
             }
             let (_, count, len) = self.info.section(self.section);
@@ -774,7 +873,7 @@ impl ListCheck {
     }
 
     fn skip_empty_sections(&mut self) {
-        while self.section < 4 && self.index >= self.info.section(self.section).1 {
+        while self.section < SECTIONS && self.index >= self.info.section(self.section).1 {
             self.section += 1;
             self.index = 0;
         }
@@ -788,11 +887,15 @@ impl ListCheck {
         }
         let policies = self.info.policies;
         let ok = match self.section {
+            4 => [1, 2].contains(&rec[0]) && rec[3..16].iter().all(|&b| b == 0),
             0 => {
                 let len = usize::from(rec[10]);
                 [4, 7, 10].contains(&len)
                     && rec[len..MAX_UID_LEN].iter().all(|&b| b == 0)
                     && le_u24(rec, 11) < policies
+                    && rec[14] & !CARD_SECURE == 0
+                    && (rec[14] & CARD_SECURE == 0 || len == crate::card::UID_LEN)
+                    && rec[15] == 0
             }
             1 => {
                 let code_len = usize::from(rec[8]);
@@ -908,8 +1011,10 @@ mod builder {
         DuplicateCard(Vec<u8>),
         /// Two keypad users with the same code.
         DuplicateUserCode(Vec<u8>),
-        /// A UID that is not 4, 7 or 10 bytes.
+        /// A UID that is not 4, 7 or 10 bytes (7 for a secure card).
         BadUid(Vec<u8>),
+        /// Card master keys in a list that is not sealed to a device.
+        CardKeysUnsealed,
         /// A user code that is not 1–8 digits.
         BadUserCode(Vec<u8>),
         /// A keypad user with neither TOTP nor HOTP, a secret over 32 bytes, digits outside 6–8
@@ -924,12 +1029,13 @@ mod builder {
     /// Collects credentials, then writes and signs a list.
     #[derive(Debug, Default)]
     pub struct Builder {
-        cards: Vec<([u8; MAX_UID_LEN + 1], u32)>,
+        cards: Vec<([u8; MAX_UID_LEN + 1], u32, u8)>,
         keypad: Vec<([u8; MAX_USER_CODE_LEN + 1], KeypadEntry, u32)>,
         policies: Vec<Policy>,
         policy_index: BTreeMap<(u8, i64, i64, Vec<Slot>), u32>,
         slots: Vec<Slot>,
         seal: Option<[u8; 32]>,
+        card_keys: Option<CardMasterKeys>,
     }
 
     impl Builder {
@@ -976,8 +1082,27 @@ mod builder {
         pub fn card(&mut self, entry: &CardEntry) -> Result<&mut Self, BuildError> {
             let key = card_key(&entry.uid).ok_or_else(|| BuildError::BadUid(entry.uid.clone()))?;
             let policy = self.intern(entry.policy, &entry.slots)?;
-            self.cards.push((key, policy));
+            self.cards.push((key, policy, 0));
             Ok(self)
+        }
+
+        /// Adds a secure card: only a card that proves the key diversified for its UID (7
+        /// bytes) may use the entry.
+        pub fn secure_card(&mut self, entry: &CardEntry) -> Result<&mut Self, BuildError> {
+            if entry.uid.len() != crate::card::UID_LEN {
+                return Err(BuildError::BadUid(entry.uid.clone()));
+            }
+            self.card(entry)?;
+            if let Some(last) = self.cards.last_mut() {
+                last.2 = CARD_SECURE;
+            }
+            Ok(self)
+        }
+
+        /// Carries the site's card master keys (the list must be sealed to a device).
+        pub fn card_master_keys(&mut self, keys: CardMasterKeys) -> &mut Self {
+            self.card_keys = Some(keys);
+            self
         }
 
         /// Adds a keypad user.
@@ -1008,6 +1133,9 @@ mod builder {
             created_unix: i64,
             key: &SigningKey,
         ) -> Result<Vec<u8>, BuildError> {
+            if self.card_keys.is_some() && self.seal.is_none() {
+                return Err(BuildError::CardKeysUnsealed);
+            }
             self.cards.sort_unstable_by_key(|a| a.0);
             if let Some(w) = self.cards.windows(2).find(|w| w[0].0 == w[1].0) {
                 let len = usize::from(w[0].0[MAX_UID_LEN]);
@@ -1027,7 +1155,12 @@ mod builder {
             let body_len = self.cards.len() * CARD_LEN
                 + self.keypad.len() * KEYPAD_LEN
                 + self.policies.len() * POLICY_LEN
-                + self.slots.len() * SLOT_LEN;
+                + self.slots.len() * SLOT_LEN
+                + if self.card_keys.is_some() {
+                    CARD_KEYS_LEN
+                } else {
+                    0
+                };
             let body_len_u32 = u32::try_from(body_len).map_err(|_| BuildError::TooLarge)?;
             let mut out = Vec::with_capacity(HEADER_LEN + body_len + SIGNATURE_LEN);
             out.extend_from_slice(&MAGIC);
@@ -1039,12 +1172,19 @@ mod builder {
                 out.extend_from_slice(&n.to_le_bytes());
             }
             out.extend_from_slice(&key.verifying_key().as_bytes()[..4]);
-            out.push(if self.seal.is_some() { FLAG_SEALED } else { 0 });
+            out.push(
+                if self.seal.is_some() { FLAG_SEALED } else { 0 }
+                    | if self.card_keys.is_some() {
+                        FLAG_CARD_KEYS
+                    } else {
+                        0
+                    },
+            );
             out.resize(HEADER_LEN, 0);
-            for (key, policy) in &self.cards {
+            for (key, policy, flags) in &self.cards {
                 out.extend_from_slice(key);
                 out.extend_from_slice(&policy.to_le_bytes()[..3]);
-                out.extend_from_slice(&[0, 0]);
+                out.extend_from_slice(&[*flags, 0]);
             }
             for (key, e, policy) in &self.keypad {
                 let mut rec = [0u8; KEYPAD_LEN];
@@ -1085,6 +1225,18 @@ mod builder {
                 rec[4..6].copy_from_slice(&s.end_min.to_le_bytes());
                 rec[8..16].copy_from_slice(&s.from.to_le_bytes());
                 rec[16..24].copy_from_slice(&s.until.to_le_bytes());
+                out.extend_from_slice(&rec);
+            }
+            if let (Some(keys), Some(list_key)) = (&self.card_keys, &self.seal) {
+                let mut rec = [0u8; CARD_KEYS_LEN];
+                rec[0] = if keys.previous.is_some() { 2 } else { 1 };
+                rec[1] = keys.current.1;
+                rec[16..32].copy_from_slice(&keys.current.0);
+                if let Some((k, v)) = keys.previous {
+                    rec[2] = v;
+                    rec[32..48].copy_from_slice(&k);
+                }
+                seal_card_keys(list_key, generation, &mut rec[16..48]);
                 out.extend_from_slice(&rec);
             }
             let signature = key.sign(&out);

@@ -85,6 +85,9 @@ pub struct Config {
     pub held_open: Duration,
     /// How long a CONDITIONAL check may wait for the backend before `DENIED_OFFLINE`. Default 3 s.
     pub conditional_timeout: Duration,
+    /// How long a secure card's check (four APDU exchanges, about 30 ms with a PN532) may
+    /// take before `DENIED_CARD_AUTH`. Default 1 s.
+    pub card_auth_timeout: Duration,
     /// A keypad entry not finished with `#` within this is discarded. Default 10 s.
     pub keypad_entry_timeout: Duration,
     /// Consecutive keypad failures that lock the keypad. Default 5.
@@ -141,6 +144,7 @@ impl Default for Config {
             door_contact: false,
             held_open: Duration::from_secs(30),
             conditional_timeout: Duration::from_secs(3),
+            card_auth_timeout: Duration::from_secs(1),
             keypad_entry_timeout: Duration::from_secs(10),
             lockout_after_failures: 5,
             lockout_initial: Duration::from_secs(30),

@@ -780,11 +780,12 @@ fn source_from(b: u8) -> Result<Option<Source>, ProtocolError> {
     })
 }
 
-/// Credential: kind (1 card, 2 keypad), length, bytes.
+/// Credential: kind (1 card, 2 keypad, 3 secure card), length, bytes.
 fn put_credential(c: &Credential, out: &mut [u8]) -> usize {
     let (kind, bytes): (u8, &[u8]) = match c {
         Credential::Card { uid, len } => (1, &uid[..usize::from(*len)]),
         Credential::Keypad { code, len } => (2, &code[..usize::from(*len)]),
+        Credential::SecureCard { uid, len } => (3, &uid[..usize::from(*len)]),
     };
     out[0] = kind;
     out[1] = bytes.len() as u8;
@@ -803,6 +804,7 @@ fn get_credential(b: &[u8]) -> Result<(Credential, usize), ProtocolError> {
     let bytes = &b[2..2 + len];
     let credential = match b[0] {
         1 if matches!(len, 4 | 7 | 10) => Credential::card(bytes),
+        3 if matches!(len, 4 | 7 | 10) => Credential::secure_card(bytes),
         2 if (1..=MAX_USER_CODE_LEN).contains(&len) && bytes.iter().all(u8::is_ascii_digit) => {
             Credential::keypad(bytes)
         }

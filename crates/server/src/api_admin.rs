@@ -486,6 +486,8 @@ pub struct CardOut {
     pub id: i64,
     /// UID, upper-case hex.
     pub uid: String,
+    /// A secure card (it proves its key); `false`: a UID-only card, which can be cloned.
+    pub secure: bool,
 }
 
 /// A keypad user code: which secrets it has, never the secrets.
@@ -542,6 +544,7 @@ async fn person_out(state: &AppState, site: &Site, person_id: i64) -> ApiResult<
             .map(|c| CardOut {
                 id: c.id,
                 uid: c.uid,
+                secure: c.secure,
             })
             .collect(),
         keypad_codes: codes
@@ -761,6 +764,9 @@ async fn person_delete(
 pub struct CardIn {
     /// UID, hex (4, 7 or 10 bytes), any case.
     pub uid: String,
+    /// A secure card (7-byte UID) personalised for the site (`chronolock card personalize`).
+    #[serde(default)]
+    pub secure: bool,
 }
 
 /// Gives a person a card.
@@ -779,7 +785,7 @@ async fn card_add(
     let input = body(json)?;
     let site = the_site(&state).await?;
     let person = directory::person(&state, site.id, id(&raw)?).await?;
-    let card = model::add_card(&state, person.id, &input.uid).await?;
+    let card = model::add_card_kind(&state, person.id, &input.uid, input.secure).await?;
     recompile(&state, &site).await?;
     let uid = directory::cards(&state, person.id)
         .await?
@@ -787,7 +793,11 @@ async fn card_add(
         .find(|c| c.id == card)
         .map(|c| c.uid)
         .unwrap_or_default();
-    Ok(created(CardOut { id: card, uid }))
+    Ok(created(CardOut {
+        id: card,
+        uid,
+        secure: input.secure,
+    }))
 }
 
 /// Takes a card from a person; the doors refuse it within seconds.

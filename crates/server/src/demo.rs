@@ -94,6 +94,10 @@ const PEOPLE: [Person; 9] = [
     },
 ];
 
+/// Demo cards that are secure cards (NTAG 424 DNA): a virtual door's "present genuine card"
+/// opens with them, a clone of their UID does not.
+const SECURE_CARDS: [&str; 1] = ["04B2C3D4E5F607"];
+
 /// A person who joins in two weeks (a rule that starts in the future).
 const NEWCOMER: Person = Person {
     name: "Hedy Lamarr",
@@ -163,7 +167,8 @@ pub async fn seed(state: &AppState) -> Result<Option<Demo>, ModelError> {
     for p in PEOPLE.iter().chain([&NEWCOMER]) {
         let id = model::create_person(state, site_id, p.name).await?;
         for uid in p.cards {
-            model::add_card(state, id, uid).await?;
+            let secure = SECURE_CARDS.contains(uid);
+            model::add_card_kind(state, id, uid, secure).await?;
         }
         if let Some((code, totp, hotp)) = p.keypad {
             let spec = KeypadSpec {
@@ -376,6 +381,14 @@ pub struct PanelView {
 pub enum PanelCommand {
     /// Present a card (UID bytes).
     Card(Vec<u8>),
+    /// Present a secure card to the door's PN532: one personalised for the site, or (`clone`)
+    /// a card that gives its UID without its key.
+    SecureCard {
+        /// Its 7-byte UID.
+        uid: [u8; 7],
+        /// A copy of the UID only.
+        clone: bool,
+    },
     /// Press keypad keys.
     Keys(String),
     /// Switch the power on or off.

@@ -531,7 +531,7 @@ pub async fn conditional_granted(
     now: i64,
 ) -> Result<bool, DeviceError> {
     let person: Option<(i64,)> = match credential {
-        Credential::Card { uid, len } => {
+        Credential::Card { uid, len } | Credential::SecureCard { uid, len } => {
             sqlx::query_as("SELECT person_id FROM cards WHERE uid = $1")
                 .bind(data_encoding::HEXUPPER.encode(&uid[..usize::from(*len)]))
                 .fetch_optional(state.db.pool())

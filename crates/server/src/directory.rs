@@ -536,16 +536,26 @@ pub struct Card {
     pub id: i64,
     /// UID, upper-case hex.
     pub uid: String,
+    /// A secure card: it proves a key only it and the site hold. Otherwise its UID alone
+    /// opens, and anyone who reads it can copy it.
+    pub secure: bool,
 }
 
 /// A person's cards.
 pub async fn cards(state: &AppState, person_id: i64) -> Result<Vec<Card>, ModelError> {
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT id, uid FROM cards WHERE person_id = $1 ORDER BY uid")
+    let rows: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT id, uid, secure FROM cards WHERE person_id = $1 ORDER BY uid")
             .bind(person_id)
             .fetch_all(state.db.pool())
             .await?;
-    Ok(rows.into_iter().map(|(id, uid)| Card { id, uid }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, uid, secure)| Card {
+            id,
+            uid,
+            secure: secure != 0,
+        })
+        .collect())
 }
 
 /// Removes one of a person's cards.

@@ -15,6 +15,7 @@ pub mod admins;
 pub mod api;
 pub mod api_admin;
 pub mod auth;
+pub mod card_keys;
 pub mod db;
 pub mod demo;
 pub mod device;

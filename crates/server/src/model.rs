@@ -108,8 +108,20 @@ pub async fn create_person(state: &AppState, site_id: i64, name: &str) -> Result
     .await
 }
 
-/// Gives a person a card (hex UID, 4, 7 or 10 bytes; stored upper-case).
+/// Gives a person a card (hex UID, 4, 7 or 10 bytes; stored upper-case). A UID-only card:
+/// anyone who reads it can copy it.
 pub async fn add_card(state: &AppState, person_id: i64, uid: &str) -> Result<i64, ModelError> {
+    add_card_kind(state, person_id, uid, false).await
+}
+
+/// Gives a person a card; `secure`: a secure card (7-byte UID) personalised with the site's
+/// card master key, which only a card proving its key opens with.
+pub async fn add_card_kind(
+    state: &AppState,
+    person_id: i64,
+    uid: &str,
+    secure: bool,
+) -> Result<i64, ModelError> {
     let uid = uid.trim().to_uppercase();
     let bytes = data_encoding::HEXUPPER
         .decode(uid.as_bytes())
@@ -120,10 +132,16 @@ pub async fn add_card(state: &AppState, person_id: i64, uid: &str) -> Result<i64
             format!("{} bytes; card UIDs have 4, 7 or 10", bytes.len()),
         ));
     }
+    if secure && bytes.len() != chronolock_core::card::UID_LEN {
+        return Err(invalid(
+            "uid",
+            format!("{} bytes; secure cards have 7-byte UIDs", bytes.len()),
+        ));
+    }
     insert_id(
         state,
-        "INSERT INTO cards (person_id, uid) VALUES ($1, $2) RETURNING id",
-        |q| q.bind(person_id).bind(uid.clone()),
+        "INSERT INTO cards (person_id, uid, secure) VALUES ($1, $2, $3) RETURNING id",
+        |q| q.bind(person_id).bind(uid.clone()).bind(i64::from(secure)),
     )
     .await
     .map_err(|e| unique_violation(e, "uid", "this card belongs to someone already"))
@@ -571,14 +589,16 @@ struct SiteData {
     rules: HashMap<i64, Vec<Rule>>,
     members: HashMap<i64, Vec<i64>>,
     schedules: HashMap<i64, Vec<chronolock_core::allowlist::Slot>>,
-    cards: HashMap<i64, Vec<String>>,
+    cards: HashMap<i64, Vec<(String, bool)>>,
     keypads: HashMap<i64, Vec<KeypadRow>>,
+    /// The site's card master keys, for doors with secure cards.
+    card_keys: chronolock_core::allowlist::CardMasterKeys,
     expiries: HashMap<i64, String>,
 }
 
 /// A site's cards, keypad codes and last days.
 const SITE_CARDS: &str =
-    "SELECT c.person_id, c.uid FROM cards c JOIN people p ON p.id = c.person_id WHERE p.site_id = $1";
+    "SELECT c.person_id, c.uid, c.secure FROM cards c JOIN people p ON p.id = c.person_id WHERE p.site_id = $1";
 const SITE_KEYPADS: &str = "SELECT k.person_id, k.code, k.totp_secret, k.hotp_secret, \
      k.hotp_counter, k.digits, k.period_s FROM keypad_users k \
      JOIN people p ON p.id = k.person_id WHERE p.site_id = $1";
@@ -592,7 +612,7 @@ const DOOR_CARDS_SITE_WIDE: usize = 5_000;
 struct SiteRows {
     rules: Vec<RuleRow>,
     members: Vec<(i64, i64)>,
-    cards: Vec<(i64, String)>,
+    cards: Vec<(i64, String, i64)>,
 }
 
 impl SiteData {
@@ -643,14 +663,14 @@ impl SiteData {
         .bind(door_id)
         .fetch_all(pool)
         .await?;
-        let cards: Vec<(i64, String)> = if members.len() + rules.len() > DOOR_CARDS_SITE_WIDE {
+        let cards: Vec<(i64, String, i64)> = if members.len() + rules.len() > DOOR_CARDS_SITE_WIDE {
             sqlx::query_as(SITE_CARDS)
                 .bind(site_id)
                 .fetch_all(pool)
                 .await?
         } else {
             sqlx::query_as(
-                &"SELECT c.person_id, c.uid FROM cards c WHERE c.person_id IN (SUBJECTS)"
+                &"SELECT c.person_id, c.uid, c.secure FROM cards c WHERE c.person_id IN (SUBJECTS)"
                     .replace("SUBJECTS", DOOR_PEOPLE),
             )
             .bind(door_id)
@@ -699,10 +719,11 @@ impl SiteData {
         for (group, person) in rows.members {
             members.entry(group).or_default().push(person);
         }
-        let mut cards: HashMap<i64, Vec<String>> = HashMap::new();
-        for (person, uid) in rows.cards {
-            cards.entry(person).or_default().push(uid);
+        let mut cards: HashMap<i64, Vec<(String, bool)>> = HashMap::new();
+        for (person, uid, secure) in rows.cards {
+            cards.entry(person).or_default().push((uid, secure != 0));
         }
+        let card_keys = crate::card_keys::keys(&state.db).await?;
         // Keypad codes and last days are few: the site's, for one door as for all.
         let pool = state.db.pool();
         let site_keypads: Vec<KeypadRow> = sqlx::query_as(SITE_KEYPADS)
@@ -725,6 +746,7 @@ impl SiteData {
             cards,
             keypads,
             expiries: expiries.into_iter().collect(),
+            card_keys,
         })
     }
 
@@ -800,15 +822,20 @@ impl SiteData {
                     None => continue,
                 }
             }
-            for uid in self.cards.get(&person).into_iter().flatten() {
+            for (uid, secure) in self.cards.get(&person).into_iter().flatten() {
                 let uid = data_encoding::HEXUPPER
                     .decode(uid.as_bytes())
                     .map_err(|_| invalid("uid", "stored UID is not hex"))?;
-                entries.push(Entry::Card(CardEntry {
+                let card = CardEntry {
                     uid,
                     policy,
                     slots: slots.to_vec(),
-                }));
+                };
+                entries.push(if *secure {
+                    Entry::SecureCard(card)
+                } else {
+                    Entry::Card(card)
+                });
             }
             for (_, code, totp, hotp, counter, digits, period) in
                 self.keypads.get(&person).into_iter().flatten()
@@ -908,6 +935,7 @@ fn compile_door(
     meta: &DoorMeta,
     entries: &[Entry],
     key: &ed25519_dalek::SigningKey,
+    card_keys: &chronolock_core::allowlist::CardMasterKeys,
     now: i64,
 ) -> Result<Compiled, ModelError> {
     // A list larger than the door's device can install is not stored (the door keeps the
@@ -922,10 +950,26 @@ fn compile_door(
         .map(|k| chronolock_core::protocol::list_key(&k));
     let canonical = chronolock_allowlist::compile(entries, 0, 0, key)
         .map_err(|e| invalid("list", e.to_string()))?;
+    // A door with secure cards gets the site's card master keys, sealed to it (only a paired
+    // door: a list sealed to no device never carries them). Doors without secure cards get
+    // none, so that a stolen door of theirs gives none away.
+    let with_card_keys =
+        list_key.is_some() && entries.iter().any(|e| matches!(e, Entry::SecureCard(_)));
     let mut hasher = Sha256::new();
     hasher.update(&canonical[..canonical.len() - 64]);
     if let Some(k) = &list_key {
         hasher.update(Sha256::digest(k));
+    }
+    if with_card_keys {
+        // A rotated master key is a change of content.
+        let mut keys = Sha256::new();
+        keys.update(card_keys.current.0);
+        keys.update([card_keys.current.1]);
+        if let Some((k, v)) = card_keys.previous {
+            keys.update(k);
+            keys.update([v]);
+        }
+        hasher.update(keys.finalize());
     }
     let new_digest = data_encoding::HEXLOWER.encode(&hasher.finalize());
     if meta.digest.as_deref() == Some(new_digest.as_str()) {
@@ -936,8 +980,15 @@ fn compile_door(
         return Ok(Compiled::Unchanged(error));
     }
     let next = meta.generation + 1;
-    let bytes = chronolock_allowlist::compile_sealed(entries, next as u64, now, key, list_key)
-        .map_err(|e| invalid("list", e.to_string()))?;
+    let bytes = chronolock_allowlist::compile_for_door(
+        entries,
+        next as u64,
+        now,
+        key,
+        list_key,
+        with_card_keys.then_some(*card_keys),
+    )
+    .map_err(|e| invalid("list", e.to_string()))?;
     if too_large(bytes.len() as i64) {
         let error = list_too_large(bytes.len() as i64, meta.capacity, entries.len());
         tracing::warn!(door_id, %error, "list not compiled for the door");
@@ -1005,22 +1056,29 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
             .ok_or(ModelError::NotFound)?;
         let (_, meta) = door_meta(row);
         let entries = door_entries(state, door_id, now).await?;
-        let (next, digest, bytes) =
-            match compile_door(door_id, &meta, &entries, &state.signing_key, now)? {
-                Compiled::Unchanged(error) => {
-                    set_list_error(state, door_id, error.as_deref()).await?;
-                    return Ok(meta.generation as u64);
-                }
-                Compiled::TooLarge(error) => {
-                    set_list_error(state, door_id, Some(&error)).await?;
-                    return Ok(meta.generation as u64);
-                }
-                Compiled::New {
-                    next,
-                    digest,
-                    bytes,
-                } => (next, digest, bytes),
-            };
+        let card_keys = crate::card_keys::keys(&state.db).await?;
+        let (next, digest, bytes) = match compile_door(
+            door_id,
+            &meta,
+            &entries,
+            &state.signing_key,
+            &card_keys,
+            now,
+        )? {
+            Compiled::Unchanged(error) => {
+                set_list_error(state, door_id, error.as_deref()).await?;
+                return Ok(meta.generation as u64);
+            }
+            Compiled::TooLarge(error) => {
+                set_list_error(state, door_id, Some(&error)).await?;
+                return Ok(meta.generation as u64);
+            }
+            Compiled::New {
+                next,
+                digest,
+                bytes,
+            } => (next, digest, bytes),
+        };
         let mut tx = state.db.pool().begin().await?;
         let stored = store_list(&mut tx, door_id, meta.generation, next, &digest, &bytes).await?;
         tx.commit().await?;
@@ -1133,7 +1191,8 @@ fn compile_doors(
                     part.iter()
                         .map(|(id, meta)| {
                             let entries = data.entries(*id, now)?;
-                            let compiled = compile_door(*id, meta, &entries, key, now)?;
+                            let compiled =
+                                compile_door(*id, meta, &entries, key, &data.card_keys, now)?;
                             Ok((*id, meta.generation, compiled))
                         })
                         .collect::<Result<Vec<_>, ModelError>>()

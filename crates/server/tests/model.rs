@@ -355,3 +355,104 @@ async fn a_whole_site_compiles_at_once_as_door_by_door() {
         }
     }
 }
+
+/// A secure card reaches a paired door's list flagged secure, with the site's card master key
+/// sealed to that door; a door without secure cards, and an unpaired door, get no key; a
+/// rotation is a new list carrying both keys.
+#[tokio::test]
+async fn secure_cards_carry_the_sealed_master_key_to_paired_doors_only() {
+    for (label, state) in common::states("secure_cards").await {
+        let site = model::create_site(&state, "Office", "UTC").await.unwrap();
+        let door = model::create_door(&state, site, "Front").await.unwrap();
+        let side = model::create_door(&state, site, "Side").await.unwrap();
+        let ada = model::create_person(&state, site, "Ada").await.unwrap();
+        let bob = model::create_person(&state, site, "Bob").await.unwrap();
+        let e = model::add_card_kind(&state, ada, "04DE5F1EAC", true)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            field_of(e),
+            "uid",
+            "{label}: a secure card has a 7-byte UID"
+        );
+        model::add_card_kind(&state, ada, "04de5f1eacc040", true)
+            .await
+            .unwrap();
+        model::add_card(&state, bob, "04B0B0B0").await.unwrap();
+        for (d, who) in [(door, ada), (side, bob)] {
+            model::add_rule(
+                &state,
+                &RuleSpec {
+                    door_id: d,
+                    subject: Subject::Person(who),
+                    access: AccessType::Unrestricted,
+                    valid_from: 0,
+                    valid_until: 0,
+                    schedule_id: None,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let device_key = [7u8; 32];
+        let list_key = chronolock_core::protocol::list_key(&device_key);
+        let site_key = ed25519_dalek::VerifyingKey::from_bytes(&state.site_public_key).unwrap();
+        let list_of = |d: i64| {
+            let state = state.clone();
+            async move { model::door_list(&state, d).await.unwrap().unwrap().1 }
+        };
+        // Unpaired: the list is not sealed to any device, so it carries no key.
+        model::refresh_door(&state, door, NOW).await.unwrap();
+        let bytes = list_of(door).await;
+        let list = AllowList::verify(&bytes, &site_key).unwrap();
+        assert!(
+            list.card(&[4, 0xDE, 0x5F, 0x1E, 0xAC, 0xC0, 0x40])
+                .unwrap()
+                .secure
+        );
+        assert!(!list.info().card_keys, "{label}: unpaired door");
+        // Paired: sealed, with the key the server keeps.
+        for d in [door, side] {
+            sqlx::query("UPDATE doors SET device_key = $1 WHERE id = $2")
+                .bind(device_key.to_vec())
+                .bind(d)
+                .execute(state.db.pool())
+                .await
+                .unwrap();
+            model::refresh_door(&state, d, NOW).await.unwrap();
+        }
+        let keys = chronolock_server::card_keys::keys(&state.db).await.unwrap();
+        let bytes = list_of(door).await;
+        let list = AllowList::verify(&bytes, &site_key).unwrap();
+        assert_eq!(list.card_master_keys(&list_key), Some(keys), "{label}");
+        assert_ne!(
+            list.card_master_keys(&[8; 32]),
+            Some(keys),
+            "{label}: sealed"
+        );
+        let clear = bytes.windows(16).any(|w| w == keys.current.0);
+        assert!(
+            !clear,
+            "{label}: the master key is never in the list in clear"
+        );
+        let side_bytes = list_of(side).await;
+        let side_list = AllowList::verify(&side_bytes, &site_key).unwrap();
+        assert!(
+            !side_list.info().card_keys,
+            "{label}: no secure card at this door"
+        );
+        // Rotation: a new list with both keys.
+        let before = list.info().generation;
+        chronolock_server::card_keys::rotate(&state.db)
+            .await
+            .unwrap();
+        model::site_changed(&state, site).await.unwrap();
+        model::refresh_door(&state, door, NOW).await.unwrap();
+        let bytes = list_of(door).await;
+        let list = AllowList::verify(&bytes, &site_key).unwrap();
+        assert!(list.info().generation > before, "{label}");
+        let rotated = list.card_master_keys(&list_key).unwrap();
+        assert_eq!(rotated.previous, Some(keys.current), "{label}");
+        assert_eq!(rotated.current.1, keys.current.1 + 1, "{label}");
+    }
+}

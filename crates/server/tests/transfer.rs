@@ -60,7 +60,9 @@ async fn door_cards(state: &AppState, door: i64, now: i64) -> Vec<(String, i64)>
         .unwrap()
         .into_iter()
         .filter_map(|e| match e {
-            Entry::Card(c) => Some((data_encoding::HEXUPPER.encode(&c.uid), c.policy.valid_until)),
+            Entry::Card(c) | Entry::SecureCard(c) => {
+                Some((data_encoding::HEXUPPER.encode(&c.uid), c.policy.valid_until))
+            }
             Entry::Keypad(_) => None,
         })
         .collect();

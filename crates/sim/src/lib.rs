@@ -3,9 +3,11 @@
 //!
 //! - [`scenario`]: the scenario contract's JSON Lines format, parsed strictly.
 //! - [`runner`]: the deterministic discrete-event simulator that plays a scenario.
+//! - [`card`]: a software NTAG 424 DNA (the card side of secure cards).
 //! - [`fleet`]: many doors and a backend over months of virtual time, checked by invariants.
 //! - [`live`]: virtual doors in real time, talking UDP NTP and HTTP to a real server.
 
+pub mod card;
 pub mod fleet;
 pub mod live;
 pub mod runner;

@@ -28,6 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde_json::{json, Value};
 
+use crate::card::SoftCard;
 use crate::scenario::{self, NtpSpec, Scenario, Step};
 
 /// Most internal events handled at one virtual instant before the run is declared stuck.
@@ -35,7 +36,7 @@ const MAX_EVENTS_PER_INSTANT: u32 = 10_000;
 
 /// The scenario's door at its backend: paired before the scenario starts, with this id and key.
 const DOOR_ID: u64 = 1;
-const DEVICE_KEY: [u8; 32] = *b"chronolock scenario device key!!";
+pub(crate) const DEVICE_KEY: [u8; 32] = *b"chronolock scenario device key!!";
 
 /// Room for events the backend has not acknowledged yet (about 7,000 of them).
 const OUTBOX_BYTES: u32 = 256 * 1024;
@@ -217,6 +218,10 @@ pub struct Sim {
     door_open: bool,
     /// Watches the backend holds until something for the door changes.
     watches: Vec<ParkedWatch>,
+    /// The secure card in the reader's field, during a `secure_card` step.
+    card: Option<SoftCard>,
+    /// The site's card master key (genuine cards are personalised with it).
+    card_master_key: [u8; 16],
 }
 
 impl Sim {
@@ -280,6 +285,8 @@ impl Sim {
             out: Vec::new(),
             door_open: false,
             watches: Vec::new(),
+            card: None,
+            card_master_key: w.card_master_key(),
         }
     }
 
@@ -290,7 +297,9 @@ impl Sim {
         let credentials = scenario.steps.iter().any(|s| {
             matches!(
                 s.action,
-                scenario::Action::Card(_) | scenario::Action::Keys(_)
+                scenario::Action::Card(_)
+                    | scenario::Action::Keys(_)
+                    | scenario::Action::SecureCard { .. }
             )
         });
         if scenario.list.is_none() && credentials {
@@ -482,6 +491,24 @@ impl Sim {
                 Some(dev) => dev.door.handle_card(uid, now),
                 None => notes.0.push(off("card")),
             },
+            A::SecureCard { uid, clone } => match &mut self.device {
+                Some(dev) => {
+                    let uid: [u8; chronolock_core::card::UID_LEN] =
+                        uid.as_slice().try_into().unwrap_or_default();
+                    let seed = self.rng.next_u64();
+                    // The card in the field answers the door's APDUs (at once: the runner's
+                    // reader is ideal) until the step is over.
+                    self.card = Some(if *clone {
+                        SoftCard::clone_of(uid, seed)
+                    } else {
+                        SoftCard::genuine(uid, &self.card_master_key, seed)
+                    });
+                    dev.door.handle_secure_card(&uid, now);
+                    self.drain();
+                    self.card = None;
+                }
+                None => notes.0.push(off("secure_card")),
+            },
             A::Keys(keys) => match &mut self.device {
                 Some(dev) => dev.door.handle_keys(keys.as_bytes(), now),
                 None => notes.0.push(off("keys")),
@@ -667,6 +694,17 @@ impl Sim {
                 // The buzzer: the contract's `alarm` events say what it sounds for.
                 Request::Alarm { .. } => {}
                 Request::Notice(notice) => self.notice(notice),
+                Request::CardApdu(apdu) => {
+                    if let Some(dev) = &mut self.device {
+                        match &mut self.card {
+                            Some(card) => {
+                                let response = card.transmit(&apdu);
+                                dev.door.handle_card_response(&response, now);
+                            }
+                            None => dev.door.handle_card_lost(now),
+                        }
+                    }
+                }
             }
         }
     }

@@ -32,6 +32,43 @@ impl ScenarioError {
     }
 }
 
+/// The fixed card master key of scenarios that name none. A test key: never use it for a real
+/// site.
+pub const TEST_CARD_MASTER_KEY: [u8; 16] = *b"chronolock cards";
+
+/// An AES-128 key in 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CardMasterKey(pub [u8; 16]);
+
+impl std::fmt::Debug for CardMasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardMasterKey(..)")
+    }
+}
+
+impl<'de> Deserialize<'de> for CardMasterKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        data_encoding::HEXUPPER_PERMISSIVE
+            .decode(text.as_bytes())
+            .ok()
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(CardMasterKey)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "card_master_key `{text}` is not 32 hex digits (an AES-128 key)"
+                ))
+            })
+    }
+}
+
+impl World {
+    /// The site's card master key.
+    pub fn card_master_key(&self) -> [u8; 16] {
+        self.card_master_key.map_or(TEST_CARD_MASTER_KEY, |k| k.0)
+    }
+}
+
 /// A time in the scenario: RFC 3339 text or Unix seconds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Utc(pub UnixTime);
@@ -116,6 +153,10 @@ pub struct World {
     /// The door itself: its position contact and held-open time.
     #[serde(default)]
     pub door: DoorSpec,
+    /// The site's card master key for secure cards (32 hex digits). Default
+    /// [`TEST_CARD_MASTER_KEY`].
+    #[serde(default)]
+    pub card_master_key: Option<CardMasterKey>,
     /// Free text, ignored.
     #[serde(default)]
     pub comment: Option<String>,
@@ -336,6 +377,13 @@ struct CardArgs {
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SecureCardArgs {
+    uid: String,
+    #[serde(default)]
+    clone: bool,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeysArgs {
     keys: String,
 }
@@ -368,8 +416,16 @@ pub enum Action {
     Backend(BackendChange),
     /// A phone at setup sends this time.
     PhoneTime(UnixTime),
-    /// A card is presented (UID bytes).
+    /// A card is presented to a UID-only reader (UID bytes).
     Card(Vec<u8>),
+    /// A secure card is presented: one personalised for this site, or (`clone`) a card that
+    /// gives the UID but does not hold the key.
+    SecureCard {
+        /// Its 7-byte UID.
+        uid: Vec<u8>,
+        /// A copy of the UID without the key.
+        clone: bool,
+    },
     /// Keys typed on the keypad.
     Keys(String),
     /// The battery voltage now.
@@ -514,7 +570,21 @@ impl Scenario {
             .as_ref()
             .map(|v| {
                 let entries = chronolock_allowlist::parse_source_value(v)?;
-                chronolock_allowlist::compile(&entries, 1, created, &test_site_key())
+                // Sealed to the scenario's door, with the site's card master key.
+                let keys = chronolock_core::allowlist::CardMasterKeys {
+                    current: (world.card_master_key(), 1),
+                    previous: None,
+                };
+                chronolock_allowlist::compile_for_door(
+                    &entries,
+                    1,
+                    created,
+                    &test_site_key(),
+                    Some(chronolock_core::protocol::list_key(
+                        &crate::runner::DEVICE_KEY,
+                    )),
+                    Some(keys),
+                )
             })
             .transpose()
             .map_err(|e| ScenarioError::at(world_line, format!("world: allowlist: {e}")))?;
@@ -654,6 +724,21 @@ fn parse_step(line: usize, obj: &mut Map<String, Value>) -> Result<Step, Scenari
             let uid = from_value::<CardArgs>(rest).map_err(args)?.uid;
             Action::Card(parse_uid(&uid).map_err(|e| err(format!("`card`: {e}")))?)
         }
+        "secure_card" => {
+            let a = from_value::<SecureCardArgs>(rest).map_err(args)?;
+            let uid = parse_uid(&a.uid).map_err(|e| err(format!("`secure_card`: {e}")))?;
+            if uid.len() != chronolock_core::card::UID_LEN {
+                return Err(err(format!(
+                    "`secure_card`: uid `{}` has {} bytes; secure cards have 7",
+                    a.uid,
+                    uid.len()
+                )));
+            }
+            Action::SecureCard {
+                uid,
+                clone: a.clone,
+            }
+        }
         "keys" => {
             let keys = from_value::<KeysArgs>(rest).map_err(args)?.keys;
             if let Some(bad) = keys.chars().find(|c| !(c.is_ascii_digit() || *c == '*' || *c == '#')) {
@@ -666,7 +751,7 @@ fn parse_step(line: usize, obj: &mut Map<String, Value>) -> Result<Step, Scenari
         "rex" => from_value::<NoArgs>(rest).map(|_| Action::Rex).map_err(args)?,
         other => {
             return Err(err(format!(
-                "unknown step `{other}` (expected boot, power_off, network, ntp, backend, phone_time, card, keys, battery, door, rex or end)"
+                "unknown step `{other}` (expected boot, power_off, network, ntp, backend, phone_time, card, secure_card, keys, battery, door, rex or end)"
             )))
         }
     };

@@ -66,6 +66,10 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
             total.lockdown_learn_worst_ms.max(r.lockdown_learn_worst_ms);
         total.lockdown_denials += r.lockdown_denials;
         total.emergency_grants_in_lockdown += r.emergency_grants_in_lockdown;
+        total.secure_presentations += r.secure_presentations;
+        total.secure_grants += r.secure_grants;
+        total.clones_presented += r.clones_presented;
+        total.clones_refused += r.clones_refused;
         total.misled_grants += r.misled_grants;
         total.intent_checks += r.intent_checks;
         total.intent_checks_across_dst += r.intent_checks_across_dst;
@@ -99,7 +103,19 @@ fn ci_seeds_break_no_invariant_under_every_fault() {
         total.watches_held,
         total.watches_woken
     );
+    println!(
+        "CI seeds, secure cards: {} genuine decided ({} granted), {} copies of their UIDs presented, {} refused DENIED_CARD_AUTH, none let in",
+        total.secure_presentations, total.secure_grants, total.clones_presented, total.clones_refused
+    );
     assert_eq!(total.door_days, 4 * 20 * 30);
+    // Secure cards: genuine ones let in by their rules, every copy refused (a grant would be
+    // a `no_clone_granted` violation, and a wrong grant).
+    assert!(
+        total.secure_grants > 1_000 && total.clones_refused > 500,
+        "{} {}",
+        total.secure_grants,
+        total.clones_refused
+    );
     assert!(total.decisions > 40_000 && total.grants > 10_000);
     assert!(total.keypad_grants > 1_000, "{}", total.keypad_grants);
     assert!(total.list_installs > 1_000);
@@ -384,6 +400,13 @@ fn an_exit_button_refused_under_lockdown_is_caught() {
     let f = planted(Plant::RefuseExitInLockdown);
     assert_eq!(f.first.invariant, "egress_never_refused", "{f}");
     assert!(f.first.detail.contains("under lockdown"), "{f}");
+}
+
+#[test]
+fn a_backend_that_compiles_secure_cards_as_uid_cards_lets_a_clone_in() {
+    let f = planted(Plant::BackendDropsSecureFlag);
+    assert_eq!(f.first.invariant, "no_clone_granted", "{f}");
+    assert!(f.first.detail.contains("without its key"), "{f}");
 }
 
 #[test]

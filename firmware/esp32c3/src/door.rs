@@ -182,6 +182,9 @@ async fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery, alert: &mut A
                 crate::ota::boot_slot(door.store().flash(), slot);
             }
             Request::Notice(n) => log_notice(&n),
+            // This board reads cards through Wiegand only (UIDs): no card in an APDU reader's
+            // field answers, so a secure card's check ends at once (`DENIED_CARD_AUTH`).
+            Request::CardApdu(_) => door.handle_card_lost(now),
         }
     }
 }

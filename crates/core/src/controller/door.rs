@@ -29,6 +29,13 @@ pub enum Credential {
         /// UID length.
         len: u8,
     },
+    /// A secure card, by UID: it proved its key (or was refused because it did not).
+    SecureCard {
+        /// UID bytes, zero-padded.
+        uid: [u8; MAX_UID_LEN],
+        /// UID length.
+        len: u8,
+    },
     /// A keypad user, by user code.
     Keypad {
         /// Code digits, zero-padded.
@@ -50,6 +57,24 @@ impl Credential {
         }
     }
 
+    /// A secure card (UIDs longer than 10 bytes are cut).
+    pub fn secure_card(uid: &[u8]) -> Self {
+        match Credential::card(uid) {
+            Credential::Card { uid, len } => Credential::SecureCard { uid, len },
+            other => other,
+        }
+    }
+
+    /// The card UID, for cards of either kind.
+    pub fn uid(&self) -> Option<&[u8]> {
+        match self {
+            Credential::Card { uid, len } | Credential::SecureCard { uid, len } => {
+                Some(&uid[..usize::from(*len)])
+            }
+            Credential::Keypad { .. } => None,
+        }
+    }
+
     /// A keypad user code.
     pub fn keypad(code: &[u8]) -> Self {
         let len = code.len().min(MAX_USER_CODE_LEN);
@@ -62,12 +87,17 @@ impl Credential {
     }
 }
 
-/// `card:04A1B2C3` or `keypad:1234`, as in the scenario contract.
+/// `card:04A1B2C3`, `secure_card:04DE5F1EACC040` or `keypad:1234`, as in the scenario
+/// contract.
 impl fmt::Display for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Credential::Card { uid, len } => {
-                f.write_str("card:")?;
+            Credential::Card { uid, len } | Credential::SecureCard { uid, len } => {
+                f.write_str(if matches!(self, Credential::Card { .. }) {
+                    "card:"
+                } else {
+                    "secure_card:"
+                })?;
                 uid[..usize::from(*len)]
                     .iter()
                     .try_for_each(|b| write!(f, "{b:02X}"))
@@ -131,9 +161,13 @@ impl Controller {
         now: Instant,
     ) {
         self.tick(now);
-        let credential = Credential::card(uid);
-        let policy = list.and_then(|l| l.find_card(uid));
-        self.decide(credential, policy, list, now);
+        match list.and_then(|l| l.card(uid)) {
+            // A UID-only reader cannot check a secure card: its UID alone opens nothing.
+            Some(r) if r.secure => {
+                self.finish(Credential::secure_card(uid), Decision::DeniedCardAuth)
+            }
+            record => self.decide(Credential::card(uid), record.map(|r| r.policy), list, now),
+        }
     }
 
     /// A keypad key (`0`–`9`, `*`, `#`) was pressed; `#` finishes an entry.
@@ -296,7 +330,7 @@ impl Controller {
         }
     }
 
-    fn decide<S: ListBytes>(
+    pub(super) fn decide<S: ListBytes>(
         &mut self,
         credential: Credential,
         policy: Option<u32>,
@@ -331,7 +365,7 @@ impl Controller {
         }
     }
 
-    fn finish(&mut self, credential: Credential, decision: Decision) {
+    pub(super) fn finish(&mut self, credential: Credential, decision: Decision) {
         self.push(Action::Event(Event::Decision {
             credential,
             decision,
@@ -363,6 +397,7 @@ impl Controller {
 
     /// Door timers: CONDITIONAL deadlines and the daily report.
     pub(super) fn door_timeouts(&mut self, now: Instant) {
+        self.card_timeouts(now);
         while let Some(idx) = self
             .conditional
             .iter()
@@ -387,6 +422,7 @@ impl Controller {
     pub(super) fn door_timeout(&self) -> Option<Instant> {
         let conditional = self.conditional.iter().map(|(_, _, d)| *d).min();
         let report = self.report.next_due(&self.clock, self.last_now, &self.cfg);
-        Some(conditional.map_or(report, |c| c.min(report)))
+        let first = conditional.map_or(report, |c| c.min(report));
+        Some(self.card_timeout().map_or(first, |c| c.min(first)))
     }
 }

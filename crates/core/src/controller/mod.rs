@@ -22,6 +22,7 @@ use rand_core::{RngCore, SeedableRng};
 
 mod door;
 mod position;
+mod secure_card;
 
 pub use door::{Credential, Feedback};
 pub use position::AlarmKind;
@@ -104,6 +105,9 @@ pub enum Action {
     /// Store this signed lockdown order; hand it back at the next boot through
     /// [`Controller::restore_lockdown`].
     PersistLockdown([u8; crate::lockdown::ORDER_LEN]),
+    /// Send this APDU to the card in the reader's field and hand its answer to
+    /// [`Controller::handle_card_response`] (or report [`Controller::handle_card_lost`]).
+    CardApdu(crate::card::Apdu),
     /// Something to log or report.
     Event(Event),
 }
@@ -281,6 +285,8 @@ pub struct Controller {
     list_key: Option<[u8; 32]>,
     /// The door's contact, unlock, alarm and lockdown.
     position: position::Position,
+    /// A secure card being checked.
+    card_check: Option<secure_card::CardCheck>,
 }
 
 impl Controller {
@@ -321,6 +327,7 @@ impl Controller {
             next_request: 0,
             list_created: None,
             position: position::Position::default(),
+            card_check: None,
         };
         c.push(Action::ReadRtc { at_tick: false });
         c

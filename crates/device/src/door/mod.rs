@@ -197,6 +197,9 @@ pub enum Request {
         /// 0 (`ota_0`) or 1 (`ota_1`).
         slot: u8,
     },
+    /// Send this APDU to the card in the reader's field (a PN532's InDataExchange) and hand
+    /// its answer to [`Door::handle_card_response`], or call [`Door::handle_card_lost`].
+    CardApdu(chronolock_core::card::Apdu),
     /// Something to log or show; what must be kept is stored or waits for [`Request::Store`].
     Notice(Notice),
 }
@@ -883,6 +886,36 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
         self.drain(now);
     }
 
+    /// A card that speaks APDUs (ISO 14443-4, e.g. NTAG 424 DNA or DESFire) came into the
+    /// reader's field announcing `uid`: a secure card's entry starts its check
+    /// ([`Request::CardApdu`]).
+    pub fn handle_secure_card(&mut self, uid: &[u8], now: Instant) {
+        self.with_list(|ctl, list| ctl.handle_secure_card(uid, list, now));
+        self.drain(now);
+    }
+
+    /// The card's answer (data and status word) to the last [`Request::CardApdu`].
+    pub fn handle_card_response(&mut self, response: &[u8], now: Instant) {
+        self.with_list(|ctl, list| ctl.handle_card_response(response, list, now));
+        self.drain(now);
+    }
+
+    /// The site's card master keys in the active list, unsealed. Only a simulator needs them
+    /// (to make a card personalised for the site); a door derives each card's key inside the
+    /// controller.
+    pub fn card_master_keys(&mut self) -> Option<chronolock_core::allowlist::CardMasterKeys> {
+        let (slot, info) = self.active?;
+        let key = protocol::list_key(&self.identity.as_ref()?.device_key);
+        let source = FlashList::new(self.store.flash(), slot.data_offset, slot.len);
+        AllowList::trusted(source, info).card_master_keys(&key)
+    }
+
+    /// The card left the field, or the reader failed, during a check.
+    pub fn handle_card_lost(&mut self, now: Instant) {
+        self.ctl.handle_card_lost(now);
+        self.drain(now);
+    }
+
     /// Keypad keys were pressed (`0`–`9`, `*`, `#`).
     pub fn handle_keys(&mut self, keys: &[u8], now: Instant) {
         self.with_list(|ctl, list| {
@@ -1391,6 +1424,7 @@ impl<F: NorFlash + MultiwriteNorFlash> Door<F> {
                 Action::PersistKeypadUse(u) => self.keep_keypad_use(&u),
                 Action::Unlock { ms } => self.push(Request::Unlock { ms }),
                 Action::Feedback(f) => self.push(Request::Feedback(f)),
+                Action::CardApdu(apdu) => self.push(Request::CardApdu(apdu)),
                 Action::Alarm { sounding } => self.push(Request::Alarm { sounding }),
                 Action::PersistLockdown(order) => {
                     let kept = self.store.set_lockdown(&order);

@@ -343,6 +343,10 @@ fieldset label { font-weight: normal; margin: 0; }
 .secret { font-size: 1.2rem; letter-spacing: .08em; word-break: break-all; }
 .once { background: #fff8e1; border: 1px solid #f0c36d; padding: .6rem .8rem; }
 .hint { color: #666; font-size: .9rem; margin: 0; }
+.badge { border-radius: .6rem; padding: .05rem .5rem; font-size: .85rem; white-space: nowrap; }
+.badge.secure { background: #e3f4e1; color: #1d5c1a; }
+.badge.cloneable { background: #fff1e0; color: #8a4b00; }
+label.check { font-weight: normal; display: block; margin: .4rem 0; }
 ")) }
     }
 }

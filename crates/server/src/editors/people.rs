@@ -202,6 +202,13 @@ pub(super) async fn person_page(
                             @for card in &cards {
                                 tr {
                                     td { code { (card.uid) } }
+                                    td {
+                                        @if card.secure {
+                                            span.badge.secure title="Proves a key only the card and this site hold: a copy of its UID is refused." { "secure card" }
+                                        } @else {
+                                            span.badge.cloneable title="The door trusts its UID alone: anyone who reads the card can copy it onto a blank card in seconds. Replace it with a secure card (NTAG 424 DNA, enrolled with chronolock card personalize)." { "UID only: can be cloned" }
+                                        }
+                                    }
                                     td { (button_form(admin, &format!("{base}/cards/{}/delete", card.id), "Remove", &[])) }
                                 }
                             }
@@ -214,6 +221,12 @@ pub(super) async fn person_page(
                     input id="uid" name="uid" value=(f.get("uid")) required autocomplete="off"
                         pattern="[0-9A-Fa-f :]+" spellcheck="false";
                     (field_error(err, "uid"))
+                    label.check {
+                        input type="checkbox" id="secure" name="secure" value="on"
+                            checked[f.get("secure") == "on"];
+                        " Secure card (NTAG 424 DNA or DESFire, 7-byte UID), personalised for this site with "
+                        code { "chronolock card personalize" }
+                    }
                     button type="submit" id="add-card" { "Add card" }
                 }
             }
@@ -371,7 +384,8 @@ async fn add_card(
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':')
         .collect();
-    if let Err(e) = model::add_card(&state, person.id, &uid).await {
+    let secure = f.get("secure") == "on";
+    if let Err(e) = model::add_card_kind(&state, person.id, &uid, secure).await {
         let e = form_error(e, &["uid"])?;
         return refuse(&state, &admin, &site, &person, &f, e).await;
     }

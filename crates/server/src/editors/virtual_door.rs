@@ -117,6 +117,13 @@ async fn panel(State(state): State<AppState>, admin: Admin, Path(id): Path<Strin
             }
             form method="post" action=(action) {
                 (super::csrf(&admin))
+                label for="secure-uid" { "Secure card UID (7 bytes hex; the door's PN532 checks its key)" }
+                input #secure-uid name="uid" placeholder="04DE5F1EACC040" required;
+                button type="submit" name="do" value="secure_card" #present-secure { "Present genuine card" }
+                button type="submit" name="do" value="secure_card_clone" #present-clone { "Present a clone (UID only)" }
+            }
+            form method="post" action=(action) {
+                (super::csrf(&admin))
                 input type="hidden" name="do" value="keys";
                 label for="keys" { "Keys (digits, * and #)" }
                 input #keys name="keys" placeholder="1234*123456#" required;
@@ -176,6 +183,22 @@ async fn control(
                     )))
                 })?;
             PanelCommand::Card(bytes)
+        }
+        what @ ("secure_card" | "secure_card_clone") => {
+            let uid = f.get("uid").trim();
+            let bytes: [u8; 7] = data_encoding::HEXUPPER_PERMISSIVE
+                .decode(uid.as_bytes())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    UiError::App(crate::error::AppError::BadRequest(format!(
+                        "uid: {uid:?} is not a secure card's UID (7 bytes in hex)"
+                    )))
+                })?;
+            PanelCommand::SecureCard {
+                uid: bytes,
+                clone: what == "secure_card_clone",
+            }
         }
         "keys" => {
             let keys = f.get("keys").trim();

@@ -110,6 +110,13 @@ pub(crate) struct Tally {
     pub watches_woken: u64,
     pub lockdown_denials: u64,
     pub emergency_grants_in_lockdown: u64,
+    /// Genuine secure cards presented to the door's PN532, and how many were let in.
+    pub secure_presentations: u64,
+    pub secure_grants: u64,
+    /// Copies of a secure card's UID presented (on the PN532 or a UID-only reader), and how
+    /// many were refused `DENIED_CARD_AUTH` (the rest: before a list, `DENIED_UNKNOWN`).
+    pub clones_presented: u64,
+    pub clones_refused: u64,
     pub position: super::position::PositionTally,
 }
 
@@ -285,6 +292,41 @@ struct SimBackend<'w> {
     verdicts: RefCell<BTreeMap<u32, (CredKey, bool)>>,
     /// The door's contact and held-open time, as the site set them.
     position: DoorPosition,
+    /// The site's list as compiled for this door (sealed to it, with the card master key),
+    /// by generation.
+    sealed: RefCell<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+impl SimBackend<'_> {
+    /// The list of `v`'s generation for this door: sealed to its device key and carrying the
+    /// site's card master key, as the server compiles it (once per generation).
+    fn door_copy(&self, v: &super::world::ListVersion) -> Arc<Vec<u8>> {
+        if let Some((g, bytes)) = &*self.sealed.borrow() {
+            if *g == v.generation {
+                return bytes.clone();
+            }
+        }
+        let Some(device_key) = self.key.get() else {
+            return v.bytes.clone();
+        };
+        let keys = chronolock_core::allowlist::CardMasterKeys {
+            current: (self.site.card_master, 1),
+            previous: None,
+        };
+        let bytes = chronolock_allowlist::compile_for_door(
+            &v.source,
+            v.generation,
+            v.created_secs,
+            &self.signing,
+            Some(chronolock_core::protocol::list_key(&device_key)),
+            Some(keys),
+        )
+        .map(Arc::new)
+        // The site's list compiled once already: it compiles for a door too.
+        .unwrap_or_else(|_| v.bytes.clone());
+        *self.sealed.borrow_mut() = Some((v.generation, bytes.clone()));
+        bytes
+    }
 }
 
 impl Devices for SimBackend<'_> {
@@ -367,7 +409,7 @@ impl Devices for SimBackend<'_> {
             sync_interval_s: 300,
             list: current
                 .filter(|v| v.generation > device_generation)
-                .map(|v| SharedList(v.bytes.clone())),
+                .map(|v| SharedList(self.door_copy(v))),
             // The fleet's doors keep the servers they were built with.
             ntp_servers: String::new(),
             lockdown: self.site.lockdown_at(self.now_t.get()).map(|c| c.order),
@@ -457,6 +499,10 @@ pub(crate) struct DoorRun<'w> {
     /// the outbox, before the door saw them, to check that the unlock comes before any of its
     /// writes (but a keypad code's use, which must come before it).
     decided_at_changes: Option<(u64, usize)>,
+    /// The secure card in the PN532's field while it is presented (it answers the door's
+    /// APDUs), and whether the card being decided is a copy of a secure card's UID.
+    card: Option<crate::card::SoftCard>,
+    clone_presented: bool,
     /// Per keypad user: the next HOTP counter of the user's token, and the last entry typed.
     hotp_token: BTreeMap<usize, u64>,
     last_typed: BTreeMap<usize, Typed>,
@@ -547,6 +593,7 @@ impl<'w> DoorRun<'w> {
             last_check: RefCell::new(None),
             verdicts: RefCell::new(BTreeMap::new()),
             position,
+            sealed: RefCell::new(None),
         };
         let mut run = DoorRun {
             w,
@@ -577,6 +624,8 @@ impl<'w> DoorRun<'w> {
             asked: Vec::new(),
             typing: None,
             decided_at_changes: None,
+            card: None,
+            clone_presented: false,
             hotp_token: BTreeMap::new(),
             last_typed: BTreeMap::new(),
             granted_codes: BTreeSet::new(),
@@ -892,16 +941,24 @@ impl<'w> DoorRun<'w> {
         let boot = self.dev.as_ref().map(|d| d.boot);
         match ev {
             Ev::Card(uid) => {
+                let secure = self.present_secure(&uid);
                 if let Some(dev) = &mut self.dev {
                     self.decided_at_changes =
                         Some((dev.door.store().flash().changes(), dev.door.outbox_len()));
-                    dev.door.handle_card(&uid, now);
+                    if secure {
+                        dev.door.handle_secure_card(&uid, now);
+                    } else {
+                        dev.door.handle_card(&uid, now);
+                    }
                     if self.cfg.plant == Some(Plant::StoreBeforeUnlock) {
                         dev.door.store_pending();
                     }
                 }
                 self.drain();
                 self.decided_at_changes = None;
+                // The card leaves the field (a door that was off saw nothing of it).
+                self.card = None;
+                self.clone_presented = false;
             }
             Ev::Keypad(user) => self.type_entry(user),
             Ev::PowerCut { until } => {
@@ -1411,6 +1468,17 @@ impl<'w> DoorRun<'w> {
                 Request::SendNtp { server, packet } => self.send_ntp(server, packet),
                 Request::Post(exchange) => self.post(exchange),
                 Request::Feedback(_) => {}
+                Request::CardApdu(apdu) => {
+                    if let Some(dev) = &mut self.dev {
+                        match &mut self.card {
+                            Some(card) => {
+                                let answer = card.transmit(&apdu);
+                                dev.door.handle_card_response(&answer, now);
+                            }
+                            None => dev.door.handle_card_lost(now),
+                        }
+                    }
+                }
                 Request::Unlock { ms } => {
                     let refused = self.cfg.plant == Some(Plant::RefuseExitInLockdown)
                         && self.rex_pressed
@@ -2279,10 +2347,87 @@ impl<'w> DoorRun<'w> {
         on && self.network_up && !backend_down && self.disturbed_at < from
     }
 
+    /// A card of the site's secure cards is presented: mostly the genuine card to the
+    /// PN532, one time in eight a copy of its UID on a card without the key (the PN532 reads
+    /// it), one in sixteen a copy read by a UID-only reader. Chosen from the moment, not
+    /// drawn: the door's draws stay as they were. Returns whether the PN532 reads it (the
+    /// card in its field is set up).
+    fn present_secure(&mut self, uid: &[u8]) -> bool {
+        self.card = None;
+        self.clone_presented = false;
+        let Ok(uid7) = <[u8; chronolock_core::card::UID_LEN]>::try_from(uid) else {
+            return false;
+        };
+        if !self.site.secure.contains(uid) {
+            return false;
+        }
+        let pick = (self.t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60;
+        let seed = self.t as u64 ^ u64::from(self.door);
+        match pick {
+            0 | 1 => {
+                self.clone_presented = true;
+                self.card = Some(crate::card::SoftCard::clone_of(uid7, seed));
+                true
+            }
+            2 => {
+                self.clone_presented = true;
+                false
+            }
+            _ => {
+                self.card = Some(crate::card::SoftCard::genuine(
+                    uid7,
+                    &self.site.card_master,
+                    seed,
+                ));
+                true
+            }
+        }
+    }
+
+    /// A copy of a secure card's UID is never let in; with the secure entry in the door's
+    /// list it is refused `DENIED_CARD_AUTH`, without one `DENIED_UNKNOWN` (`no_clone_granted`).
+    fn check_clone(&mut self, credential: Credential, decision: Decision) {
+        self.tally.clones_presented += 1;
+        let held = self
+            .installed_generation()
+            .and_then(|g| self.site.version(g))
+            .is_some_and(|v| v.entries.contains_key(&cred_key(credential)));
+        let want = if held {
+            Decision::DeniedCardAuth
+        } else {
+            Decision::DeniedUnknown
+        };
+        if decision == Decision::DeniedCardAuth {
+            self.tally.clones_refused += 1;
+        }
+        if decision.is_granted() {
+            self.tally.wrong_grants += 1;
+        }
+        if decision != want {
+            self.violate(
+                "no_clone_granted",
+                format!(
+                    "a copy of {credential}'s UID without its key: {}, want {}",
+                    decision.as_str(),
+                    want.as_str()
+                ),
+            );
+        }
+    }
+
     fn check_decision(&mut self, credential: Credential, decision: Decision) {
         self.tally.decisions += 1;
         if decision.is_granted() {
             self.tally.grants += 1;
+        }
+        if std::mem::take(&mut self.clone_presented) {
+            return self.check_clone(credential, decision);
+        }
+        if matches!(credential, Credential::SecureCard { .. }) {
+            self.tally.secure_presentations += 1;
+            if decision.is_granted() {
+                self.tally.secure_grants += 1;
+            }
         }
         let key = cred_key(credential);
         let backed = self
@@ -2761,7 +2906,9 @@ impl<'w> DoorRun<'w> {
 /// A credential as the list's key.
 fn cred_key(credential: Credential) -> CredKey {
     match credential {
-        Credential::Card { uid, len } => CredKey::Card(uid[..usize::from(len)].to_vec()),
+        Credential::Card { uid, len } | Credential::SecureCard { uid, len } => {
+            CredKey::Card(uid[..usize::from(len)].to_vec())
+        }
         Credential::Keypad { code, len } => CredKey::Keypad(code[..usize::from(len)].to_vec()),
     }
 }

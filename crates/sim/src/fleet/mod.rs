@@ -190,6 +190,8 @@ pub enum Plant {
     /// The backend answers held watches only when their 25 s wait ends, not when something
     /// changes (no push).
     BackendNoPush,
+    /// The backend compiles secure cards as UID cards: a copy of the UID opens.
+    BackendDropsSecureFlag,
 }
 
 /// What to simulate.
@@ -397,6 +399,15 @@ pub struct FleetReport {
     pub lockdown_denials: u64,
     /// EMERGENCY grants while the door was in lockdown.
     pub emergency_grants_in_lockdown: u64,
+    /// Genuine secure cards decided (after a check of their key).
+    pub secure_presentations: u64,
+    /// Those let in.
+    pub secure_grants: u64,
+    /// Copies of secure cards' UIDs presented (none is ever let in: `no_clone_granted`).
+    pub clones_presented: u64,
+    /// Those refused `DENIED_CARD_AUTH` (the others, before the door held a list,
+    /// `DENIED_UNKNOWN`).
+    pub clones_refused: u64,
     /// Invariants broken (at most 16 per door kept).
     pub violations: Vec<Violation>,
     /// The first misled grants (at most 4 per door), for reading: not failures.
@@ -437,6 +448,10 @@ impl FleetReport {
             .max((t.position.lockdown_learn_worst_us / 1_000) as u64);
         self.lockdown_denials += t.lockdown_denials;
         self.emergency_grants_in_lockdown += t.emergency_grants_in_lockdown;
+        self.secure_presentations += t.secure_presentations;
+        self.secure_grants += t.secure_grants;
+        self.clones_presented += t.clones_presented;
+        self.clones_refused += t.clones_refused;
         self.events_emitted += t.events_emitted;
         self.events_delivered += t.events_delivered;
         self.resent_events += t.resent_events;
@@ -558,6 +573,14 @@ impl fmt::Display for FleetReport {
             self.emergency_grants_in_lockdown,
             self.watches_held,
             self.watches_woken
+        )?;
+        write!(
+            f,
+            "\n  secure cards: {} genuine decided ({} granted); {} copies of their UIDs presented, {} refused DENIED_CARD_AUTH, none let in",
+            self.secure_presentations,
+            self.secure_grants,
+            self.clones_presented,
+            self.clones_refused
         )
     }
 }

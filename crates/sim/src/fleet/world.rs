@@ -154,6 +154,10 @@ pub(crate) struct ListVersion {
     /// True time it was compiled (µs since the start).
     pub at: i64,
     pub bytes: Arc<Vec<u8>>,
+    /// What it was compiled from, and when (Unix seconds): the backend compiles each door's
+    /// copy from it, sealed to the door with the site's card master key.
+    pub source: Arc<Vec<Entry>>,
+    pub created_secs: i64,
     /// Until when (Unix seconds) its UTC slots follow the local schedules across DST.
     pub horizon_end: i64,
     /// Its credentials as the backend meant them.
@@ -181,6 +185,10 @@ pub(crate) struct Site {
     pub people: Vec<Vec<u8>>,
     /// The people who also have keypad codes.
     pub keypad: Vec<KeypadUser>,
+    /// The cards (UIDs) that are secure cards, personalised with the site's card master key.
+    pub secure: BTreeSet<Vec<u8>>,
+    /// The site's card master key.
+    pub card_master: [u8; 16],
     /// Every list, oldest first; generation = index + 1.
     pub versions: Vec<ListVersion>,
     /// Every lockdown order, oldest first; seq = index + 1 (on, off, on, …).
@@ -296,18 +304,17 @@ impl World {
                 key,
                 people: Vec::new(),
                 keypad: Vec::new(),
+                secure: BTreeSet::new(),
+                // Derived from the site's key, so that the world's draws stay as they were.
+                card_master: card_master_of(&key),
                 versions: Vec::new(),
                 lockdowns: Vec::new(),
             };
-            let ignore_zone = cfg.plant == Some(super::Plant::BackendIgnoresZone);
-            draw_rules_and_lists(
-                &mut site,
-                rng,
-                start_secs,
-                fault_end,
-                ignore_zone,
-                &mut faults,
-            )?;
+            let bends = Bends {
+                ignore_zone: cfg.plant == Some(super::Plant::BackendIgnoresZone),
+                drop_secure: cfg.plant == Some(super::Plant::BackendDropsSecureFlag),
+            };
+            draw_rules_and_lists(&mut site, rng, start_secs, fault_end, bends, &mut faults)?;
             draw_lockdowns(&mut site, rng, start_secs, fault_end, &mut faults);
             sites.push(site);
         }
@@ -412,7 +419,7 @@ fn draw_rules_and_lists(
     rng: &mut Rng,
     start_secs: i64,
     fault_end: i64,
-    ignore_zone: bool,
+    bends: Bends,
     faults: &mut BTreeMap<&'static str, u64>,
 ) -> Result<(), FleetError> {
     let mut uids = BTreeSet::new();
@@ -423,6 +430,13 @@ fn draw_rules_and_lists(
         uids.insert(uid);
     }
     site.people = uids.into_iter().collect();
+    // About one card in four is a secure card (no draw: the world stays as it was).
+    site.secure = site
+        .people
+        .iter()
+        .filter(|u| u.len() == chronolock_core::card::UID_LEN && u[0] & 1 == 0)
+        .cloned()
+        .collect();
     site.keypad = (0..KEYPAD_USERS_PER_SITE)
         .map(|person| {
             let mut totp = [0u8; 20];
@@ -455,13 +469,7 @@ fn draw_rules_and_lists(
         let at_secs = start_secs + t / SEC;
         let generation = site.versions.len() as u64 + 1;
         site.versions.push(compile(
-            site,
-            &rules,
-            generation,
-            t,
-            at_secs,
-            &signing,
-            ignore_zone,
+            site, &rules, generation, t, at_secs, &signing, bends,
         )?);
         t += rng.range(HOUR, max_gap);
         if t >= fault_end {
@@ -504,6 +512,22 @@ fn draw_lockdowns(
     }
 }
 
+/// A site's card master key, derived from its signing key.
+fn card_master_of(key: &[u8; 32]) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&key[..16]);
+    chronolock_core::card::crypto::cmac(&k, &[b"card master key"])
+}
+
+/// Planted bugs in the backend's compiler.
+#[derive(Clone, Copy, Debug)]
+struct Bends {
+    /// Local schedules compiled as if the site were in UTC.
+    ignore_zone: bool,
+    /// Secure cards compiled as UID cards.
+    drop_secure: bool,
+}
+
 fn compile(
     site: &Site,
     rules: &[Rule],
@@ -511,8 +535,9 @@ fn compile(
     t: i64,
     at_secs: i64,
     signing: &SigningKey,
-    ignore_zone: bool,
+    bends: Bends,
 ) -> Result<ListVersion, FleetError> {
+    let ignore_zone = bends.ignore_zone;
     let from = Timestamp::from_second(at_secs).map_err(|e| FleetError::Zone {
         zone: site.zone_name,
         message: e.to_string(),
@@ -544,11 +569,17 @@ fn compile(
             })?
         };
         let policy = Policy::new(access, valid_from, valid_until);
-        source.push(Entry::Card(CardEntry {
+        let card = CardEntry {
             uid: uid.clone(),
             policy,
             slots: slots.clone(),
-        }));
+        };
+        // Planted: a backend that compiles secure cards as UID cards.
+        source.push(if site.secure.contains(uid) && !bends.drop_secure {
+            Entry::SecureCard(card)
+        } else {
+            Entry::Card(card)
+        });
         let entry = RefEntry {
             access,
             valid_from,
@@ -578,6 +609,8 @@ fn compile(
         generation,
         at: t,
         bytes: Arc::new(bytes),
+        source: Arc::new(source),
+        created_secs: at_secs,
         horizon_end: at_secs + HORIZON_DAYS * 86_400,
         entries,
     })

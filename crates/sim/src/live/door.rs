@@ -27,8 +27,16 @@ use crate::runner::event_json;
 /// What a door can be told to do (the stdin commands, the admin UI's buttons).
 #[derive(Clone, Debug)]
 pub enum Command {
-    /// Present a card.
+    /// Present a card to the UID-only (Wiegand) reader.
     Card(Vec<u8>),
+    /// Present a secure card (7-byte UID) to the PN532: one personalised for the site, or
+    /// (`clone`) a card that gives its UID without holding its key.
+    SecureCard {
+        /// Its UID.
+        uid: [u8; chronolock_core::card::UID_LEN],
+        /// A copy of the UID only.
+        clone: bool,
+    },
     /// Press keypad keys.
     Keys(String),
     /// Switch the power on (boot) or off (a cut: RAM is lost).
@@ -246,6 +254,7 @@ pub fn spawn(opts: DoorOptions, store: Store, out: Output) -> std::io::Result<Do
         last_decision: None,
         last_sync: None,
         door_open: false,
+        card: None,
     };
     tokio::spawn(door.run(rx, inputs_rx));
     let name = view_rx.borrow().name.clone();
@@ -280,6 +289,8 @@ struct Shell {
     last_sync: Option<String>,
     /// The door stands open (physical: it stays as it is while the controller is off).
     door_open: bool,
+    /// The secure card in the PN532's field (it answers the door's APDUs at once).
+    card: Option<crate::card::SoftCard>,
 }
 
 impl Shell {
@@ -444,6 +455,20 @@ impl Shell {
         let now = instant(r.started);
         match c {
             Command::Card(uid) => r.door.handle_card(&uid, now),
+            Command::SecureCard { uid, clone } => {
+                // A genuine card is one the site personalised: its keys come from the site's
+                // card master key (which this simulated card may know); a clone has its own.
+                let seed =
+                    u64::from_le_bytes([uid[0], uid[1], uid[2], uid[3], uid[4], uid[5], uid[6], 0]);
+                let card = match r.door.card_master_keys() {
+                    Some(keys) if !clone => {
+                        crate::card::SoftCard::genuine(uid, &keys.current.0, seed)
+                    }
+                    _ => crate::card::SoftCard::clone_of(uid, seed),
+                };
+                self.card = Some(card);
+                r.door.handle_secure_card(&uid, now);
+            }
             Command::Keys(keys) => r.door.handle_keys(keys.as_bytes(), now),
             Command::Door(open) => {
                 self.door_open = open;
@@ -685,6 +710,16 @@ impl Shell {
                     "error": format!("asked to boot app slot {slot}: a virtual door has none"),
                 })),
                 Request::Notice(n) => self.notice(n),
+                Request::CardApdu(apdu) => {
+                    let Some(r) = &mut self.running else { return };
+                    match &mut self.card {
+                        Some(card) => {
+                            let answer = card.transmit(&apdu);
+                            r.door.handle_card_response(&answer, now);
+                        }
+                        None => r.door.handle_card_lost(now),
+                    }
+                }
             }
         }
     }

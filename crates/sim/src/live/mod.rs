@@ -178,6 +178,8 @@ struct CommandLine {
     #[serde(rename = "do")]
     what: String,
     uid: Option<String>,
+    #[serde(default)]
+    clone: bool,
     keys: Option<String>,
     on: Option<bool>,
     up: Option<bool>,
@@ -199,6 +201,19 @@ pub fn parse_command(line: &str) -> Result<(usize, Command), String> {
                 return Err(format!("uid {uid:?} must be 1 to 10 bytes"));
             }
             Command::Card(bytes)
+        }
+        "secure_card" => {
+            let uid = c.uid.as_deref().ok_or("\"secure_card\" needs \"uid\"")?;
+            let bytes = data_encoding::HEXUPPER_PERMISSIVE
+                .decode(uid.as_bytes())
+                .map_err(|_| format!("uid {uid:?} is not hex"))?;
+            let uid = bytes
+                .try_into()
+                .map_err(|_| format!("uid {uid:?}: secure cards have 7-byte UIDs"))?;
+            Command::SecureCard {
+                uid,
+                clone: c.clone,
+            }
         }
         "keys" => {
             let keys = c.keys.clone().ok_or("\"keys\" needs \"keys\"")?;
