@@ -14,6 +14,25 @@ use chronolock_core::card::{
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
+/// Carries the door's APDU to the card in the reader's field (at once: the simulated reader is
+/// ideal) and hands the door its answer; with no card there, the card is lost to the door.
+pub fn carry<F>(
+    door: &mut chronolock_device::door::Door<F>,
+    card: Option<&mut SoftCard>,
+    apdu: &[u8],
+    now: chronolock_core::Instant,
+) where
+    F: embedded_storage::nor_flash::NorFlash + embedded_storage::nor_flash::MultiwriteNorFlash,
+{
+    match card {
+        Some(card) => {
+            let answer = card.transmit(apdu);
+            door.handle_card_response(&answer, now);
+        }
+        None => door.handle_card_lost(now),
+    }
+}
+
 /// One card.
 #[derive(Clone, Debug)]
 pub struct SoftCard {

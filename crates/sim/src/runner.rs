@@ -696,13 +696,7 @@ impl Sim {
                 Request::Notice(notice) => self.notice(notice),
                 Request::CardApdu(apdu) => {
                     if let Some(dev) = &mut self.device {
-                        match &mut self.card {
-                            Some(card) => {
-                                let response = card.transmit(&apdu);
-                                dev.door.handle_card_response(&response, now);
-                            }
-                            None => dev.door.handle_card_lost(now),
-                        }
+                        crate::card::carry(&mut dev.door, self.card.as_mut(), &apdu, now);
                     }
                 }
             }

@@ -12,6 +12,7 @@
 //! card's response, and the machine either asks for another or finishes. Nothing here reads a
 //! reader, a clock or an RNG: the random numbers come in from the caller.
 //!
+//! - [`auth`]: select, authenticate and read the real UID: the part both share.
 //! - [`crypto`]: AES-CMAC, CBC, session keys, secure messaging, diversification.
 //! - [`reader`]: the door's check: authenticate with the door key, then read the real UID under
 //!   secure messaging (GetCardUID) and compare it with the UID the card announced.
@@ -19,6 +20,7 @@
 //!   this site's diversified keys.
 //! - [`sun`]: the card's Secure Unique NFC message (SDM), checked on the server side.
 
+pub mod auth;
 pub mod crypto;
 pub mod personalize;
 pub mod reader;

@@ -7,20 +7,10 @@
 //! last, which ends the session. Afterwards the door's check ([`super::reader`]) confirms the
 //! result.
 
+use super::auth::{self, Authentication};
 use super::{command, crypto, status, wrap, Apdu, Key, Session, KEY_COUNT, UID_LEN};
 
-/// Why personalisation stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// The card refused key 0: it is not a blank card (or not one of the old master key).
-    WrongKey,
-    /// An answer did not prove the key, or its MAC did not verify.
-    Forged,
-    /// The card's real UID is not the one it announced.
-    UidMismatch,
-    /// An unexpected status word or length.
-    Protocol([u8; 2]),
-}
+pub use super::auth::Failure;
 
 /// What to do next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,34 +28,16 @@ pub enum Progress {
 /// The order keys are changed in: key 0 last, as changing it ends the session.
 const ORDER: [u8; KEY_COUNT as usize] = [1, 2, 3, 4, 0];
 
-#[derive(Clone, Copy, Debug)]
-enum Step {
-    Select,
-    Part1,
-    Part2 { rnd_b: [u8; 16] },
-    Uid { session: Session },
-    Change { session: Session, index: usize },
-    Finished,
-}
-
 /// One card's personalisation.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Personalizer {
-    uid: [u8; UID_LEN],
+    auth: Authentication,
     old: [Key; KEY_COUNT as usize],
     new: [Key; KEY_COUNT as usize],
     version: u8,
-    rnd_a: [u8; 16],
-    step: Step,
-}
-
-impl core::fmt::Debug for Personalizer {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Personalizer")
-            .field("uid", &self.uid)
-            .field("step", &self.step)
-            .finish_non_exhaustive()
-    }
+    /// Once authenticated: the session and the index (into [`ORDER`]) of the key being
+    /// changed.
+    changing: Option<(Session, usize)>,
 }
 
 /// The ChangeKey APDU for `key_no` in an authenticated `session` (with key 0): key 0 itself
@@ -105,21 +77,23 @@ impl Personalizer {
         version: u8,
         rnd_a: [u8; 16],
     ) -> (Self, Apdu) {
+        // Key 0 changes the others; the UID checked under its session is the one the keys
+        // are diversified from.
+        let (auth, apdu) = Authentication::start(uid, 0, old[0], rnd_a, false);
         let p = Personalizer {
-            uid,
+            auth,
             old,
             new,
             version,
-            rnd_a,
-            step: Step::Select,
+            changing: None,
         };
-        (p, super::select_application())
+        (p, apdu)
     }
 
     fn change(&mut self, session: Session, index: usize) -> Progress {
         let key_no = ORDER[index];
         let n = usize::from(key_no);
-        self.step = Step::Change { session, index };
+        self.changing = Some((session, index));
         Progress::Send(change_key(
             &session,
             key_no,
@@ -131,57 +105,28 @@ impl Personalizer {
 
     /// The card's response to the last APDU.
     pub fn handle(&mut self, response: &[u8]) -> Progress {
-        let step = core::mem::replace(&mut self.step, Step::Finished);
+        let Some((mut session, index)) = self.changing.take() else {
+            return match self.auth.handle(response) {
+                auth::Progress::Send(apdu) => Progress::Send(apdu),
+                auth::Progress::Authenticated(session) => self.change(session, 0),
+                auth::Progress::Failed(f) => Progress::Failed(f),
+            };
+        };
         let Some((data, sw)) = super::split_response(response) else {
             return Progress::Failed(Failure::Protocol([0, 0]));
         };
-        match step {
-            Step::Select if sw == status::ISO_OK => {
-                self.step = Step::Part1;
-                Progress::Send(super::authenticate_first(0))
-            }
-            Step::Part1 if sw == status::ADDITIONAL_FRAME => {
-                match super::authenticate_second(&self.old[0], &self.rnd_a, data) {
-                    Some((rnd_b, apdu)) => {
-                        self.step = Step::Part2 { rnd_b };
-                        Progress::Send(apdu)
-                    }
-                    None => Progress::Failed(Failure::Protocol(sw)),
-                }
-            }
-            Step::Part2 { .. } if sw == status::AUTHENTICATION_ERROR => {
-                Progress::Failed(Failure::WrongKey)
-            }
-            Step::Part2 { rnd_b } if sw == status::OK => {
-                match super::authenticate_finish(&self.old[0], &self.rnd_a, &rnd_b, data) {
-                    Some(session) => {
-                        self.step = Step::Uid { session };
-                        Progress::Send(super::get_card_uid(&session))
-                    }
-                    None => Progress::Failed(Failure::Forged),
-                }
-            }
-            Step::Uid { mut session } if sw == status::OK => {
-                match super::read_card_uid(&mut session, data) {
-                    // The keys are diversified from the announced UID: it must be the real one.
-                    Some(uid) if uid == self.uid => self.change(session, 0),
-                    Some(_) => Progress::Failed(Failure::UidMismatch),
-                    None => Progress::Failed(Failure::Forged),
-                }
-            }
-            Step::Change { mut session, index } if sw == status::OK => {
-                session.ctr = session.ctr.wrapping_add(1);
-                if ORDER[index] == 0 {
-                    // Key 0 changed: the session ended with it, and no MAC comes back.
-                    return Progress::Done;
-                }
-                if !crypto::same(&session.response_mac(0x00, &[]), data) {
-                    return Progress::Failed(Failure::Forged);
-                }
-                self.change(session, index + 1)
-            }
-            _ => Progress::Failed(Failure::Protocol(sw)),
+        if sw != status::OK {
+            return Progress::Failed(Failure::Protocol(sw));
         }
+        session.ctr = session.ctr.wrapping_add(1);
+        if ORDER[index] == 0 {
+            // Key 0 changed: the session ended with it, and no MAC comes back.
+            return Progress::Done;
+        }
+        if !crypto::same(&session.response_mac(0x00, &[]), data) {
+            return Progress::Failed(Failure::Forged);
+        }
+        self.change(session, index + 1)
     }
 }
 

@@ -1470,13 +1470,7 @@ impl<'w> DoorRun<'w> {
                 Request::Feedback(_) => {}
                 Request::CardApdu(apdu) => {
                     if let Some(dev) = &mut self.dev {
-                        match &mut self.card {
-                            Some(card) => {
-                                let answer = card.transmit(&apdu);
-                                dev.door.handle_card_response(&answer, now);
-                            }
-                            None => dev.door.handle_card_lost(now),
-                        }
+                        crate::card::carry(&mut dev.door, self.card.as_mut(), &apdu, now);
                     }
                 }
                 Request::Unlock { ms } => {

@@ -34,6 +34,12 @@
 //! list, offline, under lockdown), and now and then as the door boots. The door leaf stays where
 //! it is across power cuts; the shell reports the contact at every boot.
 //!
+//! About one card in four is a secure card (NTAG 424 DNA), personalised with the site's card
+//! master key; the backend compiles each door's list sealed to it, with that key. Presented, a
+//! secure card is mostly the genuine card on the door's PN532 (the software card answers the
+//! door's APDUs), one time in eight a copy of its UID on a card without the key, one in sixteen
+//! a copy read by the UID-only reader.
+//!
 //! Presentations (24 a day per door on average, three in ten within two minutes of a local
 //! schedule edge): known cards, unknown cards, and keypad entries: the TOTP code of the true
 //! time step, the user's next HOTP code (each door has its own token counter per user: the
@@ -106,6 +112,10 @@
 //!   the reference still judges: they are granted as always), a CONDITIONAL answer included;
 //!   it says `DENIED_LOCKDOWN` only then; and it never announces a state it already had (it
 //!   would have forgotten its lockdown).
+//! - **No clone granted** (`no_clone_granted`): a copy of a secure card's UID, on the PN532 or
+//!   on the UID-only reader, is never let in: `DENIED_CARD_AUTH` when the door's list holds the
+//!   card as secure, `DENIED_UNKNOWN` when it holds no list with it. Genuine secure cards are
+//!   judged like every card, by the reference.
 //! - **Egress never refused** (`egress_never_refused`): every press of the exit button on a door
 //!   that is on opens the lock, before the clock is valid, without a list, offline and under
 //!   lockdown.

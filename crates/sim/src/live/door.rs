@@ -712,13 +712,7 @@ impl Shell {
                 Request::Notice(n) => self.notice(n),
                 Request::CardApdu(apdu) => {
                     let Some(r) = &mut self.running else { return };
-                    match &mut self.card {
-                        Some(card) => {
-                            let answer = card.transmit(&apdu);
-                            r.door.handle_card_response(&answer, now);
-                        }
-                        None => r.door.handle_card_lost(now),
-                    }
+                    crate::card::carry(&mut r.door, self.card.as_mut(), &apdu, now);
                 }
             }
         }
