@@ -198,6 +198,19 @@ async fn editors_door_person_schedule_rule_and_totp() {
         b.fill("#uid", "04 a1 b2 c3").await;
         b.click("#add-card").await;
         assert!(b.text("#cards").await.contains("04A1B2C3"));
+        assert!(
+            b.text("#cards").await.contains("UID only: can be cloned"),
+            "a UID-only card is marked cloneable"
+        );
+        // A secure card (personalised elsewhere), marked as such.
+        b.fill("#uid", "04DE5F1EACC040").await;
+        b.click("#secure").await;
+        b.click("#add-card").await;
+        let cards = b.text("#cards").await;
+        assert!(
+            cards.contains("04DE5F1EACC040") && cards.contains("secure card"),
+            "{cards}"
+        );
         b.shot("person-with-card").await;
 
         // A SCHEDULED rule for the door, from the person's page (which fills in the person).
@@ -226,7 +239,7 @@ async fn editors_door_person_schedule_rule_and_totp() {
             with_card > empty_generation,
             "generation {with_card} after the rule, {empty_generation} before"
         );
-        assert!(b.text("main").await.contains("1 card(s)"));
+        assert!(b.text("main").await.contains("2 card(s)"));
         b.shot("door-generation-risen").await;
 
         // TOTP enrolment: the secret is shown once, as a QR code and as text.
