@@ -57,7 +57,7 @@ say "fuzz targets: every parser of untrusted bytes, ${FUZZ_SECONDS:-20} s each"
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked --quiet
 fi
-for target in allowlist card_response device_protocol ntp_response persisted setup_form; do
+for target in allowlist card_response device_protocol ntp_response persisted pn532_frame setup_form; do
   fuzz_log=$(mktemp)
   if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -s none --release -- \
     -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=1024) >"$fuzz_log" 2>&1; then

@@ -11,6 +11,7 @@
 //!   backend, driven by every shell;
 //! - [`ota`]: over-the-air updates into the spare app slot;
 //! - [`flash`]: blocking NOR flash for `sequential-storage`, and host flash (memory, file);
+//! - [`pn532`]: the PN532 NFC controller's frames (a card's UID, APDUs to it) over I2C;
 //! - [`wiegand`]: Wiegand 26/34 card frames and keypad keys from the reader's D0/D1 pulses.
 //!
 //! `no_std`, no heap: everything here runs on the door.
@@ -20,6 +21,7 @@
 pub mod door;
 pub mod flash;
 pub mod ota;
+pub mod pn532;
 pub mod setup;
 pub mod slots;
 pub mod wiegand;

@@ -74,6 +74,15 @@ pub enum Input {
     DoorContact(bool),
     /// The request-to-exit button was pressed (debounced; once per press).
     Rex,
+    /// The PN532 found a card that speaks APDUs (ISO-DEP), with this UID: a secure card's
+    /// check may start.
+    SecureCard(heapless::Vec<u8, 10>),
+    /// The PN532 found a card that does not (its UID is all it has).
+    NfcCard(heapless::Vec<u8, 10>),
+    /// The card's answer to the door's last APDU.
+    CardResponse(heapless::Vec<u8, { crate::nfc::RESPONSE_MAX }>),
+    /// The card did not answer (it left the field, or there is no PN532).
+    CardLost,
 }
 
 /// Inputs for the door task.

@@ -120,6 +120,10 @@ fn handle(door: &mut FirmwareDoor, input: Input, now: chronolock_core::Instant) 
             info!("exit button pressed");
             door.handle_rex(now);
         }
+        Input::SecureCard(uid) => door.handle_secure_card(&uid, now),
+        Input::NfcCard(uid) => door.handle_card(&uid, now),
+        Input::CardResponse(r) => door.handle_card_response(&r, now),
+        Input::CardLost => door.handle_card_lost(now),
     }
 }
 
@@ -182,9 +186,15 @@ async fn carry_out(door: &mut FirmwareDoor, battery: &mut Battery, alert: &mut A
                 crate::ota::boot_slot(door.store().flash(), slot);
             }
             Request::Notice(n) => log_notice(&n),
-            // This board reads cards through Wiegand only (UIDs): no card in an APDU reader's
-            // field answers, so a secure card's check ends at once (`DENIED_CARD_AUTH`).
-            Request::CardApdu(_) => door.handle_card_lost(now),
+            // To the PN532 task, which answers with the card's response (or the card's loss).
+            Request::CardApdu(apdu) => {
+                let sent = heapless::Vec::from_slice(&apdu)
+                    .ok()
+                    .is_some_and(|a| crate::nfc::APDU.try_send(a).is_ok());
+                if !sent {
+                    door.handle_card_lost(now);
+                }
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! A thin shell around the shared [`chronolock_device::door::Door`]: `main` sets up the
 //! peripherals, boots the door from what flash keeps and spawns one task per piece of I/O. The
-//! door task ([`door`]) is the only one that talks to the door; the others ([`reader`], [`rtc`],
+//! door task ([`door`]) is the only one that talks to the door; the others ([`reader`], [`nfc`], [`rtc`],
 //! [`board`], [`net`], [`setup`]) carry packets, pulses and pin levels through the channels in
 //! [`bus`]. Nothing here decides who may enter or which time to trust.
 //!
@@ -18,6 +18,7 @@ mod door;
 mod http;
 mod liveness;
 mod net;
+mod nfc;
 mod ota;
 mod parse;
 mod reader;
@@ -55,6 +56,13 @@ esp_bootloader_esp_idf::esp_app_desc!();
 
 /// The door: controller, flash, exchanges.
 static DOOR: StaticCell<door::FirmwareDoor> = StaticCell::new();
+/// The I2C bus the DS3231 and the PN532 share.
+static I2C_BUS: StaticCell<
+    embassy_sync::blocking_mutex::Mutex<
+        embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex,
+        core::cell::RefCell<I2c<'static, esp_hal::Blocking>>,
+    >,
+> = StaticCell::new();
 /// The IP stack's sockets: DHCP, DNS, NTP, the exchanges' TCP, the watch's TCP, spare.
 static NET_RESOURCES: StaticCell<StackResources<6>> = StaticCell::new();
 /// The server's address, shared by the backend and watch tasks.
@@ -150,7 +158,11 @@ async fn main(spawner: Spawner) -> ! {
     spawner.spawn(watchdog::watchdog_task(timg1.wdt).expect("watchdog task spawned once"));
 
     // ----- I/O tasks -----------------------------------------------------------------------
-    spawner.spawn(rtc::rtc_task(i2c).expect("RTC task spawned once"));
+    let i2c_bus = I2C_BUS.init(embassy_sync::blocking_mutex::Mutex::new(
+        core::cell::RefCell::new(i2c),
+    ));
+    spawner.spawn(rtc::rtc_task(nfc::SharedI2c::new(i2c_bus)).expect("RTC task spawned once"));
+    spawner.spawn(nfc::nfc_task(nfc::SharedI2c::new(i2c_bus)).expect("NFC task spawned once"));
     reader::start(d0, d1);
     spawner.spawn(reader::reader_task().expect("reader task spawned once"));
     spawner.spawn(board::lock_task(relay).expect("lock task spawned once"));

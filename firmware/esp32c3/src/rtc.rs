@@ -7,13 +7,12 @@ use chronolock_core::time::CivilDateTime;
 use chronolock_core::{Instant, RtcReading};
 use ds323x::{DateTimeAccess, Datelike, Ds323x, NaiveDate, Timelike};
 use embassy_time::{Duration, Timer};
-use esp_hal::i2c::master::I2c;
-use esp_hal::Blocking;
 use log::{info, warn};
 
 use crate::bus::{self, Input, RtcRequest, RTC};
+use crate::nfc::SharedI2c;
 
-type Chip = Ds323x<ds323x::interface::I2cInterface<I2c<'static, Blocking>>, ds323x::ic::DS3231>;
+type Chip = Ds323x<ds323x::interface::I2cInterface<SharedI2c>, ds323x::ic::DS3231>;
 
 /// Why the RTC could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +65,7 @@ fn write(chip: &mut Chip, unix_secs: i64) -> Result<(), RtcError> {
 
 /// Serves the controller's RTC requests. `chip` is `None` when no DS3231 answered at boot.
 #[embassy_executor::task]
-pub async fn rtc_task(i2c: I2c<'static, Blocking>) -> ! {
+pub async fn rtc_task(i2c: SharedI2c) -> ! {
     let mut chip = Ds323x::new_ds3231(i2c);
     // Detection: the status register answers.
     let present = chip.has_been_stopped().is_ok();
