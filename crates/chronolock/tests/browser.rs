@@ -206,11 +206,8 @@ async fn editors_door_person_schedule_rule_and_totp() {
         b.fill("#uid", "04DE5F1EACC040").await;
         b.click("#secure").await;
         b.click("#add-card").await;
-        let cards = b.text("#cards").await;
-        assert!(
-            cards.contains("04DE5F1EACC040") && cards.contains("secure card"),
-            "{cards}"
-        );
+        let cards = b.wait_text_containing("#cards", "04DE5F1EACC040").await;
+        assert!(cards.contains("secure card"), "{cards}");
         b.shot("person-with-card").await;
 
         // A SCHEDULED rule for the door, from the person's page (which fills in the person).

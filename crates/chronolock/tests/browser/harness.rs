@@ -333,18 +333,29 @@ impl Browser {
 
     /// Waits until the text of `css` is `expected` (after a form posts back to the same page).
     pub async fn wait_text(&self, css: &str, expected: &str) {
+        self.wait_for_text(css, expected, |text| text == expected)
+            .await;
+    }
+
+    /// Waits until the visible text of `css` contains `part` (the page reloading after a form).
+    pub async fn wait_text_containing(&self, css: &str, part: &str) -> String {
+        self.wait_for_text(css, part, |text| text.contains(part))
+            .await
+    }
+
+    async fn wait_for_text(&self, css: &str, wanted: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let text = match self.client.find(Locator::Css(css)).await {
                 Ok(element) => element.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
             };
-            if text == expected {
-                return;
+            if ok(&text) {
+                return text;
             }
             assert!(
                 Instant::now() < deadline,
-                "expected {css} to read {expected:?}, it reads {text:?} on {}",
+                "expected {css} to read {wanted:?}, it reads {text:?} on {}",
                 self.here().await
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
