@@ -102,14 +102,15 @@ fn master_keys(data: &Path) -> ([u8; 16], Option<[u8; 16]>) {
 
 const UID: [u8; 7] = [0x04, 0xDE, 0x5F, 0x1E, 0xAC, 0xC0, 0x40];
 
-#[test]
-fn a_blank_software_card_is_personalised_enrolled_and_rotated() {
-    let dir = temp_dir("soft");
+/// A data directory holding the people of `csv`, and a blank software card `card` with
+/// [`UID`] beside it: (the test's directory, the data directory, the card file).
+fn site_and_blank_card(test: &str, csv: &str, card: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = temp_dir(test);
     let data = dir.join("data");
     let people = dir.join("people.csv");
-    std::fs::write(&people, "name,cards\nAda Lovelace,04A1B2C3\nBob,\n").unwrap();
+    std::fs::write(&people, csv).unwrap();
     ok(&["import", "--data", path(&data), path(&people)]);
-    let card = dir.join("ada.json");
+    let card = dir.join(card);
     ok(&[
         "card",
         "new-soft-card",
@@ -117,6 +118,16 @@ fn a_blank_software_card_is_personalised_enrolled_and_rotated() {
         "--uid",
         "04DE5F1EACC040",
     ]);
+    (dir, data, card)
+}
+
+#[test]
+fn a_blank_software_card_is_personalised_enrolled_and_rotated() {
+    let (dir, data, card) = site_and_blank_card(
+        "soft",
+        "name,cards\nAda Lovelace,04A1B2C3\nBob,\n",
+        "ada.json",
+    );
     refused(&["card", "new-soft-card", path(&card)], "exists already");
     assert_eq!(keys_of(&card), vec![[0u8; 16]; 5], "factory keys");
 
@@ -265,19 +276,8 @@ fn a_card_in_a_pcsc_reader_is_personalised_through_pcscd() {
         eprintln!("skipped: pcscd or vsmartcard-vpcd is not installed");
         return;
     }
-    let dir = temp_dir("pcsc");
-    let data = dir.join("data");
-    let people = dir.join("people.csv");
-    std::fs::write(&people, "name,cards\nAda Lovelace,\n").unwrap();
-    ok(&["import", "--data", path(&data), path(&people)]);
-    let card = dir.join("card.json");
-    ok(&[
-        "card",
-        "new-soft-card",
-        path(&card),
-        "--uid",
-        "04DE5F1EACC040",
-    ]);
+    let (_dir, data, card) =
+        site_and_blank_card("pcsc", "name,cards\nAda Lovelace,\n", "card.json");
 
     // Our own pcscd, unless one runs already (it reads the same reader configuration).
     let running = std::fs::read_to_string("/run/pcscd/pcscd.pid")

@@ -311,16 +311,8 @@ impl core::fmt::Debug for CardMasterKeys {
     }
 }
 
-/// XORs the card-keys section's 32 key bytes with their keystream (sealing and unsealing are
-/// the same operation).
-fn seal_card_keys(list_key: &[u8; 32], generation: u64, keys: &mut [u8]) {
-    use chacha20::cipher::{KeyIvInit, StreamCipher};
-    let mut nonce = [0u8; 12];
-    nonce[..8].copy_from_slice(b"cardkeys");
-    nonce[8..].copy_from_slice(&(generation as u32).to_le_bytes());
-    let mut cipher = chacha20::ChaCha20::new(list_key.into(), &nonce.into());
-    cipher.apply_keystream(keys);
-}
+/// The keystream label of the card-keys section: no keypad record's (their codes are digits).
+const CARD_KEYS_LABEL: &[u8; 8] = b"cardkeys";
 
 /// XORs the 64 secret bytes of a keypad record with its keystream (sealing and unsealing are
 /// the same operation).
@@ -617,9 +609,7 @@ impl<S: ListBytes> AllowList<S> {
     /// The policy index of a card, by UID (4, 7 or 10 bytes). `None` also when the storage
     /// cannot be read (the door then denies).
     pub fn find_card(&self, uid: &[u8]) -> Option<u32> {
-        let key = card_key(uid)?;
-        let (_, rec) = self.search::<CARD_LEN>(0, &key)?;
-        Some(le_u24(&rec, 11))
+        self.card(uid).map(|r| r.policy)
     }
 
     /// A card's record, by UID: its policy and whether it is a secure card.
@@ -641,7 +631,12 @@ impl<S: ListBytes> AllowList<S> {
         let (at, _, _) = self.info.section(4);
         let mut rec = [0u8; CARD_KEYS_LEN];
         self.bytes.read(at, &mut rec).ok()?;
-        seal_card_keys(list_key, self.info.generation, &mut rec[16..48]);
+        apply_seal(
+            list_key,
+            CARD_KEYS_LABEL,
+            self.info.generation,
+            &mut rec[16..48],
+        );
         let key = |at: usize| {
             let mut k = [0u8; 16];
             k.copy_from_slice(&rec[at..at + 16]);
@@ -1236,7 +1231,7 @@ mod builder {
                     rec[2] = v;
                     rec[32..48].copy_from_slice(&k);
                 }
-                seal_card_keys(list_key, generation, &mut rec[16..48]);
+                apply_seal(list_key, CARD_KEYS_LABEL, generation, &mut rec[16..48]);
                 out.extend_from_slice(&rec);
             }
             let signature = key.sign(&out);

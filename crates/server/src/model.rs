@@ -1055,14 +1055,15 @@ pub async fn refresh_door(state: &AppState, door_id: i64, now: i64) -> Result<u6
             .await?
             .ok_or(ModelError::NotFound)?;
         let (_, meta) = door_meta(row);
-        let entries = door_entries(state, door_id, now).await?;
-        let card_keys = crate::card_keys::keys(&state.db).await?;
+        // The site's data as read once: the door's entries and the card master keys.
+        let data = SiteData::load_door(state, door_id, now).await?;
+        let entries = data.entries(door_id, now)?;
         let (next, digest, bytes) = match compile_door(
             door_id,
             &meta,
             &entries,
             &state.signing_key,
-            &card_keys,
+            &data.card_keys,
             now,
         )? {
             Compiled::Unchanged(error) => {

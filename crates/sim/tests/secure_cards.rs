@@ -42,6 +42,26 @@ fn rotating() -> Option<CardMasterKeys> {
     })
 }
 
+/// The decisions among the controller's pending actions, with their credentials.
+fn decided(c: &mut Controller) -> Vec<(String, Decision)> {
+    std::iter::from_fn(|| c.poll_action())
+        .filter_map(|a| match a {
+            Action::Event(Event::Decision {
+                credential,
+                decision,
+            }) => Some((credential.to_string(), decision)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refused() -> Vec<(String, Decision)> {
+    vec![(
+        "secure_card:04DE5F1EACC040".to_string(),
+        Decision::DeniedCardAuth,
+    )]
+}
+
 fn controller() -> Controller {
     let mut c = Controller::new(
         Config::default(),
@@ -159,13 +179,7 @@ fn a_card_that_stops_answering_is_refused_at_the_deadline() {
     assert!(c.card_check_pending());
     c.handle_timeout(deadline);
     assert!(!c.card_check_pending());
-    let decided: Vec<_> = std::iter::from_fn(|| c.poll_action())
-        .filter_map(|a| match a {
-            Action::Event(Event::Decision { decision, .. }) => Some(decision),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(decided, vec![Decision::DeniedCardAuth]);
+    assert_eq!(decided(&mut c), refused());
 }
 
 #[test]
@@ -184,24 +198,16 @@ fn a_card_taken_away_or_replaced_mid_check_is_refused() {
     assert!(d.is_empty());
     c.handle_card_lost(t);
     assert!(!c.card_check_pending());
-    let decided = |c: &mut Controller| -> Vec<Decision> {
-        std::iter::from_fn(|| c.poll_action())
-            .filter_map(|a| match a {
-                Action::Event(Event::Decision { decision, .. }) => Some(decision),
-                _ => None,
-            })
-            .collect()
-    };
-    assert_eq!(decided(&mut c), vec![Decision::DeniedCardAuth]);
+    assert_eq!(decided(&mut c), refused());
     // A second card while the first is checked: the first is refused, the second checked.
     c.handle_secure_card(&UID, Some(&list_view), t);
     c.handle_secure_card(&UID, Some(&list_view), t);
-    assert_eq!(decided(&mut c), vec![Decision::DeniedCardAuth]);
+    assert_eq!(decided(&mut c), refused());
     assert!(c.card_check_pending());
     // A stray answer with no check pending changes nothing.
     c.handle_card_lost(t);
     c.handle_card_response(&[0x91, 0x00], Some(&list_view), t);
-    assert_eq!(decided(&mut c), vec![Decision::DeniedCardAuth]);
+    assert_eq!(decided(&mut c), refused());
 }
 
 #[test]
@@ -219,20 +225,5 @@ fn a_secure_entry_without_a_key_to_check_it_never_opens() {
     // Nor does its UID on a UID-only reader.
     let list_view = AllowList::open(&bytes).unwrap();
     c.handle_card(&UID, Some(&list_view), Instant::from_secs(2));
-    let d: Vec<_> = std::iter::from_fn(|| c.poll_action())
-        .filter_map(|a| match a {
-            Action::Event(Event::Decision {
-                credential,
-                decision,
-            }) => Some((credential.to_string(), decision)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        d,
-        vec![(
-            "secure_card:04DE5F1EACC040".to_string(),
-            Decision::DeniedCardAuth
-        )]
-    );
+    assert_eq!(decided(&mut c), refused());
 }

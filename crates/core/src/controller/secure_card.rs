@@ -57,11 +57,16 @@ impl Controller {
         self.start_card_check(uid, keys, now);
     }
 
-    fn start_card_check(&mut self, uid: [u8; UID_LEN], keys: CardMasterKeys, now: Instant) {
+    /// A fresh RndA for an authentication.
+    fn rnd_a(&mut self) -> [u8; 16] {
         let mut rnd_a = [0u8; 16];
         self.rng.fill_bytes(&mut rnd_a);
+        rnd_a
+    }
+
+    fn start_card_check(&mut self, uid: [u8; UID_LEN], keys: CardMasterKeys, now: Instant) {
         let key = card_key(&keys.current.0, &uid, DOOR_KEY);
-        let (reader, apdu) = Reader::start(uid, DOOR_KEY, key, rnd_a);
+        let (reader, apdu) = Reader::start(uid, DOOR_KEY, key, self.rnd_a());
         self.card_check = Some(CardCheck {
             uid,
             reader,
@@ -100,9 +105,8 @@ impl Controller {
                 if check.fallback.is_some() =>
             {
                 // Not yet personalised again after a master key rotation: try the previous key.
-                let mut rnd_a = [0u8; 16];
-                self.rng.fill_bytes(&mut rnd_a);
                 let key = check.fallback.take().unwrap_or_default();
+                let rnd_a = self.rnd_a();
                 let (reader, apdu) = Reader::start_selected(check.uid, DOOR_KEY, key, rnd_a);
                 check.reader = reader;
                 self.card_check = Some(check);
